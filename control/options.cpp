@@ -1,0 +1,69 @@
+#include "options.hpp"
+
+#include <cstdint>
+
+#include "diag.hpp"
+
+namespace zmm {
+namespace {
+constinit Options g_options;
+
+// "NAME=value" → value, when the entry is that variable.
+const char* value_of(const char* entry, const char* name) {
+    while (*name && *entry == *name) {
+        ++entry;
+        ++name;
+    }
+    return (*name == 0 && *entry == '=') ? entry + 1 : nullptr;
+}
+}  // namespace
+
+
+const Options& options() { return g_options; }
+
+bool expand_log_path(const char* pattern, int pid, char* out, size_t n) {
+    size_t o = 0;
+    for (const char* p = pattern; *p; ++p) {
+        if (p[0] == '%' && p[1] == 'p') {
+            char digits[16];
+            int d = 0;
+            unsigned v = static_cast<unsigned>(pid);
+            do {
+                digits[d++] = static_cast<char>('0' + v % 10);
+                v /= 10;
+            } while (v);
+            while (d) {
+                if (o + 1 >= n) return false;
+                out[o++] = digits[--d];
+            }
+            ++p;
+        } else {
+            if (o + 1 >= n) return false;
+            out[o++] = *p;
+        }
+    }
+    out[o] = 0;
+    return true;
+}
+
+bool load_options(char** env) {
+    if (!env) return false;
+    Options o;
+    for (char** e = env; *e; ++e) {
+        const char* s = *e;
+        if (s[0] != 'Z' || s[1] != 'M' || s[2] != 'M' || s[3] != '_') continue;
+        const char* v;
+#define ZMM_OPTION(var, type, field, def, help)                                 \
+    if ((v = value_of(s, #var)) != nullptr) {                                   \
+        if (!parse_option(v, o.field)) warn("ignoring malformed " #var "=", v, \
+                                            " (using the default)");            \
+        continue;                                                               \
+    }
+#include "options.def"
+#undef ZMM_OPTION
+    }
+    g_options = o;
+    return true;
+}
+
+}  // namespace zmm

@@ -1,0 +1,103 @@
+// Options, read once from the environment by scanning environ: no getenv, no
+// allocation, usable from the first malloc of the process. A malformed value
+// is reported once, naming the variable, and the default is used.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace zmm {
+
+struct Path {
+    char text[256] = {};
+};
+
+namespace option_types {
+using flag = bool;
+using count = unsigned;
+using bytes = size_t;
+using path = Path;
+}  // namespace option_types
+
+// Parsers, one per option type; each returns false on a malformed value.
+// constexpr, so that the defaults are in place before any constructor runs
+// (the first malloc of a process can come before them).
+//   flag: 0 or 1;  count: decimal, at most 1000000;
+//   bytes: 123, 64K, 128M, 2G, 2GB, -1 (= SIZE_MAX);  path: 1..255 bytes
+constexpr bool parse_option(const char* s, bool& out) {
+    if ((s[0] == '0' || s[0] == '1') && s[1] == 0) {
+        out = s[0] == '1';
+        return true;
+    }
+    return false;
+}
+
+constexpr bool parse_option(const char* s, unsigned& out) {
+    if (!*s) return false;
+    uint64_t v = 0;
+    for (; *s; ++s) {
+        if (*s < '0' || *s > '9') return false;
+        v = v * 10 + static_cast<unsigned>(*s - '0');
+        if (v > 1000000) return false;
+    }
+    out = static_cast<unsigned>(v);
+    return true;
+}
+
+constexpr bool parse_option(const char* s, size_t& out) {
+    if (s[0] == '-' && s[1] == '1' && s[2] == 0) {
+        out = SIZE_MAX;
+        return true;
+    }
+    if (*s < '0' || *s > '9') return false;
+    uint64_t v = 0;
+    for (; *s >= '0' && *s <= '9'; ++s) {
+        if (v > (UINT64_MAX - 9) / 10) return false;
+        v = v * 10 + static_cast<unsigned>(*s - '0');
+    }
+    unsigned shift = 0;
+    switch (*s) {
+    case 0: break;
+    case 'k': case 'K': shift = 10; break;
+    case 'm': case 'M': shift = 20; break;
+    case 'g': case 'G': shift = 30; break;
+    default: return false;
+    }
+    if (*s && s[1] != 0 && !((s[1] == 'B' || s[1] == 'b') && s[2] == 0)) return false;
+    if (shift && v > (UINT64_MAX >> shift)) return false;
+    out = static_cast<size_t>(v << shift);
+    return true;
+}
+
+constexpr bool parse_option(const char* s, Path& out) {
+    size_t len = 0;
+    while (s[len]) ++len;
+    if (len == 0 || len >= sizeof out.text) return false;
+    for (size_t i = 0; i <= len; ++i) out.text[i] = s[i];
+    return true;
+}
+
+
+struct Options {
+#define ZMM_OPTION(var, type, field, def, help) option_types::type field{};
+#include "options.def"
+#undef ZMM_OPTION
+    constexpr Options() {  // the defaults of options.def
+#define ZMM_OPTION(var, type, field, def, help) \
+    if (def[0]) parse_option(def, field);
+#include "options.def"
+#undef ZMM_OPTION
+    }
+};
+
+// The options in force (the defaults until load_options ran).
+const Options& options();
+
+// Parses the environment `env` (normally environ) into the process options.
+// Returns false if env is null (too early in start-up: call again later).
+bool load_options(char** env);
+
+// Expands %p to the pid into out (size n); false if it does not fit.
+bool expand_log_path(const char* pattern, int pid, char* out, size_t n);
+
+}  // namespace zmm

@@ -1,0 +1,130 @@
+#include "chunk.hpp"
+
+namespace zmm {
+
+void Chunk::init(Heap* owner, uint32_t number) {
+    heap = owner;
+    next = prev = nullptr;
+    num = number;
+    free_pages = k_chunk_pages - 1;
+    for (auto& w : free_map) w = 0;
+    for (auto& m : map) m = 0;
+    free_map[0] = 1;
+    map[0] = k_large | 1;  // the header is a one-page run that is never freed
+}
+
+bool Chunk::pages_free(unsigned first, unsigned count) const {
+    if (first + count > k_chunk_pages) return false;
+    for (unsigned p = first; p < first + count;) {
+        unsigned bit = p & 63;
+        unsigned n = 64 - bit < first + count - p ? 64 - bit : first + count - p;
+        uint64_t mask = (n == 64 ? ~uint64_t{0} : ((uint64_t{1} << n) - 1)) << bit;
+        if (free_map[p >> 6] & mask) return false;
+        p += n;
+    }
+    return true;
+}
+
+void Chunk::mark_used(unsigned first, unsigned count) {
+    for (unsigned p = first; p < first + count;) {
+        unsigned bit = p & 63;
+        unsigned n = 64 - bit < first + count - p ? 64 - bit : first + count - p;
+        uint64_t mask = (n == 64 ? ~uint64_t{0} : ((uint64_t{1} << n) - 1)) << bit;
+        free_map[p >> 6] |= mask;
+        p += n;
+    }
+    free_pages -= count;
+}
+
+void Chunk::mark_free(unsigned first, unsigned count) {
+    for (unsigned p = first; p < first + count;) {
+        unsigned bit = p & 63;
+        unsigned n = 64 - bit < first + count - p ? 64 - bit : first + count - p;
+        uint64_t mask = (n == 64 ? ~uint64_t{0} : ((uint64_t{1} << n) - 1)) << bit;
+        free_map[p >> 6] &= ~mask;
+        p += n;
+    }
+    free_pages += count;
+}
+
+namespace {
+// The first page at or after `from` whose bit equals `used`, or 512.
+unsigned next_page(const uint64_t* map, unsigned from, bool used) {
+    while (from < k_chunk_pages) {
+        uint64_t w = map[from >> 6];
+        if (!used) w = ~w;
+        w &= ~uint64_t{0} << (from & 63);
+        if (w) return (from & ~63u) + static_cast<unsigned>(__builtin_ctzll(w));
+        from = (from & ~63u) + 64;
+    }
+    return k_chunk_pages;
+}
+}  // namespace
+
+unsigned Chunk::find_run(unsigned count) const {
+    if (free_pages < count) return 0;
+    unsigned best = 0, best_len = k_chunk_pages;
+    unsigned p = 1;
+    while (p < k_chunk_pages) {
+        unsigned start = next_page(free_map, p, false);
+        if (start >= k_chunk_pages) break;
+        unsigned end = next_page(free_map, start, true);
+        unsigned len = end - start;
+        if (len == count) return start;
+        if (len > count && len < best_len) {
+            best = start;
+            best_len = len;
+        }
+        p = end;
+    }
+    return best;
+}
+
+unsigned Chunk::find_aligned_run(unsigned count, unsigned align_pages) const {
+    if (free_pages < count) return 0;
+    unsigned p = 1;
+    while (p < k_chunk_pages) {
+        unsigned start = next_page(free_map, p, false);
+        if (start >= k_chunk_pages) break;
+        unsigned end = next_page(free_map, start, true);
+        unsigned a = (start + align_pages - 1) / align_pages * align_pages;
+        if (a + count <= end) return a;
+        p = end;
+    }
+    return 0;
+}
+
+const char* Chunk::check() const {
+    unsigned free_count = 0;
+    for (unsigned p = 1; p < k_chunk_pages; ++p)
+        if (!page_used(p)) ++free_count;
+    if (free_count != free_pages) return "free_pages disagrees with free_map";
+    if (!page_used(0) || map[0] != (k_large | 1)) return "header page not reserved";
+    for (unsigned p = 1; p < k_chunk_pages;) {
+        uint32_t m = map[p];
+        if (m & k_small) {
+            unsigned bin = m & k_bin_mask;
+            if (bin >= k_bins || (m & k_small_offset_mask) != 0) return "small run does not start at offset 0";
+            for (unsigned i = 0; i < k_bin_pages[bin]; ++i) {
+                if (!page_used(p + i)) return "small run page marked free";
+                if (map[p + i] != (k_small | (i << 12) | bin)) return "small run page has a wrong map word";
+            }
+            p += k_bin_pages[bin];
+        } else if (m & k_large) {
+            unsigned n = m & k_pages_mask;
+            if (n == 0 || p + n > k_chunk_pages) return "large run length out of range";
+            for (unsigned i = 0; i < n; ++i) {
+                if (!page_used(p + i)) return "large run page marked free";
+                if (i && map[p + i] != (k_large_tail | i)) return "large run tail page has a wrong map word";
+            }
+            p += n;
+        } else {
+            if (page_used(p)) return "used page without a run";
+            if (m != 0 && m != k_large_freed) return "free page with a stale map word";
+            ++p;
+        }
+    }
+    return nullptr;
+}
+
+}  // namespace zmm

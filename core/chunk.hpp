@@ -1,0 +1,76 @@
+// A chunk: 2 MiB, 2 MiB aligned, 512 pages of 4 KiB. Page 0 is this header.
+//
+// free_map has one bit per page (set = in use; page 0 always set). map has one
+// word per page saying what the page holds, so any pointer resolves to its
+// bin or run in one load:
+//
+//   0                         free page
+//   k_small | offset | bin    page of a small run; `offset` is the page's byte
+//                             offset from the run's first page (bits 12..26),
+//                             so slot arithmetic needs no second lookup
+//   k_large | pages           first page of a large run of `pages` pages
+//   k_large_tail | offset     later page of a large run (pages from the first)
+//   k_large_freed             first page of a large run that was freed (until
+//                             reused), so a second free is a double free
+//
+// Only k_small has bit 31 set: the hot path tests the sign.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "size_class.hpp"
+
+namespace zmm {
+
+class Heap;
+
+inline constexpr uint32_t k_small = 0x80000000u;
+inline constexpr uint32_t k_large = 0x40000000u;
+inline constexpr uint32_t k_large_tail = 0x20000000u;
+inline constexpr uint32_t k_large_freed = 0x10000000u;
+inline constexpr uint32_t k_small_offset_mask = 0x07FFF000u;
+inline constexpr uint32_t k_bin_mask = 0x1Fu;
+inline constexpr uint32_t k_pages_mask = 0x3FFu;
+
+struct Chunk {
+    Heap* heap;  // the owner: every block in this chunk belongs to it
+    Chunk* next;
+    Chunk* prev;
+    uint32_t free_pages;
+    uint32_t num;  // creation order within the heap, for ZendMM's cache choice
+    uint64_t free_map[k_chunk_pages / 64];
+    uint32_t map[k_chunk_pages];
+
+    static Chunk* of(const void* p) {
+        return reinterpret_cast<Chunk*>(reinterpret_cast<uintptr_t>(p) & ~(k_chunk_size - 1));
+    }
+    static unsigned page_of(const void* p) {
+        return static_cast<unsigned>((reinterpret_cast<uintptr_t>(p) >> 12) & (k_chunk_pages - 1));
+    }
+    char* page_address(unsigned page) { return reinterpret_cast<char*>(this) + page * k_page_size; }
+
+    // Sets up an empty chunk (all pages free but the header).
+    void init(Heap* owner, uint32_t number);
+
+    bool page_used(unsigned page) const { return (free_map[page >> 6] >> (page & 63)) & 1; }
+    bool pages_free(unsigned first, unsigned count) const;
+    void mark_used(unsigned first, unsigned count);
+    void mark_free(unsigned first, unsigned count);
+
+    // Best fit over free_map: the first page of the smallest free run of at
+    // least `count` pages (an exact fit wins at once), or 0 if none.
+    unsigned find_run(unsigned count) const;
+    // As find_run, but the run's first page is a multiple of `align_pages`.
+    unsigned find_aligned_run(unsigned count, unsigned align_pages) const;
+
+    bool empty() const { return free_pages == k_chunk_pages - 1; }
+
+    // Checks the header against itself (free_map vs map vs free_pages); for
+    // tests and ZMM_DEBUG. Returns nullptr or a description of the first fault.
+    const char* check() const;
+};
+
+static_assert(sizeof(Chunk) <= k_page_size, "the chunk header must fit page 0");
+
+}  // namespace zmm

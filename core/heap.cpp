@@ -1,0 +1,735 @@
+#include "heap.hpp"
+
+#include <cerrno>
+#include <cstring>
+
+#include "os.hpp"
+
+namespace zmm {
+
+Heap_tuning g_tuning;
+
+namespace {
+constexpr size_t round_pages(size_t n) { return (n + k_page_size - 1) & ~(k_page_size - 1); }
+bool page_aligned(const void* p) { return (reinterpret_cast<uintptr_t>(p) & (k_page_size - 1)) == 0; }
+}  // namespace
+
+void Heap_stats::add(const Heap_stats& o) {
+    for (unsigned b = 0; b < k_bins; ++b) {
+        small_allocs[b] += o.small_allocs[b];
+        small_in_use[b] += o.small_in_use[b];
+    }
+    large_allocs += o.large_allocs;
+    large_in_use_bytes += o.large_in_use_bytes;
+    huge_allocs += o.huge_allocs;
+    huge_in_use_bytes += o.huge_in_use_bytes;
+    size += o.size;
+    peak += o.peak;
+    real_size += o.real_size;
+    real_peak += o.real_peak;
+    chunks += o.chunks;
+    cached_chunks += o.cached_chunks;
+    bytes_allocated += o.bytes_allocated;
+    bytes_freed += o.bytes_freed;
+    purged_bytes += o.purged_bytes;
+    unmapped_bytes += o.unmapped_bytes;
+}
+
+void Heap::init(uint64_t free_list_key) {
+    memset(static_cast<void*>(this), 0, sizeof *this);
+    key = free_list_key;
+    limit = SIZE_MAX;
+}
+
+// ============================================================================
+// Chunks
+// ============================================================================
+
+bool Heap::grow_real(size_t bytes) {
+    if (bytes > limit || real_size > limit - bytes) {
+        collect();
+        if (bytes > limit || real_size > limit - bytes) {
+            errno = ENOMEM;
+            return false;
+        }
+    }
+    return true;
+}
+
+Chunk* Heap::new_chunk() {
+    Chunk* c = cached;
+    if (c) {
+        cached = reinterpret_cast<Chunk*>(c->next);
+        --cached_count;
+    } else {
+        if (!grow_real(k_chunk_size)) return nullptr;
+        c = static_cast<Chunk*>(os::map_aligned(k_chunk_size, k_chunk_size));
+        if (!c) {
+            collect();
+            c = static_cast<Chunk*>(os::map_aligned(k_chunk_size, k_chunk_size));
+            if (!c) {
+                errno = ENOMEM;
+                return nullptr;
+            }
+        }
+        if (g_tuning.huge_pages)
+            os::advise_huge_pages(c, k_chunk_size);
+        else
+            os::advise_no_huge_pages(c, k_chunk_size);
+        count_real(k_chunk_size);
+        registry_mark(c, k_chunk_size, granule_chunk);
+    }
+    c->init(this, next_chunk_num++);
+    if (chunks) {
+        c->next = chunks;
+        c->prev = chunks->prev;
+        chunks->prev->next = c;
+        chunks->prev = c;
+    } else {
+        c->next = c->prev = c;
+        chunks = c;
+    }
+    ++chunks_count;
+    return c;
+}
+
+void Heap::unmap_chunk(Chunk* c) {
+    registry_clear(c, k_chunk_size);
+    os::unmap(c, k_chunk_size);
+    real_size -= k_chunk_size;
+    unmapped_bytes += k_chunk_size;
+}
+
+// An empty chunk leaves the owned list: to the cache, or back to the OS.
+void Heap::release_chunk(Chunk* c) {
+    if (c->next == c) {
+        chunks = nullptr;
+    } else {
+        c->prev->next = c->next;
+        c->next->prev = c->prev;
+        if (chunks == c) chunks = c->next;
+    }
+    --chunks_count;
+    if (cached_count < g_tuning.cached_chunks) {
+        // Its pages may hold freed data; beyond the dirty budget, drop them.
+        if (dirty_pages > g_tuning.dirty_budget_pages) {
+            os::purge(c->page_address(1), k_chunk_size - k_page_size);
+            purged_bytes += k_chunk_size - k_page_size;
+            dirty_pages = dirty_pages > k_chunk_pages ? dirty_pages - k_chunk_pages : 0;
+        }
+        c->heap = this;
+        c->next = cached;
+        cached = c;
+        ++cached_count;
+    } else {
+        unmap_chunk(c);
+    }
+}
+
+// ============================================================================
+// Pages (large runs and the runs of bins)
+// ============================================================================
+
+void* Heap::alloc_pages(unsigned count, unsigned align_pages, Chunk** chunk_out) {
+    Chunk* c = chunks;
+    unsigned page = 0;
+    if (c) {
+        do {
+            if (c->free_pages >= count) {
+                page = align_pages > 1 ? c->find_aligned_run(count, align_pages) : c->find_run(count);
+                if (page) break;
+            }
+            c = c->next;
+        } while (c != chunks);
+    }
+    if (!page) {
+        c = new_chunk();
+        if (!c) return nullptr;
+        page = align_pages > 1 ? align_pages : 1;
+    }
+    c->mark_used(page, count);
+    dirty_pages = dirty_pages > count ? dirty_pages - count : 0;
+    *chunk_out = c;
+    return c->page_address(page);
+}
+
+void* Heap::alloc_large(size_t bytes) {
+    unsigned count = static_cast<unsigned>(round_pages(bytes) / k_page_size);
+    Chunk* c;
+    char* p = static_cast<char*>(alloc_pages(count, 1, &c));
+    if (!p) return nullptr;
+    unsigned page = Chunk::page_of(p);
+    c->map[page] = k_large | count;
+    for (unsigned i = 1; i < count; ++i) c->map[page + i] = k_large_tail | i;
+    ++large_allocs;
+    bytes_allocated_slow += size_t{count} * k_page_size;
+    count_alloc(size_t{count} * k_page_size);
+    return p;
+}
+
+void Heap::free_large(Chunk* c, unsigned page, unsigned count) {
+    c->map[page] = k_large_freed;
+    for (unsigned i = 1; i < count; ++i) c->map[page + i] = 0;
+    c->mark_free(page, count);
+    size -= size_t{count} * k_page_size;
+    freed_bytes_large_huge += size_t{count} * k_page_size;
+    dirty_pages += count;
+    if (c->empty()) {
+        release_chunk(c);
+    } else if (dirty_pages > g_tuning.dirty_budget_pages) {
+        os::purge(c->page_address(page), size_t{count} * k_page_size);
+        purged_bytes += size_t{count} * k_page_size;
+        dirty_pages -= count;
+    }
+}
+
+// ============================================================================
+// Small
+// ============================================================================
+
+void* Heap::alloc_small_slow(unsigned bin) {
+    if (has_remote()) {
+        drain_remote();
+        if (free_slot[bin]) return alloc_small(bin);
+    }
+    Chunk* c;
+    char* run = static_cast<char*>(alloc_pages(k_bin_pages[bin], 1, &c));
+    if (!run) return nullptr;
+    unsigned page = Chunk::page_of(run);
+    for (unsigned i = 0; i < k_bin_pages[bin]; ++i)
+        c->map[page + i] = k_small | (i << 12) | bin;
+    // Cut the run into its slots, in address order (ZendMM), the first one
+    // returned, the others on the free list.
+    const size_t slot_size = k_bin_size[bin];
+    Free_slot* first = reinterpret_cast<Free_slot*>(run);
+    Free_slot* s = first;
+    Free_slot* head = nullptr;
+    for (unsigned i = k_bin_count[bin] - 1; i > 0; --i) {
+        Free_slot* slot = reinterpret_cast<Free_slot*>(run + i * slot_size);
+        slot->next = head;
+        slot->shadow = shadow_of(slot, head);
+        head = slot;
+    }
+    free_slot[bin] = head;
+    s->shadow = 0;
+    small_allocs[bin]++;
+    count_alloc(slot_size);
+    return s;
+}
+
+void Heap::free_small(void* p, uint32_t info) {
+    unsigned bin = info & k_bin_mask;
+    uint64_t offset = (reinterpret_cast<uintptr_t>(p) & (k_page_size - 1)) + (info & k_small_offset_mask);
+    if (!is_slot_start(offset, bin)) misuse(Misuse::interior_pointer, p);
+    Free_slot* s = static_cast<Free_slot*>(p);
+    if (s->shadow == shadow_of(s, s->next)) misuse(Misuse::double_free, p);
+    free_small_unchecked(s, bin);
+}
+
+void Heap::free_small_unchecked(Free_slot* s, unsigned bin) {
+    Free_slot* head = free_slot[bin];
+    s->next = head;
+    s->shadow = shadow_of(s, head);
+    free_slot[bin] = s;
+    size -= k_bin_size[bin];
+}
+
+// ============================================================================
+// Huge
+// ============================================================================
+
+void* Heap::alloc_huge(size_t bytes, size_t alignment) {
+    if (bytes > SIZE_MAX - 2 * k_chunk_size - alignment) {
+        errno = ENOMEM;
+        return nullptr;
+    }
+    size_t len = round_pages(bytes);
+    if (alignment < k_chunk_size) alignment = k_chunk_size;
+    if (!grow_real(len + k_page_size)) return nullptr;
+    // Map enough that an aligned block with its header page before it fits,
+    // then give back the slack on both sides.
+    size_t span = len + alignment;
+    char* base = static_cast<char*>(os::map(span));
+    if (!base) {
+        collect();
+        base = static_cast<char*>(os::map(span));
+        if (!base) {
+            errno = ENOMEM;
+            return nullptr;
+        }
+    }
+    uintptr_t b = reinterpret_cast<uintptr_t>(base);
+    uintptr_t block = (b + k_page_size + alignment - 1) & ~(uintptr_t{alignment} - 1);
+    char* header_page = reinterpret_cast<char*>(block - k_page_size);
+    if (header_page > base) os::unmap(base, static_cast<size_t>(header_page - base));
+    char* end = reinterpret_cast<char*>(block + len);
+    if (end < base + span) os::unmap(end, static_cast<size_t>(base + span - end));
+    if (!g_tuning.huge_pages) os::advise_no_huge_pages(reinterpret_cast<void*>(block), len);
+
+    Huge_header* h = reinterpret_cast<Huge_header*>(header_page);
+    h->magic = k_huge_magic;
+    h->heap = this;
+    h->size = len;
+    h->map_base = header_page;
+    h->map_size = len + k_page_size;
+    h->prev = nullptr;
+    h->next = huge;
+    if (huge) huge->prev = h;
+    huge = h;
+    registry_mark(h->block(), len, granule_huge);
+    ++huge_allocs;
+    bytes_allocated_slow += len;
+    count_real(h->map_size);
+    count_alloc(len);
+    return h->block();
+}
+
+void Heap::free_huge(Huge_header* h) {
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        huge = h->next;
+    if (h->next) h->next->prev = h->prev;
+    size -= h->size;
+    freed_bytes_large_huge += h->size;
+    real_size -= h->map_size;
+    unmapped_bytes += h->map_size;
+    registry_clear(h->block(), h->size, granule_huge_freed);
+    os::unmap(h->map_base, h->map_size);
+}
+
+// Huge blocks are found through the registry (O(1)), then their header is
+// checked; anything that does not check out is not a block zmm handed out.
+static Huge_header* huge_header_checked(const void* p) {
+    if (reinterpret_cast<uintptr_t>(p) & (k_chunk_size - 1)) return nullptr;
+    if (granule_of(p) != granule_huge) return nullptr;
+    Huge_header* h = Huge_header::of(p);
+    if (h->magic != k_huge_magic) panic("heap corrupted: huge block header overwritten");
+    return h;
+}
+
+void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
+    size_t len = round_pages(bytes);
+    void* block = h->block();
+    if (len == h->size) return block;
+    if (len < h->size) {
+        // Shrink in place: give back the tail (ZendMM).
+        char* tail = static_cast<char*>(block) + len;
+        size_t cut = h->size - len;
+        registry_clear(block, h->size, granule_huge);
+        registry_mark(block, len, granule_huge);
+        os::unmap(tail, cut);
+        h->size = len;
+        h->map_size -= cut;
+        size -= cut;
+        real_size -= cut;
+        unmapped_bytes += cut;
+        return block;
+    }
+    size_t grow = len - h->size;
+    if (!grow_real(grow)) return nullptr;
+    if (os::remap_in_place(h->map_base, h->map_size, h->map_size + grow)) {
+        h->size = len;
+        h->map_size += grow;
+        registry_mark(block, len, granule_huge);
+        count_real(grow);
+        count_alloc(grow);
+        bytes_allocated_slow += grow;
+        return block;
+    }
+    // Move the pages, not the bytes: a new aligned mapping, then mremap the
+    // old block over it.
+    void* fresh = alloc_huge(len, k_chunk_size);
+    if (!fresh) return nullptr;
+    if (!os::remap_to(block, h->size, fresh, len)) {
+        memcpy(fresh, block, h->size);
+    } else {
+        // The old block's pages are gone; what stays mapped is its header.
+        registry_clear(block, h->size, granule_huge_freed);
+        size -= h->size;
+        freed_bytes_large_huge += h->size;
+        real_size -= h->map_size;
+        if (h->prev)
+            h->prev->next = h->next;
+        else
+            huge = h->next;
+        if (h->next) h->next->prev = h->prev;
+        os::unmap(h->map_base, k_page_size);
+        return fresh;
+    }
+    free_huge(h);
+    return fresh;
+}
+
+// ============================================================================
+// Public entry points
+// ============================================================================
+
+void* Heap::alloc(size_t bytes) {
+    if (bytes <= k_max_small) return alloc_small(size_to_bin(bytes));
+    if (bytes <= k_max_large) return alloc_large(bytes);
+    return alloc_huge(bytes, k_chunk_size);
+}
+
+void* Heap::alloc_aligned(size_t alignment, size_t bytes) {
+    if (alignment <= k_min_alignment) return alloc(bytes);
+    if (bytes <= k_max_small && alignment <= 2048) {
+        // A slot of a page-aligned run is aligned to the largest power of two
+        // dividing its size; pick the smallest bin that is a multiple.
+        size_t want = bytes < alignment ? alignment : bytes;
+        for (unsigned b = size_to_bin(want); b < k_bins; ++b)
+            if (k_bin_size[b] % alignment == 0) return alloc_small(b);
+    }
+    if (alignment < k_chunk_size && bytes <= k_max_large) {
+        unsigned count = static_cast<unsigned>(round_pages(bytes) / k_page_size);
+        unsigned align_pages = static_cast<unsigned>(alignment / k_page_size);
+        if (align_pages <= 1) return alloc_large(bytes);
+        if (count + align_pages <= k_chunk_pages) {
+            Chunk* c;
+            char* p = static_cast<char*>(alloc_pages(count, align_pages, &c));
+            if (!p) return nullptr;
+            unsigned page = Chunk::page_of(p);
+            c->map[page] = k_large | count;
+            for (unsigned i = 1; i < count; ++i) c->map[page + i] = k_large_tail | i;
+            ++large_allocs;
+            bytes_allocated_slow += size_t{count} * k_page_size;
+            count_alloc(size_t{count} * k_page_size);
+            return p;
+        }
+    }
+    return alloc_huge(bytes < k_max_large + 1 ? k_max_large + 1 : bytes, alignment);
+}
+
+// Validates p as the start of a live zmm block, diagnosing (and not
+// returning) when it is not: used where a bad pointer must be caught before
+// it is queued (remote frees) or trusted.
+static void check_block_start(void* p) {
+    Granule g = granule_of(p);
+    bool chunk_aligned = (reinterpret_cast<uintptr_t>(p) & (k_chunk_size - 1)) == 0;
+    if (g == granule_chunk) {
+        Chunk* c = Chunk::of(p);
+        unsigned page = Chunk::page_of(p);
+        uint32_t info = c->map[page];
+        if (page == 0) misuse(Misuse::unknown_pointer, p);
+        if (info & k_small) {
+            unsigned bin = info & k_bin_mask;
+            uint64_t offset = (reinterpret_cast<uintptr_t>(p) & (k_page_size - 1)) + (info & k_small_offset_mask);
+            if (!is_slot_start(offset, bin)) misuse(Misuse::interior_pointer, p);
+            return;
+        }
+        if (page_aligned(p) && (info & k_large)) return;
+        if (page_aligned(p) && info == k_large_freed) misuse(Misuse::double_free, p);
+        if (info & k_large_tail) misuse(Misuse::interior_pointer, p);
+        misuse(Misuse::unknown_pointer, p);
+    }
+    if (g == granule_huge && chunk_aligned) return;
+    if (g == granule_huge_freed && chunk_aligned) misuse(Misuse::double_free, p);
+    if (g == granule_huge || g == granule_huge_tail) {
+        void* start = registry_huge_start(p);
+        if (start) {
+            Huge_header* h = Huge_header::of(start);
+            if (static_cast<char*>(p) < static_cast<char*>(start) + h->size) misuse(Misuse::interior_pointer, p);
+        }
+    }
+    misuse(Misuse::unknown_pointer, p);
+}
+
+void Heap::free_owned(void* p) {
+    Granule g = granule_of(p);
+    if (g == granule_chunk) {
+        Chunk* c = Chunk::of(p);
+        unsigned page = Chunk::page_of(p);
+        uint32_t info = c->map[page];
+        if (page == 0) misuse(Misuse::unknown_pointer, p);
+        if (info & k_small) return free_small(p, info);
+        if (page_aligned(p)) {
+            if (info & k_large) return free_large(c, page, info & k_pages_mask);
+            if (info == k_large_freed) misuse(Misuse::double_free, p);
+        }
+        if (info & k_large_tail) misuse(Misuse::interior_pointer, p);
+        misuse(Misuse::unknown_pointer, p);
+    }
+    if (Huge_header* h = huge_header_checked(p)) return free_huge(h);
+    check_block_start(p);
+    misuse(Misuse::unknown_pointer, p);
+}
+
+// A block that came off the remote stack: it was checked when pushed, and its
+// second word now holds a valid shadow (the remote link's).
+void Heap::free_owned_unchecked(void* p) {
+    if (granule_of(p) == granule_chunk) {
+        Chunk* c = Chunk::of(p);
+        unsigned page = Chunk::page_of(p);
+        uint32_t info = c->map[page];
+        if (info & k_small) return free_small_unchecked(static_cast<Free_slot*>(p), info & k_bin_mask);
+        return free_large(c, page, info & k_pages_mask);
+    }
+    free_huge(Huge_header::of(p));
+}
+
+Heap* Heap::owner_of(const void* p) {
+    Granule g = granule_of(p);
+    if (g == granule_chunk) return Chunk::of(p)->heap;
+    if (Huge_header* h = huge_header_checked(p)) return h->heap;
+    return nullptr;
+}
+
+void Heap::free_remote(Heap* owner_heap, void* p) {
+    check_block_start(p);
+    Free_slot* s = static_cast<Free_slot*>(p);
+    if (s->shadow == owner_heap->shadow_of(s, s->next)) misuse(Misuse::double_free, p);
+    Free_slot* head = owner_heap->remote.load(std::memory_order_relaxed);
+    do {
+        s->next = head;
+        s->shadow = owner_heap->shadow_of(s, head);
+    } while (!owner_heap->remote.compare_exchange_weak(head, s, std::memory_order_release,
+                                                      std::memory_order_relaxed));
+}
+
+Heap* Heap::free_any(void* p, const void* current_owner) {
+    Heap* h = owner_of(p);
+    if (!h) {
+        if (granule_of(p) == granule_none) return nullptr;
+        check_block_start(p);  // a freed huge block, or inside a live one: diagnosed
+        return nullptr;
+    }
+    if (h->owner.load(std::memory_order_relaxed) == current_owner)
+        h->free_owned(p);
+    else
+        free_remote(h, p);
+    return h;
+}
+
+void Heap::drain_remote() {
+    Free_slot* s = remote.exchange(nullptr, std::memory_order_acquire);
+    while (s) {
+        Free_slot* next = s->next;
+        free_owned_unchecked(s);
+        s = next;
+    }
+}
+
+size_t Heap::usable_size(const void* p) {
+    Granule g = granule_of(p);
+    if (g == granule_chunk) {
+        Chunk* c = Chunk::of(p);
+        uint32_t info = c->map[Chunk::page_of(p)];
+        if (info & k_small) return k_bin_size[info & k_bin_mask];
+        if (info & k_large) return size_t{info & k_pages_mask} * k_page_size;
+        return 0;
+    }
+    if (Huge_header* h = huge_header_checked(p)) return h->size;
+    return 0;
+}
+
+void* Heap::realloc(void* p, size_t bytes) {
+    if (Huge_header* h = huge_header_checked(p); h && h->heap == this && bytes > k_max_large)
+        return realloc_huge(h, bytes);
+    Granule g = granule_of(p);
+    if (g == granule_chunk && Chunk::of(p)->heap == this) {
+        Chunk* c = Chunk::of(p);
+        unsigned page = Chunk::page_of(p);
+        uint32_t info = c->map[page];
+        if (info & k_small) {
+            unsigned bin = info & k_bin_mask;
+            // Stay in place if the block still fits and would not fit a
+            // smaller bin (ZendMM).
+            if (bytes <= k_max_small && size_to_bin(bytes) == bin) {
+                check_block_start(p);
+                Free_slot* s = static_cast<Free_slot*>(p);
+                if (s->shadow == shadow_of(s, s->next)) misuse(Misuse::double_free, p);
+                return p;
+            }
+        } else if ((info & k_large) && page_aligned(p) && page != 0 && bytes > k_max_small &&
+                   bytes <= k_max_large) {
+            unsigned count = info & k_pages_mask;
+            unsigned want = static_cast<unsigned>(round_pages(bytes) / k_page_size);
+            if (want == count) return p;
+            if (want < count) {
+                // Shrink in place: the tail pages become free.
+                c->map[page] = k_large | want;
+                for (unsigned i = want; i < count; ++i) c->map[page + i] = 0;
+                c->mark_free(page + want, count - want);
+                size -= size_t{count - want} * k_page_size;
+                dirty_pages += count - want;
+                return p;
+            }
+            if (c->pages_free(page + count, want - count)) {
+                c->mark_used(page + count, want - count);
+                c->map[page] = k_large | want;
+                for (unsigned i = count; i < want; ++i) c->map[page + i] = k_large_tail | i;
+                count_alloc(size_t{want - count} * k_page_size);
+                bytes_allocated_slow += size_t{want - count} * k_page_size;
+                return p;
+            }
+        }
+    }
+    size_t old = usable_size(p);
+    if (old == 0) {
+        // not a block start zmm knows: let free_owned say why
+        free_owned(p);
+        return nullptr;
+    }
+    void* fresh = alloc(bytes);
+    if (!fresh) return nullptr;
+    memcpy(fresh, p, old < bytes ? old : bytes);
+    Heap* h = owner_of(p);
+    if (h == this)
+        free_owned(p);
+    else
+        free_any(p, owner.load(std::memory_order_relaxed));
+    return fresh;
+}
+
+// ============================================================================
+// Returning memory
+// ============================================================================
+
+size_t Heap::collect_small_runs(Chunk* c) {
+    uint16_t free_in_run[k_chunk_pages] = {};
+    auto run_of = [c](Free_slot* s) {
+        unsigned page = Chunk::page_of(s);
+        return page - ((c->map[page] & k_small_offset_mask) >> 12);
+    };
+    auto run_is_free = [&](unsigned run) {
+        uint32_t m = c->map[run];
+        return (m & k_small) && !(m & k_small_offset_mask) && free_in_run[run] == k_bin_count[m & k_bin_mask];
+    };
+    bool any = false;
+    for (unsigned b = 0; b < k_bins; ++b)
+        for (Free_slot* s = free_slot[b]; s; s = s->next)
+            if (Chunk::of(s) == c && ++free_in_run[run_of(s)] == k_bin_count[b]) any = true;
+    if (!any) return 0;
+    for (unsigned b = 0; b < k_bins; ++b) {
+        Free_slot* prev = nullptr;
+        for (Free_slot* s = free_slot[b]; s;) {
+            Free_slot* next = s->next;
+            if (Chunk::of(s) == c && run_is_free(run_of(s))) {
+                if (prev) {
+                    prev->next = next;
+                    prev->shadow = shadow_of(prev, next);
+                } else {
+                    free_slot[b] = next;
+                }
+            } else {
+                prev = s;
+            }
+            s = next;
+        }
+    }
+    size_t released = 0;
+    for (unsigned p = 1; p < k_chunk_pages; ++p) {
+        if (!run_is_free(p)) continue;
+        unsigned count = k_bin_pages[c->map[p] & k_bin_mask];
+        for (unsigned i = 0; i < count; ++i) c->map[p + i] = 0;
+        c->mark_free(p, count);
+        os::purge(c->page_address(p), count * k_page_size);
+        purged_bytes += count * k_page_size;
+        released += count * k_page_size;
+    }
+    return released;
+}
+
+size_t Heap::collect() {
+    size_t released = 0;
+    if (has_remote()) drain_remote();
+    // Wholly free small runs (ZendMM's zend_mm_gc): count the free slots of
+    // each run; runs whose slots are all free leave the free lists and give
+    // their pages back. Costly (every free slot is visited per chunk), so only
+    // for malloc_trim and the limit's last resort.
+    size_t n = chunks_count;
+    Chunk* c = chunks;
+    for (size_t i = 0; i < n && c; ++i) {
+        Chunk* next_chunk = c->next;
+        released += collect_small_runs(c);
+        if (c->empty()) release_chunk(c);
+        c = next_chunk;
+    }
+    while (cached) {
+        Chunk* c = cached;
+        cached = c->next;
+        --cached_count;
+        unmap_chunk(c);
+        released += k_chunk_size;
+    }
+    dirty_pages = 0;
+    return released;
+}
+
+void Heap::release_all() {
+    while (huge) free_huge(huge);
+    while (chunks) {
+        Chunk* c = chunks;
+        c->prev->next = c->next;
+        c->next->prev = c->prev;
+        chunks = c->next == c ? nullptr : c->next;
+        --chunks_count;
+        unmap_chunk(c);
+    }
+    while (cached) {
+        Chunk* c = cached;
+        cached = c->next;
+        --cached_count;
+        unmap_chunk(c);
+    }
+    for (auto& f : free_slot) f = nullptr;
+    size = 0;
+    dirty_pages = 0;
+}
+
+void Heap::stats(Heap_stats& out) const {
+    memset(&out, 0, sizeof out);
+    for (unsigned b = 0; b < k_bins; ++b) out.small_allocs[b] = small_allocs[b];
+    // In-use slots per bin: slots in runs minus slots on the free list.
+    if (Chunk* c = chunks) {
+        do {
+            for (unsigned p = 1; p < k_chunk_pages; ++p) {
+                uint32_t m = c->map[p];
+                if ((m & k_small) && !(m & k_small_offset_mask)) out.small_in_use[m & k_bin_mask] += k_bin_count[m & k_bin_mask];
+                if (m & k_large) out.large_in_use_bytes += size_t{m & k_pages_mask} * k_page_size;
+            }
+            c = c->next;
+        } while (c != chunks);
+    }
+    for (unsigned b = 0; b < k_bins; ++b)
+        for (Free_slot* s = free_slot[b]; s; s = s->next) --out.small_in_use[b];
+    for (Huge_header* h = huge; h; h = h->next) out.huge_in_use_bytes += h->size;
+    out.large_in_use_bytes -= chunks_count * k_page_size;  // headers
+    out.large_allocs = large_allocs;
+    out.huge_allocs = huge_allocs;
+    out.size = size;
+    out.peak = peak;
+    out.real_size = real_size;
+    out.real_peak = real_peak;
+    out.chunks = chunks_count;
+    out.cached_chunks = cached_count;
+    uint64_t small_bytes = 0;
+    for (unsigned b = 0; b < k_bins; ++b) small_bytes += small_allocs[b] * k_bin_size[b];
+    out.bytes_allocated = small_bytes + bytes_allocated_slow;
+    out.bytes_freed = out.bytes_allocated > size ? out.bytes_allocated - size : 0;
+    out.purged_bytes = purged_bytes;
+    out.unmapped_bytes = unmapped_bytes;
+}
+
+const char* Heap::check() const {
+    if (Chunk* c = chunks) {
+        size_t n = 0;
+        do {
+            if (c->heap != this) return "chunk owned by another heap";
+            if (const char* e = c->check()) return e;
+            ++n;
+            c = c->next;
+        } while (c != chunks);
+        if (n != chunks_count) return "chunks_count disagrees with the list";
+    }
+    for (unsigned b = 0; b < k_bins; ++b)
+        for (Free_slot* s = free_slot[b]; s; s = s->next) {
+            if (granule_of(s) != granule_chunk || Chunk::of(s)->heap != this) return "free slot outside the heap";
+            uint32_t m = Chunk::of(s)->map[Chunk::page_of(s)];
+            if (!(m & k_small) || (m & k_bin_mask) != b) return "free slot in a page of another bin";
+            if (s->shadow != shadow_of(s, s->next)) return "free slot with a bad shadow";
+        }
+    return nullptr;
+}
+
+}  // namespace zmm

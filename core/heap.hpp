@@ -1,0 +1,205 @@
+// A heap: ZendMM's zend_mm_heap, for one owner thread at a time.
+//
+// Free lists per bin (LIFO, link in the slot's first word, a shadow of the
+// link in its second word), the chunks it owns, cached empty chunks, its huge
+// blocks, and ZendMM's counters (size/peak: bytes in blocks; real_size/
+// real_peak: bytes mapped). Only the owner thread touches anything but
+// `remote`, the atomic stack other threads push their frees onto.
+//
+// Block kinds by size (ZendMM): small 0..3072 from bins, large 3073 .. 2 MiB -
+// 4 KiB as page runs inside a chunk, huge above that as their own 2 MiB aligned
+// mapping with a header page just before the block.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "chunk.hpp"
+#include "chunk_registry.hpp"
+#include "diag.hpp"
+#include "size_class.hpp"
+
+namespace zmm {
+
+struct Free_slot {
+    Free_slot* next;
+    uintptr_t shadow;  // next ^ key ^ this: a free slot proves it is free
+};
+
+// The page just before a huge block.
+struct Huge_header {
+    uint64_t magic;
+    Heap* heap;
+    Huge_header* next;
+    Huge_header* prev;
+    size_t size;       // usable bytes: the request rounded up to pages
+    char* map_base;    // the whole mapping: this page and the block
+    size_t map_size;
+    void* block() { return reinterpret_cast<char*>(this) + k_page_size; }
+    static Huge_header* of(const void* block) {
+        return reinterpret_cast<Huge_header*>(reinterpret_cast<uintptr_t>(block) - k_page_size);
+    }
+};
+inline constexpr uint64_t k_huge_magic = 0x7a6d6d2d68756765ull;  // "zmm-huge"
+
+// Process-wide tuning, set once at start-up from the options.
+struct Heap_tuning {
+    size_t dirty_budget_pages = 2048;  // freed large pages kept resident per heap
+    unsigned cached_chunks = 4;        // empty chunks kept per heap
+    bool huge_pages = false;           // transparent huge pages for chunks
+};
+extern Heap_tuning g_tuning;
+
+// Per-bin counters for ZMM_STATS.
+struct Heap_stats {
+    uint64_t small_allocs[k_bins];
+    uint64_t small_in_use[k_bins];
+    uint64_t large_allocs, large_in_use_bytes;
+    uint64_t huge_allocs, huge_in_use_bytes;
+    uint64_t size, peak, real_size, real_peak;
+    uint64_t chunks, cached_chunks;
+    uint64_t bytes_allocated, bytes_freed;  // cumulative, rounded sizes
+    uint64_t purged_bytes, unmapped_bytes;
+    void add(const Heap_stats& o);
+};
+
+class Heap {
+public:
+    // ---- hot: the fast path reads only these (one or two cache lines) ----
+    Free_slot* free_slot[k_bins];
+    uint64_t key;
+    size_t size;  // bytes in live blocks, as ZendMM counts them (rounded)
+    size_t peak;
+    uint64_t small_allocs[k_bins];
+
+    // ---- shared with other threads ----
+    alignas(64) std::atomic<Free_slot*> remote;  // blocks freed by other threads
+    std::atomic<const void*> owner;              // the owner thread's token, or null
+
+    // ---- cold ----
+    alignas(64) Chunk* chunks;  // owned chunks, in a circular list
+    Chunk* cached;              // empty chunks kept for reuse (singly linked)
+    Huge_header* huge;
+    size_t chunks_count;
+    size_t cached_count;
+    size_t real_size;  // bytes mapped: chunks (cached too) and huge blocks
+    size_t real_peak;
+    size_t limit;      // on real_size, as ZendMM's memory_limit
+    size_t dirty_pages;
+    uint32_t next_chunk_num;
+    uint64_t large_allocs, huge_allocs;
+    uint64_t bytes_allocated_slow;  // large and huge, cumulative
+    uint64_t freed_bytes_large_huge;
+    uint64_t purged_bytes, unmapped_bytes;
+    Heap* all_next;   // every heap ever made (heap_pool)
+    Heap* pool_next;  // abandoned heaps waiting for a thread
+
+    // Sets up a heap with no memory. `key` is the process's free-list key.
+    void init(uint64_t free_list_key);
+
+    // ---- allocation ----
+    inline void* alloc_small(unsigned bin);
+    void* alloc(size_t size);  // any size; nullptr (errno ENOMEM) on failure
+    void* alloc_aligned(size_t alignment, size_t size);
+    void* realloc(void* p, size_t size);  // p is zmm's (any heap) or null
+
+    // ---- free ----
+    // The fast local free of a small block of this heap; false when p needs
+    // the general path (not a small slot start of this heap).
+    inline bool free_small_fast(void* p);
+    // Frees a block the registry says is zmm's and that belongs to this heap
+    // (the caller checked ownership). Diagnoses misuse.
+    void free_owned(void* p);
+    // Frees a block of another heap: pushed onto that heap's remote stack.
+    static void free_remote(Heap* owner_heap, void* p);
+    // Frees any pointer the registry knows: locally if its heap's owner is
+    // `current_owner` (the caller's thread token), else onto the heap's remote
+    // stack. Returns the block's heap, or nullptr if p is not zmm's.
+    static Heap* free_any(void* p, const void* current_owner);
+
+    void drain_remote();
+    bool has_remote() const { return remote.load(std::memory_order_relaxed) != nullptr; }
+
+    // ---- queries ----
+    // Usable size of any zmm block, or 0 if p is not zmm's.
+    static size_t usable_size(const void* p);
+    // The heap owning a zmm block, nullptr if not zmm's.
+    static Heap* owner_of(const void* p);
+
+    // ---- memory return ----
+    // Releases what can be released: cached chunks, wholly free small runs
+    // (ZendMM's zend_mm_gc), purges dirty free pages. Returns bytes released.
+    size_t collect();
+    // Returns every chunk and huge block to the OS. Only for a heap whose blocks
+    // are all dead (tests, request reclaim).
+    void release_all();
+
+    void stats(Heap_stats& out) const;
+    // Checks every owned chunk's header; nullptr or the first fault.
+    const char* check() const;
+
+    uintptr_t shadow_of(const Free_slot* s, const Free_slot* next) const {
+        return reinterpret_cast<uintptr_t>(next) ^ key ^ reinterpret_cast<uintptr_t>(s);
+    }
+
+private:
+    void* alloc_small_slow(unsigned bin);
+    void* alloc_large(size_t size);
+    void* alloc_huge(size_t size, size_t alignment);
+    void* alloc_pages(unsigned count, unsigned align_pages, Chunk** chunk_out);
+    Chunk* new_chunk();
+    void release_chunk(Chunk* c);
+    size_t collect_small_runs(Chunk* c);
+    void unmap_chunk(Chunk* c);
+    void free_small(void* p, uint32_t info);
+    void free_small_unchecked(Free_slot* s, unsigned bin);
+    void free_large(Chunk* c, unsigned page, unsigned pages);
+    void free_huge(Huge_header* h);
+    void free_owned_unchecked(void* p);
+    void* realloc_huge(Huge_header* h, size_t size);
+    bool grow_real(size_t bytes);
+    void count_alloc(size_t bytes) {
+        size += bytes;
+        if (size > peak) peak = size;
+    }
+    void count_real(size_t bytes) {
+        real_size += bytes;
+        if (real_size > real_peak) real_peak = real_size;
+    }
+};
+
+inline void* Heap::alloc_small(unsigned bin) {
+    Free_slot* s = free_slot[bin];
+    if (__builtin_expect(s == nullptr, 0)) return alloc_small_slow(bin);
+    Free_slot* next = s->next;
+    if (__builtin_expect(s->shadow != shadow_of(s, next), 0)) misuse(Misuse::heap_corrupted, s);
+    free_slot[bin] = next;
+    s->shadow = 0;  // an allocated slot must not look free
+    small_allocs[bin]++;
+    count_alloc(k_bin_size[bin]);
+    return s;
+}
+
+inline bool Heap::free_small_fast(void* p) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    if (__builtin_expect((a >> k_address_bits) != 0, 0)) return false;
+    if (__builtin_expect(granule_of_checked(a) != granule_chunk, 0)) return false;
+    Chunk* c = Chunk::of(p);
+    if (__builtin_expect(c->heap != this, 0)) return false;
+    uint32_t info = c->map[Chunk::page_of(p)];
+    if (__builtin_expect(!(info & k_small), 0)) return false;
+    unsigned bin = info & k_bin_mask;
+    uint64_t offset = (a & (k_page_size - 1)) + (info & k_small_offset_mask);
+    if (__builtin_expect(!is_slot_start(offset, bin), 0)) return false;
+    Free_slot* s = static_cast<Free_slot*>(p);
+    if (__builtin_expect(s->shadow == shadow_of(s, s->next), 0)) return false;
+    Free_slot* head = free_slot[bin];
+    s->next = head;
+    s->shadow = shadow_of(s, head);
+    free_slot[bin] = s;
+    size -= k_bin_size[bin];
+    return true;
+}
+
+}  // namespace zmm

@@ -1,0 +1,126 @@
+#include "heap_pool.hpp"
+
+#include <cstring>
+
+#include "os.hpp"
+#include "spin_lock.hpp"
+
+namespace zmm::heap_pool {
+namespace {
+
+constinit Spin_lock g_lock;
+Heap* g_all = nullptr;   // every heap, by all_next
+Heap* g_pool = nullptr;  // abandoned heaps, by pool_next
+unsigned g_count = 0;
+unsigned g_pooled = 0;
+uint64_t g_key = 0;
+
+// Heap structures come from mmap'd slabs: they must not come from the heap.
+char* g_slab = nullptr;
+size_t g_slab_left = 0;
+
+Heap* new_heap_locked() {
+    constexpr size_t k_heap_bytes = (sizeof(Heap) + 63) & ~size_t{63};
+    if (g_slab_left < k_heap_bytes) {
+        constexpr size_t k_slab = 64 * 1024;
+        g_slab = static_cast<char*>(os::map(k_slab));
+        if (!g_slab) {
+            g_slab_left = 0;
+            return nullptr;
+        }
+        g_slab_left = k_slab;
+    }
+    Heap* h = reinterpret_cast<Heap*>(g_slab);
+    g_slab += k_heap_bytes;
+    g_slab_left -= k_heap_bytes;
+    if (g_key == 0) g_key = os::random_u64();
+    h->init(g_key);
+    h->all_next = g_all;
+    g_all = h;
+    ++g_count;
+    return h;
+}
+
+}  // namespace
+
+uint64_t free_list_key() {
+    Lock_guard guard(g_lock);
+    if (g_key == 0) g_key = os::random_u64();
+    return g_key;
+}
+
+Heap* acquire(const void* owner) {
+    Lock_guard guard(g_lock);
+    Heap* h = g_pool;
+    if (h) {
+        g_pool = h->pool_next;
+        h->pool_next = nullptr;
+        --g_pooled;
+    } else {
+        h = new_heap_locked();
+        if (!h) return nullptr;
+    }
+    h->owner.store(owner, std::memory_order_release);
+    return h;
+}
+
+void abandon(Heap* heap) {
+    heap->drain_remote();
+    Lock_guard guard(g_lock);
+    heap->owner.store(nullptr, std::memory_order_release);
+    heap->pool_next = g_pool;
+    g_pool = heap;
+    ++g_pooled;
+}
+
+void reclaim_if_abandoned(Heap* heap, const void* current_owner) {
+    if (heap->owner.load(std::memory_order_relaxed) != nullptr) return;
+    if (!g_lock.try_lock()) return;
+    // Still unowned under the lock: borrow it, drain, give it back.
+    if (heap->owner.load(std::memory_order_relaxed) == nullptr) {
+        heap->owner.store(current_owner, std::memory_order_relaxed);
+        heap->drain_remote();
+        heap->owner.store(nullptr, std::memory_order_release);
+    }
+    g_lock.unlock();
+}
+
+void before_fork() { g_lock.lock(); }
+void after_fork_parent() { g_lock.unlock(); }
+
+void after_fork_child(const void* survivor) {
+    g_lock.reset();
+    for (Heap* h = g_all; h; h = h->all_next) {
+        const void* o = h->owner.load(std::memory_order_relaxed);
+        if (o != nullptr && o != survivor) h->owner.store(k_orphan, std::memory_order_relaxed);
+    }
+}
+
+__attribute__((no_sanitize("thread"))) void total_stats(Heap_stats& out) {
+    memset(&out, 0, sizeof out);
+    Lock_guard guard(g_lock);
+    for (Heap* h = g_all; h; h = h->all_next) {
+        Heap_stats one;
+        h->stats(one);
+        out.add(one);
+    }
+}
+
+size_t collect_all(Heap* own) {
+    size_t released = own ? own->collect() : 0;
+    Lock_guard guard(g_lock);
+    for (Heap* h = g_pool; h; h = h->pool_next) released += h->collect();
+    return released;
+}
+
+unsigned heaps_count() {
+    Lock_guard guard(g_lock);
+    return g_count;
+}
+
+unsigned pooled_count() {
+    Lock_guard guard(g_lock);
+    return g_pooled;
+}
+
+}  // namespace zmm::heap_pool

@@ -1,0 +1,51 @@
+// Every heap of the process: made on demand, never freed, lent to one thread
+// at a time. A thread that exits abandons its heap to the pool with its live
+// blocks; the next thread without a heap adopts it, remote frees and all.
+//
+// The pool's lock is taken only on a thread's first allocation, at thread
+// exit, around fork() and for statistics: never per allocation.
+#pragma once
+
+#include <cstdint>
+
+#include "heap.hpp"
+
+namespace zmm::heap_pool {
+
+// A heap for the thread identified by `owner`: an abandoned one if any, else
+// a new one. nullptr only if the OS refuses memory for the heap itself.
+Heap* acquire(const void* owner);
+
+// The owner thread is leaving: its heap goes to the pool for adoption.
+void abandon(Heap* heap);
+
+// A heap whose owner is gone and that is not in the pool because its state
+// may be inconsistent (a thread that was inside malloc when another forked):
+// never adopted; frees into it still work (remote stack).
+inline const void* const k_orphan = reinterpret_cast<const void*>(1);
+
+// Frees into an abandoned heap are pushed onto its remote stack; this drains
+// it from the freeing thread if the heap is still unowned, so that memory
+// freed into dead threads' heaps does not wait for a new thread.
+void reclaim_if_abandoned(Heap* heap, const void* current_owner);
+
+// fork(): lock in the parent before, unlock after; in the child, every heap
+// not owned by `survivor` (the forking thread) is orphaned.
+void before_fork();
+void after_fork_parent();
+void after_fork_child(const void* survivor);
+
+// Sum of every heap's statistics (racy reads of live heaps: figures only).
+void total_stats(Heap_stats& out);
+
+// collect() on every heap that is in the pool, and on `own` (the caller's).
+size_t collect_all(Heap* own);
+
+// The process's free-list key (random, fixed at the first heap).
+uint64_t free_list_key();
+
+// For tests: how many heaps exist, how many wait in the pool.
+unsigned heaps_count();
+unsigned pooled_count();
+
+}  // namespace zmm::heap_pool

@@ -1,0 +1,138 @@
+#include "os.hpp"
+
+#include <cerrno>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+namespace zmm::os {
+namespace {
+constexpr size_t k_page = 4096;
+size_t round_page(size_t n) { return (n + k_page - 1) & ~(k_page - 1); }
+}  // namespace
+
+void* map(size_t size) {
+    void* p = mmap(nullptr, round_page(size), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+}
+
+void* map_aligned(size_t size, size_t alignment) {
+    size = round_page(size);
+    if (size == 0 || size + alignment < size) {
+        errno = ENOMEM;
+        return nullptr;
+    }
+    // ZendMM's way: first try the exact size, which is often aligned already
+    // because the kernel places mappings next to each other.
+    void* p = map(size);
+    if (p == nullptr) return nullptr;
+    if ((reinterpret_cast<uintptr_t>(p) & (alignment - 1)) == 0) return p;
+    unmap(p, size);
+    size_t span = size + alignment - k_page;
+    if (span < size) {
+        errno = ENOMEM;
+        return nullptr;
+    }
+    char* base = static_cast<char*>(map(span));
+    if (base == nullptr) return nullptr;
+    uintptr_t b = reinterpret_cast<uintptr_t>(base);
+    uintptr_t a = (b + alignment - 1) & ~(uintptr_t{alignment} - 1);
+    size_t head = a - b;
+    size_t tail = span - head - size;
+    if (head) unmap(base, head);
+    if (tail) unmap(reinterpret_cast<char*>(a) + size, tail);
+    return reinterpret_cast<void*>(a);
+}
+
+void unmap(void* p, size_t size) {
+    int saved = errno;
+    munmap(p, round_page(size));
+    errno = saved;
+}
+
+void purge(void* p, size_t size) {
+    int saved = errno;
+    madvise(p, size, MADV_DONTNEED);
+    errno = saved;
+}
+
+bool remap_in_place(void* p, size_t old_size, size_t new_size) {
+    int saved = errno;
+    void* r = mremap(p, round_page(old_size), round_page(new_size), 0);
+    errno = saved;
+    return r != MAP_FAILED;
+}
+
+bool remap_to(void* old_p, size_t old_size, void* new_p, size_t new_size) {
+    int saved = errno;
+    void* r = mremap(old_p, round_page(old_size), round_page(new_size),
+                     MREMAP_MAYMOVE | MREMAP_FIXED, new_p);
+    errno = saved;
+    return r == new_p;
+}
+
+void advise_no_huge_pages(void* p, size_t size) {
+    int saved = errno;
+    madvise(p, size, MADV_NOHUGEPAGE);
+    errno = saved;
+}
+
+void advise_huge_pages(void* p, size_t size) {
+    int saved = errno;
+    madvise(p, size, MADV_HUGEPAGE);
+    errno = saved;
+}
+
+bool is_mapped(const void* p) {
+    int saved = errno;
+    unsigned char vec;
+    void* page = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(p) & ~(k_page - 1));
+    bool mapped = mincore(page, k_page, &vec) == 0;
+    errno = saved;
+    return mapped;
+}
+
+void write_all(int fd, const char* s, size_t n) {
+    int saved = errno;
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        s += w;
+        n -= static_cast<size_t>(w);
+    }
+    errno = saved;
+}
+
+uintptr_t current_break() {
+    int saved = errno;
+    long b = syscall(SYS_brk, 0);
+    errno = saved;
+    return b < 0 ? 0 : static_cast<uintptr_t>(b);
+}
+
+uint64_t random_u64() {
+    int saved = errno;
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof v, GRND_NONBLOCK) != sizeof v) {
+        timespec ts{};
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        v = static_cast<uint64_t>(ts.tv_nsec) * 0x9E3779B97F4A7C15ull ^
+            reinterpret_cast<uintptr_t>(&v) ^ static_cast<uint64_t>(getpid()) << 32;
+    }
+    errno = saved;
+    return v | 1;
+}
+
+int thread_id() { return static_cast<int>(syscall(SYS_gettid)); }
+
+}  // namespace zmm::os

@@ -1,0 +1,53 @@
+// The operating system, as the heap sees it. Nothing else in zmm calls mmap.
+//
+// Every function is async-signal-safe and allocation-free: they are called
+// from inside malloc, from fork handlers and from fatal paths.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace zmm::os {
+
+// Maps `size` bytes of zeroed read-write memory whose start is a multiple of
+// `alignment` (a power of two, at least the page size). Returns nullptr when
+// the kernel refuses (errno is left as mmap set it). `size` is rounded up to
+// whole pages.
+void* map_aligned(size_t size, size_t alignment);
+
+// Maps `size` bytes at no particular alignment (pages). nullptr on failure.
+void* map(size_t size);
+
+// Returns [p, p + size) to the OS. p and size are page-aligned.
+void unmap(void* p, size_t size);
+
+// Tells the OS the pages' contents are no longer needed: they read as zero
+// afterwards and stop counting towards RSS. The range stays mapped.
+void purge(void* p, size_t size);
+
+// Grows or shrinks a mapping in place (no move). false if the pages after the
+// mapping are taken.
+bool remap_in_place(void* p, size_t old_size, size_t new_size);
+
+// Moves the mapping [old_p, old_p + old_size) to new_p (which must be a mapping
+// of at least new_size bytes, replaced), growing it to new_size, without
+// copying the pages. false on failure, with both mappings unchanged.
+bool remap_to(void* old_p, size_t old_size, void* new_p, size_t new_size);
+
+// Transparent huge pages: zmm's chunks ask for none unless enabled.
+void advise_no_huge_pages(void* p, size_t size);
+void advise_huge_pages(void* p, size_t size);
+
+// Is the page containing p mapped? (mincore; no fault on unmapped memory.)
+bool is_mapped(const void* p);
+
+// write(2) until done or an error other than EINTR.
+void write_all(int fd, const char* s, size_t n);
+
+// The current program break (brk), or 0.
+uintptr_t current_break();
+
+uint64_t random_u64();
+int thread_id();
+
+}  // namespace zmm::os

@@ -1,0 +1,168 @@
+// Size classes: ZendMM's 30 small bins, from one table.
+//
+// ZMM_BINS is the single source of the bin table (ZendMM's ZEND_MM_BINS_INFO,
+// zend_alloc_sizes.h): number, slot size, slots per run, pages per run. The
+// tables below, the unit tests and the statistics all read it.
+//
+// One deliberate difference from ZendMM, in the mapping from request size to
+// bin, not in the table:
+//  * x86-64 programs and compilers assume that malloc and operator new return
+//    16-byte aligned memory for any size of 16 or more. ZendMM's 24-, 40- and
+//    56-byte slots are only 8-aligned, so zmm serves 17..24 from the 32-byte
+//    bin, 33..40 and 41..48 from the 48-byte bin, 49..56 from the 64-byte bin.
+//  * every free slot carries its link and a shadow of it (ZendMM 8.4's heap
+//    protection), which needs 16 bytes, so 0..8 is served from the 16-byte bin
+//    (as ZendMM 8.4 does with ZEND_MM_MIN_USEABLE_BIN_SIZE).
+// Bins 0, 2, 4 and 6 stay in the table (its shape is ZendMM's, and the tests
+// compare it) but no size maps to them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace zmm {
+
+inline constexpr size_t k_page_size = 4096;
+inline constexpr size_t k_chunk_size = size_t{2} << 20;
+inline constexpr size_t k_chunk_pages = k_chunk_size / k_page_size;
+inline constexpr size_t k_max_small = 3072;
+inline constexpr size_t k_max_large = k_chunk_size - k_page_size;
+inline constexpr size_t k_min_alignment = 16;
+
+//        num  size count pages
+#define ZMM_BINS(X)      \
+    X(0, 8, 512, 1)      \
+    X(1, 16, 256, 1)     \
+    X(2, 24, 170, 1)     \
+    X(3, 32, 128, 1)     \
+    X(4, 40, 102, 1)     \
+    X(5, 48, 85, 1)      \
+    X(6, 56, 73, 1)      \
+    X(7, 64, 64, 1)      \
+    X(8, 80, 51, 1)      \
+    X(9, 96, 42, 1)      \
+    X(10, 112, 36, 1)    \
+    X(11, 128, 32, 1)    \
+    X(12, 160, 25, 1)    \
+    X(13, 192, 21, 1)    \
+    X(14, 224, 18, 1)    \
+    X(15, 256, 16, 1)    \
+    X(16, 320, 64, 5)    \
+    X(17, 384, 32, 3)    \
+    X(18, 448, 9, 1)     \
+    X(19, 512, 8, 1)     \
+    X(20, 640, 32, 5)    \
+    X(21, 768, 16, 3)    \
+    X(22, 896, 9, 2)     \
+    X(23, 1024, 8, 2)    \
+    X(24, 1280, 16, 5)   \
+    X(25, 1536, 8, 3)    \
+    X(26, 1792, 16, 7)   \
+    X(27, 2048, 8, 4)    \
+    X(28, 2560, 8, 5)    \
+    X(29, 3072, 4, 3)
+
+inline constexpr unsigned k_bins = 30;
+
+#define ZMM_BIN_SIZE(num, size, count, pages) size,
+#define ZMM_BIN_COUNT(num, size, count, pages) count,
+#define ZMM_BIN_PAGES(num, size, count, pages) pages,
+inline constexpr uint32_t k_bin_size[k_bins] = {ZMM_BINS(ZMM_BIN_SIZE)};
+inline constexpr uint32_t k_bin_count[k_bins] = {ZMM_BINS(ZMM_BIN_COUNT)};
+inline constexpr uint32_t k_bin_pages[k_bins] = {ZMM_BINS(ZMM_BIN_PAGES)};
+#undef ZMM_BIN_SIZE
+#undef ZMM_BIN_COUNT
+#undef ZMM_BIN_PAGES
+
+// ZendMM's own size-to-bin function (zend_mm_small_size_to_bin), kept for the
+// tests that compare the table with it and for the documentation of the shape.
+constexpr unsigned zendmm_size_to_bin(size_t size) {
+    if (size <= 64) return static_cast<unsigned>((size - (size != 0)) >> 3);
+    size_t t1 = size - 1;
+    unsigned t2 = static_cast<unsigned>(64 - __builtin_clzll(t1)) - 3;
+    t1 = t1 >> t2;
+    t2 = t2 - 3;
+    t2 = t2 << 2;
+    return static_cast<unsigned>(t1 + t2);
+}
+
+// zmm's mapping: the smallest bin whose slots are 16-aligned and large enough.
+constexpr unsigned zmm_size_to_bin_slow(size_t size) {
+    for (unsigned b = 0; b < k_bins; ++b)
+        if (k_bin_size[b] >= size && k_bin_size[b] % k_min_alignment == 0) return b;
+    return k_bins;
+}
+
+struct Bin_lookup {
+    uint8_t bin[k_max_small / 16 + 1];
+};
+constexpr Bin_lookup make_bin_lookup() {
+    Bin_lookup t{};
+    for (size_t i = 0; i <= k_max_small / 16; ++i)
+        t.bin[i] = static_cast<uint8_t>(zmm_size_to_bin_slow(i * 16));
+    t.bin[0] = 1;
+    return t;
+}
+inline constexpr Bin_lookup k_bin_lookup = make_bin_lookup();
+
+// Every served size class is a multiple of 16, so one byte per 16 bytes of
+// request size is enough: the hot path is one add, one shift, one load.
+inline unsigned size_to_bin(size_t size) { return k_bin_lookup.bin[(size + 15) >> 4]; }
+
+// Slot arithmetic without a division, for telling a slot's start from an
+// interior pointer (or a pointer into a run's unused tail) on free. With
+// size = odd * 2^shift, rotr(x * inverse(odd), shift) is x / size when x is a
+// multiple of size and greater than UINT64_MAX / size otherwise; so one
+// comparison with count - 1 says "x is the start of one of the run's slots".
+struct Slot_divisor {
+    uint64_t inverse;
+    uint32_t limit;
+    uint32_t shift;
+};
+constexpr uint64_t odd_inverse(uint64_t odd) {
+    uint64_t x = odd;  // Newton: each step doubles the correct low bits
+    for (int i = 0; i < 6; ++i) x *= 2 - odd * x;
+    return x;
+}
+struct Divisor_table {
+    Slot_divisor d[k_bins];
+};
+constexpr Divisor_table make_divisors() {
+    Divisor_table t{};
+    for (unsigned b = 0; b < k_bins; ++b) {
+        uint64_t size = k_bin_size[b];
+        uint32_t shift = static_cast<uint32_t>(__builtin_ctzll(size));
+        t.d[b] = {odd_inverse(size >> shift), k_bin_count[b] - 1, shift};
+    }
+    return t;
+}
+inline constexpr Divisor_table k_divisors = make_divisors();
+
+inline bool is_slot_start(uint64_t offset_in_run, unsigned bin) {
+    const Slot_divisor& d = k_divisors.d[bin];
+    uint64_t x = offset_in_run * d.inverse;
+    x = (x >> d.shift) | (x << ((64 - d.shift) & 63));
+    return x <= d.limit;
+}
+
+static_assert(k_bin_size[k_bins - 1] == k_max_small);
+static_assert(size_t{k_bin_count[16]} * k_bin_size[16] <= k_bin_pages[16] * k_page_size);
+constexpr bool bins_fit_their_runs() {
+    for (unsigned b = 0; b < k_bins; ++b)
+        if (size_t{k_bin_count[b]} * k_bin_size[b] > k_bin_pages[b] * k_page_size ||
+            size_t{k_bin_count[b] + 1} * k_bin_size[b] <= k_bin_pages[b] * k_page_size)
+            return false;
+    return true;
+}
+static_assert(bins_fit_their_runs(), "count must be pages * 4096 / size");
+constexpr bool lookup_is_aligned_and_fits() {
+    for (size_t s = 0; s <= k_max_small; ++s) {
+        unsigned b = k_bin_lookup.bin[(s + 15) >> 4];
+        if (b >= k_bins || k_bin_size[b] < s || k_bin_size[b] % 16 != 0) return false;
+        if (b > 1 && k_bin_size[b - 1] >= s && k_bin_size[b - 1] % 16 == 0) return false;
+    }
+    return true;
+}
+static_assert(lookup_is_aligned_and_fits());
+
+}  // namespace zmm

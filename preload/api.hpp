@@ -1,0 +1,32 @@
+// The allocation entry points as hidden inline functions, shared by the C
+// interface (malloc.cpp) and operator new/delete (new_delete.cpp), so that
+// neither calls the other through the PLT.
+#pragma once
+
+#include <cstddef>
+
+#include "thread_heap.hpp"
+
+namespace zmm::api {
+
+void* malloc_slow(size_t size);
+void free_slow(void* p);
+
+__attribute__((always_inline)) inline void* malloc(size_t size) {
+    Heap* h = t_heap;
+    if (__builtin_expect(h != nullptr && size <= k_max_small, 1)) return h->alloc_small(size_to_bin(size));
+    return malloc_slow(size);
+}
+
+__attribute__((always_inline)) inline void free(void* p) {
+    Heap* h = t_heap;
+    if (__builtin_expect(h != nullptr && h->free_small_fast(p), 1)) return;
+    free_slow(p);
+}
+
+void* calloc(size_t n, size_t size);
+void* realloc(void* p, size_t size);
+void* aligned(size_t alignment, size_t size);  // alignment: a power of two
+size_t usable_size(const void* p);
+
+}  // namespace zmm::api

@@ -1,0 +1,273 @@
+// The C allocation interface: every entry point a program or glibc may call.
+// Thin: heap logic is in core/, start-up in startup.cpp.
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <dlfcn.h>
+#include <malloc.h>
+#include <unistd.h>
+
+#include "api.hpp"
+#include "diag.hpp"
+#include "format.hpp"
+#include "glibc_heap.hpp"
+#include "heap_pool.hpp"
+#include "libc_symbols.hpp"
+
+#define ZMM_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace zmm::api {
+
+void* malloc_slow(size_t size) {
+    Heap* h = thread_heap();
+    if (!h) {
+        if (bypassed()) return libc::functions().malloc(size);
+        errno = ENOMEM;
+        return nullptr;
+    }
+    return h->alloc(size);
+}
+
+// Not a block of zmm's: glibc's (handed back), or nothing anyone allocated.
+static void free_foreign(void* p) {
+    if (glibc_heap::owns(p) || bypassed()) {
+        if (auto f = libc::functions().free) return f(p);
+    }
+    misuse(Misuse::unknown_pointer, p);
+}
+
+void free_slow(void* p) {
+    if (p == nullptr) return;
+    if (Heap* owner = Heap::free_any(p, thread_token())) {
+        if (owner->owner.load(std::memory_order_relaxed) == nullptr)
+            heap_pool::reclaim_if_abandoned(owner, thread_token());
+        return;
+    }
+    free_foreign(p);
+}
+
+void* calloc(size_t n, size_t size) {
+    size_t bytes;
+    if (__builtin_mul_overflow(n, size, &bytes)) {
+        errno = ENOMEM;
+        return nullptr;
+    }
+    Heap* h = t_heap;
+    if (h == nullptr) {
+        h = thread_heap();
+        if (!h && bypassed()) return libc::functions().calloc(n, size);
+    }
+    void* p = malloc(bytes);
+    // Huge blocks are fresh mappings, already zero.
+    if (p && bytes <= k_max_large) memset(p, 0, bytes);
+    return p;
+}
+
+size_t usable_size(const void* p) {
+    if (p == nullptr) return 0;
+    if (size_t n = Heap::usable_size(p)) return n;
+    if (glibc_heap::owns(p)) return glibc_heap::usable_size(p);
+    return 0;
+}
+
+void* realloc(void* p, size_t size) {
+    if (p == nullptr) return malloc(size);
+    if (size == 0) {  // glibc: frees and returns NULL
+        free(p);
+        return nullptr;
+    }
+    if (Heap::owner_of(p)) {
+        if (Heap* h = thread_heap()) return h->realloc(p, size);
+        // bypassed, and the block is still zmm's: move it to glibc
+        void* fresh = libc::functions().malloc(size);
+        if (!fresh) return nullptr;
+        size_t old = Heap::usable_size(p);
+        memcpy(fresh, p, old < size ? old : size);
+        free_slow(p);
+        return fresh;
+    }
+    if (granule_of(p) != granule_none) {
+        free_slow(p);  // a freed huge block or an interior pointer: diagnosed
+        return nullptr;
+    }
+    if (glibc_heap::owns(p) || bypassed()) return libc::functions().realloc(p, size);
+    misuse(Misuse::unknown_pointer, p, "realloc");
+}
+
+void* aligned(size_t alignment, size_t size) {
+    Heap* h = thread_heap();
+    if (!h) {
+        if (bypassed()) return libc::functions().memalign(alignment, size);
+        errno = ENOMEM;
+        return nullptr;
+    }
+    return h->alloc_aligned(alignment, size);
+}
+
+}  // namespace zmm::api
+
+using namespace zmm;
+
+// ---- the malloc family ----
+
+ZMM_EXPORT void* malloc(size_t size) { return api::malloc(size); }
+ZMM_EXPORT void free(void* p) { api::free(p); }
+ZMM_EXPORT void* calloc(size_t n, size_t size) { return api::calloc(n, size); }
+ZMM_EXPORT void* realloc(void* p, size_t size) { return api::realloc(p, size); }
+
+ZMM_EXPORT void* reallocarray(void* p, size_t n, size_t size) {
+    size_t bytes;
+    if (__builtin_mul_overflow(n, size, &bytes)) {
+        errno = ENOMEM;
+        return nullptr;
+    }
+    return api::realloc(p, bytes);
+}
+
+static bool power_of_two(size_t a) { return a != 0 && (a & (a - 1)) == 0; }
+
+ZMM_EXPORT int posix_memalign(void** out, size_t alignment, size_t size) {
+    if (!power_of_two(alignment) || alignment % sizeof(void*) != 0) return EINVAL;
+    int saved = errno;
+    void* p = api::aligned(alignment, size);
+    if (!p) {
+        errno = saved;
+        return ENOMEM;
+    }
+    *out = p;
+    return 0;
+}
+
+ZMM_EXPORT void* aligned_alloc(size_t alignment, size_t size) {
+    if (!power_of_two(alignment)) {
+        errno = EINVAL;
+        return nullptr;
+    }
+    return api::aligned(alignment, size);
+}
+
+ZMM_EXPORT void* memalign(size_t alignment, size_t size) {
+    // glibc: a non-power-of-two alignment is rounded up; absurd ones fail.
+    if (alignment > SIZE_MAX / 2 + 1) {
+        errno = EINVAL;
+        return nullptr;
+    }
+    if (!power_of_two(alignment)) alignment = alignment < 16 ? 16 : size_t{1} << (64 - __builtin_clzll(alignment));
+    return api::aligned(alignment, size);
+}
+
+ZMM_EXPORT void* valloc(size_t size) { return api::aligned(k_page_size, size); }
+
+ZMM_EXPORT void* pvalloc(size_t size) {
+    size_t rounded = (size + k_page_size - 1) & ~(k_page_size - 1);
+    if (rounded < size) {
+        errno = ENOMEM;
+        return nullptr;
+    }
+    return api::aligned(k_page_size, rounded ? rounded : k_page_size);
+}
+
+ZMM_EXPORT size_t malloc_usable_size(void* p) { return api::usable_size(p); }
+ZMM_EXPORT void cfree(void* p) { api::free(p); }
+ZMM_EXPORT void free_sized(void* p, size_t) { api::free(p); }
+ZMM_EXPORT void free_aligned_sized(void* p, size_t, size_t) { api::free(p); }
+
+// glibc's internal names, for programs that call them to reach "the real"
+// allocator: they reach zmm, which hands glibc's own blocks back to glibc.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-attributes"
+ZMM_EXPORT void* __libc_malloc(size_t) __attribute__((alias("malloc")));
+ZMM_EXPORT void __libc_free(void*) __attribute__((alias("free")));
+ZMM_EXPORT void* __libc_calloc(size_t, size_t) __attribute__((alias("calloc")));
+ZMM_EXPORT void* __libc_realloc(void*, size_t) __attribute__((alias("realloc")));
+ZMM_EXPORT void* __libc_memalign(size_t, size_t) __attribute__((alias("memalign")));
+ZMM_EXPORT void* __libc_valloc(size_t) __attribute__((alias("valloc")));
+ZMM_EXPORT void* __libc_pvalloc(size_t) __attribute__((alias("pvalloc")));
+ZMM_EXPORT int __posix_memalign(void**, size_t, size_t) __attribute__((alias("posix_memalign")));
+#pragma GCC diagnostic pop
+
+// ---- glibc's malloc extensions, with zmm's figures ----
+
+ZMM_EXPORT int mallopt(int, int) { return 1; }  // accepted, no effect (documented)
+
+ZMM_EXPORT struct mallinfo2 mallinfo2() {
+    struct mallinfo2 m{};
+    if (bypassed()) return m;
+    Heap_stats s;
+    heap_pool::total_stats(s);
+    m.arena = s.real_size - s.huge_in_use_bytes;
+    m.ordblks = static_cast<size_t>(s.cached_chunks);
+    m.hblks = 0;
+    m.hblkhd = s.huge_in_use_bytes;
+    m.usmblks = 0;
+    m.uordblks = s.size;
+    m.fordblks = s.real_size > s.size ? s.real_size - s.size : 0;
+    m.keepcost = s.cached_chunks * k_chunk_size;
+    return m;
+}
+
+ZMM_EXPORT struct mallinfo mallinfo() {
+    struct mallinfo2 m2 = mallinfo2();
+    struct mallinfo m{};
+    m.arena = static_cast<int>(m2.arena);
+    m.ordblks = static_cast<int>(m2.ordblks);
+    m.hblkhd = static_cast<int>(m2.hblkhd);
+    m.uordblks = static_cast<int>(m2.uordblks);
+    m.fordblks = static_cast<int>(m2.fordblks);
+    m.keepcost = static_cast<int>(m2.keepcost);
+    return m;
+}
+
+ZMM_EXPORT int malloc_trim(size_t) {
+    if (bypassed()) return 0;
+    return heap_pool::collect_all(t_heap) > 0 ? 1 : 0;
+}
+
+ZMM_EXPORT void malloc_stats() {
+    Heap_stats s;
+    heap_pool::total_stats(s);
+    Text t;
+    t.str("Arena 0:\nsystem bytes     = ").dec(s.real_size).str("\nin use bytes     = ").dec(s.size)
+        .str("\nTotal (incl. mmap):\nsystem bytes     = ").dec(s.real_size).str("\nin use bytes     = ")
+        .dec(s.size).str("\nmax mmap regions = ").dec(s.chunks).str("\nmax mmap bytes   = ")
+        .dec(s.real_peak).chr('\n');
+    t.flush(2);
+}
+
+ZMM_EXPORT int malloc_info(int options, FILE* out) {
+    if (options != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    Heap_stats s;
+    heap_pool::total_stats(s);
+    Text t;
+    t.str("<malloc version=\"zmm-1\">\n<heap nr=\"0\">\n<sizes>\n");
+    for (unsigned b = 0; b < k_bins; ++b)
+        if (s.small_in_use[b])
+            t.str("  <size from=\"").dec(b ? k_bin_size[b - 1] + 1 : 0).str("\" to=\"").dec(k_bin_size[b])
+                .str("\" total=\"").dec(s.small_in_use[b] * k_bin_size[b]).str("\" count=\"")
+                .dec(s.small_in_use[b]).str("\"/>\n");
+    t.str("</sizes>\n<total type=\"mmap\" count=\"").dec(s.chunks + s.cached_chunks).str("\" size=\"")
+        .dec(s.real_size).str("\"/>\n<system type=\"current\" size=\"").dec(s.real_size)
+        .str("\"/>\n<system type=\"max\" size=\"").dec(s.real_peak).str("\"/>\n</heap>\n</malloc>\n");
+    fwrite(t.data(), 1, t.size(), out);
+    return 0;
+}
+
+// ---- dlopen: no RTLD_DEEPBIND under zmm ----
+//
+// A library opened with RTLD_DEEPBIND binds malloc/free to glibc's before
+// the preloaded ones, then frees zmm's blocks with glibc's free (Debian's PHP
+// does this with its default extensions; it crashes under every preloaded
+// allocator). Clearing the flag makes such a library use zmm like everything
+// else. The call is a tail call, so glibc still sees the real caller's return
+// address (it resolves the caller's RUNPATH and namespace from it).
+ZMM_EXPORT void* dlopen(const char* file, int mode) {
+    auto real = libc::functions().dlopen;
+    if (__builtin_expect(real == nullptr, 0)) return nullptr;
+    if (!bypassed()) mode &= ~RTLD_DEEPBIND;
+    return real(file, mode);
+}
