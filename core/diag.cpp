@@ -39,7 +39,7 @@ void misuse(Misuse kind, const void* ptr, const char* detail) {
     if (detail) t.str(" (").str(detail).chr(')');
     t.chr('\n');
     if (g_hook) {
-        g_hook(kind, ptr, t.data());
+        g_hook(kind, ptr, t.c_str());
         // a hook that returns still must not let the heap go on
     }
     os::write_all(g_report_fd, t.data(), t.size());
@@ -50,7 +50,7 @@ void misuse(Misuse kind, const void* ptr, const char* detail) {
 void panic(const char* message) {
     Text t;
     t.str("zmm: ").str(message).chr('\n');
-    if (g_hook) g_hook(Misuse::heap_corrupted, nullptr, t.data());
+    if (g_hook) g_hook(Misuse::heap_corrupted, nullptr, t.c_str());
     t.flush(2);
     die();
 }

@@ -24,6 +24,11 @@ public:
     Text& bytes_human(uint64_t v);  // 1.2 MiB, 512 B
 
     const char* data() const { return buf_; }
+    // NUL-terminated view (the buffer always keeps room for the NUL).
+    const char* c_str() {
+        buf_[len_] = 0;
+        return buf_;
+    }
     size_t size() const { return len_; }
     void clear() { len_ = 0; }
     // Writes everything to fd and clears. Also done when the buffer fills.
@@ -34,7 +39,7 @@ public:
 private:
     void reserve(size_t n);
     static constexpr size_t k_capacity = 4096;
-    char buf_[k_capacity];
+    char buf_[k_capacity + 1];
     size_t len_ = 0;
     int fd_ = -1;  // when set, a full buffer is flushed here instead of truncated
 };

@@ -513,9 +513,10 @@ size_t Heap::usable_size(const void* p) {
     Granule g = granule_of(p);
     if (g == granule_chunk) {
         Chunk* c = Chunk::of(p);
-        uint32_t info = c->map[Chunk::page_of(p)];
+        unsigned page = Chunk::page_of(p);
+        uint32_t info = c->map[page];
         if (info & k_small) return k_bin_size[info & k_bin_mask];
-        if (info & k_large) return size_t{info & k_pages_mask} * k_page_size;
+        if ((info & k_large) && page != 0 && page_aligned(p)) return size_t{info & k_pages_mask} * k_page_size;
         return 0;
     }
     if (Huge_header* h = huge_header_checked(p)) return h->size;

@@ -1,0 +1,285 @@
+// Bins, huge blocks, aligned blocks, usage counters and memory return.
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+#include <vector>
+
+#include "test_heap.hpp"
+
+using namespace zmm;
+using zmm::test::Rng;
+using zmm::test::Test_heap;
+
+BOOST_AUTO_TEST_SUITE(heap)
+
+BOOST_AUTO_TEST_CASE(bins_filled_and_emptied) {
+    Test_heap h;
+    for (unsigned b = 0; b < k_bins; ++b) {
+        size_t size = k_bin_size[b];
+        if (size_to_bin(size) != b) continue;  // bins zmm never selects
+        BOOST_TEST_CONTEXT("bin " << b) {
+            // three runs' worth: the first slots come in address order
+            const size_t n = size_t{k_bin_count[b]} * 3;
+            std::vector<char*> blocks;
+            for (size_t i = 0; i < n; ++i) {
+                char* p = static_cast<char*>(h->alloc(size));
+                BOOST_TEST_REQUIRE(p != nullptr);
+                BOOST_TEST_REQUIRE(reinterpret_cast<uintptr_t>(p) % 16 == 0u);
+                BOOST_TEST_REQUIRE(Heap::usable_size(p) == size);
+                memset(p, 0xab, size);
+                blocks.push_back(p);
+            }
+            BOOST_TEST(static_cast<void*>(blocks[1]) == static_cast<void*>(blocks[0] + size));
+            std::set<char*> distinct(blocks.begin(), blocks.end());
+            BOOST_TEST(distinct.size() == n);
+            std::sort(blocks.begin(), blocks.end());
+            for (size_t i = 1; i < n; ++i)
+                BOOST_TEST_REQUIRE(static_cast<void*>(blocks[i]) >= static_cast<void*>(blocks[i - 1] + size));
+            BOOST_TEST(h->size == n * size);
+            BOOST_TEST(h->check() == nullptr);
+            for (char* p : blocks) h->free_owned(p);
+            BOOST_TEST(h->size == 0u);
+            BOOST_TEST(h->check() == nullptr);
+            // LIFO: the last freed comes back first
+            char* again = static_cast<char*>(h->alloc(size));
+            BOOST_TEST(static_cast<void*>(again) == static_cast<void*>(blocks.back()));
+            h->free_owned(again);
+        }
+    }
+    // Freed small runs stay until collected (ZendMM), then their pages go.
+    size_t before = h->size;
+    BOOST_TEST(before == 0u);
+    BOOST_TEST(h->collect() > 0u);
+    BOOST_TEST(h->chunks_count == 0u);
+    BOOST_TEST(h->check() == nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(fast_free_matches_general_free) {
+    Test_heap h;
+    void* p = h->alloc(100);
+    BOOST_TEST(h->free_small_fast(p));
+    BOOST_TEST(!h->free_small_fast(p));  // now free: the fast path declines
+    void* large = h->alloc(10000);
+    BOOST_TEST(!h->free_small_fast(large));  // not small
+    BOOST_TEST(!h->free_small_fast(static_cast<char*>(h->alloc(64)) + 16));  // interior
+    int on_stack = 0;
+    BOOST_TEST(!h->free_small_fast(&on_stack));
+    BOOST_TEST(!h->free_small_fast(nullptr));
+    h->free_owned(large);
+}
+
+BOOST_AUTO_TEST_CASE(collect_keeps_partly_used_runs) {
+    Test_heap h;
+    std::vector<void*> blocks;
+    for (int i = 0; i < 1000; ++i) blocks.push_back(h->alloc(48));
+    void* keep = blocks[500];
+    for (void* p : blocks)
+        if (p != keep) h->free_owned(p);
+    h->collect();
+    BOOST_TEST(h->check() == nullptr);
+    BOOST_TEST(Heap::usable_size(keep) == 48u);
+    BOOST_TEST(h->chunks_count == 1u);
+    // the free list still works after collect
+    std::vector<void*> again;
+    for (int i = 0; i < 1000; ++i) again.push_back(h->alloc(48));
+    BOOST_TEST(h->check() == nullptr);
+    for (void* p : again) h->free_owned(p);
+    h->free_owned(keep);
+}
+
+BOOST_AUTO_TEST_CASE(huge_blocks) {
+    Test_heap h;
+    const size_t sizes[] = {k_max_large + 1, 3 * 1024 * 1024 + 5, 16 * 1024 * 1024};
+    for (size_t size : sizes) {
+        BOOST_TEST_CONTEXT("size " << size) {
+            char* p = static_cast<char*>(h->alloc(size));
+            BOOST_TEST_REQUIRE(p != nullptr);
+            BOOST_TEST((reinterpret_cast<uintptr_t>(p) & (k_chunk_size - 1)) == 0u);
+            BOOST_TEST(granule_of(p) == granule_huge);
+            size_t usable = (size + k_page_size - 1) & ~(k_page_size - 1);
+            BOOST_TEST(Heap::usable_size(p) == usable);
+            BOOST_TEST(Heap::owner_of(p) == &h.heap);
+            p[0] = 1;
+            p[usable - 1] = 2;
+            BOOST_TEST(h->size == usable);
+            h->free_owned(p);
+            BOOST_TEST(h->size == 0u);
+            BOOST_TEST(granule_of(p) == granule_huge_freed);
+            BOOST_TEST(Heap::owner_of(p) == nullptr);
+        }
+    }
+    BOOST_TEST(h->real_size == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(huge_realloc_keeps_content) {
+    Test_heap h;
+    size_t size = 3 * 1024 * 1024;
+    char* p = static_cast<char*>(h->alloc(size));
+    for (size_t i = 0; i < size; i += 4096) p[i] = static_cast<char>(i >> 12);
+    // grow a lot: in place or moved by mremap, content kept
+    char* q = static_cast<char*>(h->realloc(p, 64 * 1024 * 1024));
+    BOOST_TEST_REQUIRE(q != nullptr);
+    BOOST_TEST((reinterpret_cast<uintptr_t>(q) & (k_chunk_size - 1)) == 0u);
+    for (size_t i = 0; i < size; i += 4096) BOOST_TEST_REQUIRE(q[i] == static_cast<char>(i >> 12));
+    q[64 * 1024 * 1024 - 1] = 7;
+    BOOST_TEST(h->size == size_t{64} * 1024 * 1024);
+    // shrink in place
+    char* r = static_cast<char*>(h->realloc(q, 5 * 1024 * 1024));
+    BOOST_TEST(static_cast<void*>(r) == static_cast<void*>(q));
+    BOOST_TEST(Heap::usable_size(r) == size_t{5} * 1024 * 1024);
+    BOOST_TEST(granule_of(r + 6 * 1024 * 1024) != granule_huge_tail);
+    // huge to small: moves
+    char* s = static_cast<char*>(h->realloc(r, 100));
+    BOOST_TEST(Heap::usable_size(s) == 112u);
+    BOOST_TEST(s[0] == 0);
+    h->free_owned(s);
+    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->huge == nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(realloc_across_kinds_keeps_content) {
+    Test_heap h;
+    Rng rng(7);
+    const size_t steps[] = {10, 100, 3000, 3073, 50000, 2 * 1024 * 1024, 5 * 1024 * 1024, 700, 16, 1};
+    char* p = static_cast<char*>(h->alloc(1));
+    size_t have = 1;
+    p[0] = 'x';
+    std::vector<char> model(1, 'x');
+    for (size_t want : steps) {
+        p = static_cast<char*>(h->realloc(p, want));
+        BOOST_TEST_REQUIRE(p != nullptr);
+        size_t keep = std::min(have, want);
+        BOOST_TEST_REQUIRE(memcmp(p, model.data(), keep) == 0);
+        model.resize(want);
+        for (size_t i = 0; i < want; ++i) model[i] = static_cast<char>(rng.next());
+        memcpy(p, model.data(), want);
+        have = want;
+        BOOST_TEST_REQUIRE(h->check() == nullptr);
+    }
+    h->free_owned(p);
+    BOOST_TEST(h->size == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(aligned_blocks) {
+    Test_heap h;
+    std::vector<void*> blocks;
+    for (size_t align = 32; align <= 16 * 1024 * 1024; align <<= 1) {
+        for (size_t size : {size_t{1}, size_t{100}, align / 2, align, align + 1, size_t{70000}}) {
+            if (size == 0) continue;
+            void* p = h->alloc_aligned(align, size);
+            BOOST_TEST_REQUIRE(p != nullptr);
+            BOOST_TEST_REQUIRE(reinterpret_cast<uintptr_t>(p) % align == 0u);
+            BOOST_TEST_REQUIRE(Heap::usable_size(p) >= size);
+            memset(p, 0x5a, size);
+            blocks.push_back(p);
+        }
+    }
+    BOOST_TEST(h->check() == nullptr);
+    for (void* p : blocks) h->free_owned(p);
+    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->check() == nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(usage_and_peak_count_rounded_sizes) {
+    Test_heap h;
+    void* a = h->alloc(20);       // 32
+    void* b = h->alloc(5000);     // 2 pages
+    void* c = h->alloc(3 << 20);  // huge, 3 MiB
+    BOOST_TEST(h->size == 32u + 8192u + (3u << 20));
+    BOOST_TEST(h->peak == h->size);
+    BOOST_TEST(h->real_size == k_chunk_size + (3u << 20) + k_page_size);
+    h->free_owned(c);
+    BOOST_TEST(h->size == 32u + 8192u);
+    BOOST_TEST(h->peak == 32u + 8192u + (3u << 20));
+    h->free_owned(a);
+    h->free_owned(b);
+    BOOST_TEST(h->size == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(limit_fails_with_enomem) {
+    Test_heap h;
+    h->limit = 4 * k_chunk_size;
+    errno = 0;
+    void* big = h->alloc(16 * 1024 * 1024);
+    BOOST_TEST(big == nullptr);
+    BOOST_TEST(errno == ENOMEM);
+    void* ok = h->alloc(1024 * 1024);
+    BOOST_TEST(ok != nullptr);
+    h->free_owned(ok);
+}
+
+BOOST_AUTO_TEST_CASE(absurd_sizes) {
+    Test_heap h;
+    for (size_t size : {SIZE_MAX, SIZE_MAX - 4096, SIZE_MAX / 2 + 1, size_t{1} << 60}) {
+        errno = 0;
+        BOOST_TEST(h->alloc(size) == nullptr);
+        BOOST_TEST(errno == ENOMEM);
+        errno = 0;
+        BOOST_TEST(h->alloc_aligned(4096, size) == nullptr);
+        BOOST_TEST(errno == ENOMEM);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(empty_chunks_are_cached_then_released) {
+    Test_heap h;
+    std::vector<void*> runs;
+    for (int i = 0; i < 10; ++i) runs.push_back(h->alloc(k_max_large));  // one chunk each
+    BOOST_TEST(h->chunks_count == 10u);
+    for (void* p : runs) h->free_owned(p);
+    BOOST_TEST(h->chunks_count == 0u);
+    BOOST_TEST(h->cached_count == g_tuning.cached_chunks);
+    BOOST_TEST(h->real_size == g_tuning.cached_chunks * k_chunk_size);
+    h->collect();
+    BOOST_TEST(h->cached_count == 0u);
+    BOOST_TEST(h->real_size == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(random_mixed_workload_keeps_content) {
+    Test_heap h;
+    Rng rng(99);
+    struct Block {
+        unsigned char* p;
+        size_t size;
+        unsigned char tag;
+    };
+    std::vector<Block> live;
+    for (int step = 0; step < 20000; ++step) {
+        unsigned op = static_cast<unsigned>(rng.below(10));
+        if (op < 5 || live.empty()) {
+            size_t size = rng.below(20) == 0 ? 3073 + rng.below(200000) : 1 + rng.below(3072);
+            if (rng.below(500) == 0) size = 2200000 + rng.below(3000000);
+            auto* p = static_cast<unsigned char*>(h->alloc(size));
+            BOOST_TEST_REQUIRE(p != nullptr);
+            unsigned char tag = static_cast<unsigned char>(rng.next());
+            memset(p, tag, size);
+            live.push_back({p, size, tag});
+        } else if (op < 8) {
+            size_t i = rng.below(live.size());
+            Block b = live[i];
+            for (size_t k = 0; k < b.size; k += 97) BOOST_TEST_REQUIRE(b.p[k] == b.tag);
+            BOOST_TEST_REQUIRE(b.p[b.size - 1] == b.tag);
+            h->free_owned(b.p);
+            live[i] = live.back();
+            live.pop_back();
+        } else {
+            size_t i = rng.below(live.size());
+            Block& b = live[i];
+            size_t size = 1 + rng.below(rng.below(4) == 0 ? 300000 : 4000);
+            auto* p = static_cast<unsigned char*>(h->realloc(b.p, size));
+            BOOST_TEST_REQUIRE(p != nullptr);
+            size_t keep = std::min(size, b.size);
+            for (size_t k = 0; k < keep; k += 61) BOOST_TEST_REQUIRE(p[k] == b.tag);
+            memset(p, b.tag, size);
+            b.p = p;
+            b.size = size;
+        }
+        if (step % 1000 == 0) BOOST_TEST_REQUIRE(h->check() == nullptr);
+    }
+    for (auto& b : live) h->free_owned(b.p);
+    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->check() == nullptr);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

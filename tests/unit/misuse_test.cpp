@@ -1,0 +1,152 @@
+// Misuse is diagnosed before it can corrupt the heap. The abort hook turns
+// the fatal path into a longjmp back into the test.
+#include <boost/test/unit_test.hpp>
+
+#include <csetjmp>
+#include <cstring>
+#include <string>
+
+#include "test_heap.hpp"
+
+using namespace zmm;
+using zmm::test::Test_heap;
+
+namespace {
+std::jmp_buf g_jump;
+Misuse g_kind;
+const void* g_ptr;
+std::string g_message;
+
+void hook(Misuse kind, const void* ptr, const char* message) {
+    g_kind = kind;
+    g_ptr = ptr;
+    g_message = message;
+    std::longjmp(g_jump, 1);
+}
+
+struct Hooked {
+    Hooked() { set_abort_hook(hook); }
+    ~Hooked() { set_abort_hook(nullptr); }
+};
+
+// Runs f; returns true if it ended in a diagnosis of `kind` about `ptr`.
+template <class F>
+bool diagnosed(Misuse kind, const void* ptr, F f) {
+    g_message.clear();
+    if (setjmp(g_jump) == 0) {
+        f();
+        return false;
+    }
+    return g_kind == kind && g_ptr == ptr;
+}
+
+std::string hex(const void* p) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%#lx", static_cast<unsigned long>(reinterpret_cast<uintptr_t>(p)));
+    return buf;
+}
+}  // namespace
+
+BOOST_FIXTURE_TEST_SUITE(misuse, Hooked)
+
+BOOST_AUTO_TEST_CASE(double_free_small) {
+    Test_heap h;
+    void* p = h->alloc(40);
+    h->free_owned(p);
+    BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { h->free_owned(p); }));
+    BOOST_TEST(g_message == "zmm: double free of " + hex(p) + "\n");
+    BOOST_TEST(h->check() == nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(double_free_separated_by_other_frees) {
+    Test_heap h;
+    void* p = h->alloc(64);
+    void* others[10];
+    for (auto& o : others) o = h->alloc(64);
+    h->free_owned(p);
+    for (auto& o : others) h->free_owned(o);
+    BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { h->free_owned(p); }));
+    BOOST_TEST(h->check() == nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(double_free_large_and_huge) {
+    Test_heap h;
+    void* keep = h->alloc(10000);  // keeps the chunk alive
+    void* large = h->alloc(50000);
+    h->free_owned(large);
+    BOOST_TEST(diagnosed(Misuse::double_free, large, [&] { h->free_owned(large); }));
+    void* huge = h->alloc(4 * 1024 * 1024);
+    h->free_owned(huge);
+    BOOST_TEST(diagnosed(Misuse::double_free, huge, [&] { h->free_owned(huge); }));
+    h->free_owned(keep);
+}
+
+BOOST_AUTO_TEST_CASE(double_free_through_remote_stack) {
+    Test_heap h;
+    void* p = h->alloc(100);
+    char other_thread = 0;
+    Heap::free_any(p, &other_thread);  // pushed onto the remote stack
+    BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { Heap::free_any(p, &other_thread); }));
+    BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { h->free_owned(p); }));
+    h->drain_remote();
+    BOOST_TEST(h->size == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(interior_pointers) {
+    Test_heap h;
+    char* small = static_cast<char*>(h->alloc(100));
+    BOOST_TEST(diagnosed(Misuse::interior_pointer, small + 8, [&] { h->free_owned(small + 8); }));
+    char* large = static_cast<char*>(h->alloc(3 * k_page_size));
+    BOOST_TEST(diagnosed(Misuse::interior_pointer, large + k_page_size,
+                         [&] { h->free_owned(large + k_page_size); }));
+    BOOST_TEST(diagnosed(Misuse::unknown_pointer, large + 16, [&] { h->free_owned(large + 16); }));
+    char* huge = static_cast<char*>(h->alloc(3 * 1024 * 1024));
+    BOOST_TEST(diagnosed(Misuse::interior_pointer, huge + 4096, [&] { h->free_owned(huge + 4096); }));
+    BOOST_TEST(diagnosed(Misuse::interior_pointer, huge + k_chunk_size,
+                         [&] { h->free_owned(huge + k_chunk_size); }));
+    // the tail of a 448-byte run (9 slots, 64 bytes unused) is not a slot
+    char* b448 = static_cast<char*>(h->alloc(448));
+    char* tail = reinterpret_cast<char*>(reinterpret_cast<uintptr_t>(b448) & ~(k_page_size - 1)) + 9 * 448;
+    BOOST_TEST(diagnosed(Misuse::interior_pointer, tail, [&] { h->free_owned(tail); }));
+    BOOST_TEST(h->check() == nullptr);
+    h->free_owned(small);
+    h->free_owned(large);
+    h->free_owned(huge);
+    h->free_owned(b448);
+}
+
+BOOST_AUTO_TEST_CASE(unknown_pointers) {
+    Test_heap h;
+    int on_stack;
+    BOOST_TEST(diagnosed(Misuse::unknown_pointer, &on_stack, [&] { h->free_owned(&on_stack); }));
+    char* p = static_cast<char*>(h->alloc(100));
+    char* chunk = reinterpret_cast<char*>(Chunk::of(p));
+    BOOST_TEST(diagnosed(Misuse::unknown_pointer, chunk, [&] { h->free_owned(chunk); }));  // the header
+    char* free_page = chunk + 300 * k_page_size;
+    BOOST_TEST(diagnosed(Misuse::unknown_pointer, free_page, [&] { h->free_owned(free_page); }));
+    BOOST_TEST(g_message == "zmm: free of unknown pointer " + hex(free_page) + "\n");
+    h->free_owned(p);
+}
+
+BOOST_AUTO_TEST_CASE(overwritten_free_list_link) {
+    Test_heap h;
+    auto* a = static_cast<char*>(h->alloc(32));
+    auto* b = static_cast<char*>(h->alloc(32));
+    h->free_owned(b);
+    h->free_owned(a);  // free list: a -> b -> ...
+    // a buffer overflow from the slot before `a` overwrites a's link
+    memset(a, 0x41, 8);
+    BOOST_TEST(diagnosed(Misuse::heap_corrupted, a, [&] { h->alloc(32); }));
+    BOOST_TEST(g_message.find("heap corrupted") != std::string::npos);
+    // repair, so that the heap can be released
+    reinterpret_cast<Free_slot*>(a)->next = reinterpret_cast<Free_slot*>(b);
+}
+
+BOOST_AUTO_TEST_CASE(realloc_of_freed_block) {
+    Test_heap h;
+    void* p = h->alloc(200);
+    h->free_owned(p);
+    BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { h->realloc(p, 150); }));
+}
+
+BOOST_AUTO_TEST_SUITE_END()

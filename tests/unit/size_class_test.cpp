@@ -1,0 +1,81 @@
+// The bin table against ZendMM's (zend_alloc_sizes.h, ZENDMM.md 1.2), written
+// out here independently of ZMM_BINS, and zmm's size → bin mapping.
+#include <boost/test/unit_test.hpp>
+
+#include "size_class.hpp"
+
+using namespace zmm;
+
+namespace {
+struct Zend_bin {
+    unsigned size, count, pages;
+};
+// ZendMM's ZEND_MM_BINS_INFO, as PHP 8.2 has it.
+const Zend_bin k_zend[30] = {
+    {8, 512, 1},    {16, 256, 1},   {24, 170, 1},   {32, 128, 1},  {40, 102, 1},  {48, 85, 1},
+    {56, 73, 1},    {64, 64, 1},    {80, 51, 1},    {96, 42, 1},   {112, 36, 1},  {128, 32, 1},
+    {160, 25, 1},   {192, 21, 1},   {224, 18, 1},   {256, 16, 1},  {320, 64, 5},  {384, 32, 3},
+    {448, 9, 1},    {512, 8, 1},    {640, 32, 5},   {768, 16, 3},  {896, 9, 2},   {1024, 8, 2},
+    {1280, 16, 5},  {1536, 8, 3},   {1792, 16, 7},  {2048, 8, 4},  {2560, 8, 5},  {3072, 4, 3},
+};
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(size_classes)
+
+BOOST_AUTO_TEST_CASE(table_matches_zendmm) {
+    BOOST_REQUIRE_EQUAL(k_bins, 30u);
+    for (unsigned b = 0; b < k_bins; ++b) {
+        BOOST_TEST_CONTEXT("bin " << b) {
+            BOOST_TEST(k_bin_size[b] == k_zend[b].size);
+            BOOST_TEST(k_bin_count[b] == k_zend[b].count);
+            BOOST_TEST(k_bin_pages[b] == k_zend[b].pages);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(zendmm_mapping_is_the_table) {
+    // ZendMM's formula sends each size to the smallest bin that holds it.
+    for (size_t s = 0; s <= k_max_small; ++s) {
+        unsigned b = zendmm_size_to_bin(s);
+        BOOST_TEST_REQUIRE(b < k_bins);
+        BOOST_TEST_REQUIRE(k_bin_size[b] >= (s ? s : 1));
+        if (b > 0) BOOST_TEST_REQUIRE(k_bin_size[b - 1] < s);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(zmm_mapping_is_16_aligned_and_smallest) {
+    for (size_t s = 0; s <= k_max_small; ++s) {
+        unsigned b = size_to_bin(s);
+        BOOST_TEST_CONTEXT("size " << s) {
+            BOOST_TEST_REQUIRE(b < k_bins);
+            BOOST_TEST_REQUIRE(k_bin_size[b] >= s);
+            BOOST_TEST_REQUIRE(k_bin_size[b] % 16 == 0);
+            // no smaller 16-aligned bin would do
+            for (unsigned c = 0; c < b; ++c)
+                BOOST_TEST_REQUIRE(!(k_bin_size[c] >= s && k_bin_size[c] % 16 == 0));
+        }
+    }
+    // The documented differences from ZendMM.
+    BOOST_TEST(size_to_bin(0) == 1u);
+    BOOST_TEST(size_to_bin(8) == 1u);
+    BOOST_TEST(size_to_bin(24) == 3u);
+    BOOST_TEST(size_to_bin(40) == 5u);
+    BOOST_TEST(size_to_bin(56) == 7u);
+    BOOST_TEST(size_to_bin(3072) == 29u);
+}
+
+BOOST_AUTO_TEST_CASE(slot_start_test_is_exact) {
+    // Every offset of every run: a slot start iff a multiple of the size
+    // below count * size (the run's unused tail is not a slot).
+    for (unsigned b = 0; b < k_bins; ++b) {
+        size_t run = size_t{k_bin_pages[b]} * k_page_size;
+        for (uint64_t off = 0; off < run; ++off) {
+            bool expect = off % k_bin_size[b] == 0 && off / k_bin_size[b] < k_bin_count[b];
+            if (is_slot_start(off, b) != expect) {
+                BOOST_FAIL("bin " << b << " offset " << off << ": expected " << expect);
+            }
+        }
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
