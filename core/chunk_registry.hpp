@@ -39,10 +39,11 @@ inline Granule granule_of(const void* p) {
         registry_detail::g_granules[a >> k_granule_shift].load(std::memory_order_relaxed));
 }
 
-// For the hot path, which has checked the address range itself.
-inline Granule granule_of_checked(uintptr_t a) {
-    return static_cast<Granule>(
-        registry_detail::g_granules[a >> k_granule_shift].load(std::memory_order_relaxed));
+// For the hot path: the granule index doubles as the range check.
+inline bool is_chunk_granule(uintptr_t a) {
+    uintptr_t g = a >> k_granule_shift;
+    return g < k_granules &&
+           registry_detail::g_granules[g].load(std::memory_order_relaxed) == granule_chunk;
 }
 
 // Marks [p, p + size) (2 MiB aligned start) as `kind`; a huge block's later

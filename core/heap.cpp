@@ -8,6 +8,8 @@
 namespace zmm {
 
 Heap_tuning g_tuning;
+constinit Heap g_empty_heap{};
+void* (*g_heap_missing)(size_t size) = nullptr;
 
 namespace {
 constexpr size_t round_pages(size_t n) { return (n + k_page_size - 1) & ~(k_page_size - 1); }
@@ -39,6 +41,12 @@ void Heap::init(uint64_t free_list_key) {
     memset(static_cast<void*>(this), 0, sizeof *this);
     key = free_list_key;
     limit = SIZE_MAX;
+    for (unsigned b = 0; b < k_bins; ++b) {
+        bin_inverse[b] = k_divisors.d[b].inverse;
+        bin_size[b] = k_bin_size[b];
+        bin_last_slot[b] = static_cast<uint16_t>(k_divisors.d[b].limit);
+        bin_shift[b] = static_cast<uint8_t>(k_divisors.d[b].shift);
+    }
 }
 
 // ============================================================================
@@ -188,6 +196,11 @@ void Heap::free_large(Chunk* c, unsigned page, unsigned count) {
 // ============================================================================
 
 void* Heap::alloc_small_slow(unsigned bin) {
+    if (this == &g_empty_heap) {
+        if (g_heap_missing) return g_heap_missing(k_bin_size[bin]);
+        errno = ENOMEM;
+        return nullptr;
+    }
     if (has_remote()) {
         drain_remote();
         if (free_slot[bin]) return alloc_small(bin);

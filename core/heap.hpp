@@ -66,12 +66,19 @@ struct Heap_stats {
 
 class Heap {
 public:
-    // ---- hot: the fast path reads only these (one or two cache lines) ----
+    // ---- hot: the fast path reads only these ----
     Free_slot* free_slot[k_bins];
     uint64_t key;
     size_t size;  // bytes in live blocks, as ZendMM counts them (rounded)
     size_t peak;
     uint64_t small_allocs[k_bins];
+    // Copies of the constant per-bin tables (size class, slot divisor),
+    // addressed from the heap pointer the hot path already holds: one
+    // instruction per lookup instead of three for a PIC global table.
+    uint64_t bin_inverse[k_bins];
+    uint32_t bin_size[k_bins];
+    uint16_t bin_last_slot[k_bins];
+    uint8_t bin_shift[k_bins];
 
     // ---- shared with other threads ----
     alignas(64) std::atomic<Free_slot*> remote;  // blocks freed by other threads
@@ -139,6 +146,15 @@ public:
     // Checks every owned chunk's header; nullptr or the first fault.
     const char* check() const;
 
+    // Is `offset` (from the run's first byte) the start of one of its slots?
+    // (See Slot_divisor: one multiply, one rotate, one compare.)
+    bool is_slot_start(uint64_t offset, unsigned bin) const {
+        uint64_t x = offset * bin_inverse[bin];
+        unsigned r = bin_shift[bin];
+        x = (x >> r) | (x << ((64 - r) & 63));
+        return x <= bin_last_slot[bin];
+    }
+
     uintptr_t shadow_of(const Free_slot* s, const Free_slot* next) const {
         return reinterpret_cast<uintptr_t>(next) ^ key ^ reinterpret_cast<uintptr_t>(s);
     }
@@ -169,6 +185,14 @@ private:
     }
 };
 
+// The heap of a thread that has none yet (or whose heap left at thread exit,
+// or when zmm is bypassed): no chunks, every free list empty, never an owner.
+// Pointing the thread's heap pointer here instead of at null spares the hot
+// path a test: its allocations fall into the slow path, which calls
+// g_heap_missing; its frees never match a chunk's heap.
+extern constinit Heap g_empty_heap;
+extern void* (*g_heap_missing)(size_t size);
+
 inline void* Heap::alloc_small(unsigned bin) {
     Free_slot* s = free_slot[bin];
     if (__builtin_expect(s == nullptr, 0)) return alloc_small_slow(bin);
@@ -177,14 +201,13 @@ inline void* Heap::alloc_small(unsigned bin) {
     free_slot[bin] = next;
     s->shadow = 0;  // an allocated slot must not look free
     small_allocs[bin]++;
-    count_alloc(k_bin_size[bin]);
+    count_alloc(bin_size[bin]);
     return s;
 }
 
 inline bool Heap::free_small_fast(void* p) {
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    if (__builtin_expect((a >> k_address_bits) != 0, 0)) return false;
-    if (__builtin_expect(granule_of_checked(a) != granule_chunk, 0)) return false;
+    if (__builtin_expect(!is_chunk_granule(a), 0)) return false;
     Chunk* c = Chunk::of(p);
     if (__builtin_expect(c->heap != this, 0)) return false;
     uint32_t info = c->map[Chunk::page_of(p)];
@@ -198,7 +221,7 @@ inline bool Heap::free_small_fast(void* p) {
     s->next = head;
     s->shadow = shadow_of(s, head);
     free_slot[bin] = s;
-    size -= k_bin_size[bin];
+    size -= bin_size[bin];
     return true;
 }
 

@@ -93,21 +93,20 @@ constexpr unsigned zmm_size_to_bin_slow(size_t size) {
     return k_bins;
 }
 
+// One byte per request size (3 KiB): the hot path's size-to-bin is a single
+// load, indexed by the size itself.
 struct Bin_lookup {
-    uint8_t bin[k_max_small / 16 + 1];
+    uint8_t bin[k_max_small + 1];
 };
 constexpr Bin_lookup make_bin_lookup() {
     Bin_lookup t{};
-    for (size_t i = 0; i <= k_max_small / 16; ++i)
-        t.bin[i] = static_cast<uint8_t>(zmm_size_to_bin_slow(i * 16));
+    for (size_t s = 0; s <= k_max_small; ++s) t.bin[s] = static_cast<uint8_t>(zmm_size_to_bin_slow(s));
     t.bin[0] = 1;
     return t;
 }
 inline constexpr Bin_lookup k_bin_lookup = make_bin_lookup();
 
-// Every served size class is a multiple of 16, so one byte per 16 bytes of
-// request size is enough: the hot path is one add, one shift, one load.
-inline unsigned size_to_bin(size_t size) { return k_bin_lookup.bin[(size + 15) >> 4]; }
+inline unsigned size_to_bin(size_t size) { return k_bin_lookup.bin[size]; }
 
 // Slot arithmetic without a division, for telling a slot's start from an
 // interior pointer (or a pointer into a run's unused tail) on free. With
@@ -157,7 +156,7 @@ constexpr bool bins_fit_their_runs() {
 static_assert(bins_fit_their_runs(), "count must be pages * 4096 / size");
 constexpr bool lookup_is_aligned_and_fits() {
     for (size_t s = 0; s <= k_max_small; ++s) {
-        unsigned b = k_bin_lookup.bin[(s + 15) >> 4];
+        unsigned b = k_bin_lookup.bin[s];
         if (b >= k_bins || k_bin_size[b] < s || k_bin_size[b] % 16 != 0) return false;
         if (b > 1 && k_bin_size[b - 1] >= s && k_bin_size[b - 1] % 16 == 0) return false;
     }

@@ -14,13 +14,13 @@ void free_slow(void* p);
 
 __attribute__((always_inline)) inline void* malloc(size_t size) {
     Heap* h = t_heap;
-    if (__builtin_expect(h != nullptr && size <= k_max_small, 1)) return h->alloc_small(size_to_bin(size));
+    if (__builtin_expect(size <= k_max_small, 1)) return h->alloc_small(size_to_bin(size));
     return malloc_slow(size);
 }
 
 __attribute__((always_inline)) inline void free(void* p) {
     Heap* h = t_heap;
-    if (__builtin_expect(h != nullptr && h->free_small_fast(p), 1)) return;
+    if (__builtin_expect(h->free_small_fast(p), 1)) return;
     free_slow(p);
 }
 

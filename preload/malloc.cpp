@@ -54,11 +54,7 @@ void* calloc(size_t n, size_t size) {
         errno = ENOMEM;
         return nullptr;
     }
-    Heap* h = t_heap;
-    if (h == nullptr) {
-        h = thread_heap();
-        if (!h && bypassed()) return libc::functions().calloc(n, size);
-    }
+    if (t_heap == &g_empty_heap && !thread_heap() && bypassed()) return libc::functions().calloc(n, size);
     void* p = malloc(bytes);
     // Huge blocks are fresh mappings, already zero.
     if (p && bytes <= k_max_large) memset(p, 0, bytes);
@@ -222,7 +218,7 @@ ZMM_EXPORT struct mallinfo mallinfo() {
 
 ZMM_EXPORT int malloc_trim(size_t) {
     if (bypassed()) return 0;
-    return heap_pool::collect_all(t_heap) > 0 ? 1 : 0;
+    return heap_pool::collect_all(t_heap == &g_empty_heap ? nullptr : t_heap) > 0 ? 1 : 0;
 }
 
 ZMM_EXPORT void malloc_stats() {

@@ -17,13 +17,14 @@
 #include "options.hpp"
 #include "os.hpp"
 #include "stats_report.hpp"
+#include "api.hpp"
 #include "thread_heap.hpp"
 
 extern char** environ;
 
 namespace zmm {
 
-constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec"))) = nullptr;
+constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec"))) = &g_empty_heap;
 
 namespace {
 
@@ -59,7 +60,7 @@ void on_thread_exit(void* heap) {
     // again through the slow path (and this destructor runs again).
     Heap* h = static_cast<Heap*>(heap);
     if (h && h == t_heap) {
-        t_heap = nullptr;
+        t_heap = &g_empty_heap;
         heap_pool::abandon(h);
     }
 }
@@ -80,6 +81,7 @@ void start() {
     apply_options();
     g_exit_key_ok = pthread_key_create(&g_exit_key, on_thread_exit) == 0;
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+    g_heap_missing = api::malloc_slow;
     g_state.store(started, std::memory_order_release);
 }
 
@@ -93,7 +95,7 @@ bool bypassed() {
 }
 
 Heap* thread_heap() {
-    if (Heap* h = t_heap) return h;
+    if (Heap* h = t_heap; h != &g_empty_heap) return h;
     if (bypassed()) return nullptr;
     Heap* h = heap_pool::acquire(thread_token());
     if (!h) return nullptr;

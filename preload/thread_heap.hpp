@@ -2,9 +2,9 @@
 // (static TLS of the preloaded library: it exists before the first malloc and
 // reading it is one instruction pair, no __tls_get_addr, no allocation).
 //
-// Null means "no heap yet": the thread's first allocation, a thread whose
-// heap was abandoned at exit, or zmm bypassed (ZMM_ALLOC=0). Every null case
-// goes to the slow path, so the hot path tests one pointer.
+// &g_empty_heap means "no heap yet": the thread's first allocation, a thread
+// whose heap was abandoned at exit, or zmm bypassed (ZMM_ALLOC=0). The empty
+// heap sends every allocation to the slow path, so the hot path tests nothing.
 #pragma once
 
 #include "heap.hpp"
