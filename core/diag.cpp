@@ -10,6 +10,7 @@ namespace zmm {
 namespace {
 Abort_hook g_hook = nullptr;
 int g_report_fd = 2;
+bool g_report_is_stderr = true;
 
 const char* describe(Misuse kind) {
     switch (kind) {
@@ -30,7 +31,10 @@ const char* describe(Misuse kind) {
 }  // namespace
 
 void set_abort_hook(Abort_hook hook) { g_hook = hook; }
-void set_report_fd(int fd) { g_report_fd = fd; }
+void set_report_fd(int fd, bool is_stderr) {
+    g_report_fd = fd;
+    g_report_is_stderr = is_stderr;
+}
 int report_fd() { return g_report_fd; }
 
 void misuse(Misuse kind, const void* ptr, const char* detail) {
@@ -43,7 +47,7 @@ void misuse(Misuse kind, const void* ptr, const char* detail) {
         // a hook that returns still must not let the heap go on
     }
     os::write_all(g_report_fd, t.data(), t.size());
-    if (g_report_fd != 2) os::write_all(2, t.data(), t.size());
+    if (!g_report_is_stderr) os::write_all(2, t.data(), t.size());
     die();
 }
 

@@ -19,8 +19,10 @@ enum class Misuse {
 using Abort_hook = void (*)(Misuse, const void* ptr, const char* message);
 void set_abort_hook(Abort_hook hook);
 
-// Where reports go (stderr by default; the log file when one is set).
-void set_report_fd(int fd);
+// Where reports go: stderr by default (or a duplicate of it, which survives a
+// program that closes its stderr before exit, as coreutils do), or the log
+// file. Fatal messages go to stderr as well when the reports go to a file.
+void set_report_fd(int fd, bool is_stderr);
 int report_fd();
 
 // Prints "zmm: <what> 0x..." (+ optional detail) and aborts (or calls the hook).

@@ -48,10 +48,14 @@ void apply_options() {
         if (expand_log_path(o.log_path.text, getpid(), path, sizeof path)) {
             int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
             if (fd >= 0)
-                set_report_fd(fd);
+                set_report_fd(fd, false);
             else
                 warn("cannot open ZMM_LOG file ", path, "; reporting to stderr");
         }
+    } else if (o.stats) {
+        // A report at exit must survive a program that closes fd 2 first.
+        int fd = fcntl(2, F_DUPFD_CLOEXEC, 100);
+        if (fd >= 0) set_report_fd(fd, true);
     }
 }
 
