@@ -9,7 +9,11 @@ namespace zmm {
 
 Heap_tuning g_tuning;
 constinit Heap g_empty_heap{};
-void* (*g_heap_missing)(size_t size) = nullptr;
+
+__attribute__((weak)) void* heap_missing(size_t) {
+    errno = ENOMEM;
+    return nullptr;
+}
 
 namespace {
 constexpr size_t round_pages(size_t n) { return (n + k_page_size - 1) & ~(k_page_size - 1); }
@@ -196,11 +200,7 @@ void Heap::free_large(Chunk* c, unsigned page, unsigned count) {
 // ============================================================================
 
 void* Heap::alloc_small_slow(unsigned bin) {
-    if (this == &g_empty_heap) {
-        if (g_heap_missing) return g_heap_missing(k_bin_size[bin]);
-        errno = ENOMEM;
-        return nullptr;
-    }
+    if (this == &g_empty_heap) return heap_missing(k_bin_size[bin]);
     if (has_remote()) {
         drain_remote();
         if (free_slot[bin]) return alloc_small(bin);

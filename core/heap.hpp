@@ -189,9 +189,14 @@ private:
 // or when zmm is bypassed): no chunks, every free list empty, never an owner.
 // Pointing the thread's heap pointer here instead of at null spares the hot
 // path a test: its allocations fall into the slow path, which calls
-// g_heap_missing; its frees never match a chunk's heap.
+// heap_missing; its frees never match a chunk's heap.
 extern constinit Heap g_empty_heap;
-extern void* (*g_heap_missing)(size_t size);
+
+// Serves an allocation that reached the empty heap. The embedder (the
+// preload) defines it; core's weak default fails with ENOMEM. A definition
+// at link time, not a pointer set at start-up: the first malloc of a
+// process can come before any start-up code has run.
+void* heap_missing(size_t size);
 
 inline void* Heap::alloc_small(unsigned bin) {
     Free_slot* s = free_slot[bin];

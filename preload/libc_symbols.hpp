@@ -17,6 +17,12 @@ struct Functions {
     void* (*realloc)(void*, size_t);
     void* (*memalign)(size_t, size_t);
     void* (*dlopen)(const char*, int);
+    // glibc's extensions, for the bypass (ZMM_ALLOC=0)
+    int (*mallopt)(int, int);
+    int (*malloc_trim)(size_t);
+    void (*malloc_stats)();
+    int (*malloc_info)(int, void*);
+    void* mallinfo2;  // struct mallinfo2 (*)(): called through a typed pointer by the caller
 };
 
 // Resolved on first use; a missing function is nullptr.

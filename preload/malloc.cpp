@@ -186,11 +186,19 @@ ZMM_EXPORT int __posix_memalign(void**, size_t, size_t) __attribute__((alias("po
 
 // ---- glibc's malloc extensions, with zmm's figures ----
 
-ZMM_EXPORT int mallopt(int, int) { return 1; }  // accepted, no effect (documented)
+// Under the bypass each of these is glibc's own.
+ZMM_EXPORT int mallopt(int param, int value) {
+    if (bypassed()) return libc::functions().mallopt ? libc::functions().mallopt(param, value) : 0;
+    return 1;  // accepted, no effect: zmm has no tunables of glibc's kind (documented)
+}
 
 ZMM_EXPORT struct mallinfo2 mallinfo2() {
     struct mallinfo2 m{};
-    if (bypassed()) return m;
+    if (bypassed()) {
+        using Fn = struct mallinfo2 (*)();
+        if (void* f = libc::functions().mallinfo2) return reinterpret_cast<Fn>(f)();
+        return m;
+    }
     Heap_stats s;
     heap_pool::total_stats(s);
     m.arena = s.real_size - s.huge_in_use_bytes;
@@ -216,12 +224,16 @@ ZMM_EXPORT struct mallinfo mallinfo() {
     return m;
 }
 
-ZMM_EXPORT int malloc_trim(size_t) {
-    if (bypassed()) return 0;
+ZMM_EXPORT int malloc_trim(size_t pad) {
+    if (bypassed()) return libc::functions().malloc_trim ? libc::functions().malloc_trim(pad) : 0;
     return heap_pool::collect_all(t_heap == &g_empty_heap ? nullptr : t_heap) > 0 ? 1 : 0;
 }
 
 ZMM_EXPORT void malloc_stats() {
+    if (bypassed()) {
+        if (libc::functions().malloc_stats) libc::functions().malloc_stats();
+        return;
+    }
     Heap_stats s;
     heap_pool::total_stats(s);
     Text t;
@@ -233,6 +245,7 @@ ZMM_EXPORT void malloc_stats() {
 }
 
 ZMM_EXPORT int malloc_info(int options, FILE* out) {
+    if (bypassed() && libc::functions().malloc_info) return libc::functions().malloc_info(options, out);
     if (options != 0) {
         errno = EINVAL;
         return -1;

@@ -85,13 +85,14 @@ void start() {
     apply_options();
     g_exit_key_ok = pthread_key_create(&g_exit_key, on_thread_exit) == 0;
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
-    g_heap_missing = api::malloc_slow;
     g_state.store(started, std::memory_order_release);
 }
 
 }  // namespace
 
 const void* thread_token() { return &t_token; }
+
+void* heap_missing(size_t size) { return api::malloc_slow(size); }
 
 bool bypassed() {
     if (g_state.load(std::memory_order_acquire) != started) start();
