@@ -38,7 +38,7 @@ struct Chunk {
     Chunk* next;
     Chunk* prev;
     uint32_t free_pages;
-    uint32_t num;  // creation order within the heap, for ZendMM's cache choice
+    uint32_t num;  // scratch: an index for per-chunk data while the owner enumerates
     uint64_t free_map[k_chunk_pages / 64];
     uint32_t map[k_chunk_pages];
 

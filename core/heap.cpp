@@ -10,6 +10,8 @@ namespace zmm {
 Heap_tuning g_tuning;
 constinit Heap g_empty_heap{};
 
+__attribute__((weak)) bool heap_limit_exceeded(Heap&, size_t) { return false; }
+
 __attribute__((weak)) void* heap_missing(size_t) {
     errno = ENOMEM;
     return nullptr;
@@ -58,11 +60,14 @@ void Heap::init(uint64_t free_list_key) {
 // ============================================================================
 
 bool Heap::grow_real(size_t bytes) {
-    if (bytes > limit || real_size > limit - bytes) {
+    auto over = [&] { return bytes > limit || real_size > limit - bytes; };
+    if (over()) {
         collect();
-        if (bytes > limit || real_size > limit - bytes) {
-            errno = ENOMEM;
-            return false;
+        while (over()) {
+            if (!heap_limit_exceeded(*this, bytes)) {
+                errno = ENOMEM;
+                return false;
+            }
         }
     }
     return true;
@@ -92,6 +97,11 @@ Chunk* Heap::new_chunk() {
         registry_mark(c, k_chunk_size, granule_chunk);
     }
     c->init(this, next_chunk_num++);
+    link_chunk(c);
+    return c;
+}
+
+void Heap::link_chunk(Chunk* c) {
     if (chunks) {
         c->next = chunks;
         c->prev = chunks->prev;
@@ -102,7 +112,17 @@ Chunk* Heap::new_chunk() {
         chunks = c;
     }
     ++chunks_count;
-    return c;
+}
+
+void Heap::unlink_chunk(Chunk* c) {
+    if (c->next == c) {
+        chunks = nullptr;
+    } else {
+        c->prev->next = c->next;
+        c->next->prev = c->prev;
+        if (chunks == c) chunks = c->next;
+    }
+    --chunks_count;
 }
 
 void Heap::unmap_chunk(Chunk* c) {
@@ -114,14 +134,7 @@ void Heap::unmap_chunk(Chunk* c) {
 
 // An empty chunk leaves the owned list: to the cache, or back to the OS.
 void Heap::release_chunk(Chunk* c) {
-    if (c->next == c) {
-        chunks = nullptr;
-    } else {
-        c->prev->next = c->next;
-        c->next->prev = c->prev;
-        if (chunks == c) chunks = c->next;
-    }
-    --chunks_count;
+    unlink_chunk(c);
     if (cached_count < g_tuning.cached_chunks) {
         // Its pages may hold freed data; beyond the dirty budget, drop them.
         if (dirty_pages > g_tuning.dirty_budget_pages) {
@@ -448,6 +461,7 @@ static void check_block_start(void* p) {
 }
 
 void Heap::free_owned(void* p) {
+    if (blocks) blocks->erase(reinterpret_cast<uintptr_t>(p));
     Granule g = granule_of(p);
     if (g == granule_chunk) {
         Chunk* c = Chunk::of(p);
@@ -470,6 +484,7 @@ void Heap::free_owned(void* p) {
 // A block that came off the remote stack: it was checked when pushed, and its
 // second word now holds a valid shadow (the remote link's).
 void Heap::free_owned_unchecked(void* p) {
+    if (blocks) blocks->erase(reinterpret_cast<uintptr_t>(p));
     if (granule_of(p) == granule_chunk) {
         Chunk* c = Chunk::of(p);
         unsigned page = Chunk::page_of(p);
@@ -513,13 +528,22 @@ Heap* Heap::free_any(void* p, const void* current_owner) {
     return h;
 }
 
-void Heap::drain_remote() {
-    Free_slot* s = remote.exchange(nullptr, std::memory_order_acquire);
+// Each block goes to the heap that owns it now: a block pushed onto a
+// request heap's stack may belong to the persistent heap by the time it is
+// drained (the request ended and its chunks were merged).
+void Heap::drain_stack(Free_slot* s) {
     while (s) {
         Free_slot* next = s->next;
-        free_owned_unchecked(s);
+        Heap* h = granule_of(s) == granule_chunk ? Chunk::of(s)->heap : Huge_header::of(s)->heap;
+        h->free_owned_unchecked(s);
         s = next;
     }
+}
+
+void Heap::drain_remote() {
+    drain_stack(remote.exchange(nullptr, std::memory_order_acquire));
+    for (Heap* r = retired; r; r = r->retired_next)
+        if (r->remote.load(std::memory_order_relaxed)) drain_stack(r->remote.exchange(nullptr, std::memory_order_acquire));
 }
 
 size_t Heap::usable_size(const void* p) {
@@ -668,6 +692,113 @@ size_t Heap::collect() {
     }
     dirty_pages = 0;
     return released;
+}
+
+bool Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), void* ctx) {
+    if (has_remote()) drain_remote();
+    // One bit per 16 bytes of each chunk: set where a free slot starts.
+    constexpr size_t k_bitmap_words = k_chunk_size / 16 / 64;
+    size_t n = chunks_count;
+    uint64_t* bitmaps = nullptr;
+    if (n) {
+        bitmaps = static_cast<uint64_t*>(os::map(n * k_bitmap_words * sizeof(uint64_t)));
+        if (!bitmaps) return false;
+        Chunk* c = chunks;
+        for (size_t i = 0; i < n; ++i, c = c->next) c->num = static_cast<uint32_t>(i);  // bitmap index
+        for (unsigned b = 0; b < k_bins; ++b)
+            for (Free_slot* s = free_slot[b]; s; s = s->next) {
+                Chunk* sc = Chunk::of(s);
+                size_t bit = (reinterpret_cast<uintptr_t>(s) & (k_chunk_size - 1)) >> 4;
+                bitmaps[sc->num * k_bitmap_words + bit / 64] |= uint64_t{1} << (bit % 64);
+            }
+        c = chunks;
+        for (size_t i = 0; i < n; ++i, c = c->next) {
+            const uint64_t* bits = bitmaps + i * k_bitmap_words;
+            for (unsigned p = 1; p < k_chunk_pages;) {
+                uint32_t m = c->map[p];
+                if (m & k_small) {
+                    unsigned bin = m & k_bin_mask;
+                    char* run = c->page_address(p);
+                    for (unsigned k = 0; k < k_bin_count[bin]; ++k) {
+                        char* slot = run + size_t{k} * k_bin_size[bin];
+                        size_t bit = (reinterpret_cast<uintptr_t>(slot) & (k_chunk_size - 1)) >> 4;
+                        if (!((bits[bit / 64] >> (bit % 64)) & 1)) fn(ctx, slot, k_bin_size[bin]);
+                    }
+                    p += k_bin_pages[bin];
+                } else if (m & k_large) {
+                    unsigned count = m & k_pages_mask;
+                    fn(ctx, c->page_address(p), size_t{count} * k_page_size);
+                    p += count;
+                } else {
+                    ++p;
+                }
+            }
+        }
+        os::unmap(bitmaps, n * k_bitmap_words * sizeof(uint64_t));
+    }
+    for (Huge_header* h = huge; h; h = h->next) fn(ctx, h->block(), h->size);
+    return true;
+}
+
+void Heap::merge_into(Heap& dst) {
+    if (has_remote()) drain_remote();
+    // Wholly free runs first: a request that freed everything leaves only
+    // empty chunks, which stay here for the next request.
+    size_t n = chunks_count;
+    Chunk* c = chunks;
+    for (size_t i = 0; i < n && c; ++i) {
+        Chunk* next_chunk = c->next;
+        collect_small_runs(c);
+        if (c->empty()) release_chunk(c);
+        c = next_chunk;
+    }
+    size_t moved_real = 0;
+    while (chunks) {
+        Chunk* m = chunks;
+        unlink_chunk(m);
+        m->heap = &dst;
+        dst.link_chunk(m);
+        moved_real += k_chunk_size;
+    }
+    while (Huge_header* h = huge) {
+        huge = h->next;
+        h->heap = &dst;
+        h->prev = nullptr;
+        h->next = dst.huge;
+        if (dst.huge) dst.huge->prev = h;
+        dst.huge = h;
+        moved_real += h->map_size;
+    }
+    for (unsigned b = 0; b < k_bins; ++b) {
+        Free_slot* head = free_slot[b];
+        if (!head) continue;
+        Free_slot* tail = head;
+        while (tail->next) tail = tail->next;
+        tail->next = dst.free_slot[b];
+        tail->shadow = shadow_of(tail, tail->next);
+        dst.free_slot[b] = head;
+        free_slot[b] = nullptr;
+    }
+    dst.size += size;
+    if (dst.size > dst.peak) dst.peak = dst.size;
+    dst.count_real(moved_real);
+    real_size -= moved_real;
+    dst.dirty_pages += dirty_pages;
+    size = 0;
+    dirty_pages = 0;
+    if (!retired_next && dst.retired != this) {
+        retired_next = dst.retired;
+        dst.retired = this;
+    }
+}
+
+void Heap::trim_cache(size_t keep) {
+    while (cached_count > keep) {
+        Chunk* c = cached;
+        cached = c->next;
+        --cached_count;
+        unmap_chunk(c);
+    }
 }
 
 void Heap::release_all() {

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "block_table.hpp"
 #include "chunk.hpp"
 #include "chunk_registry.hpp"
 #include "diag.hpp"
@@ -101,6 +102,12 @@ public:
     uint64_t purged_bytes, unmapped_bytes;
     Heap* all_next;   // every heap ever made (heap_pool)
     Heap* pool_next;  // abandoned heaps waiting for a thread
+    // Request heaps whose chunks were merged into this one: frees another
+    // thread pushed onto their remote stacks late are drained with ours.
+    Heap* retired;
+    Heap* retired_next;
+    Block_table* blocks;  // traced request heaps: every live block's origin
+    void* request;        // the request this heap serves (control's), or null
 
     // Sets up a heap with no memory. `key` is the process's free-list key.
     void init(uint64_t free_list_key);
@@ -125,8 +132,24 @@ public:
     // stack. Returns the block's heap, or nullptr if p is not zmm's.
     static Heap* free_any(void* p, const void* current_owner);
 
+    // Frees what other threads pushed onto this heap's remote stack (and the
+    // stacks of its retired request heaps), each block into its owner.
     void drain_remote();
-    bool has_remote() const { return remote.load(std::memory_order_relaxed) != nullptr; }
+    bool has_remote() const {
+        return remote.load(std::memory_order_relaxed) != nullptr || retired != nullptr;
+    }
+
+    // ---- requests ----
+    // Calls fn for every live block (its address and rounded size). Needs
+    // temporary memory from the OS; false if refused.
+    bool for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), void* ctx);
+    // Moves every chunk with live blocks, every huge block and the free lists
+    // into `dst` (a heap of the same thread), after giving back wholly free
+    // runs; empty chunks stay in this heap's cache. This heap is then empty
+    // and retired into dst.
+    void merge_into(Heap& dst);
+    // Keeps at most `keep` cached chunks, unmapping the rest.
+    void trim_cache(size_t keep);
 
     // ---- queries ----
     // Usable size of any zmm block, or 0 if p is not zmm's.
@@ -175,6 +198,9 @@ private:
     void free_owned_unchecked(void* p);
     void* realloc_huge(Huge_header* h, size_t size);
     bool grow_real(size_t bytes);
+    static void drain_stack(Free_slot* s);
+    void link_chunk(Chunk* c);
+    void unlink_chunk(Chunk* c);
     void count_alloc(size_t bytes) {
         size += bytes;
         if (size > peak) peak = size;
@@ -191,6 +217,12 @@ private:
 // path a test: its allocations fall into the slow path, which calls
 // heap_missing; its frees never match a chunk's heap.
 extern constinit Heap g_empty_heap;
+
+// Called when an allocation would take `heap` past its limit even after
+// collect(). Returns true to let it go ahead (the limit was raised or lifted),
+// false to fail it with ENOMEM; may also not return (fatal action, or a
+// handler that longjmps). The embedder defines it; core's weak default fails.
+bool heap_limit_exceeded(Heap& heap, size_t requested);
 
 // Serves an allocation that reached the empty heap. The embedder (the
 // preload) defines it; core's weak default fails with ENOMEM. A definition

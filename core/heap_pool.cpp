@@ -61,12 +61,21 @@ Heap* acquire(const void* owner) {
         if (!h) return nullptr;
     }
     h->owner.store(owner, std::memory_order_release);
+    for (Heap* r = h->retired; r; r = r->retired_next) r->owner.store(owner, std::memory_order_release);
+    return h;
+}
+
+Heap* new_request_heap(const void* owner) {
+    Lock_guard guard(g_lock);
+    Heap* h = new_heap_locked();
+    if (h) h->owner.store(owner, std::memory_order_release);
     return h;
 }
 
 void abandon(Heap* heap) {
     heap->drain_remote();
     Lock_guard guard(g_lock);
+    for (Heap* r = heap->retired; r; r = r->retired_next) r->owner.store(nullptr, std::memory_order_release);
     heap->owner.store(nullptr, std::memory_order_release);
     heap->pool_next = g_pool;
     g_pool = heap;
@@ -94,6 +103,8 @@ void after_fork_child(const void* survivor) {
         const void* o = h->owner.load(std::memory_order_relaxed);
         if (o != nullptr && o != survivor) h->owner.store(k_orphan, std::memory_order_relaxed);
     }
+    // Abandoned heaps whose retired request heaps belonged to an orphan are
+    // consistent (abandoned outside malloc) and stay adoptable.
 }
 
 __attribute__((no_sanitize("thread"))) void total_stats(Heap_stats& out) {

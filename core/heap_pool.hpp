@@ -16,8 +16,14 @@ namespace zmm::heap_pool {
 // a new one. nullptr only if the OS refuses memory for the heap itself.
 Heap* acquire(const void* owner);
 
-// The owner thread is leaving: its heap goes to the pool for adoption.
+// The owner thread is leaving: its heap goes to the pool for adoption (with
+// the request heaps retired into it).
 void abandon(Heap* heap);
+
+// A heap for one thread's requests: listed with the others (statistics,
+// fork) but never pooled; it is retired into the thread's heap after its
+// request and reused by the thread's next request.
+Heap* new_request_heap(const void* owner);
 
 // A heap whose owner is gone and that is not in the pool because its state
 // may be inconsistent (a thread that was inside malloc when another forked):

@@ -1,0 +1,83 @@
+#include "block_table.hpp"
+
+#include "os.hpp"
+
+namespace zmm {
+
+bool Block_table::grow() {
+    size_t capacity = capacity_ ? capacity_ * 2 : 4096;
+    auto* slots = static_cast<Block_info*>(os::map(capacity * sizeof(Block_info)));
+    if (!slots) return false;
+    Block_info* old = slots_;
+    size_t old_capacity = capacity_;
+    slots_ = slots;
+    capacity_ = capacity;
+    shift_ = 64 - static_cast<unsigned>(__builtin_ctzll(capacity));
+    count_ = 0;
+    for (size_t i = 0; i < old_capacity; ++i)
+        if (old[i].address) insert(old[i]);
+    if (old) os::unmap(old, old_capacity * sizeof(Block_info));
+    return true;
+}
+
+bool Block_table::insert(const Block_info& info) {
+    if ((count_ + 1) * 2 > capacity_ && !grow()) return false;
+    size_t mask = capacity_ - 1;
+    for (size_t i = index_of(info.address);; i = (i + 1) & mask) {
+        if (slots_[i].address == info.address) {
+            slots_[i] = info;
+            return true;
+        }
+        if (slots_[i].address == 0) {
+            slots_[i] = info;
+            ++count_;
+            return true;
+        }
+    }
+}
+
+const Block_info* Block_table::find(uintptr_t p) const {
+    if (!count_) return nullptr;
+    size_t mask = capacity_ - 1;
+    for (size_t i = index_of(p);; i = (i + 1) & mask) {
+        if (slots_[i].address == p) return &slots_[i];
+        if (slots_[i].address == 0) return nullptr;
+    }
+}
+
+bool Block_table::erase(uintptr_t p) {
+    if (!count_) return false;
+    size_t mask = capacity_ - 1;
+    size_t i = index_of(p);
+    for (;; i = (i + 1) & mask) {
+        if (slots_[i].address == p) break;
+        if (slots_[i].address == 0) return false;
+    }
+    // Backward shift: pull later entries of the probe run into the hole.
+    size_t hole = i;
+    for (size_t j = (i + 1) & mask; slots_[j].address; j = (j + 1) & mask) {
+        size_t home = index_of(slots_[j].address);
+        bool movable = hole <= j ? (home <= hole || home > j) : (home <= hole && home > j);
+        if (movable) {
+            slots_[hole] = slots_[j];
+            hole = j;
+        }
+    }
+    slots_[hole] = Block_info{};
+    --count_;
+    return true;
+}
+
+void Block_table::clear() {
+    for (size_t i = 0; i < capacity_; ++i) slots_[i] = Block_info{};
+    count_ = 0;
+}
+
+void Block_table::release() {
+    if (slots_) os::unmap(slots_, capacity_ * sizeof(Block_info));
+    slots_ = nullptr;
+    capacity_ = count_ = 0;
+    shift_ = 64;
+}
+
+}  // namespace zmm

@@ -1,0 +1,56 @@
+// The blocks of a traced request heap: address → (requested size, stack id),
+// out of line (the block itself carries nothing). Open addressing with linear
+// probing and backward-shift deletion, in memory from the OS, never from the
+// program's malloc. One owner thread at a time, like its heap.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace zmm {
+
+struct Block_info {
+    uintptr_t address;  // 0: empty slot
+    uint64_t size;      // the size the program asked for
+    uint32_t stack;     // stack depot id (0: none captured)
+    uint32_t flags;
+};
+
+inline constexpr uint32_t k_block_runtime = 1;  // allocated by the C runtime for itself: never a leak
+
+class Block_table {
+public:
+    Block_table() = default;
+    Block_table(const Block_table&) = delete;
+    Block_table& operator=(const Block_table&) = delete;
+    ~Block_table() { release(); }
+
+    // false when the OS refuses memory to grow the table (the block is then
+    // simply not traced).
+    bool insert(const Block_info& info);
+    // Forgets p; returns whether it was there.
+    bool erase(uintptr_t p);
+    const Block_info* find(uintptr_t p) const;
+    size_t size() const { return count_; }
+    void clear();
+    void release();
+
+    template <class F>
+    void for_each(F f) const {
+        for (size_t i = 0; i < capacity_; ++i)
+            if (slots_[i].address) f(slots_[i]);
+    }
+
+private:
+    bool grow();
+    size_t index_of(uintptr_t p) const {
+        uint64_t h = (p >> 4) * 0x9E3779B97F4A7C15ull;
+        return static_cast<size_t>(h >> shift_);
+    }
+    Block_info* slots_ = nullptr;
+    size_t capacity_ = 0;  // a power of two
+    size_t count_ = 0;
+    unsigned shift_ = 64;
+};
+
+}  // namespace zmm

@@ -1,0 +1,172 @@
+// What a request does with a heap: enumerate its live blocks (the leaks),
+// merge what is left into the thread's persistent heap, trace blocks.
+#include <boost/test/unit_test.hpp>
+
+#include <map>
+#include <set>
+#include <vector>
+
+#include "block_table.hpp"
+#include "test_heap.hpp"
+
+using namespace zmm;
+using zmm::test::Rng;
+using zmm::test::Test_heap;
+
+namespace {
+std::map<void*, size_t> live_of(Heap& h) {
+    std::map<void*, size_t> out;
+    BOOST_REQUIRE(h.for_each_live_block(
+        [](void* ctx, void* block, size_t size) { (*static_cast<std::map<void*, size_t>*>(ctx))[block] = size; },
+        &out));
+    return out;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(request_heap)
+
+BOOST_AUTO_TEST_CASE(live_blocks_are_exactly_the_unfreed_ones) {
+    Test_heap h;
+    Rng rng(5);
+    std::map<void*, size_t> expect;
+    std::vector<void*> all;
+    for (int i = 0; i < 5000; ++i) {
+        size_t size = rng.below(30) == 0 ? 4000 + rng.below(200000) : 1 + rng.below(3072);
+        if (i % 1000 == 0) size = 3 * 1024 * 1024;
+        void* p = h->alloc(size);
+        all.push_back(p);
+        expect[p] = Heap::usable_size(p);
+    }
+    for (size_t i = 0; i < all.size(); ++i)
+        if (rng.below(3) != 0) {
+            h->free_owned(all[i]);
+            expect.erase(all[i]);
+        }
+    BOOST_TEST(live_of(h.heap) == expect);
+    size_t bytes = 0;
+    for (auto& [p, size] : expect) bytes += size;
+    BOOST_TEST(h->size == bytes);
+}
+
+BOOST_AUTO_TEST_CASE(an_empty_heap_has_no_live_blocks) {
+    Test_heap h;
+    std::vector<void*> all;
+    for (int i = 0; i < 1000; ++i) all.push_back(h->alloc(1 + i % 3000));
+    for (void* p : all) h->free_owned(p);
+    BOOST_TEST(live_of(h.heap).empty());
+}
+
+BOOST_AUTO_TEST_CASE(merge_moves_leaks_and_keeps_them_valid) {
+    Test_heap persistent;
+    Test_heap request;
+    void* before = persistent->alloc(100);
+    std::vector<void*> leaks, freed;
+    for (int i = 0; i < 3000; ++i) {
+        void* p = request->alloc(16 + (i % 100) * 16);
+        (i % 10 == 0 ? leaks : freed).push_back(p);
+    }
+    void* big = request->alloc(50000);
+    void* huge = request->alloc(5 * 1024 * 1024);
+    leaks.push_back(big);
+    leaks.push_back(huge);
+    for (void* p : freed) request->free_owned(p);
+    size_t leaked = request->size;
+    request->merge_into(persistent.heap);
+    BOOST_TEST(request->size == 0u);
+    BOOST_TEST(request->chunks_count == 0u);
+    BOOST_TEST(request->huge == nullptr);
+    BOOST_TEST(persistent->size == leaked + 112u);
+    for (void* p : leaks) BOOST_TEST_REQUIRE(Heap::owner_of(p) == &persistent.heap);
+    BOOST_TEST(persistent->check() == nullptr);
+    // the program may still free a leaked block later: it is persistent now
+    for (void* p : leaks) persistent->free_owned(p);
+    persistent->free_owned(before);
+    BOOST_TEST(persistent->size == 0u);
+    BOOST_TEST(persistent->check() == nullptr);
+    // the merged free lists serve the persistent heap
+    std::vector<void*> again;
+    for (int i = 0; i < 3000; ++i) again.push_back(persistent->alloc(16 + (i % 100) * 16));
+    BOOST_TEST(persistent->check() == nullptr);
+    for (void* p : again) persistent->free_owned(p);
+}
+
+BOOST_AUTO_TEST_CASE(a_clean_request_leaves_only_cached_chunks) {
+    Test_heap persistent;
+    Test_heap request;
+    std::vector<void*> all;
+    for (int i = 0; i < 20000; ++i) all.push_back(request->alloc(1 + i % 3072));
+    for (void* p : all) request->free_owned(p);
+    request->merge_into(persistent.heap);
+    BOOST_TEST(persistent->chunks_count == 0u);
+    BOOST_TEST(request->chunks_count == 0u);
+    BOOST_TEST(request->cached_count >= 1u);
+    request->trim_cache(1);
+    BOOST_TEST(request->cached_count == 1u);
+    BOOST_TEST(request->real_size == k_chunk_size);
+}
+
+BOOST_AUTO_TEST_CASE(late_remote_frees_reach_the_merged_heap) {
+    Test_heap persistent;
+    Test_heap request;
+    void* p = request->alloc(64);
+    void* keep = request->alloc(64);
+    request->merge_into(persistent.heap);
+    // another thread read the old owner before the merge and pushes there
+    char other = 0;
+    Heap::free_remote(&request.heap, p);
+    (void)other;
+    BOOST_TEST(persistent->has_remote());  // through the retired request heap
+    persistent->drain_remote();
+    BOOST_TEST(persistent->size == 64u);
+    persistent->free_owned(keep);
+    BOOST_TEST(persistent->size == 0u);
+    persistent->retired = nullptr;  // the request heap dies first in this test
+}
+
+BOOST_AUTO_TEST_CASE(block_table_insert_find_erase) {
+    Block_table t;
+    Rng rng(11);
+    std::map<uintptr_t, uint64_t> model;
+    for (int i = 0; i < 100000; ++i) {
+        uintptr_t a = (rng.below(50000) + 1) * 16;
+        if (rng.below(3) == 0) {
+            BOOST_TEST_REQUIRE(t.erase(a) == (model.erase(a) == 1));
+        } else {
+            uint64_t size = rng.next();
+            BOOST_TEST_REQUIRE(t.insert({a, size, static_cast<uint32_t>(i), 0}));
+            model[a] = size;
+        }
+    }
+    BOOST_TEST(t.size() == model.size());
+    for (auto& [a, size] : model) {
+        const Block_info* b = t.find(a);
+        BOOST_TEST_REQUIRE(b != nullptr);
+        BOOST_TEST_REQUIRE(b->size == size);
+    }
+    size_t seen = 0;
+    t.for_each([&](const Block_info& b) {
+        ++seen;
+        BOOST_TEST_REQUIRE(model.count(b.address) == 1u);
+    });
+    BOOST_TEST(seen == model.size());
+}
+
+BOOST_AUTO_TEST_CASE(traced_heap_forgets_freed_blocks) {
+    Test_heap h;
+    Block_table table;
+    h->blocks = &table;
+    void* a = h->alloc(100);
+    void* b = h->alloc(100000);
+    table.insert({reinterpret_cast<uintptr_t>(a), 100, 1, 0});
+    table.insert({reinterpret_cast<uintptr_t>(b), 100000, 2, 0});
+    h->free_owned(a);
+    BOOST_TEST(table.find(reinterpret_cast<uintptr_t>(a)) == nullptr);
+    char other = 0;
+    (void)other;
+    Heap::free_remote(&h.heap, b);
+    h->drain_remote();
+    BOOST_TEST(table.size() == 0u);
+    h->blocks = nullptr;
+}
+
+BOOST_AUTO_TEST_SUITE_END()
