@@ -186,6 +186,9 @@ void* Heap::alloc_large(size_t bytes) {
     unsigned page = Chunk::page_of(p);
     c->map[page] = k_large | count;
     for (unsigned i = 1; i < count; ++i) c->map[page + i] = k_large_tail | i;
+    // A remote free left a shadow in the block's second word; a live block
+    // must not look freed (see free_remote).
+    reinterpret_cast<Free_slot*>(p)->shadow = 0;
     ++large_allocs;
     bytes_allocated_slow += size_t{count} * k_page_size;
     count_alloc(size_t{count} * k_page_size);
@@ -212,11 +215,11 @@ void Heap::free_large(Chunk* c, unsigned page, unsigned count) {
 // Small
 // ============================================================================
 
-void* Heap::alloc_small_slow(unsigned bin) {
-    if (this == &g_empty_heap) return heap_missing(k_bin_size[bin]);
+void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
+    if (this == &g_empty_heap) return heap_missing(size_wanted);
     if (has_remote()) {
         drain_remote();
-        if (free_slot[bin]) return alloc_small(bin);
+        if (free_slot[bin]) return alloc_small(bin, size_wanted);
     }
     Chunk* c;
     char* run = static_cast<char*>(alloc_pages(k_bin_pages[bin], 1, &c));
@@ -258,6 +261,7 @@ void Heap::free_small_unchecked(Free_slot* s, unsigned bin) {
     s->shadow = shadow_of(s, head);
     free_slot[bin] = s;
     size -= k_bin_size[bin];
+    small_frees[bin]++;
 }
 
 // ============================================================================
@@ -304,6 +308,7 @@ void* Heap::alloc_huge(size_t bytes, size_t alignment) {
     huge = h;
     registry_mark(h->block(), len, granule_huge);
     ++huge_allocs;
+    huge_bytes += len;
     bytes_allocated_slow += len;
     count_real(h->map_size);
     count_alloc(len);
@@ -317,6 +322,7 @@ void Heap::free_huge(Huge_header* h) {
         huge = h->next;
     if (h->next) h->next->prev = h->prev;
     size -= h->size;
+    huge_bytes -= h->size;
     freed_bytes_large_huge += h->size;
     real_size -= h->map_size;
     unmapped_bytes += h->map_size;
@@ -335,6 +341,10 @@ static Huge_header* huge_header_checked(const void* p) {
 }
 
 void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
+    if (bytes > SIZE_MAX - 4 * k_chunk_size) {  // no such mapping; and round_pages would wrap
+        errno = ENOMEM;
+        return nullptr;
+    }
     size_t len = round_pages(bytes);
     void* block = h->block();
     if (len == h->size) return block;
@@ -348,6 +358,7 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
         h->size = len;
         h->map_size -= cut;
         size -= cut;
+        huge_bytes -= cut;
         real_size -= cut;
         unmapped_bytes += cut;
         return block;
@@ -360,6 +371,7 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
         registry_mark(block, len, granule_huge);
         count_real(grow);
         count_alloc(grow);
+        huge_bytes += grow;
         bytes_allocated_slow += grow;
         return block;
     }
@@ -373,6 +385,7 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
         // The old block's pages are gone; what stays mapped is its header.
         registry_clear(block, h->size, granule_huge_freed);
         size -= h->size;
+        huge_bytes -= h->size;
         freed_bytes_large_huge += h->size;
         real_size -= h->map_size;
         if (h->prev)
@@ -392,7 +405,7 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
 // ============================================================================
 
 void* Heap::alloc(size_t bytes) {
-    if (bytes <= k_max_small) return alloc_small(size_to_bin(bytes));
+    if (bytes <= k_max_small) return alloc_small(size_to_bin(bytes), bytes);
     if (bytes <= k_max_large) return alloc_large(bytes);
     return alloc_huge(bytes, k_chunk_size);
 }
@@ -404,7 +417,7 @@ void* Heap::alloc_aligned(size_t alignment, size_t bytes) {
         // dividing its size; pick the smallest bin that is a multiple.
         size_t want = bytes < alignment ? alignment : bytes;
         for (unsigned b = size_to_bin(want); b < k_bins; ++b)
-            if (k_bin_size[b] % alignment == 0) return alloc_small(b);
+            if (k_bin_size[b] % alignment == 0) return alloc_small(b, bytes);
     }
     if (alignment < k_chunk_size && bytes <= k_max_large) {
         unsigned count = static_cast<unsigned>(round_pages(bytes) / k_page_size);
@@ -417,6 +430,7 @@ void* Heap::alloc_aligned(size_t alignment, size_t bytes) {
             unsigned page = Chunk::page_of(p);
             c->map[page] = k_large | count;
             for (unsigned i = 1; i < count; ++i) c->map[page + i] = k_large_tail | i;
+            reinterpret_cast<Free_slot*>(p)->shadow = 0;  // as in alloc_large
             ++large_allocs;
             bytes_allocated_slow += size_t{count} * k_page_size;
             count_alloc(size_t{count} * k_page_size);
@@ -780,6 +794,8 @@ void Heap::merge_into(Heap& dst) {
         free_slot[b] = nullptr;
     }
     dst.size += size;
+    dst.huge_bytes += huge_bytes;
+    huge_bytes = 0;
     if (dst.size > dst.peak) dst.peak = dst.size;
     dst.count_real(moved_real);
     real_size -= moved_real;
@@ -824,22 +840,17 @@ void Heap::release_all() {
 
 void Heap::stats(Heap_stats& out) const {
     memset(&out, 0, sizeof out);
-    for (unsigned b = 0; b < k_bins; ++b) out.small_allocs[b] = small_allocs[b];
-    // In-use slots per bin: slots in runs minus slots on the free list.
-    if (Chunk* c = chunks) {
-        do {
-            for (unsigned p = 1; p < k_chunk_pages; ++p) {
-                uint32_t m = c->map[p];
-                if ((m & k_small) && !(m & k_small_offset_mask)) out.small_in_use[m & k_bin_mask] += k_bin_count[m & k_bin_mask];
-                if (m & k_large) out.large_in_use_bytes += size_t{m & k_pages_mask} * k_page_size;
-            }
-            c = c->next;
-        } while (c != chunks);
+    uint64_t small_bytes = 0, small_live = 0;
+    for (unsigned b = 0; b < k_bins; ++b) {
+        out.small_allocs[b] = small_allocs[b];
+        // A block allocated here may be freed into another heap (requests
+        // merge): per heap the difference can go negative; sums are right.
+        out.small_in_use[b] = small_allocs[b] - small_frees[b];
+        small_bytes += small_allocs[b] * k_bin_size[b];
+        small_live += out.small_in_use[b] * k_bin_size[b];
     }
-    for (unsigned b = 0; b < k_bins; ++b)
-        for (Free_slot* s = free_slot[b]; s; s = s->next) --out.small_in_use[b];
-    for (Huge_header* h = huge; h; h = h->next) out.huge_in_use_bytes += h->size;
-    out.large_in_use_bytes -= chunks_count * k_page_size;  // headers
+    out.huge_in_use_bytes = huge_bytes;
+    out.large_in_use_bytes = size - small_live - huge_bytes;
     out.large_allocs = large_allocs;
     out.huge_allocs = huge_allocs;
     out.size = size;
@@ -848,10 +859,8 @@ void Heap::stats(Heap_stats& out) const {
     out.real_peak = real_peak;
     out.chunks = chunks_count;
     out.cached_chunks = cached_count;
-    uint64_t small_bytes = 0;
-    for (unsigned b = 0; b < k_bins; ++b) small_bytes += small_allocs[b] * k_bin_size[b];
     out.bytes_allocated = small_bytes + bytes_allocated_slow;
-    out.bytes_freed = out.bytes_allocated > size ? out.bytes_allocated - size : 0;
+    out.bytes_freed = out.bytes_allocated - size;
     out.purged_bytes = purged_bytes;
     out.unmapped_bytes = unmapped_bytes;
 }

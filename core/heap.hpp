@@ -73,6 +73,7 @@ public:
     size_t size;  // bytes in live blocks, as ZendMM counts them (rounded)
     size_t peak;
     uint64_t small_allocs[k_bins];
+    uint64_t small_frees[k_bins];
     // Copies of the constant per-bin tables (size class, slot divisor),
     // addressed from the heap pointer the hot path already holds: one
     // instruction per lookup instead of three for a PIC global table.
@@ -97,6 +98,7 @@ public:
     size_t dirty_pages;
     uint32_t next_chunk_num;
     uint64_t large_allocs, huge_allocs;
+    size_t huge_bytes;  // in live huge blocks (part of size)
     uint64_t bytes_allocated_slow;  // large and huge, cumulative
     uint64_t freed_bytes_large_huge;
     uint64_t purged_bytes, unmapped_bytes;
@@ -113,7 +115,8 @@ public:
     void init(uint64_t free_list_key);
 
     // ---- allocation ----
-    inline void* alloc_small(unsigned bin);
+    // `size` (the request) only matters on the slow path of the empty heap.
+    inline void* alloc_small(unsigned bin, size_t size);
     void* alloc(size_t size);  // any size; nullptr (errno ENOMEM) on failure
     void* alloc_aligned(size_t alignment, size_t size);
     void* realloc(void* p, size_t size);  // p is zmm's (any heap) or null
@@ -165,6 +168,8 @@ public:
     // are all dead (tests, request reclaim).
     void release_all();
 
+    // Counters only (no list walking): safe to read from another thread,
+    // the figures then being approximate.
     void stats(Heap_stats& out) const;
     // Checks every owned chunk's header; nullptr or the first fault.
     const char* check() const;
@@ -183,7 +188,7 @@ public:
     }
 
 private:
-    void* alloc_small_slow(unsigned bin);
+    void* alloc_small_slow(unsigned bin, size_t size);
     void* alloc_large(size_t size);
     void* alloc_huge(size_t size, size_t alignment);
     void* alloc_pages(unsigned count, unsigned align_pages, Chunk** chunk_out);
@@ -230,9 +235,9 @@ bool heap_limit_exceeded(Heap& heap, size_t requested);
 // process can come before any start-up code has run.
 void* heap_missing(size_t size);
 
-inline void* Heap::alloc_small(unsigned bin) {
+inline void* Heap::alloc_small(unsigned bin, size_t size) {
     Free_slot* s = free_slot[bin];
-    if (__builtin_expect(s == nullptr, 0)) return alloc_small_slow(bin);
+    if (__builtin_expect(s == nullptr, 0)) return alloc_small_slow(bin, size);
     Free_slot* next = s->next;
     if (__builtin_expect(s->shadow != shadow_of(s, next), 0)) misuse(Misuse::heap_corrupted, s);
     free_slot[bin] = next;
@@ -259,6 +264,7 @@ inline bool Heap::free_small_fast(void* p) {
     s->shadow = shadow_of(s, head);
     free_slot[bin] = s;
     size -= bin_size[bin];
+    small_frees[bin]++;
     return true;
 }
 

@@ -14,7 +14,7 @@ void free_slow(void* p);
 
 __attribute__((always_inline)) inline void* malloc(size_t size) {
     Heap* h = t_heap;
-    if (__builtin_expect(size <= k_max_small, 1)) return h->alloc_small(size_to_bin(size));
+    if (__builtin_expect(size <= k_max_small, 1)) return h->alloc_small(size_to_bin(size), size);
     return malloc_slow(size);
 }
 
