@@ -4,11 +4,12 @@
  * child only (so LD_PRELOAD applies to the measured program, never to the
  * wrapper or the shell), and writes one line to FILE:
  *
- *   <wall seconds> <peak RSS KiB> <status>
+ *   <wall seconds> <peak RSS KiB> <status> <CPU seconds, user + system>
  *
- * where status is "ok", "exit N", "crash N" (killed by signal N; the shell
+ * where status is "ok", "exit-N", "crash-N" (killed by signal N; the shell
  * would say exit 128+N) or "timeout". Wall time is CLOCK_MONOTONIC around
- * fork/wait, peak RSS is the child's ru_maxrss from wait4. */
+ * fork/wait; peak RSS and CPU time are the child's, from wait4 (CPU time
+ * tells a busy machine from a slow allocator). */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
@@ -78,11 +79,14 @@ int main(int argc, char** argv) {
   alarm(0);
 
   double wall = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  double cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+               (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
   fprintf(f, "%.6f %ld ", wall, ru.ru_maxrss);
-  if (timed_out) fprintf(f, "timeout\n");
-  else if (WIFSIGNALED(status)) fprintf(f, "crash %d\n", WTERMSIG(status));
-  else if (WEXITSTATUS(status) != 0) fprintf(f, "exit %d\n", WEXITSTATUS(status));
-  else fprintf(f, "ok\n");
+  if (timed_out) fprintf(f, "timeout");
+  else if (WIFSIGNALED(status)) fprintf(f, "crash-%d", WTERMSIG(status));
+  else if (WEXITSTATUS(status) != 0) fprintf(f, "exit-%d", WEXITSTATUS(status));
+  else fprintf(f, "ok");
+  fprintf(f, " %.6f\n", cpu);
   fclose(f);
   return 0;
 }
