@@ -11,12 +11,28 @@ namespace zmm {
 struct Path {
     char text[256] = {};
 };
+enum class Request_mode { api, signal, process };
+enum class Limit_action { fatal, enomem };
+enum class Leaks_mode { lost, all, none };
+enum class Log_format { text, json };
+struct Signal_name {
+    int number = 0;
+};
+struct Exit_code {
+    int value = -1;  // none
+};
 
 namespace option_types {
 using flag = bool;
 using count = unsigned;
 using bytes = size_t;
 using path = Path;
+using request_mode = Request_mode;
+using limit_action = Limit_action;
+using leaks_mode = Leaks_mode;
+using log_format = Log_format;
+using signal_name = Signal_name;
+using exit_code = Exit_code;
 }  // namespace option_types
 
 // Parsers, one per option type; each returns false on a malformed value.
@@ -66,6 +82,59 @@ constexpr bool parse_option(const char* s, size_t& out) {
     if (*s && s[1] != 0 && !((s[1] == 'B' || s[1] == 'b') && s[2] == 0)) return false;
     if (shift && v > (UINT64_MAX >> shift)) return false;
     out = static_cast<size_t>(v << shift);
+    return true;
+}
+
+constexpr bool same(const char* a, const char* b) {
+    while (*a && *a == *b) {
+        ++a;
+        ++b;
+    }
+    return *a == *b;
+}
+
+constexpr bool parse_option(const char* s, Request_mode& out) {
+    if (same(s, "api")) return out = Request_mode::api, true;
+    if (same(s, "signal")) return out = Request_mode::signal, true;
+    if (same(s, "process")) return out = Request_mode::process, true;
+    return false;
+}
+
+constexpr bool parse_option(const char* s, Limit_action& out) {
+    if (same(s, "fatal")) return out = Limit_action::fatal, true;
+    if (same(s, "enomem")) return out = Limit_action::enomem, true;
+    return false;
+}
+
+constexpr bool parse_option(const char* s, Leaks_mode& out) {
+    if (same(s, "lost")) return out = Leaks_mode::lost, true;
+    if (same(s, "all")) return out = Leaks_mode::all, true;
+    if (same(s, "0")) return out = Leaks_mode::none, true;
+    return false;
+}
+
+constexpr bool parse_option(const char* s, Log_format& out) {
+    if (same(s, "text")) return out = Log_format::text, true;
+    if (same(s, "json")) return out = Log_format::json, true;
+    return false;
+}
+
+// USR1, SIGUSR1, USR2, SIGUSR2, or a real-time-safe number 1..64.
+constexpr bool parse_option(const char* s, Signal_name& out) {
+    if (s[0] == 'S' && s[1] == 'I' && s[2] == 'G') s += 3;
+    if (same(s, "USR1")) return out.number = 10, true;
+    if (same(s, "USR2")) return out.number = 12, true;
+    unsigned n = 0;
+    if (!parse_option(s, n) || n < 1 || n > 64 || n == 9 || n == 19) return false;
+    out.number = static_cast<int>(n);
+    return true;
+}
+
+constexpr bool parse_option(const char* s, Exit_code& out) {
+    if (same(s, "none")) return out.value = -1, true;
+    unsigned n = 0;
+    if (!parse_option(s, n) || n > 255) return false;
+    out.value = static_cast<int>(n);
     return true;
 }
 

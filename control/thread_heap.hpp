@@ -1,28 +1,52 @@
-// Which heap serves the calling thread. The pointer lives in initial-exec TLS
-// (static TLS of the preloaded library: it exists before the first malloc and
-// reading it is one instruction pair, no __tls_get_addr, no allocation).
+// Which heap serves the calling thread.
 //
-// &g_empty_heap means "no heap yet": the thread's first allocation, a thread
-// whose heap was abandoned at exit, or zmm bypassed (ZMM_ALLOC=0). The empty
-// heap sends every allocation to the slow path, so the hot path tests nothing.
+// t_heap is what the allocation fast path uses, in initial-exec TLS (static
+// TLS of the preloaded library: it exists before the first malloc, reading it
+// is one instruction pair, no __tls_get_addr, no allocation). It points at
+// the thread's own (persistent) heap, or at its request heap during an
+// untraced request, or at g_empty_heap: no heap yet, zmm bypassed, or a
+// traced request (every allocation then takes the slow path, which records
+// where it came from).
 #pragma once
 
 #include "heap.hpp"
 
 namespace zmm {
 
-extern constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec")));
+struct Request;
 
-// The identity of the calling thread for heap ownership: the address of one of
-// its TLS variables (unique among live threads, stable across fork in the
-// forking thread, needs no system call).
+struct Thread_state {
+    Heap* persistent;      // the thread's own heap, once it has one
+    Request* request;      // the open request, or null
+    Request* spare;        // this thread's request record, kept for the next request
+    Heap* request_heap;    // this thread's request heap (retired between requests)
+    size_t limit;          // for this thread's requests, when limit_set
+    bool limit_set;        // else ZMM_MEMORY_LIMIT
+    void (*limit_handler)(size_t, size_t, void*);
+    void* limit_arg;
+    uint64_t process_generation;  // the process-wide request this thread joined
+    int depth;             // > 0 while zmm captures a backtrace or reports
+};
+
+extern constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec")));
+extern constinit thread_local Thread_state t_state __attribute__((tls_model("initial-exec")));
+
+// The identity of the calling thread for heap ownership: the address of its
+// TLS state (unique among live threads, stable across fork in the forking
+// thread, needs no system call).
 const void* thread_token();
 
-// The calling thread's heap, acquiring one (and starting zmm) if needed;
-// nullptr when zmm is bypassed or the OS has no memory for a heap.
-Heap* thread_heap();
-
-// Has start-up read the options and decided between zmm and bypass?
+// Reads the options (once). Safe inside the first malloc of the process.
+void start();
+// From the library constructor: the options again if environ was missing.
+void start_again_with_environment();
 bool bypassed();
+
+// The heap the calling thread allocates from now (its request heap during a
+// request), acquiring its own heap if needed; nullptr when zmm is bypassed or
+// the OS has no memory for a heap.
+Heap* thread_heap();
+// The calling thread's own heap (never a request heap).
+Heap* persistent_heap();
 
 }  // namespace zmm

@@ -2,13 +2,18 @@
 
 namespace zmm {
 
-void Chunk::init(Heap* owner, uint32_t number) {
+void Chunk::init(Heap* owner, uint32_t number, Pages pages) {
     heap = owner;
     next = prev = nullptr;
     num = number;
     free_pages = k_chunk_pages - 1;
     for (auto& w : free_map) w = 0;
     for (auto& m : map) m = 0;
+    if (pages == Pages::fresh)
+        for (auto& w : dirty_map) w = 0;
+    else if (pages == Pages::all_dirty)
+        for (auto& w : dirty_map) w = ~uint64_t{0};
+    dirty_map[0] &= ~uint64_t{1};  // the header is never purged
     free_map[0] = 1;
     map[0] = k_large | 1;  // the header is a one-page run that is never freed
 }
@@ -25,26 +30,40 @@ bool Chunk::pages_free(unsigned first, unsigned count) const {
     return true;
 }
 
-void Chunk::mark_used(unsigned first, unsigned count) {
+unsigned Chunk::mark_used(unsigned first, unsigned count) {
+    unsigned reused_dirty = 0;
     for (unsigned p = first; p < first + count;) {
         unsigned bit = p & 63;
         unsigned n = 64 - bit < first + count - p ? 64 - bit : first + count - p;
         uint64_t mask = (n == 64 ? ~uint64_t{0} : ((uint64_t{1} << n) - 1)) << bit;
         free_map[p >> 6] |= mask;
+        reused_dirty += static_cast<unsigned>(__builtin_popcountll(dirty_map[p >> 6] & mask));
+        dirty_map[p >> 6] &= ~mask;
         p += n;
     }
     free_pages -= count;
+    return reused_dirty;
 }
 
-void Chunk::mark_free(unsigned first, unsigned count) {
+unsigned Chunk::mark_free(unsigned first, unsigned count) {
+    unsigned newly_dirty = 0;
     for (unsigned p = first; p < first + count;) {
         unsigned bit = p & 63;
         unsigned n = 64 - bit < first + count - p ? 64 - bit : first + count - p;
         uint64_t mask = (n == 64 ? ~uint64_t{0} : ((uint64_t{1} << n) - 1)) << bit;
         free_map[p >> 6] &= ~mask;
+        newly_dirty += static_cast<unsigned>(__builtin_popcountll(~dirty_map[p >> 6] & mask));
+        dirty_map[p >> 6] |= mask;
         p += n;
     }
     free_pages += count;
+    return newly_dirty;
+}
+
+unsigned Chunk::dirty_count() const {
+    unsigned n = 0;
+    for (uint64_t w : dirty_map) n += static_cast<unsigned>(__builtin_popcountll(w));
+    return n;
 }
 
 namespace {
@@ -100,6 +119,8 @@ const char* Chunk::check() const {
         if (!page_used(p)) ++free_count;
     if (free_count != free_pages) return "free_pages disagrees with free_map";
     if (!page_used(0) || map[0] != (k_large | 1)) return "header page not reserved";
+    for (unsigned w = 0; w < k_chunk_pages / 64; ++w)
+        if (dirty_map[w] & free_map[w]) return "a page in use is marked dirty";
     for (unsigned p = 1; p < k_chunk_pages;) {
         uint32_t m = map[p];
         if (m & k_small) {

@@ -40,6 +40,9 @@ struct Chunk {
     uint32_t free_pages;
     uint32_t num;  // scratch: an index for per-chunk data while the owner enumerates
     uint64_t free_map[k_chunk_pages / 64];
+    // Free pages that may still be resident (freed since the heap last gave
+    // them back with MADV_DONTNEED): what a purge pass returns to the OS.
+    uint64_t dirty_map[k_chunk_pages / 64];
     uint32_t map[k_chunk_pages];
 
     static Chunk* of(const void* p) {
@@ -50,13 +53,19 @@ struct Chunk {
     }
     char* page_address(unsigned page) { return reinterpret_cast<char*>(this) + page * k_page_size; }
 
-    // Sets up an empty chunk (all pages free but the header).
-    void init(Heap* owner, uint32_t number);
+    // Sets up an empty chunk (all pages free but the header). Its pages are
+    // fresh from mmap (not resident), kept as they were (a cached chunk), or
+    // all possibly resident (blocks released wholesale).
+    enum class Pages { fresh, keep, all_dirty };
+    void init(Heap* owner, uint32_t number, Pages pages);
 
     bool page_used(unsigned page) const { return (free_map[page >> 6] >> (page & 63)) & 1; }
     bool pages_free(unsigned first, unsigned count) const;
-    void mark_used(unsigned first, unsigned count);
-    void mark_free(unsigned first, unsigned count);
+    // Both return how many of the pages changed dirty state (used: dirty
+    // pages reused; free: pages that become dirty), for the heap's count.
+    unsigned mark_used(unsigned first, unsigned count);
+    unsigned mark_free(unsigned first, unsigned count);
+    unsigned dirty_count() const;
 
     // Best fit over free_map: the first page of the smallest free run of at
     // least `count` pages (an exact fit wins at once), or 0 if none.

@@ -75,6 +75,7 @@ bool Heap::grow_real(size_t bytes) {
 
 Chunk* Heap::new_chunk() {
     Chunk* c = cached;
+    bool from_cache = c != nullptr;
     if (c) {
         cached = reinterpret_cast<Chunk*>(c->next);
         --cached_count;
@@ -96,7 +97,7 @@ Chunk* Heap::new_chunk() {
         count_real(k_chunk_size);
         registry_mark(c, k_chunk_size, granule_chunk);
     }
-    c->init(this, next_chunk_num++);
+    c->init(this, next_chunk_num++, from_cache ? Chunk::Pages::keep : Chunk::Pages::fresh);
     link_chunk(c);
     return c;
 }
@@ -126,6 +127,7 @@ void Heap::unlink_chunk(Chunk* c) {
 }
 
 void Heap::unmap_chunk(Chunk* c) {
+    dirty_pages -= c->dirty_count();
     registry_clear(c, k_chunk_size);
     os::unmap(c, k_chunk_size);
     real_size -= k_chunk_size;
@@ -136,19 +138,76 @@ void Heap::unmap_chunk(Chunk* c) {
 void Heap::release_chunk(Chunk* c) {
     unlink_chunk(c);
     if (cached_count < g_tuning.cached_chunks) {
-        // Its pages may hold freed data; beyond the dirty budget, drop them.
-        if (dirty_pages > g_tuning.dirty_budget_pages) {
-            os::purge(c->page_address(1), k_chunk_size - k_page_size);
-            purged_bytes += k_chunk_size - k_page_size;
-            dirty_pages = dirty_pages > k_chunk_pages ? dirty_pages - k_chunk_pages : 0;
-        }
+        // Its dirty pages stay counted; the next purge pass drops them.
         c->heap = this;
         c->next = cached;
         cached = c;
         ++cached_count;
+        maybe_purge();
     } else {
         unmap_chunk(c);
     }
+}
+
+// ============================================================================
+// Returning freed pages to the OS
+//
+// Freed pages stay resident ("dirty") so that reusing them costs no page
+// fault. When a heap holds more than its budget of them (free pages of its
+// chunks, cached chunks, cached huge mappings), a purge pass gives them all
+// back: at most every k_purge_interval_ns while the excess is moderate, at
+// once beyond four times the budget. Purging each run as it is freed would
+// make a workload that frees and reuses large blocks fault on every reuse.
+// ============================================================================
+
+namespace {
+constexpr uint64_t k_purge_interval_ns = 10'000'000;
+uint64_t coarse_now_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+}  // namespace
+
+void Heap::purge_chunk(Chunk* c) {
+    for (unsigned w = 0; w < k_chunk_pages / 64; ++w) {
+        uint64_t bits = c->dirty_map[w];
+        while (bits) {
+            unsigned first = static_cast<unsigned>(__builtin_ctzll(bits));
+            uint64_t shifted = ~(bits >> first);
+            unsigned len = shifted ? static_cast<unsigned>(__builtin_ctzll(shifted)) : 64 - first;
+            os::purge(c->page_address(w * 64 + first), size_t{len} * k_page_size);
+            purged_bytes += size_t{len} * k_page_size;
+            bits &= ~(len == 64 ? ~uint64_t{0} : ((uint64_t{1} << len) - 1) << first);
+        }
+        c->dirty_map[w] = 0;
+    }
+}
+
+void Heap::purge() {
+    if (Chunk* c = chunks) {
+        do {
+            purge_chunk(c);
+            c = c->next;
+        } while (c != chunks);
+    }
+    for (Chunk* c = cached; c; c = c->next) purge_chunk(c);
+    while (Huge_header* h = huge_cache) {
+        huge_cache = h->next;
+        real_size -= h->map_size;
+        unmapped_bytes += h->map_size;
+        os::unmap(h->map_base, h->map_size);
+    }
+    huge_cache_pages = 0;
+    dirty_pages = 0;
+    last_purge_ns = coarse_now_ns();
+}
+
+void Heap::maybe_purge() {
+    size_t resident = dirty_pages + huge_cache_pages;
+    if (resident <= g_tuning.dirty_budget_pages) return;
+    if (resident > 4 * g_tuning.dirty_budget_pages || coarse_now_ns() - last_purge_ns >= k_purge_interval_ns)
+        purge();
 }
 
 // ============================================================================
@@ -172,8 +231,7 @@ void* Heap::alloc_pages(unsigned count, unsigned align_pages, Chunk** chunk_out)
         if (!c) return nullptr;
         page = align_pages > 1 ? align_pages : 1;
     }
-    c->mark_used(page, count);
-    dirty_pages = dirty_pages > count ? dirty_pages - count : 0;
+    dirty_pages -= c->mark_used(page, count);
     *chunk_out = c;
     return c->page_address(page);
 }
@@ -198,17 +256,13 @@ void* Heap::alloc_large(size_t bytes) {
 void Heap::free_large(Chunk* c, unsigned page, unsigned count) {
     c->map[page] = k_large_freed;
     for (unsigned i = 1; i < count; ++i) c->map[page + i] = 0;
-    c->mark_free(page, count);
+    dirty_pages += c->mark_free(page, count);
     size -= size_t{count} * k_page_size;
     freed_bytes_large_huge += size_t{count} * k_page_size;
-    dirty_pages += count;
-    if (c->empty()) {
+    if (c->empty())
         release_chunk(c);
-    } else if (dirty_pages > g_tuning.dirty_budget_pages) {
-        os::purge(c->page_address(page), size_t{count} * k_page_size);
-        purged_bytes += size_t{count} * k_page_size;
-        dirty_pages -= count;
-    }
+    else
+        maybe_purge();
 }
 
 // ============================================================================
@@ -275,6 +329,8 @@ void* Heap::alloc_huge(size_t bytes, size_t alignment) {
     }
     size_t len = round_pages(bytes);
     if (alignment < k_chunk_size) alignment = k_chunk_size;
+    if (alignment == k_chunk_size)
+        if (Huge_header* h = take_cached_huge(len)) return h->block();
     if (!grow_real(len + k_page_size)) return nullptr;
     // Map enough that an aligned block with its header page before it fits,
     // then give back the slack on both sides.
@@ -299,9 +355,15 @@ void* Heap::alloc_huge(size_t bytes, size_t alignment) {
     Huge_header* h = reinterpret_cast<Huge_header*>(header_page);
     h->magic = k_huge_magic;
     h->heap = this;
-    h->size = len;
     h->map_base = header_page;
     h->map_size = len + k_page_size;
+    count_real(h->map_size);
+    link_huge(h, len);
+    return h->block();
+}
+
+void Heap::link_huge(Huge_header* h, size_t len) {
+    h->size = len;
     h->prev = nullptr;
     h->next = huge;
     if (huge) huge->prev = h;
@@ -310,9 +372,30 @@ void* Heap::alloc_huge(size_t bytes, size_t alignment) {
     ++huge_allocs;
     huge_bytes += len;
     bytes_allocated_slow += len;
-    count_real(h->map_size);
     count_alloc(len);
-    return h->block();
+}
+
+// A freed huge mapping of about the right size, kept resident: reusing it
+// costs no mmap and no page faults (ZendMM never caches huge blocks; a
+// program that allocates and frees a few MiB in a loop would fault on every
+// page each time). Cached mappings count as dirty memory.
+Huge_header* Heap::take_cached_huge(size_t len) {
+    Huge_header** link = &huge_cache;
+    for (Huge_header* h = huge_cache; h; link = &h->next, h = h->next) {
+        size_t usable = h->map_size - k_page_size;
+        if (usable < len || usable > 2 * len) continue;
+        *link = h->next;
+        huge_cache_pages -= h->map_size / k_page_size;
+        if (usable > len) {  // give back the tail
+            os::unmap(static_cast<char*>(h->block()) + len, usable - len);
+            h->map_size = len + k_page_size;
+            real_size -= usable - len;
+            unmapped_bytes += usable - len;
+        }
+        link_huge(h, len);
+        return h;
+    }
+    return nullptr;
 }
 
 void Heap::free_huge(Huge_header* h) {
@@ -324,9 +407,17 @@ void Heap::free_huge(Huge_header* h) {
     size -= h->size;
     huge_bytes -= h->size;
     freed_bytes_large_huge += h->size;
+    registry_clear(h->block(), h->size, granule_huge_freed);
+    size_t pages = h->map_size / k_page_size;
+    if (pages <= g_tuning.dirty_budget_pages && h->map_base + k_page_size == h->block()) {
+        h->next = huge_cache;
+        huge_cache = h;
+        huge_cache_pages += pages;
+        maybe_purge();
+        return;
+    }
     real_size -= h->map_size;
     unmapped_bytes += h->map_size;
-    registry_clear(h->block(), h->size, granule_huge_freed);
     os::unmap(h->map_base, h->map_size);
 }
 
@@ -408,6 +499,23 @@ void* Heap::alloc(size_t bytes) {
     if (bytes <= k_max_small) return alloc_small(size_to_bin(bytes), bytes);
     if (bytes <= k_max_large) return alloc_large(bytes);
     return alloc_huge(bytes, k_chunk_size);
+}
+
+void* Heap::alloc_zeroed(size_t bytes) {
+    if (bytes <= k_max_large) {
+        void* p = alloc(bytes);
+        if (p) memset(p, 0, bytes);
+        return p;
+    }
+    if (bytes > SIZE_MAX - 4 * k_chunk_size) {
+        errno = ENOMEM;
+        return nullptr;
+    }
+    if (Huge_header* h = take_cached_huge(round_pages(bytes))) {
+        memset(h->block(), 0, h->size);
+        return h->block();
+    }
+    return alloc_huge(bytes, k_chunk_size);  // a fresh mapping reads as zero
 }
 
 void* Heap::alloc_aligned(size_t alignment, size_t bytes) {
@@ -601,13 +709,12 @@ void* Heap::realloc(void* p, size_t bytes) {
                 // Shrink in place: the tail pages become free.
                 c->map[page] = k_large | want;
                 for (unsigned i = want; i < count; ++i) c->map[page + i] = 0;
-                c->mark_free(page + want, count - want);
+                dirty_pages += c->mark_free(page + want, count - want);
                 size -= size_t{count - want} * k_page_size;
-                dirty_pages += count - want;
                 return p;
             }
             if (c->pages_free(page + count, want - count)) {
-                c->mark_used(page + count, want - count);
+                dirty_pages -= c->mark_used(page + count, want - count);
                 c->map[page] = k_large | want;
                 for (unsigned i = count; i < want; ++i) c->map[page + i] = k_large_tail | i;
                 count_alloc(size_t{want - count} * k_page_size);
@@ -674,9 +781,7 @@ size_t Heap::collect_small_runs(Chunk* c) {
         if (!run_is_free(p)) continue;
         unsigned count = k_bin_pages[c->map[p] & k_bin_mask];
         for (unsigned i = 0; i < count; ++i) c->map[p + i] = 0;
-        c->mark_free(p, count);
-        os::purge(c->page_address(p), count * k_page_size);
-        purged_bytes += count * k_page_size;
+        dirty_pages += c->mark_free(p, count);  // purged by the caller's purge()
         released += count * k_page_size;
     }
     return released;
@@ -704,7 +809,8 @@ size_t Heap::collect() {
         unmap_chunk(c);
         released += k_chunk_size;
     }
-    dirty_pages = 0;
+    released += huge_cache_pages * k_page_size;
+    purge();
     return released;
 }
 
@@ -773,6 +879,9 @@ void Heap::merge_into(Heap& dst) {
         m->heap = &dst;
         dst.link_chunk(m);
         moved_real += k_chunk_size;
+        size_t dirty = m->dirty_count();
+        dirty_pages -= dirty;
+        dst.dirty_pages += dirty;
     }
     while (Huge_header* h = huge) {
         huge = h->next;
@@ -799,9 +908,7 @@ void Heap::merge_into(Heap& dst) {
     if (dst.size > dst.peak) dst.peak = dst.size;
     dst.count_real(moved_real);
     real_size -= moved_real;
-    dst.dirty_pages += dirty_pages;
     size = 0;
-    dirty_pages = 0;
     if (!retired_next && dst.retired != this) {
         retired_next = dst.retired;
         dst.retired = this;
@@ -817,8 +924,34 @@ void Heap::trim_cache(size_t keep) {
     }
 }
 
+void Heap::release_blocks() {
+    if (has_remote()) drain_remote();
+    while (huge) free_huge(huge);
+    while (Chunk* c = chunks) {
+        unlink_chunk(c);
+        dirty_pages -= c->dirty_count();
+        c->init(this, 0, Chunk::Pages::all_dirty);  // all pages free: a late free of a dead block is diagnosed
+        dirty_pages += c->dirty_count();
+        c->next = cached;
+        cached = c;
+        ++cached_count;
+    }
+    for (auto& f : free_slot) f = nullptr;
+    size = 0;
+}
+
+void Heap::reset_for_request(size_t new_limit) {
+    for (auto& f : free_slot) f = nullptr;
+    size = peak = 0;
+    real_size = cached_count * k_chunk_size + huge_cache_pages * k_page_size;
+    real_peak = real_size;
+    limit = new_limit;
+    huge_bytes = 0;
+}
+
 void Heap::release_all() {
     while (huge) free_huge(huge);
+    purge();
     while (chunks) {
         Chunk* c = chunks;
         c->prev->next = c->next;

@@ -95,7 +95,10 @@ public:
     size_t real_size;  // bytes mapped: chunks (cached too) and huge blocks
     size_t real_peak;
     size_t limit;      // on real_size, as ZendMM's memory_limit
-    size_t dirty_pages;
+    size_t dirty_pages;        // free pages of chunks (owned or cached) maybe resident
+    Huge_header* huge_cache;   // freed huge mappings kept for reuse
+    size_t huge_cache_pages;
+    uint64_t last_purge_ns;
     uint32_t next_chunk_num;
     uint64_t large_allocs, huge_allocs;
     size_t huge_bytes;  // in live huge blocks (part of size)
@@ -118,6 +121,7 @@ public:
     // `size` (the request) only matters on the slow path of the empty heap.
     inline void* alloc_small(unsigned bin, size_t size);
     void* alloc(size_t size);  // any size; nullptr (errno ENOMEM) on failure
+    void* alloc_zeroed(size_t size);  // calloc: fresh mappings are not cleared twice
     void* alloc_aligned(size_t alignment, size_t size);
     void* realloc(void* p, size_t size);  // p is zmm's (any heap) or null
 
@@ -153,6 +157,12 @@ public:
     void merge_into(Heap& dst);
     // Keeps at most `keep` cached chunks, unmapping the rest.
     void trim_cache(size_t keep);
+    // ZendMM's request-end reclaim: every block dies; chunks go to the cache
+    // (trimmed later), huge blocks are unmapped.
+    void release_blocks();
+    // Readies an emptied request heap for the next request: no blocks, the
+    // cache kept (counted in real_size, as ZendMM does), counters zero.
+    void reset_for_request(size_t new_limit);
 
     // ---- queries ----
     // Usable size of any zmm block, or 0 if p is not zmm's.
@@ -161,6 +171,8 @@ public:
     static Heap* owner_of(const void* p);
 
     // ---- memory return ----
+    // Gives every dirty free page and cached huge mapping back to the OS.
+    void purge();
     // Releases what can be released: cached chunks, wholly free small runs
     // (ZendMM's zend_mm_gc), purges dirty free pages. Returns bytes released.
     size_t collect();
@@ -191,6 +203,10 @@ private:
     void* alloc_small_slow(unsigned bin, size_t size);
     void* alloc_large(size_t size);
     void* alloc_huge(size_t size, size_t alignment);
+    void link_huge(Huge_header* h, size_t len);
+    Huge_header* take_cached_huge(size_t len);
+    void purge_chunk(Chunk* c);
+    void maybe_purge();
     void* alloc_pages(unsigned count, unsigned align_pages, Chunk** chunk_out);
     Chunk* new_chunk();
     void release_chunk(Chunk* c);

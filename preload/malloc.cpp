@@ -15,6 +15,7 @@
 #include "glibc_heap.hpp"
 #include "heap_pool.hpp"
 #include "libc_symbols.hpp"
+#include "request.hpp"
 
 #define ZMM_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -27,7 +28,9 @@ void* malloc_slow(size_t size) {
         errno = ENOMEM;
         return nullptr;
     }
-    return h->alloc(size);
+    void* p = h->alloc(size);
+    if (h->blocks) trace_allocation(h, p, size);
+    return p;
 }
 
 // Not a block of zmm's: glibc's (handed back), or nothing anyone allocated.
@@ -54,10 +57,19 @@ void* calloc(size_t n, size_t size) {
         errno = ENOMEM;
         return nullptr;
     }
-    if (t_heap == &g_empty_heap && !thread_heap() && bypassed()) return libc::functions().calloc(n, size);
-    void* p = malloc(bytes);
-    // Huge blocks are fresh mappings, already zero.
-    if (p && bytes <= k_max_large) memset(p, 0, bytes);
+    if (bytes <= k_max_small) {
+        void* p = malloc(bytes);
+        if (p) memset(p, 0, bytes);
+        return p;
+    }
+    Heap* h = thread_heap();
+    if (!h) {
+        if (bypassed()) return libc::functions().calloc(n, size);
+        errno = ENOMEM;
+        return nullptr;
+    }
+    void* p = h->alloc_zeroed(bytes);
+    if (h->blocks) trace_allocation(h, p, bytes);
     return p;
 }
 
@@ -75,7 +87,11 @@ void* realloc(void* p, size_t size) {
         return nullptr;
     }
     if (Heap::owner_of(p)) {
-        if (Heap* h = thread_heap()) return h->realloc(p, size);
+        if (Heap* h = thread_heap()) {
+            void* q = h->realloc(p, size);
+            if (h->blocks) trace_allocation(h, q, size);
+            return q;
+        }
         // bypassed, and the block is still zmm's: move it to glibc
         void* fresh = libc::functions().malloc(size);
         if (!fresh) return nullptr;
@@ -99,7 +115,9 @@ void* aligned(size_t alignment, size_t size) {
         errno = ENOMEM;
         return nullptr;
     }
-    return h->alloc_aligned(alignment, size);
+    void* p = h->alloc_aligned(alignment, size);
+    if (h->blocks) trace_allocation(h, p, size);
+    return p;
 }
 
 }  // namespace zmm::api

@@ -1,127 +1,38 @@
-// Start-up, thread exit, fork and exit of the preloaded allocator.
-//
-// Start-up may happen inside the first malloc of the process, before any
-// constructor ran: it reads the options by scanning environ (no getenv), and
-// calls nothing that allocates. The library constructor runs it again if
-// environ was not available yet.
+// The library's constructor and destructor: start-up that may not run inside
+// malloc (loading libunwind for backtraces, the process-wide request), and
+// what happens at exit (the process-wide request's report, statistics, the
+// leak exit code). Everything else starts lazily in control/thread_heap.cpp.
 
-#include <atomic>
-#include <fcntl.h>
-#include <pthread.h>
-#include <unistd.h>
-
-#include "diag.hpp"
-#include "format.hpp"
-#include "glibc_heap.hpp"
-#include "heap_pool.hpp"
-#include "options.hpp"
-#include "os.hpp"
-#include "stats_report.hpp"
 #include "api.hpp"
+#include "backtrace.hpp"
+#include "diag.hpp"
+#include "glibc_heap.hpp"
+#include "options.hpp"
+#include "request.hpp"
+#include "stats_report.hpp"
 #include "thread_heap.hpp"
-
-extern char** environ;
 
 namespace zmm {
 
-constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec"))) = &g_empty_heap;
-
-namespace {
-
-thread_local char t_token __attribute__((tls_model("initial-exec")));
-
-enum State : int { not_started = 0, starting = 1, started = 2 };
-std::atomic<int> g_state{not_started};
-bool g_options_loaded = false;
-bool g_bypass = false;
-pthread_key_t g_exit_key;
-bool g_exit_key_ok = false;
-
-void apply_options() {
-    const Options& o = options();
-    g_bypass = !o.alloc;
-    g_tuning.huge_pages = o.huge_pages;
-    g_tuning.cached_chunks = o.cache_chunks;
-    g_tuning.dirty_budget_pages = o.purge_budget / k_page_size;
-    if (o.log_path.text[0]) {
-        char path[320];
-        if (expand_log_path(o.log_path.text, getpid(), path, sizeof path)) {
-            int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-            if (fd >= 0)
-                set_report_fd(fd, false);
-            else
-                warn("cannot open ZMM_LOG file ", path, "; reporting to stderr");
-        }
-    } else if (o.stats) {
-        // A report at exit must survive a program that closes fd 2 first.
-        int fd = fcntl(2, F_DUPFD_CLOEXEC, 100);
-        if (fd >= 0) set_report_fd(fd, true);
-    }
-}
-
-void on_thread_exit(void* heap) {
-    // Other destructors may still allocate after this one: they get a heap
-    // again through the slow path (and this destructor runs again).
-    Heap* h = static_cast<Heap*>(heap);
-    if (h && h == t_heap) {
-        t_heap = &g_empty_heap;
-        heap_pool::abandon(h);
-    }
-}
-
-void before_fork() { heap_pool::before_fork(); }
-void after_fork_parent() { heap_pool::after_fork_parent(); }
-void after_fork_child() { heap_pool::after_fork_child(thread_token()); }
-
-void start() {
-    int expected = not_started;
-    if (!g_state.compare_exchange_strong(expected, starting, std::memory_order_acq_rel)) {
-        // Another thread is starting zmm: wait for it (start-up is short).
-        while (g_state.load(std::memory_order_acquire) != started) sched_yield();
-        return;
-    }
-    glibc_heap::note_initial_break();
-    g_options_loaded = load_options(environ);
-    apply_options();
-    g_exit_key_ok = pthread_key_create(&g_exit_key, on_thread_exit) == 0;
-    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
-    g_state.store(started, std::memory_order_release);
-}
-
-}  // namespace
-
-const void* thread_token() { return &t_token; }
-
 void* heap_missing(size_t size) { return api::malloc_slow(size); }
 
-bool bypassed() {
-    if (g_state.load(std::memory_order_acquire) != started) start();
-    return g_bypass;
-}
-
-Heap* thread_heap() {
-    if (Heap* h = t_heap; h != &g_empty_heap) return h;
-    if (bypassed()) return nullptr;
-    Heap* h = heap_pool::acquire(thread_token());
-    if (!h) return nullptr;
-    t_heap = h;
-    if (g_exit_key_ok) pthread_setspecific(g_exit_key, h);
-    return h;
-}
-
-// The constructor: the options again if environ was missing at the first
-// malloc (a bypass decided late still works: frees find zmm's blocks by the
-// registry, whatever the mode).
+// Priority 101: before the program's own constructors (its allocations are
+// then already part of a process-wide request).
 __attribute__((constructor(101))) static void zmm_constructor() {
-    if (g_state.load(std::memory_order_acquire) != started) start();
-    if (!g_options_loaded && environ) {
-        g_options_loaded = load_options(environ);
-        apply_options();
-    }
+    glibc_heap::note_initial_break();  // glibc's main arena can only start above it
+    start_again_with_environment();
+    uintptr_t lo, hi;
+    if (backtrace::text_range_of(reinterpret_cast<const void*>(&zmm_constructor), &lo, &hi))
+        backtrace::set_own_range(lo, hi);
+    start_requests();
 }
 
+// ELF destructors run after the program's static destructors and atexit
+// handlers: the process-wide request's report sees what they freed.
 __attribute__((destructor(101))) static void zmm_destructor() {
-    if (options().stats && !g_bypass) write_stats_report(report_fd());
+    if (bypassed()) return;
+    finish_requests();
+    if (options().stats) write_stats_report(report_fd());
 }
 
 }  // namespace zmm

@@ -110,7 +110,57 @@ BOOST_AUTO_TEST_CASE(huge_blocks) {
             BOOST_TEST(Heap::owner_of(p) == nullptr);
         }
     }
+    // freed huge mappings are kept for reuse, within the purge budget
+    BOOST_TEST(h->real_size == h->huge_cache_pages * k_page_size);
+    h->purge();
     BOOST_TEST(h->real_size == 0u);
+    BOOST_TEST(h->huge_cache == nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(huge_mappings_are_reused) {
+    Test_heap h;
+    char* a = static_cast<char*>(h->alloc(3 * 1024 * 1024));
+    a[0] = 1;
+    h->free_owned(a);
+    BOOST_TEST(granule_of(a) == granule_huge_freed);  // a second free is still a double free
+    char* b = static_cast<char*>(h->alloc(3 * 1024 * 1024 - 100));
+    BOOST_TEST(static_cast<void*>(b) == static_cast<void*>(a));
+    BOOST_TEST(granule_of(b) == granule_huge);
+    char* c = static_cast<char*>(h->alloc(20 * 1024 * 1024));  // too big for the cached one
+    BOOST_TEST(static_cast<void*>(c) != static_cast<void*>(a));
+    h->free_owned(b);
+    // a much smaller request does not take a much bigger mapping
+    char* d = static_cast<char*>(h->alloc(2300 * 1024));
+    BOOST_TEST(static_cast<void*>(d) == static_cast<void*>(a));
+    BOOST_TEST(Heap::usable_size(d) == size_t{2300} * 1024);
+    h->free_owned(c);
+    h->free_owned(d);
+    BOOST_TEST(h->size == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(dirty_pages_beyond_the_budget_are_purged) {
+    Test_heap h;
+    size_t budget = g_tuning.dirty_budget_pages;
+    std::vector<void*> keep, drop;
+    // 256 KiB runs, every other one freed (their chunks stay in use), enough
+    // that the freed ones exceed four budgets.
+    const size_t run = 256 * 1024;
+    size_t runs = 2 * (4 * budget * k_page_size / run + 8);
+    for (size_t i = 0; i < runs; ++i) (i % 2 ? drop : keep).push_back(h->alloc(run));
+    for (void* p : drop) memset(p, 1, run);
+    for (void* p : drop) h->free_owned(p);
+    BOOST_TEST(h->purged_bytes > 0u);
+    BOOST_TEST(h->dirty_pages <= 4 * budget);
+    BOOST_TEST(h->check() == nullptr);
+    // pages freed below the budget stay resident (no purge per free)
+    Test_heap small;
+    void* a = small->alloc(64 * 1024);
+    void* b = small->alloc(64 * 1024);
+    small->free_owned(a);
+    BOOST_TEST(small->purged_bytes == 0u);
+    BOOST_TEST(small->dirty_pages == 16u);
+    small->free_owned(b);
+    for (void* p : keep) h->free_owned(p);
 }
 
 BOOST_AUTO_TEST_CASE(huge_realloc_keeps_content) {

@@ -40,6 +40,8 @@ BOOST_AUTO_TEST_CASE(remote_frees_from_several_threads) {
     BOOST_TEST(h->size == used);  // nothing freed yet: all on the remote stack
     BOOST_TEST(h->has_remote());
     h->drain_remote();
+    BOOST_TEST(h->remote.load() == nullptr);
+    BOOST_TEST(h->retired == nullptr);
     BOOST_TEST(!h->has_remote());
     BOOST_TEST(h->size == 0u);
     BOOST_TEST(h->huge == nullptr);

@@ -1,0 +1,378 @@
+#include "request.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <time.h>
+#include <unistd.h>
+
+#include "backtrace.hpp"
+#include "diag.hpp"
+#include "format.hpp"
+#include "heap_pool.hpp"
+#include "leak_report.hpp"
+#include "options.hpp"
+#include "os.hpp"
+#include "spin_lock.hpp"
+#include "stack_depot.hpp"
+#include "symbolize.hpp"
+#include "thread_heap.hpp"
+
+namespace zmm {
+namespace {
+
+std::atomic<uint64_t> g_next_id{0};
+std::atomic<uint64_t> g_leaky_requests{0};
+
+// The process-wide request (ZMM_REQUEST=process or signal): odd generation
+// while open. Each thread joins at its next allocation slow path.
+std::atomic<uint64_t> g_process_generation{0};
+
+uint64_t now_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+struct Depth_guard {
+    Depth_guard() { ++t_state.depth; }
+    ~Depth_guard() { --t_state.depth; }
+};
+
+Request* new_record() {
+    void* mem = os::map(sizeof(Request));
+    if (!mem) return nullptr;
+    Request* r = new (mem) Request{};
+    r->avg_chunks = 1.0;
+    return r;
+}
+
+size_t thread_limit() { return t_state.limit_set ? t_state.limit : options().memory_limit; }
+
+// A growing array of leaks, in memory from the OS.
+struct Leak_list {
+    Leak* items = nullptr;
+    size_t count = 0, capacity = 0;
+    bool push(const Leak& l) {
+        if (count == capacity) {
+            size_t cap = capacity ? capacity * 2 : 1024;
+            auto* bigger = static_cast<Leak*>(os::map(cap * sizeof(Leak)));
+            if (!bigger) return false;
+            if (items) {
+                memcpy(bigger, items, count * sizeof(Leak));
+                os::unmap(items, capacity * sizeof(Leak));
+            }
+            items = bigger;
+            capacity = cap;
+        }
+        items[count++] = l;
+        return true;
+    }
+    void release() {
+        if (items) os::unmap(items, capacity * sizeof(Leak));
+        items = nullptr;
+        count = capacity = 0;
+    }
+};
+
+struct Collect_context {
+    Request* request;
+    Leak_list* leaks;
+};
+
+void collect_leak(void* ctx, void* block, size_t rounded) {
+    auto* c = static_cast<Collect_context*>(ctx);
+    Leak l{reinterpret_cast<uintptr_t>(block), rounded, 0};
+    if (c->request->traced) {
+        if (const Block_info* info = c->request->table.find(l.address)) {
+            if (info->flags & k_block_runtime) return;  // the C runtime's own, not the program's
+            l.size = info->size;
+            l.stack = info->stack;
+        }
+    }
+    c->leaks->push(l);
+}
+
+Request* begin_on_thread(const char* name, bool process_wide) {
+    Heap* p = persistent_heap();
+    if (!p) return nullptr;
+    Request* r = t_state.spare ? t_state.spare : new_record();
+    if (!r) return nullptr;
+    t_state.spare = r;
+    Heap* h = t_state.request_heap;
+    if (!h) {
+        h = heap_pool::new_request_heap(thread_token());
+        if (!h) return nullptr;
+        t_state.request_heap = h;
+        // Retired into the thread's heap for good: late remote frees pushed
+        // onto it are drained with the thread's own, and it moves with the
+        // thread's heap to the pool at thread exit.
+        h->retired_next = p->retired;
+        p->retired = h;
+    } else if (h->remote.load(std::memory_order_relaxed)) {
+        h->drain_remote();  // blocks of the last request, merged since
+    }
+    h->reset_for_request(thread_limit());
+    r->id = g_next_id.fetch_add(1, std::memory_order_relaxed) + 1;
+    size_t len = name ? strnlen(name, sizeof r->name - 1) : 0;
+    if (len) memcpy(r->name, name, len);
+    r->name[len] = 0;
+    r->heap = h;
+    r->process_wide = process_wide;
+    r->tid = os::thread_id();
+    r->begin_ns = now_ns();
+    r->traced = options().backtrace > 0 && backtrace::prepared();
+    r->table.clear();
+    h->blocks = r->traced ? &r->table : nullptr;
+    h->request = r;
+    t_state.request = r;
+    t_heap = r->traced ? &g_empty_heap : h;
+    return r;
+}
+
+// Ends the calling thread's request (or its share of the process-wide one):
+// its live blocks are appended to `leaks` (or reported at once when null).
+long end_on_thread(Leak_list* into) {
+    Request* r = t_state.request;
+    if (!r) return -1;
+    Heap* h = r->heap;
+    Heap* p = t_state.persistent;
+    // From here the thread allocates from its own heap again; the report's
+    // own allocations (symbol names) are persistent.
+    t_state.request = nullptr;
+    t_heap = p;
+    Depth_guard guard;
+    h->drain_remote();
+    Leak_list own;
+    Leak_list* leaks = into ? into : &own;
+    size_t before = leaks->count;
+    Collect_context ctx{r, leaks};
+    h->for_each_live_block(collect_leak, &ctx);
+    long leaked = static_cast<long>(leaks->count - before);
+    if (!into) {
+        const Options& o = options();
+        Request_summary s{r->id, r->name, static_cast<int>(getpid()), r->tid, h->size, h->peak, h->real_size,
+                          h->real_peak, h->limit, now_ns() - r->begin_ns, o.log_format == Log_format::json};
+        if (o.leaks != Leaks_mode::none) write_leak_report(report_fd(), s, own.items, own.count, o.stats);
+        if (leaked) g_leaky_requests.fetch_add(1, std::memory_order_relaxed);
+        own.release();
+    }
+    size_t peak_chunks = (h->real_peak + k_chunk_size - 1) / k_chunk_size;
+    if (options().reclaim)
+        h->release_blocks();
+    else
+        h->merge_into(*p);
+    // ZendMM's chunk cache: keep about the average number of chunks recent
+    // requests needed (avg = (avg + peak) / 2; cached while cached + 0.9 < avg).
+    r->avg_chunks = (r->avg_chunks + static_cast<double>(peak_chunks)) / 2;
+    double keep = r->avg_chunks - 0.9;
+    h->trim_cache(keep > 0 ? static_cast<size_t>(keep) + 1 : 1);
+    h->blocks = nullptr;
+    h->request = nullptr;
+    r->table.clear();
+    return leaked;
+}
+
+// ---- the process-wide request: shares of threads that are gone ----
+Spin_lock g_process_lock;
+Leak_list g_process_leaks;  // from threads that left during the request
+uint64_t g_process_begin_ns = 0;
+uint64_t g_process_id = 0;
+
+}  // namespace
+
+// ============================================================================
+// API
+// ============================================================================
+
+int request_begin(const char* name) {
+    if (bypassed() || t_state.request) return -1;
+    if (options().backtrace > 0) backtrace::prepare();  // outside the allocator: may load libunwind
+    Request* r = begin_on_thread(name, false);
+    if (!r) return -1;
+    int id = static_cast<int>(r->id & 0x7fffffff);
+    return id ? id : 1;
+}
+
+long request_end() {
+    if (!t_state.request || t_state.request->process_wide) return -1;
+    return end_on_thread(nullptr);
+}
+
+size_t memory_usage(bool real) {
+    if (bypassed()) return 0;
+    if (Request* r = t_state.request) return real ? r->heap->real_size : r->heap->size;
+    Heap_stats s;
+    heap_pool::total_stats(s);
+    return real ? s.real_size : s.size;
+}
+
+size_t memory_peak_usage(bool real) {
+    if (bypassed()) return 0;
+    if (Request* r = t_state.request) return real ? r->heap->real_peak : r->heap->peak;
+    Heap_stats s;
+    heap_pool::total_stats(s);
+    return real ? s.real_peak : s.peak;
+}
+
+int set_memory_limit(size_t bytes) {
+    if (bypassed()) return -1;
+    if (Request* r = t_state.request) {
+        Heap* h = r->heap;
+        if (h->real_size > bytes) {
+            h->trim_cache(0);  // ZendMM drops cached chunks first
+            if (h->real_size > bytes) return -1;
+        }
+        h->limit = bytes;
+    }
+    t_state.limit = bytes;
+    t_state.limit_set = true;
+    return 0;
+}
+
+void set_limit_handler(void (*handler)(size_t, size_t, void*), void* arg) {
+    t_state.limit_handler = handler;
+    t_state.limit_arg = arg;
+}
+
+// ============================================================================
+// The allocator's side
+// ============================================================================
+
+Heap* request_heap_for_thread() {
+    if (t_state.depth > 0) return nullptr;  // zmm's own work: the thread's heap
+    if (Request* r = t_state.request) return r->heap;
+    uint64_t g = g_process_generation.load(std::memory_order_acquire);
+    if ((g & 1) && t_state.process_generation != g) {
+        t_state.process_generation = g;
+        if (Request* r = begin_on_thread("process", true)) return r->heap;
+    }
+    return nullptr;
+}
+
+void trace_allocation(Heap* heap, void* block, size_t size) {
+    if (!block) return;
+    Request* r = static_cast<Request*>(heap->request);
+    if (!r || !r->traced) return;
+    Block_info info{reinterpret_cast<uintptr_t>(block), size, 0, 0};
+    if (t_state.depth > 0) {
+        info.flags = k_block_runtime;  // allocated while zmm itself works
+    } else {
+        Depth_guard guard;
+        uintptr_t pcs[stack_depot::k_max_frames];
+        unsigned max = options().backtrace < stack_depot::k_max_frames ? options().backtrace : stack_depot::k_max_frames;
+        unsigned n = backtrace::capture(pcs, max);
+        info.stack = stack_depot::put(pcs, n);
+        // The dynamic loader allocates for itself (thread TLS vectors, dlopen
+        // bookkeeping): never the program's leak.
+        stack_depot::Frame first;
+        if (stack_depot::get(info.stack, &first, 1) && stack_depot::is_loader(first.module))
+            info.flags = k_block_runtime;
+    }
+    r->table.insert(info);
+}
+
+bool heap_limit_exceeded(Heap& heap, size_t requested) {
+    Request* r = static_cast<Request*>(heap.request);
+    if (!r) return false;
+    size_t limit = heap.limit;
+    if (auto handler = t_state.limit_handler) {
+        handler(limit, requested, t_state.limit_arg);
+        if (heap.limit != limit) return true;  // the handler raised it
+    }
+    if (options().limit_action == Limit_action::enomem) return false;
+    // Fatal, as ZendMM: allocations past the limit are allowed while the error
+    // is reported (heap->overflow), then the process exits with 255.
+    heap.limit = SIZE_MAX;
+    Depth_guard guard;
+    Text t;
+    int fd = report_fd();
+    t.set_fd(fd);
+    t.str("Allowed memory size of ").dec(limit).str(" bytes exhausted (tried to allocate ").dec(requested)
+        .str(" bytes)\n");
+    t.str("zmm: in request ").dec(r->id).str(" '").str(r->name).str("' (pid ").dec(static_cast<uint64_t>(getpid()))
+        .str(", tid ").dec(static_cast<uint64_t>(r->tid)).str("), the allocation came from:\n");
+    uintptr_t pcs[stack_depot::k_max_frames];
+    unsigned n = backtrace::capture(pcs, 32);
+    uint32_t stack = stack_depot::put(pcs, n);
+    stack_depot::Frame frames[stack_depot::k_max_frames];
+    unsigned m = stack_depot::get(stack, frames, stack_depot::k_max_frames);
+    for (unsigned i = 0; i < m; ++i) {
+        symbolize::Location loc;
+        symbolize::locate(frames[i], loc);
+        t.str("    #").dec(i).chr(' ').hex(frames[i].pc);
+        if (loc.function[0]) t.str(" in ").str(loc.function);
+        if (loc.file[0]) t.chr(' ').str(loc.file).chr(':').dec(loc.line);
+        t.str(" (").str(loc.module_name).str("+").hex(loc.offset).str(")\n");
+    }
+    t.flush(fd);
+    fflush(nullptr);
+    _exit(255);
+}
+
+// ============================================================================
+// Threads, fork, start and exit
+// ============================================================================
+
+void thread_leaves_requests() {
+    Request* r = t_state.request;
+    if (!r) return;
+    if (r->process_wide) {
+        Lock_guard guard(g_process_lock);
+        end_on_thread(&g_process_leaks);
+    } else {
+        end_on_thread(nullptr);  // an API request left open: reported now
+    }
+}
+
+void requests_after_fork_child() {
+    // The child keeps the forking thread's request as it was; shares of other
+    // threads are gone with their heaps (orphaned).
+    g_process_lock.reset();
+}
+
+void start_requests() {
+    const Options& o = options();
+    if (bypassed()) return;
+    if (o.backtrace > 0 && o.request != Request_mode::api) backtrace::prepare();
+    if (o.request == Request_mode::process) {
+        g_process_begin_ns = now_ns();
+        g_process_id = g_next_id.fetch_add(1, std::memory_order_relaxed) + 1;
+        g_process_generation.store(1, std::memory_order_release);
+    }
+}
+
+void finish_requests() {
+    if (bypassed()) return;
+    const Options& o = options();
+    uint64_t g = g_process_generation.load(std::memory_order_acquire);
+    if (g & 1) {
+        g_process_generation.store(g + 1, std::memory_order_release);
+        Lock_guard guard(g_process_lock);
+        Request* r = t_state.request;
+        size_t usage = 0, peak = 0, real = 0, real_peak = 0;
+        if (r && r->process_wide) {
+            usage = r->heap->size;
+            peak = r->heap->peak;
+            real = r->heap->real_size;
+            real_peak = r->heap->real_peak;
+            end_on_thread(&g_process_leaks);
+        }
+        Request_summary s{g_process_id, "process", static_cast<int>(getpid()), os::thread_id(), usage, peak, real,
+                          real_peak, thread_limit(), now_ns() - g_process_begin_ns, o.log_format == Log_format::json};
+        Depth_guard depth;
+        if (o.leaks != Leaks_mode::none)
+            write_leak_report(report_fd(), s, g_process_leaks.items, g_process_leaks.count, o.stats);
+        if (g_process_leaks.count) g_leaky_requests.fetch_add(1, std::memory_order_relaxed);
+        g_process_leaks.release();
+    }
+    if (o.leak_exitcode.value >= 0 && g_leaky_requests.load(std::memory_order_relaxed) > 0) {
+        fflush(nullptr);
+        _exit(o.leak_exitcode.value);
+    }
+}
+
+}  // namespace zmm

@@ -1,0 +1,57 @@
+// Requests: a span of one thread's life (or the whole process's) whose
+// allocations come from a heap of their own, counted, limited, and reported
+// at the end (DESIGN.md, Requests).
+//
+// A request is a heap: begin switches the thread's allocations to its request
+// heap; frees find their heap by pointer, wherever they come from; end drains
+// the remote frees, reports the live blocks (the leaks), and merges what is
+// left into the thread's own heap (or releases it, with ZMM_RECLAIM=1).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "block_table.hpp"
+#include "heap.hpp"
+
+namespace zmm {
+
+struct Request {
+    uint64_t id;
+    char name[128];
+    Heap* heap;
+    Block_table table;  // traced requests: every live block's size and stack
+    bool traced;
+    bool process_wide;  // this thread's share of a process-wide request
+    int tid;
+    uint64_t begin_ns;
+    double avg_chunks;  // ZendMM's avg_chunks_count, for the chunk cache
+};
+
+// The API (zmm.h).
+int request_begin(const char* name);
+long request_end();
+size_t memory_usage(bool real);
+size_t memory_peak_usage(bool real);
+int set_memory_limit(size_t bytes);
+void set_limit_handler(void (*handler)(size_t, size_t, void*), void* arg);
+
+// For thread_heap(): the request heap the calling thread must allocate from
+// now (joining a process-wide request if one is open), or nullptr.
+Heap* request_heap_for_thread();
+
+// Records a block just allocated from a traced request heap.
+void trace_allocation(Heap* heap, void* block, size_t size);
+
+// Thread exit: the thread's share of a process-wide request is handed over;
+// an API request left open is ended (and reported).
+void thread_leaves_requests();
+void requests_after_fork_child();
+
+// Start-up of the request machinery (process and signal modes); called from
+// the library constructor, outside the allocator.
+void start_requests();
+// Exit: the process-wide request ends and is reported; the leak exit code.
+void finish_requests();
+
+}  // namespace zmm

@@ -1,0 +1,134 @@
+// Which heap serves each thread: start-up, the thread's own heap, thread
+// exit and fork. Requests (request.cpp) switch the heap a thread allocates
+// from; everything else asks here.
+//
+// Start-up may happen inside the first malloc of the process, before any
+// constructor ran: it reads the options by scanning environ (no getenv) and
+// calls nothing that allocates.
+
+#include "thread_heap.hpp"
+
+#include <atomic>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include "diag.hpp"
+#include "heap_pool.hpp"
+#include "options.hpp"
+#include "request.hpp"
+
+extern char** environ;
+
+namespace zmm {
+
+constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec"))) = &g_empty_heap;
+constinit thread_local Thread_state t_state __attribute__((tls_model("initial-exec"))) = {};
+
+namespace {
+
+enum State : int { not_started = 0, starting = 1, started = 2 };
+std::atomic<int> g_state{not_started};
+bool g_options_loaded = false;
+bool g_bypass = false;
+pthread_key_t g_exit_key;
+bool g_exit_key_ok = false;
+
+void apply_options() {
+    const Options& o = options();
+    g_bypass = !o.alloc;
+    g_tuning.huge_pages = o.huge_pages;
+    g_tuning.cached_chunks = o.cache_chunks;
+    g_tuning.dirty_budget_pages = o.purge_budget / k_page_size;
+    if (o.log_path.text[0]) {
+        char path[320];
+        if (expand_log_path(o.log_path.text, getpid(), path, sizeof path)) {
+            int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+            if (fd >= 0)
+                set_report_fd(fd, false);
+            else
+                warn("cannot open ZMM_LOG file ", path, "; reporting to stderr");
+        }
+    } else {
+        // Reports at exit must survive a program that closes fd 2 first
+        // (coreutils do).
+        int fd = fcntl(2, F_DUPFD_CLOEXEC, 100);
+        if (fd >= 0) set_report_fd(fd, true);
+    }
+}
+
+void on_thread_exit(void* heap) {
+    // Other destructors may still allocate after this one: they get a heap
+    // again through the slow path (and this destructor runs again).
+    thread_leaves_requests();
+    Heap* h = static_cast<Heap*>(heap);
+    if (h && h == t_state.persistent) {
+        t_heap = &g_empty_heap;
+        t_state.persistent = nullptr;
+        heap_pool::abandon(h);
+    }
+}
+
+void before_fork() { heap_pool::before_fork(); }
+void after_fork_parent() { heap_pool::after_fork_parent(); }
+void after_fork_child() {
+    heap_pool::after_fork_child(thread_token());
+    requests_after_fork_child();
+}
+
+void start_once() {
+    int expected = not_started;
+    if (!g_state.compare_exchange_strong(expected, starting, std::memory_order_acq_rel)) {
+        // Another thread is starting zmm: wait for it (start-up is short).
+        while (g_state.load(std::memory_order_acquire) != started) sched_yield();
+        return;
+    }
+    g_options_loaded = load_options(environ);
+    apply_options();
+    g_exit_key_ok = pthread_key_create(&g_exit_key, on_thread_exit) == 0;
+    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+    g_state.store(started, std::memory_order_release);
+}
+
+}  // namespace
+
+const void* thread_token() { return &t_state; }
+
+void start() {
+    if (g_state.load(std::memory_order_acquire) != started) start_once();
+}
+
+void start_again_with_environment() {
+    start();
+    if (!g_options_loaded && environ) {
+        g_options_loaded = load_options(environ);
+        apply_options();
+    }
+}
+
+bool bypassed() {
+    start();
+    return g_bypass;
+}
+
+Heap* persistent_heap() {
+    if (Heap* h = t_state.persistent) return h;
+    if (bypassed()) return nullptr;
+    Heap* h = heap_pool::acquire(thread_token());
+    if (!h) return nullptr;
+    t_state.persistent = h;
+    if (t_heap == &g_empty_heap && !t_state.request) t_heap = h;
+    if (g_exit_key_ok) pthread_setspecific(g_exit_key, h);
+    return h;
+}
+
+Heap* thread_heap() {
+    if (Heap* h = t_heap; h != &g_empty_heap) return h;
+    Heap* p = persistent_heap();
+    if (!p) return nullptr;
+    if (Heap* r = request_heap_for_thread()) return r;
+    return p;
+}
+
+}  // namespace zmm

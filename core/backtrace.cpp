@@ -1,0 +1,89 @@
+#include "backtrace.hpp"
+
+#include <atomic>
+#include <dlfcn.h>
+#include <link.h>
+
+namespace zmm::backtrace {
+namespace {
+
+using Backtrace_fn = int (*)(void**, int);
+std::atomic<Backtrace_fn> g_unw_backtrace{nullptr};
+uintptr_t g_own_lo = 0, g_own_hi = 0;
+
+struct Range_query {
+    uintptr_t address;
+    uintptr_t lo, hi;
+    bool found;
+};
+
+int find_text(dl_phdr_info* info, size_t, void* data) {
+    auto* q = static_cast<Range_query*>(data);
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+        const auto& ph = info->dlpi_phdr[i];
+        if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+        uintptr_t lo = info->dlpi_addr + ph.p_vaddr, hi = lo + ph.p_memsz;
+        if (q->address >= lo && q->address < hi) {
+            q->lo = lo;
+            q->hi = hi;
+            q->found = true;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+}  // namespace
+
+bool text_range_of(const void* address, uintptr_t* lo, uintptr_t* hi) {
+    Range_query q{reinterpret_cast<uintptr_t>(address), 0, 0, false};
+    dl_iterate_phdr(find_text, &q);
+    if (q.found) {
+        *lo = q.lo;
+        *hi = q.hi;
+    }
+    return q.found;
+}
+
+void set_own_range(uintptr_t lo, uintptr_t hi) {
+    g_own_lo = lo;
+    g_own_hi = hi;
+}
+
+bool prepared() { return g_unw_backtrace.load(std::memory_order_acquire) != nullptr; }
+
+bool prepare() {
+    if (g_unw_backtrace.load(std::memory_order_acquire)) return true;
+    void* lib = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) return false;
+    auto fn = reinterpret_cast<Backtrace_fn>(dlsym(lib, "unw_backtrace"));
+    if (!fn) return false;
+    // Per-thread caching makes repeated captures fast and lock-free.
+    using Policy_fn = int (*)(void*, int);
+    void** local_space = static_cast<void**>(dlsym(lib, "_ULx86_64_local_addr_space"));
+    auto set_policy = reinterpret_cast<Policy_fn>(dlsym(lib, "_ULx86_64_set_caching_policy"));
+    if (local_space && set_policy) set_policy(*local_space, 2 /* UNW_CACHE_PER_THREAD */);
+    void* warm[8];
+    fn(warm, 8);  // first use: libunwind's own set-up happens here, not in malloc
+    g_unw_backtrace.store(fn, std::memory_order_release);
+    return true;
+}
+
+unsigned capture(uintptr_t* out, unsigned max) {
+    Backtrace_fn fn = g_unw_backtrace.load(std::memory_order_acquire);
+    if (!fn || max == 0) return 0;
+    constexpr unsigned k_room = 64;  // the allocator's own frames come first
+    void* raw[k_room];
+    int n = fn(raw, static_cast<int>(max + 16 < k_room ? max + 16 : k_room));
+    unsigned kept = 0, i = 0;
+    // skip capture() itself and the allocator's frames
+    for (; i < static_cast<unsigned>(n > 0 ? n : 0); ++i) {
+        uintptr_t pc = reinterpret_cast<uintptr_t>(raw[i]);
+        if (!(pc >= g_own_lo && pc < g_own_hi) && pc != reinterpret_cast<uintptr_t>(&capture)) break;
+    }
+    if (g_own_lo == 0 && i == 0 && n > 0) i = 1;  // no range set: drop capture() itself
+    for (; i < static_cast<unsigned>(n) && kept < max; ++i) out[kept++] = reinterpret_cast<uintptr_t>(raw[i]);
+    return kept;
+}
+
+}  // namespace zmm::backtrace

@@ -1,0 +1,33 @@
+// Backtrace capture with libunwind, which follows the unwind tables
+// (Debian's binaries have no frame pointers).
+//
+// libunwind is loaded privately (dlopen RTLD_LOCAL) the first time it is
+// needed, outside the allocator: its libunwind.so.8 also defines
+// _Unwind_RaiseException and backtrace(), which must not take the place of
+// libgcc_s's and glibc's in the program. Capture itself allocates nothing
+// (libunwind's caches come from mmap); a malloc it might make is served by
+// the thread's own heap (the caller guards re-entry).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace zmm::backtrace {
+
+// Loads and warms up libunwind. Call outside the allocator (it may allocate).
+// false if libunwind is not available: captures then return 0 frames.
+bool prepare();
+bool prepared();
+
+// Frames whose address is in [lo, hi) are the allocator's own and are not
+// captured (the preload sets its text segment).
+void set_own_range(uintptr_t lo, uintptr_t hi);
+
+// Up to `max` return addresses of the calling thread, innermost first,
+// without the allocator's own frames. 0 if not prepared.
+unsigned capture(uintptr_t* out, unsigned max);
+
+// The text (executable) segment of the object containing `address`.
+bool text_range_of(const void* address, uintptr_t* lo, uintptr_t* hi);
+
+}  // namespace zmm::backtrace

@@ -1,0 +1,46 @@
+// The stack depot: every distinct allocation backtrace once, under a small id
+// (a block carries only the id, out of line). Frames keep the module they were
+// in when the stack was first seen, so that a library dlclose'd before the
+// report still names its module. Memory comes from the OS; nothing here calls
+// the program's malloc.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace zmm::stack_depot {
+
+inline constexpr unsigned k_max_frames = 64;
+
+struct Module {
+    uintptr_t base;  // load bias (dlpi_addr)
+    uintptr_t lo, hi;  // its mapped segments
+    char path[256];
+};
+
+struct Frame {
+    uintptr_t pc;
+    uint32_t module;  // index into modules(), or k_no_module
+};
+inline constexpr uint32_t k_no_module = ~0u;
+
+// The id of this stack (innermost frame first), storing it if new; 0 for an
+// empty stack or when the OS refuses memory.
+uint32_t put(const uintptr_t* pcs, unsigned n);
+
+// The frames of a stored stack; returns their number.
+unsigned get(uint32_t id, Frame* out, unsigned max);
+
+const Module* module(uint32_t index);
+
+// The module containing pc now (refreshing the module list if needed), or
+// k_no_module.
+uint32_t module_of(uintptr_t pc);
+
+// Is the module ld.so (the dynamic loader)? Its allocations are its own.
+bool is_loader(uint32_t module);
+
+// Distinct stacks stored (for statistics and tests).
+size_t count();
+
+}  // namespace zmm::stack_depot
