@@ -1,5 +1,8 @@
 #include "request.hpp"
 
+#include "process_request.hpp"
+#include "request_internal.hpp"
+
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -22,14 +25,9 @@
 #include "thread_heap.hpp"
 
 namespace zmm {
-namespace {
 
 std::atomic<uint64_t> g_next_id{0};
 std::atomic<uint64_t> g_leaky_requests{0};
-
-// The process-wide request (ZMM_REQUEST=process or signal): odd generation
-// while open. Each thread joins at its next allocation slow path.
-std::atomic<uint64_t> g_process_generation{0};
 
 uint64_t now_ns() {
     timespec ts{};
@@ -37,10 +35,7 @@ uint64_t now_ns() {
     return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-struct Depth_guard {
-    Depth_guard() { ++t_state.depth; }
-    ~Depth_guard() { --t_state.depth; }
-};
+namespace {
 
 Request* new_record() {
     void* mem = os::map(sizeof(Request));
@@ -50,33 +45,33 @@ Request* new_record() {
     return r;
 }
 
+}  // namespace
+
 size_t thread_limit() { return t_state.limit_set ? t_state.limit : options().memory_limit; }
 
-// A growing array of leaks, in memory from the OS.
-struct Leak_list {
-    Leak* items = nullptr;
-    size_t count = 0, capacity = 0;
-    bool push(const Leak& l) {
-        if (count == capacity) {
-            size_t cap = capacity ? capacity * 2 : 1024;
-            auto* bigger = static_cast<Leak*>(os::map(cap * sizeof(Leak)));
-            if (!bigger) return false;
-            if (items) {
-                memcpy(bigger, items, count * sizeof(Leak));
-                os::unmap(items, capacity * sizeof(Leak));
-            }
-            items = bigger;
-            capacity = cap;
+bool Leak_list::push(const Leak& l) {
+    if (count == capacity) {
+        size_t cap = capacity ? capacity * 2 : 1024;
+        auto* bigger = static_cast<Leak*>(os::map(cap * sizeof(Leak)));
+        if (!bigger) return false;
+        if (items) {
+            memcpy(bigger, items, count * sizeof(Leak));
+            os::unmap(items, capacity * sizeof(Leak));
         }
-        items[count++] = l;
-        return true;
+        items = bigger;
+        capacity = cap;
     }
-    void release() {
-        if (items) os::unmap(items, capacity * sizeof(Leak));
-        items = nullptr;
-        count = capacity = 0;
-    }
-};
+    items[count++] = l;
+    return true;
+}
+
+void Leak_list::release() {
+    if (items) os::unmap(items, capacity * sizeof(Leak));
+    items = nullptr;
+    count = capacity = 0;
+}
+
+namespace {
 
 struct Collect_context {
     Request* request;
@@ -95,6 +90,8 @@ void collect_leak(void* ctx, void* block, size_t rounded) {
     }
     c->leaks->push(l);
 }
+
+}  // namespace
 
 Request* begin_on_thread(const char* name, bool process_wide) {
     Heap* p = persistent_heap();
@@ -122,6 +119,7 @@ Request* begin_on_thread(const char* name, bool process_wide) {
     r->name[len] = 0;
     r->heap = h;
     r->process_wide = process_wide;
+    r->generation = t_state.process_generation;
     r->tid = os::thread_id();
     r->begin_ns = now_ns();
     r->traced = options().backtrace > 0 && backtrace::prepared();
@@ -133,9 +131,7 @@ Request* begin_on_thread(const char* name, bool process_wide) {
     return r;
 }
 
-// Ends the calling thread's request (or its share of the process-wide one):
-// its live blocks are appended to `leaks` (or reported at once when null).
-long end_on_thread(Leak_list* into) {
+long end_on_thread(Leak_list* into, Share_totals* totals) {
     Request* r = t_state.request;
     if (!r) return -1;
     Heap* h = r->heap;
@@ -152,6 +148,12 @@ long end_on_thread(Leak_list* into) {
     Collect_context ctx{r, leaks};
     h->for_each_live_block(collect_leak, &ctx);
     long leaked = static_cast<long>(leaks->count - before);
+    if (totals) {
+        totals->usage += h->size;
+        totals->peak += h->peak;
+        totals->real_usage += h->real_size;
+        totals->real_peak += h->real_peak;
+    }
     if (!into) {
         const Options& o = options();
         Request_summary s{r->id, r->name, static_cast<int>(getpid()), r->tid, h->size, h->peak, h->real_size,
@@ -176,14 +178,6 @@ long end_on_thread(Leak_list* into) {
     return leaked;
 }
 
-// ---- the process-wide request: shares of threads that are gone ----
-Spin_lock g_process_lock;
-Leak_list g_process_leaks;  // from threads that left during the request
-uint64_t g_process_begin_ns = 0;
-uint64_t g_process_id = 0;
-
-}  // namespace
-
 // ============================================================================
 // API
 // ============================================================================
@@ -199,7 +193,7 @@ int request_begin(const char* name) {
 
 long request_end() {
     if (!t_state.request || t_state.request->process_wide) return -1;
-    return end_on_thread(nullptr);
+    return end_on_thread(nullptr, nullptr);
 }
 
 size_t memory_usage(bool real) {
@@ -244,13 +238,11 @@ void set_limit_handler(void (*handler)(size_t, size_t, void*), void* arg) {
 
 Heap* request_heap_for_thread() {
     if (t_state.depth > 0) return nullptr;  // zmm's own work: the thread's heap
-    if (Request* r = t_state.request) return r->heap;
-    uint64_t g = g_process_generation.load(std::memory_order_acquire);
-    if ((g & 1) && t_state.process_generation != g) {
-        t_state.process_generation = g;
-        if (Request* r = begin_on_thread("process", true)) return r->heap;
+    if (Request* r = t_state.request) {
+        if (!r->process_wide || process_request::still_in(r)) return r->heap;
+        process_request::leave();  // the process-wide request ended meanwhile
     }
-    return nullptr;
+    return process_request::join();
 }
 
 void trace_allocation(Heap* heap, void* block, size_t size) {
@@ -317,58 +309,36 @@ bool heap_limit_exceeded(Heap& heap, size_t requested) {
 // Threads, fork, start and exit
 // ============================================================================
 
+}  // namespace zmm
+
+namespace zmm {
+
+// ============================================================================
+// Threads, fork, start and exit
+// ============================================================================
+
 void thread_leaves_requests() {
     Request* r = t_state.request;
-    if (!r) return;
-    if (r->process_wide) {
-        Lock_guard guard(g_process_lock);
-        end_on_thread(&g_process_leaks);
-    } else {
-        end_on_thread(nullptr);  // an API request left open: reported now
-    }
+    if (r && r->process_wide)
+        process_request::leave();
+    else if (r)
+        end_on_thread(nullptr, nullptr);  // an API request left open: reported now
+    process_request::unregister_thread();
 }
 
-void requests_after_fork_child() {
-    // The child keeps the forking thread's request as it was; shares of other
-    // threads are gone with their heaps (orphaned).
-    g_process_lock.reset();
-}
+void requests_after_fork_child() { process_request::after_fork_child(); }
 
 void start_requests() {
-    const Options& o = options();
     if (bypassed()) return;
+    const Options& o = options();
     if (o.backtrace > 0 && o.request != Request_mode::api) backtrace::prepare();
-    if (o.request == Request_mode::process) {
-        g_process_begin_ns = now_ns();
-        g_process_id = g_next_id.fetch_add(1, std::memory_order_relaxed) + 1;
-        g_process_generation.store(1, std::memory_order_release);
-    }
+    process_request::start();
 }
 
 void finish_requests() {
     if (bypassed()) return;
+    process_request::finish();
     const Options& o = options();
-    uint64_t g = g_process_generation.load(std::memory_order_acquire);
-    if (g & 1) {
-        g_process_generation.store(g + 1, std::memory_order_release);
-        Lock_guard guard(g_process_lock);
-        Request* r = t_state.request;
-        size_t usage = 0, peak = 0, real = 0, real_peak = 0;
-        if (r && r->process_wide) {
-            usage = r->heap->size;
-            peak = r->heap->peak;
-            real = r->heap->real_size;
-            real_peak = r->heap->real_peak;
-            end_on_thread(&g_process_leaks);
-        }
-        Request_summary s{g_process_id, "process", static_cast<int>(getpid()), os::thread_id(), usage, peak, real,
-                          real_peak, thread_limit(), now_ns() - g_process_begin_ns, o.log_format == Log_format::json};
-        Depth_guard depth;
-        if (o.leaks != Leaks_mode::none)
-            write_leak_report(report_fd(), s, g_process_leaks.items, g_process_leaks.count, o.stats);
-        if (g_process_leaks.count) g_leaky_requests.fetch_add(1, std::memory_order_relaxed);
-        g_process_leaks.release();
-    }
     if (o.leak_exitcode.value >= 0 && g_leaky_requests.load(std::memory_order_relaxed) > 0) {
         fflush(nullptr);
         _exit(o.leak_exitcode.value);

@@ -23,6 +23,7 @@ struct Request {
     Block_table table;  // traced requests: every live block's size and stack
     bool traced;
     bool process_wide;  // this thread's share of a process-wide request
+    uint64_t generation;  // of the process-wide request it belongs to
     int tid;
     uint64_t begin_ns;
     double avg_chunks;  // ZendMM's avg_chunks_count, for the chunk cache

@@ -17,6 +17,7 @@
 #include "diag.hpp"
 #include "heap_pool.hpp"
 #include "options.hpp"
+#include "process_request.hpp"
 #include "request.hpp"
 
 extern char** environ;
@@ -120,6 +121,7 @@ Heap* persistent_heap() {
     t_state.persistent = h;
     if (t_heap == &g_empty_heap && !t_state.request) t_heap = h;
     if (g_exit_key_ok) pthread_setspecific(g_exit_key, h);
+    if (options().request != Request_mode::api) process_request::register_thread();
     return h;
 }
 

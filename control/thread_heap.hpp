@@ -26,6 +26,8 @@ struct Thread_state {
     void* limit_arg;
     uint64_t process_generation;  // the process-wide request this thread joined
     int depth;             // > 0 while zmm captures a backtrace or reports
+    int busy;              // > 0 inside an allocator slow path (see process_request)
+    bool no_requests;      // zmm's own threads never join a request
 };
 
 extern constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec")));

@@ -6,6 +6,7 @@
 #include <elfutils/libdwfl.h>
 #include <unistd.h>
 
+#include "os.hpp"
 #include "spin_lock.hpp"
 
 extern "C" char* __cxa_demangle(const char* mangled, char* buf, size_t* len, int* status) __attribute__((weak));
@@ -101,6 +102,24 @@ const char* basename_of(const char* path) {
     return slash ? slash + 1 : path;
 }
 
+// Reports repeat frames (the same callers under many groups): each pc is
+// looked up once per process.
+struct Cached {
+    uintptr_t pc;
+    uint32_t module;
+    Location location;
+};
+constexpr size_t k_cache_slots = 2048;
+Cached* g_cache = nullptr;
+
+Cached* cache_slot(uintptr_t pc) {
+    if (!g_cache) {
+        g_cache = static_cast<Cached*>(os::map(k_cache_slots * sizeof(Cached)));
+        if (!g_cache) return nullptr;
+    }
+    return &g_cache[(pc * 0x9E3779B97F4A7C15ull) >> (64 - 11)];
+}
+
 }  // namespace
 
 const char* executable_path() {
@@ -124,6 +143,11 @@ void locate(const stack_depot::Frame& frame, Location& out) {
     // The return address points after the call: look up the call itself.
     uintptr_t at = frame.pc - 1;
     Lock_guard guard(g_lock);
+    Cached* slot = cache_slot(frame.pc);
+    if (slot && slot->pc == frame.pc && slot->module == frame.module) {
+        out = slot->location;
+        return;
+    }
     if (!g_dw_tried) load_libdw();
     if (m && g_dw.ok) {
         if (Dwfl* d = dwfl_for(frame.module, *m)) {
@@ -144,6 +168,7 @@ void locate(const stack_depot::Frame& frame, Location& out) {
         Dl_info info;
         if (dladdr(reinterpret_cast<void*>(at), &info) && info.dli_sname) set_function(out, info.dli_sname);
     }
+    if (slot) *slot = Cached{frame.pc, frame.module, out};
 }
 
 }  // namespace zmm::symbolize

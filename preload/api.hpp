@@ -9,6 +9,16 @@
 
 namespace zmm::api {
 
+// Marks the calling thread as inside an allocator slow path, for the
+// process-wide request's signal handler (which must not touch a heap
+// mid-update).
+struct Busy {
+    Busy() { ++t_state.busy; }
+    ~Busy() { --t_state.busy; }
+    Busy(const Busy&) = delete;
+    Busy& operator=(const Busy&) = delete;
+};
+
 void* malloc_slow(size_t size);
 void free_slow(void* p);
 

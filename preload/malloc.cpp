@@ -22,6 +22,7 @@
 namespace zmm::api {
 
 void* malloc_slow(size_t size) {
+    Busy busy;
     Heap* h = thread_heap();
     if (!h) {
         if (bypassed()) return libc::functions().malloc(size);
@@ -43,6 +44,7 @@ static void free_foreign(void* p) {
 
 void free_slow(void* p) {
     if (p == nullptr) return;
+    Busy busy;
     if (Heap* owner = Heap::free_any(p, thread_token())) {
         if (owner->owner.load(std::memory_order_relaxed) == nullptr)
             heap_pool::reclaim_if_abandoned(owner, thread_token());
@@ -62,6 +64,7 @@ void* calloc(size_t n, size_t size) {
         if (p) memset(p, 0, bytes);
         return p;
     }
+    Busy busy;
     Heap* h = thread_heap();
     if (!h) {
         if (bypassed()) return libc::functions().calloc(n, size);
@@ -86,6 +89,7 @@ void* realloc(void* p, size_t size) {
         free(p);
         return nullptr;
     }
+    Busy busy;
     if (Heap::owner_of(p)) {
         if (Heap* h = thread_heap()) {
             void* q = h->realloc(p, size);
@@ -109,6 +113,7 @@ void* realloc(void* p, size_t size) {
 }
 
 void* aligned(size_t alignment, size_t size) {
+    Busy busy;
     Heap* h = thread_heap();
     if (!h) {
         if (bypassed()) return libc::functions().memalign(alignment, size);

@@ -1,0 +1,288 @@
+#include "process_request.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "backtrace.hpp"
+#include "diag.hpp"
+#include "leak_report.hpp"
+#include "options.hpp"
+#include "os.hpp"
+#include "request_internal.hpp"
+#include "spin_lock.hpp"
+#include "thread_heap.hpp"
+
+namespace zmm::process_request {
+namespace {
+
+// Odd while a process-wide request is open; each begin and end adds one.
+std::atomic<uint64_t> g_generation{0};
+std::atomic<int> g_open_shares{0};  // threads whose share has not ended
+
+Spin_lock g_lock;  // the leaks and totals of ended shares, the thread list
+Leak_list g_leaks;
+Share_totals g_totals{};
+uint64_t g_id = 0;
+uint64_t g_begin_ns = 0;
+uint64_t g_reported_generation = 0;
+
+// Internal: "switch now" to one thread (begin: into the request; end: end
+// your share). A real-time signal the program is unlikely to use.
+int g_switch_signal = 0;
+int g_wake_pipe[2] = {-1, -1};
+uintptr_t g_own_lo = 0, g_own_hi = 0;  // the allocator's text: "inside zmm"
+
+constexpr unsigned k_max_threads = 4096;
+struct Thread_entry {
+    int tid;
+    Thread_state* state;
+};
+Thread_entry g_threads[k_max_threads];
+unsigned g_thread_count = 0;
+
+bool opened(uint64_t g) { return g & 1; }
+
+int tgkill(int tid, int sig) { return static_cast<int>(syscall(SYS_tgkill, getpid(), tid, sig)); }
+
+// ---- the calling thread's share ----
+
+void end_share() {
+    Lock_guard guard(g_lock);
+    if (end_on_thread(&g_leaks, &g_totals) >= 0) g_open_shares.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+// Was the thread interrupted inside zmm (its fast path, a slow path, a
+// backtrace capture, a report)? Then its heaps are mid-update: it will end
+// its share itself at its next slow path.
+bool inside_allocator(void* context) {
+    if (t_state.busy > 0 || t_state.depth > 0) return true;
+    auto* uc = static_cast<ucontext_t*>(context);
+    uintptr_t pc = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
+    return pc >= g_own_lo && pc < g_own_hi;
+}
+
+void on_switch(int, siginfo_t* info, void* context) {
+    int saved = errno;
+    if (info->si_code == SI_TKILL && info->si_pid == getpid()) {
+        Request* r = t_state.request;
+        uint64_t g = g_generation.load(std::memory_order_acquire);
+        if (r && r->process_wide && r->generation != g) {
+            if (inside_allocator(context))
+                t_heap = &g_empty_heap;  // its next allocation ends the share
+            else
+                end_share();
+        } else if (opened(g) && !r && t_state.persistent && !t_state.no_requests) {
+            t_heap = &g_empty_heap;  // its next allocation joins
+        }
+    }
+    errno = saved;
+}
+
+// ---- the external toggle (ZMM_REQUEST=signal) ----
+
+void toggle_to(bool open) {
+    uint64_t g = g_generation.load(std::memory_order_acquire);
+    while (opened(g) != open)
+        if (g_generation.compare_exchange_weak(g, g + 1, std::memory_order_acq_rel)) break;
+    char c = 1;
+    ssize_t ignored = write(g_wake_pipe[1], &c, 1);
+    (void)ignored;
+}
+
+void on_request_signal(int, siginfo_t* info, void*) {
+    int saved = errno;
+    uint64_t g = g_generation.load(std::memory_order_acquire);
+    int value = info->si_code == SI_QUEUE ? info->si_value.sival_int : 0;
+    if (value == 1)
+        toggle_to(true);
+    else if (value == 2)
+        toggle_to(false);
+    else
+        toggle_to(!opened(g));
+    errno = saved;
+}
+
+void signal_threads() {
+    Lock_guard guard(g_lock);
+    for (unsigned i = 0; i < g_thread_count; ++i)
+        if (g_threads[i].state != &t_state) tgkill(g_threads[i].tid, g_switch_signal);
+}
+
+void report(uint64_t generation) {
+    const Options& o = options();
+    Leak_list leaks;
+    Share_totals totals;
+    {
+        // Taken out under the lock; the report itself (which may allocate,
+        // and so register a thread) runs without it.
+        Lock_guard guard(g_lock);
+        if (g_reported_generation == generation) return;
+        g_reported_generation = generation;
+        leaks = g_leaks;
+        totals = g_totals;
+        g_leaks = Leak_list{};
+        g_totals = {};
+    }
+    const char* name = o.request == Request_mode::signal ? "signal" : "process";
+    Request_summary s{g_id, name, static_cast<int>(getpid()), os::thread_id(), totals.usage, totals.peak,
+                      totals.real_usage, totals.real_peak, thread_limit(), now_ns() - g_begin_ns,
+                      o.log_format == Log_format::json};
+    Depth_guard depth;
+    if (o.leaks != Leaks_mode::none) write_leak_report(report_fd(), s, leaks.items, leaks.count, o.stats);
+    if (leaks.count) g_leaky_requests.fetch_add(1, std::memory_order_relaxed);
+    leaks.release();
+}
+
+// Ends the open request: every share ends (threads are signalled until they
+// have, for at most a second), then one report.
+void close_and_report() {
+    uint64_t g = g_generation.load(std::memory_order_acquire);
+    if (opened(g)) {
+        g_generation.store(g + 1, std::memory_order_release);
+        ++g;
+    }
+    if (t_state.request && t_state.request->process_wide) end_share();
+    uint64_t deadline = now_ns() + 1'000'000'000u;
+    while (g_open_shares.load(std::memory_order_acquire) > 0 && now_ns() < deadline) {
+        signal_threads();
+        timespec pause{0, 5'000'000};
+        nanosleep(&pause, nullptr);
+    }
+    report(g);
+}
+
+void open_request() {
+    Lock_guard guard(g_lock);
+    g_id = g_next_id.fetch_add(1, std::memory_order_relaxed) + 1;
+    g_begin_ns = now_ns();
+}
+
+// ZMM_REQUEST=signal: the toggle only flips the generation; this thread does
+// the rest (signalling threads, reporting) outside any signal handler.
+void* reporter(void*) {
+    t_state.no_requests = true;
+    persistent_heap();  // now, not first inside a report
+    uint64_t seen = g_generation.load(std::memory_order_acquire);
+    for (;;) {
+        char c;
+        ssize_t n = read(g_wake_pipe[0], &c, 1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return nullptr;
+        uint64_t g = g_generation.load(std::memory_order_acquire);
+        if (g == seen) continue;
+        if (opened(g)) {
+            if (!opened(seen)) {
+                open_request();
+                signal_threads();  // threads on their fast path join now
+            }
+        } else {
+            close_and_report();
+        }
+        seen = g;
+    }
+}
+
+bool install(int sig, void (*handler)(int, siginfo_t*, void*)) {
+    struct sigaction old{};
+    if (sigaction(sig, nullptr, &old) == 0 && old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN) {
+        warn("the program already handles the signal ZMM_REQUEST_SIGNAL names; zmm leaves it alone");
+        return false;
+    }
+    struct sigaction sa{};
+    sa.sa_sigaction = handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(sig, &sa, nullptr) == 0;
+}
+
+}  // namespace
+
+void register_thread() {
+    if (t_state.no_requests) return;
+    Lock_guard guard(g_lock);
+    if (g_thread_count < k_max_threads) g_threads[g_thread_count++] = {os::thread_id(), &t_state};
+}
+
+void unregister_thread() {
+    Lock_guard guard(g_lock);
+    for (unsigned i = 0; i < g_thread_count; ++i)
+        if (g_threads[i].state == &t_state) {
+            g_threads[i] = g_threads[--g_thread_count];
+            return;
+        }
+}
+
+Heap* join() {
+    if (t_state.no_requests) return nullptr;
+    uint64_t g = g_generation.load(std::memory_order_acquire);
+    if (!opened(g) || t_state.process_generation == g) return nullptr;
+    t_state.process_generation = g;
+    g_open_shares.fetch_add(1, std::memory_order_acq_rel);
+    Request* r = begin_on_thread(options().request == Request_mode::signal ? "signal" : "process", true);
+    if (!r) {
+        g_open_shares.fetch_sub(1, std::memory_order_acq_rel);
+        return nullptr;
+    }
+    return r->heap;
+}
+
+bool still_in(const Request* r) { return r->generation == g_generation.load(std::memory_order_acquire); }
+
+void leave() {
+    if (t_state.request && t_state.request->process_wide) end_share();
+}
+
+void start() {
+    const Options& o = options();
+    if (bypassed() || o.request == Request_mode::api) return;
+    uintptr_t lo, hi;
+    if (backtrace::text_range_of(reinterpret_cast<const void*>(&on_switch), &lo, &hi)) {
+        g_own_lo = lo;
+        g_own_hi = hi;
+    }
+    g_switch_signal = SIGRTMAX - 3;
+    install(g_switch_signal, on_switch);
+    register_thread();
+    if (o.request == Request_mode::process) {
+        open_request();
+        g_generation.store(1, std::memory_order_release);
+        t_heap = &g_empty_heap;  // this thread joins at its next allocation
+        return;
+    }
+    // ZMM_REQUEST=signal
+    if (pipe2(g_wake_pipe, O_CLOEXEC) != 0) return;
+    if (!install(o.request_signal.number, on_request_signal)) return;
+    pthread_t thread;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);  // the reporter takes no signals
+    pthread_create(&thread, &attr, reporter, nullptr);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    pthread_attr_destroy(&attr);
+}
+
+void finish() {
+    if (bypassed()) return;
+    uint64_t g = g_generation.load(std::memory_order_acquire);
+    if (opened(g) || g_open_shares.load(std::memory_order_acquire) > 0) close_and_report();
+}
+
+void after_fork_child() {
+    g_lock.reset();
+    // Only the forking thread exists in the child.
+    g_thread_count = 0;
+    register_thread();
+    g_open_shares.store(t_state.request && t_state.request->process_wide ? 1 : 0, std::memory_order_relaxed);
+}
+
+}  // namespace zmm::process_request

@@ -1,0 +1,34 @@
+// The process-wide request (ZMM_REQUEST=process, ZMM_REQUEST=signal): one
+// request made of every thread's share. A thread joins at its next
+// allocation slow path while the request is open; an internal signal makes
+// threads that only use the fast path switch at once. At the end each thread
+// ends its share (in that signal's handler when it is outside the allocator,
+// so blocked threads do not delay the report), and one report covers all.
+#pragma once
+
+#include "heap.hpp"
+#include "request.hpp"
+
+namespace zmm::process_request {
+
+// Installs the signal handlers and the reporter thread as the mode needs,
+// and opens the request for ZMM_REQUEST=process. Outside the allocator.
+void start();
+// Closes an open process-wide request and reports it (process exit).
+void finish();
+
+// For the allocator's slow path: the heap of the calling thread's share,
+// joining the open request; nullptr when none is open.
+Heap* join();
+// Is the request `r` (a share) still the open one?
+bool still_in(const Request* r);
+// The calling thread's share ends (the request closed, or the thread exits).
+void leave();
+
+// Thread registry: threads with a heap, to be signalled.
+void register_thread();
+void unregister_thread();
+
+void after_fork_child();
+
+}  // namespace zmm::process_request
