@@ -4,8 +4,10 @@
 # identities and dates, then log --stat, log -p, ls-tree, gc and fsck.
 # The whole session's stdout, plain and preloaded, must match.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
+compat_require git git
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
 export GIT_AUTHOR_NAME="Zend Author" GIT_AUTHOR_EMAIL=author@example.org
 export GIT_COMMITTER_NAME="Zend Committer" GIT_COMMITTER_EMAIL=committer@example.org

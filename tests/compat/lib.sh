@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/compat/lib.sh: shared by the compatibility drivers (sourced, not run).
 #
 # A driver runs a real, unmodified program twice, once plain and once with
@@ -14,6 +15,7 @@
 #   compat_under_zmm NAME CMD...  the preloaded run only, for commands that
 #                                 judge themselves (exit status 0 = pass).
 #   compat_finish                 exit status for the driver.
+#   compat_require PROG PACKAGE   fail at once when PROG is not installed.
 #
 # COMPAT_KEEP=1 keeps the temporary directory (outputs, logs) for inspection.
 #
@@ -31,7 +33,9 @@ if [ ! -f "$ZMM_LIB" ]; then
 fi
 ZMM_LIB=$(realpath "$ZMM_LIB")
 
+# shellcheck disable=SC2034 # COMPAT_DIR and COMPAT_PY are for the drivers
 COMPAT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck disable=SC2034
 COMPAT_PY=/usr/bin/python3   # Debian's, never a pyenv shim on PATH
 
 # A clean, deterministic environment: no inherited preload or zmm options,
@@ -50,6 +54,15 @@ mkdir -p "$HOME" "$TMPDIR"
 
 compat_failures=0
 compat_checks=0
+
+# compat_require PROGRAM PACKAGE: the program must exist (scripts/test
+# installs the packages); a missing one fails the test rather than skipping it.
+compat_require() {
+  if ! command -v "$1" >/dev/null 2>&1; then
+    echo "compat: $1 is not installed: apt-get install $2" >&2
+    exit 1
+  fi
+}
 
 compat_fail() {
   echo "compat: FAIL: $*" >&2

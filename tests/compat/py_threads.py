@@ -4,7 +4,8 @@ Eight threads create messages (dicts of lists of strings, bytes) and pass them
 around through queue.Queue inboxes: each message is made in one thread,
 rewritten in five others and freed wherever it finishes (frees from a thread
 that does not own the memory). A message's route depends only on its values,
-never on timing, so the output is deterministic.
+never on timing, so the output is deterministic. Then waves of short-lived
+threads whose objects outlive them.
 """
 import hashlib
 import queue
@@ -89,3 +90,29 @@ for o, s, d in digests[::TOTAL // 120]:
     print(f"{o} {s:5d} {d}")
 print("total sha256",
       hashlib.sha256("".join(d for _, _, d in digests).encode()).hexdigest())
+
+# Short-lived threads, in waves: each builds objects that outlive it and are
+# freed by the main thread after it has exited (its heap goes to the pool and
+# is adopted by a later thread while those blocks are still live).
+kept = []
+for wave in range(12):
+    box = queue.Queue()
+
+    def short(n, box=box, wave=wave):
+        objs = [{"w": wave, "n": n, "s": f"{wave}.{n}." * (1 + k % 20),
+                 "b": bytearray(k % 700)} for k in range(400)]
+        box.put((n, objs))
+
+    ts = [threading.Thread(target=short, args=(n,)) for n in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    got = sorted((box.get() for _ in ts), key=lambda x: x[0])
+    kept.append(got)
+    if len(kept) > 3:
+        old = kept.pop(0)   # freed here, long after the threads that made them
+        del old
+    print(f"wave {wave:2d}: " + hashlib.sha256(
+        "".join(o["s"] + str(len(o["b"])) for _, objs in got for o in objs).encode()
+    ).hexdigest())
