@@ -21,31 +21,6 @@ const char* value_of(const char* entry, const char* name) {
 
 const Options& options() { return g_options; }
 
-bool expand_log_path(const char* pattern, int pid, char* out, size_t n) {
-    size_t o = 0;
-    for (const char* p = pattern; *p; ++p) {
-        if (p[0] == '%' && p[1] == 'p') {
-            char digits[16];
-            int d = 0;
-            unsigned v = static_cast<unsigned>(pid);
-            do {
-                digits[d++] = static_cast<char>('0' + v % 10);
-                v /= 10;
-            } while (v);
-            while (d) {
-                if (o + 1 >= n) return false;
-                out[o++] = digits[--d];
-            }
-            ++p;
-        } else {
-            if (o + 1 >= n) return false;
-            out[o++] = *p;
-        }
-    }
-    out[o] = 0;
-    return true;
-}
-
 bool load_options(char** env) {
     if (!env) return false;
     Options o;

@@ -166,7 +166,6 @@ const Options& options();
 // Returns false if env is null (too early in start-up: call again later).
 bool load_options(char** env);
 
-// Expands %p to the pid into out (size n); false if it does not fit.
-bool expand_log_path(const char* pattern, int pid, char* out, size_t n);
+
 
 }  // namespace zmm

@@ -135,7 +135,11 @@ void report(uint64_t generation) {
                       totals.real_usage, totals.real_peak, thread_limit(), now_ns() - g_begin_ns,
                       o.log_format == Log_format::json};
     Depth_guard depth;
-    if (o.leaks != Leaks_mode::none) write_leak_report(report_fd(), s, leaks.items, leaks.count, o.stats);
+    if (o.leaks != Leaks_mode::none) {
+        int fd = report_open();
+        write_leak_report(fd, s, leaks.items, leaks.count, o.stats);
+        report_close(fd);
+    }
     if (leaks.count) g_leaky_requests.fetch_add(1, std::memory_order_relaxed);
     leaks.release();
 }

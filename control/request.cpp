@@ -158,7 +158,11 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         const Options& o = options();
         Request_summary s{r->id, r->name, static_cast<int>(getpid()), r->tid, h->size, h->peak, h->real_size,
                           h->real_peak, h->limit, now_ns() - r->begin_ns, o.log_format == Log_format::json};
-        if (o.leaks != Leaks_mode::none) write_leak_report(report_fd(), s, own.items, own.count, o.stats);
+        if (o.leaks != Leaks_mode::none) {
+            int fd = report_open();
+            write_leak_report(fd, s, own.items, own.count, o.stats);
+            report_close(fd);
+        }
         if (leaked) g_leaky_requests.fetch_add(1, std::memory_order_relaxed);
         own.release();
     }
@@ -281,7 +285,7 @@ bool heap_limit_exceeded(Heap& heap, size_t requested) {
     heap.limit = SIZE_MAX;
     Depth_guard guard;
     Text t;
-    int fd = report_fd();
+    int fd = report_open();
     t.set_fd(fd);
     t.str("Allowed memory size of ").dec(limit).str(" bytes exhausted (tried to allocate ").dec(requested)
         .str(" bytes)\n");
@@ -301,6 +305,7 @@ bool heap_limit_exceeded(Heap& heap, size_t requested) {
         t.str(" (").str(loc.module_name).str("+").hex(loc.offset).str(")\n");
     }
     t.flush(fd);
+    report_close(fd);
     fflush(nullptr);
     _exit(255);
 }

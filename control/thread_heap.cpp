@@ -42,21 +42,7 @@ void apply_options() {
     g_tuning.huge_pages = o.huge_pages;
     g_tuning.cached_chunks = o.cache_chunks;
     g_tuning.dirty_budget_pages = o.purge_budget / k_page_size;
-    if (o.log_path.text[0]) {
-        char path[320];
-        if (expand_log_path(o.log_path.text, getpid(), path, sizeof path)) {
-            int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-            if (fd >= 0)
-                set_report_fd(fd, false);
-            else
-                warn("cannot open ZMM_LOG file ", path, "; reporting to stderr");
-        }
-    } else {
-        // Reports at exit must survive a program that closes fd 2 first
-        // (coreutils do).
-        int fd = fcntl(2, F_DUPFD_CLOEXEC, 100);
-        if (fd >= 0) set_report_fd(fd, true);
-    }
+    set_report_path(o.log_path.text[0] ? o.log_path.text : nullptr);
 }
 
 void on_thread_exit(void* heap) {

@@ -1,7 +1,10 @@
 #include "diag.hpp"
 
 #include <cstdlib>
+#include <cerrno>
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include "format.hpp"
 #include "os.hpp"
@@ -9,8 +12,7 @@
 namespace zmm {
 namespace {
 Abort_hook g_hook = nullptr;
-int g_report_fd = 2;
-bool g_report_is_stderr = true;
+char g_report_path[256];  // "" for stderr
 
 const char* describe(Misuse kind) {
     switch (kind) {
@@ -31,11 +33,44 @@ const char* describe(Misuse kind) {
 }  // namespace
 
 void set_abort_hook(Abort_hook hook) { g_hook = hook; }
-void set_report_fd(int fd, bool is_stderr) {
-    g_report_fd = fd;
-    g_report_is_stderr = is_stderr;
+void set_report_path(const char* pattern) {
+    size_t n = 0;
+    if (pattern)
+        for (; pattern[n] && n + 1 < sizeof g_report_path; ++n) g_report_path[n] = pattern[n];
+    g_report_path[n] = 0;
 }
-int report_fd() { return g_report_fd; }
+
+int report_open() {
+    if (!g_report_path[0]) return 2;
+    char path[320];
+    size_t o = 0;
+    for (const char* p = g_report_path; *p && o + 12 < sizeof path; ++p) {
+        if (p[0] == '%' && p[1] == 'p') {
+            char digits[12];
+            int d = 0;
+            unsigned v = static_cast<unsigned>(getpid());
+            do digits[d++] = static_cast<char>('0' + v % 10);
+            while (v /= 10);
+            while (d) path[o++] = digits[--d];
+            ++p;
+        } else {
+            path[o++] = *p;
+        }
+    }
+    path[o] = 0;
+    int saved = errno;
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    errno = saved;
+    return fd >= 0 ? fd : 2;
+}
+
+void report_close(int fd) {
+    if (fd != 2) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+    }
+}
 
 void misuse(Misuse kind, const void* ptr, const char* detail) {
     Text t;
@@ -46,8 +81,10 @@ void misuse(Misuse kind, const void* ptr, const char* detail) {
         g_hook(kind, ptr, t.c_str());
         // a hook that returns still must not let the heap go on
     }
-    os::write_all(g_report_fd, t.data(), t.size());
-    if (!g_report_is_stderr) os::write_all(2, t.data(), t.size());
+    int fd = report_open();
+    os::write_all(fd, t.data(), t.size());
+    report_close(fd);
+    if (fd != 2) os::write_all(2, t.data(), t.size());
     die();
 }
 
@@ -65,7 +102,9 @@ void warn(const char* a, const char* b, const char* c) {
     if (b) t.str(b);
     if (c) t.str(c);
     t.chr('\n');
-    t.flush(g_report_fd);
+    int fd = report_open();
+    t.flush(fd);
+    report_close(fd);
 }
 
 }  // namespace zmm

@@ -19,11 +19,16 @@ enum class Misuse {
 using Abort_hook = void (*)(Misuse, const void* ptr, const char* message);
 void set_abort_hook(Abort_hook hook);
 
-// Where reports go: stderr by default (or a duplicate of it, which survives a
-// program that closes its stderr before exit, as coreutils do), or the log
-// file. Fatal messages go to stderr as well when the reports go to a file.
-void set_report_fd(int fd, bool is_stderr);
-int report_fd();
+// Where reports go: stderr, or a log file (ZMM_LOG; %p becomes the pid at
+// the time of writing, so a forked child writes its own). The file is opened
+// for each report and closed after it: zmm keeps no descriptor the program
+// could see, close, or find reused under it. Fatal messages go to stderr as
+// well when the reports go to a file.
+void set_report_path(const char* pattern);  // nullptr: stderr
+// An fd to write one report to (2 when the log cannot be opened); give it
+// back with report_close.
+int report_open();
+void report_close(int fd);
 
 // Prints "zmm: <what> 0x..." (+ optional detail) and aborts (or calls the hook).
 [[noreturn]] void misuse(Misuse kind, const void* ptr, const char* detail = nullptr);

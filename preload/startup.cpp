@@ -32,7 +32,11 @@ __attribute__((constructor(101))) static void zmm_constructor() {
 __attribute__((destructor(101))) static void zmm_destructor() {
     if (bypassed()) return;
     finish_requests();
-    if (options().stats) write_stats_report(report_fd());
+    if (options().stats) {
+        int fd = report_open();
+        write_stats_report(fd);
+        report_close(fd);
+    }
 }
 
 }  // namespace zmm

@@ -66,11 +66,4 @@ BOOST_AUTO_TEST_CASE(environment_scan) {
     BOOST_TEST(!options().stats);
 }
 
-BOOST_AUTO_TEST_CASE(log_path) {
-    char out[64];
-    BOOST_TEST(expand_log_path("/tmp/zmm.%p.log", 4242, out, sizeof out));
-    BOOST_TEST(std::string(out) == "/tmp/zmm.4242.log");
-    BOOST_TEST(!expand_log_path("/tmp/a-very-long-name-%p-%p-%p-%p-%p", 1234567, out, 20));
-}
-
 BOOST_AUTO_TEST_SUITE_END()
