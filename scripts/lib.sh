@@ -6,7 +6,7 @@ ZMM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ZMM_BUILD_DIR=${ZMM_BUILD_DIR:-$ZMM_ROOT/build}
 
 # Packages to build libzmm.so and its unit tests.
-ZMM_BUILD_PACKAGES=(cmake ninja-build g++ libunwind-dev libboost-test-dev)
+ZMM_BUILD_PACKAGES=(cmake ninja-build g++ libunwind-dev libdw-dev libboost-test-dev)
 
 zmm_say() { printf 'zmm: %s\n' "$*" >&2; }
 
