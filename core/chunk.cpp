@@ -9,11 +9,14 @@ void Chunk::init(Heap* owner, uint32_t number, Pages pages) {
     free_pages = k_chunk_pages - 1;
     for (auto& w : free_map) w = 0;
     for (auto& m : map) m = 0;
-    if (pages == Pages::fresh)
+    if (pages == Pages::fresh) {
         for (auto& w : dirty_map) w = 0;
-    else if (pages == Pages::all_dirty)
+        for (auto& w : aged_map) w = 0;
+    } else if (pages == Pages::all_dirty) {
         for (auto& w : dirty_map) w = ~uint64_t{0};
+    }
     dirty_map[0] &= ~uint64_t{1};  // the header is never purged
+    aged_map[0] &= ~uint64_t{1};
     free_map[0] = 1;
     map[0] = k_large | 1;  // the header is a one-page run that is never freed
 }
@@ -39,6 +42,7 @@ unsigned Chunk::mark_used(unsigned first, unsigned count) {
         free_map[p >> 6] |= mask;
         reused_dirty += static_cast<unsigned>(__builtin_popcountll(dirty_map[p >> 6] & mask));
         dirty_map[p >> 6] &= ~mask;
+        aged_map[p >> 6] &= ~mask;
         p += n;
     }
     free_pages -= count;

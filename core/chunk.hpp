@@ -43,6 +43,10 @@ struct Chunk {
     // Free pages that may still be resident (freed since the heap last gave
     // them back with MADV_DONTNEED): what a purge pass returns to the OS.
     uint64_t dirty_map[k_chunk_pages / 64];
+    // Dirty pages that were dirty already at the heap's last purge pass: the
+    // next pass gives back only these (pages free for a while), so pages a
+    // program frees and soon reuses are not faulted in again.
+    uint64_t aged_map[k_chunk_pages / 64];
     uint32_t map[k_chunk_pages];
 
     static Chunk* of(const void* p) {

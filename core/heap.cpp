@@ -154,10 +154,12 @@ void Heap::release_chunk(Chunk* c) {
 //
 // Freed pages stay resident ("dirty") so that reusing them costs no page
 // fault. When a heap holds more than its budget of them (free pages of its
-// chunks, cached chunks, cached huge mappings), a purge pass gives them all
-// back: at most every k_purge_interval_ns while the excess is moderate, at
-// once beyond four times the budget. Purging each run as it is freed would
-// make a workload that frees and reuses large blocks fault on every reuse.
+// chunks, cached chunks, cached huge mappings), a purge pass at most every
+// k_purge_interval_ns gives back those that were dirty at the pass before
+// (free for at least one interval: a decay in two generations); beyond eight
+// times the budget, everything at once. Purging each run as it is freed, or
+// every dirty page at each pass, would make a workload that frees and reuses
+// large blocks fault on every reuse.
 // ============================================================================
 
 namespace {
@@ -169,9 +171,15 @@ uint64_t coarse_now_ns() {
 }
 }  // namespace
 
-void Heap::purge_chunk(Chunk* c) {
+// Gives back the dirty pages of c (all of them, or only the aged ones), and
+// returns how many.
+size_t Heap::purge_chunk(Chunk* c, bool only_aged) {
+    size_t purged = 0;
     for (unsigned w = 0; w < k_chunk_pages / 64; ++w) {
-        uint64_t bits = c->dirty_map[w];
+        uint64_t bits = only_aged ? c->dirty_map[w] & c->aged_map[w] : c->dirty_map[w];
+        c->dirty_map[w] &= ~bits;
+        c->aged_map[w] = c->dirty_map[w];  // what stays dirty is old at the next pass
+        purged += static_cast<size_t>(__builtin_popcountll(bits));
         while (bits) {
             unsigned first = static_cast<unsigned>(__builtin_ctzll(bits));
             uint64_t shifted = ~(bits >> first);
@@ -180,34 +188,44 @@ void Heap::purge_chunk(Chunk* c) {
             purged_bytes += size_t{len} * k_page_size;
             bits &= ~(len == 64 ? ~uint64_t{0} : ((uint64_t{1} << len) - 1) << first);
         }
-        c->dirty_map[w] = 0;
     }
+    return purged;
 }
 
-void Heap::purge() {
+void Heap::purge(bool only_aged) {
+    size_t purged = 0;
     if (Chunk* c = chunks) {
         do {
-            purge_chunk(c);
+            purged += purge_chunk(c, only_aged);
             c = c->next;
         } while (c != chunks);
     }
-    for (Chunk* c = cached; c; c = c->next) purge_chunk(c);
-    while (Huge_header* h = huge_cache) {
-        huge_cache = h->next;
+    for (Chunk* c = cached; c; c = c->next) purged += purge_chunk(c, only_aged);
+    // Huge mappings cached for reuse: kept through one pass, like pages.
+    Huge_header** link = &huge_cache;
+    while (Huge_header* h = *link) {
+        if (only_aged && !h->aged) {
+            h->aged = true;
+            link = &h->next;
+            continue;
+        }
+        *link = h->next;
+        huge_cache_pages -= h->map_size / k_page_size;
         real_size -= h->map_size;
         unmapped_bytes += h->map_size;
         os::unmap(h->map_base, h->map_size);
     }
-    huge_cache_pages = 0;
-    dirty_pages = 0;
+    dirty_pages -= purged;
     last_purge_ns = coarse_now_ns();
 }
 
 void Heap::maybe_purge() {
     size_t resident = dirty_pages + huge_cache_pages;
     if (resident <= g_tuning.dirty_budget_pages) return;
-    if (resident > 4 * g_tuning.dirty_budget_pages || coarse_now_ns() - last_purge_ns >= k_purge_interval_ns)
-        purge();
+    if (resident > 8 * g_tuning.dirty_budget_pages)
+        purge(false);
+    else if (coarse_now_ns() - last_purge_ns >= k_purge_interval_ns)
+        purge(true);
 }
 
 // ============================================================================
@@ -322,14 +340,14 @@ void Heap::free_small_unchecked(Free_slot* s, unsigned bin) {
 // Huge
 // ============================================================================
 
-void* Heap::alloc_huge(size_t bytes, size_t alignment) {
+void* Heap::alloc_huge(size_t bytes, size_t alignment, bool use_cache) {
     if (bytes > SIZE_MAX - 2 * k_chunk_size - alignment) {
         errno = ENOMEM;
         return nullptr;
     }
     size_t len = round_pages(bytes);
     if (alignment < k_chunk_size) alignment = k_chunk_size;
-    if (alignment == k_chunk_size)
+    if (alignment == k_chunk_size && use_cache)
         if (Huge_header* h = take_cached_huge(len)) return h->block();
     if (!grow_real(len + k_page_size)) return nullptr;
     // Map enough that an aligned block with its header page before it fits,
@@ -381,9 +399,14 @@ void Heap::link_huge(Huge_header* h, size_t len) {
 // page each time). Cached mappings count as dirty memory.
 Huge_header* Heap::take_cached_huge(size_t len) {
     Huge_header** link = &huge_cache;
+    Huge_header** smaller = nullptr;  // the biggest cached one under len
     for (Huge_header* h = huge_cache; h; link = &h->next, h = h->next) {
         size_t usable = h->map_size - k_page_size;
-        if (usable < len || usable > 2 * len) continue;
+        if (usable < len) {
+            if (usable >= len / 2 && (!smaller || usable > (*smaller)->map_size - k_page_size)) smaller = link;
+            continue;
+        }
+        if (usable > 2 * len) continue;
         *link = h->next;
         huge_cache_pages -= h->map_size / k_page_size;
         if (usable > len) {  // give back the tail
@@ -395,6 +418,16 @@ Huge_header* Heap::take_cached_huge(size_t len) {
         link_huge(h, len);
         return h;
     }
+    if (!smaller) return nullptr;
+    // Too small, but its pages are resident: grow it (in place, or moved by
+    // mremap), so that only the new part faults.
+    Huge_header* h = *smaller;
+    *smaller = h->next;
+    huge_cache_pages -= h->map_size / k_page_size;
+    link_huge(h, h->map_size - k_page_size);
+    void* grown = realloc_huge(h, len);
+    if (grown) return Huge_header::of(grown);
+    free_huge(h);  // back to the cache (or the OS)
     return nullptr;
 }
 
@@ -411,6 +444,7 @@ void Heap::free_huge(Huge_header* h) {
     size_t pages = h->map_size / k_page_size;
     if (pages <= g_tuning.dirty_budget_pages && h->map_base + k_page_size == h->block()) {
         h->next = huge_cache;
+        h->aged = false;
         huge_cache = h;
         huge_cache_pages += pages;
         maybe_purge();
@@ -468,7 +502,7 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
     }
     // Move the pages, not the bytes: a new aligned mapping, then mremap the
     // old block over it.
-    void* fresh = alloc_huge(len, k_chunk_size);
+    void* fresh = alloc_huge(len, k_chunk_size, false);  // (take_cached_huge comes here)
     if (!fresh) return nullptr;
     if (!os::remap_to(block, h->size, fresh, len)) {
         memcpy(fresh, block, h->size);

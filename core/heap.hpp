@@ -35,6 +35,7 @@ struct Huge_header {
     Huge_header* next;
     Huge_header* prev;
     size_t size;       // usable bytes: the request rounded up to pages
+    bool aged;         // in the huge cache: survived a purge pass
     char* map_base;    // the whole mapping: this page and the block
     size_t map_size;
     void* block() { return reinterpret_cast<char*>(this) + k_page_size; }
@@ -46,8 +47,8 @@ inline constexpr uint64_t k_huge_magic = 0x7a6d6d2d68756765ull;  // "zmm-huge"
 
 // Process-wide tuning, set once at start-up from the options.
 struct Heap_tuning {
-    size_t dirty_budget_pages = 2048;  // freed large pages kept resident per heap
-    unsigned cached_chunks = 4;        // empty chunks kept per heap
+    size_t dirty_budget_pages = 4096;  // freed pages kept resident per heap (16 MiB)
+    unsigned cached_chunks = 16;       // empty chunks kept per heap
     bool huge_pages = false;           // transparent huge pages for chunks
 };
 extern Heap_tuning g_tuning;
@@ -171,8 +172,9 @@ public:
     static Heap* owner_of(const void* p);
 
     // ---- memory return ----
-    // Gives every dirty free page and cached huge mapping back to the OS.
-    void purge();
+    // Gives dirty free pages and cached huge mappings back to the OS: every
+    // one, or only those already dirty at the last pass.
+    void purge(bool only_aged = false);
     // Releases what can be released: cached chunks, wholly free small runs
     // (ZendMM's zend_mm_gc), purges dirty free pages. Returns bytes released.
     size_t collect();
@@ -202,10 +204,10 @@ public:
 private:
     void* alloc_small_slow(unsigned bin, size_t size);
     void* alloc_large(size_t size);
-    void* alloc_huge(size_t size, size_t alignment);
+    void* alloc_huge(size_t size, size_t alignment, bool use_cache = true);
     void link_huge(Huge_header* h, size_t len);
     Huge_header* take_cached_huge(size_t len);
-    void purge_chunk(Chunk* c);
+    size_t purge_chunk(Chunk* c, bool only_aged);
     void maybe_purge();
     void* alloc_pages(unsigned count, unsigned align_pages, Chunk** chunk_out);
     Chunk* new_chunk();

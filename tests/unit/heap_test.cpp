@@ -138,28 +138,37 @@ BOOST_AUTO_TEST_CASE(huge_mappings_are_reused) {
     BOOST_TEST(h->size == 0u);
 }
 
-BOOST_AUTO_TEST_CASE(dirty_pages_beyond_the_budget_are_purged) {
+BOOST_AUTO_TEST_CASE(freed_pages_are_purged_after_a_pass_unused) {
     Test_heap h;
-    size_t budget = g_tuning.dirty_budget_pages;
     std::vector<void*> keep, drop;
-    // 256 KiB runs, every other one freed (their chunks stay in use), enough
-    // that the freed ones exceed four budgets.
-    const size_t run = 256 * 1024;
-    size_t runs = 2 * (4 * budget * k_page_size / run + 8);
-    for (size_t i = 0; i < runs; ++i) (i % 2 ? drop : keep).push_back(h->alloc(run));
+    // 256 KiB runs, every other one freed (their chunks stay in use)
+    const size_t run = 256 * 1024, pages = run / k_page_size;
+    for (int i = 0; i < 16; ++i) (i % 2 ? drop : keep).push_back(h->alloc(run));
     for (void* p : drop) memset(p, 1, run);
-    for (void* p : drop) h->free_owned(p);
-    BOOST_TEST(h->purged_bytes > 0u);
-    BOOST_TEST(h->dirty_pages <= 4 * budget);
+    for (size_t i = 0; i + 1 < drop.size(); ++i) h->free_owned(drop[i]);
+    BOOST_TEST(h->dirty_pages == pages * (drop.size() - 1));
+    BOOST_TEST(h->purged_bytes == 0u);  // below the budget: nothing given back
+    // A pass gives back only pages that were dirty at the pass before.
+    h->purge(true);
+    BOOST_TEST(h->purged_bytes == 0u);
+    void* again = h->alloc(run);  // reuses freed pages: they are in use again
+    h->free_owned(drop.back());   // freed after the first pass: young
+    h->purge(true);
+    BOOST_TEST(h->purged_bytes == (drop.size() - 2) * run);
+    BOOST_TEST(h->dirty_pages == pages);
+    h->purge(true);
+    BOOST_TEST(h->dirty_pages == 0u);
     BOOST_TEST(h->check() == nullptr);
-    // pages freed below the budget stay resident (no purge per free)
-    Test_heap small;
-    void* a = small->alloc(64 * 1024);
-    void* b = small->alloc(64 * 1024);
-    small->free_owned(a);
-    BOOST_TEST(small->purged_bytes == 0u);
-    BOOST_TEST(small->dirty_pages == 16u);
-    small->free_owned(b);
+    // Far over the budget, everything goes at once.
+    Test_heap big;
+    size_t budget_runs = g_tuning.dirty_budget_pages / pages;
+    std::vector<void*> many;
+    for (size_t i = 0; i < 2 * (8 * budget_runs + 8); ++i) many.push_back(big->alloc(run));
+    for (size_t i = 0; i < many.size(); i += 2) big->free_owned(many[i]);
+    BOOST_TEST(big->purged_bytes > 0u);
+    BOOST_TEST(big->dirty_pages <= 8 * g_tuning.dirty_budget_pages);
+    for (size_t i = 1; i < many.size(); i += 2) big->free_owned(many[i]);
+    h->free_owned(again);
     for (void* p : keep) h->free_owned(p);
 }
 
@@ -275,8 +284,9 @@ BOOST_AUTO_TEST_CASE(absurd_sizes) {
 BOOST_AUTO_TEST_CASE(empty_chunks_are_cached_then_released) {
     Test_heap h;
     std::vector<void*> runs;
-    for (int i = 0; i < 10; ++i) runs.push_back(h->alloc(k_max_large));  // one chunk each
-    BOOST_TEST(h->chunks_count == 10u);
+    const size_t n = g_tuning.cached_chunks + 6;
+    for (size_t i = 0; i < n; ++i) runs.push_back(h->alloc(k_max_large));  // one chunk each
+    BOOST_TEST(h->chunks_count == n);
     for (void* p : runs) h->free_owned(p);
     BOOST_TEST(h->chunks_count == 0u);
     BOOST_TEST(h->cached_count == g_tuning.cached_chunks);

@@ -45,8 +45,8 @@ BOOST_AUTO_TEST_CASE(defaults_are_constant) {
     constexpr Options o;  // the defaults exist before any constructor runs
     static_assert(o.alloc);
     static_assert(!o.stats);
-    static_assert(o.cache_chunks == 4);
-    BOOST_TEST(o.purge_budget == size_t{8} << 20);
+    static_assert(o.cache_chunks == 16);
+    BOOST_TEST(o.purge_budget == size_t{16} << 20);
 }
 
 BOOST_AUTO_TEST_CASE(environment_scan) {
@@ -58,7 +58,7 @@ BOOST_AUTO_TEST_CASE(environment_scan) {
     char* env[] = {a, b, c, d, e, nullptr};
     BOOST_TEST(load_options(env));
     BOOST_TEST(options().stats);
-    BOOST_TEST(options().cache_chunks == 4u);
+    BOOST_TEST(options().cache_chunks == 16u);
     BOOST_TEST(options().purge_budget == size_t{1} << 20);
     BOOST_TEST(!load_options(nullptr));
     char* empty[] = {nullptr};
