@@ -113,6 +113,7 @@ Request* begin_on_thread(const char* name, bool process_wide) {
         h->drain_remote();  // blocks of the last request, merged since
     }
     h->reset_for_request(thread_limit());
+    h->chunk_source = p;
     r->id = g_next_id.fetch_add(1, std::memory_order_relaxed) + 1;
     size_t len = name ? strnlen(name, sizeof r->name - 1) : 0;
     if (len) memcpy(r->name, name, len);
@@ -167,10 +168,12 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         own.release();
     }
     size_t peak_chunks = (h->real_peak + k_chunk_size - 1) / k_chunk_size;
-    if (options().reclaim)
+    if (options().reclaim) {
         h->release_blocks();
-    else
+    } else {
         h->merge_into(*p);
+        p->collect_runs_if_grown();
+    }
     // ZendMM's chunk cache: keep about the average number of chunks recent
     // requests needed (avg = (avg + peak) / 2; cached while cached + 0.9 < avg).
     r->avg_chunks = (r->avg_chunks + static_cast<double>(peak_chunks)) / 2;

@@ -64,7 +64,7 @@ bool Heap::grow_real(size_t bytes) {
     if (over()) {
         collect();
         while (over()) {
-            if (!heap_limit_exceeded(*this, bytes)) {
+            if (!heap_limit_exceeded(*this, requesting ? requesting : bytes)) {
                 errno = ENOMEM;
                 return false;
             }
@@ -79,6 +79,16 @@ Chunk* Heap::new_chunk() {
     if (c) {
         cached = reinterpret_cast<Chunk*>(c->next);
         --cached_count;
+    } else if (Heap* src = chunk_source; src && src->cached && grow_real(k_chunk_size)) {
+        c = src->cached;
+        src->cached = c->next;
+        --src->cached_count;
+        size_t dirty = c->dirty_count();
+        src->dirty_pages -= dirty;
+        dirty_pages += dirty;
+        src->real_size -= k_chunk_size;
+        count_real(k_chunk_size);
+        from_cache = true;
     } else {
         if (!grow_real(k_chunk_size)) return nullptr;
         c = static_cast<Chunk*>(os::map_aligned(k_chunk_size, k_chunk_size));
@@ -289,6 +299,7 @@ void Heap::free_large(Chunk* c, unsigned page, unsigned count) {
 
 void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
     if (this == &g_empty_heap) return heap_missing(size_wanted);
+    requesting = size_wanted;
     if (has_remote()) {
         drain_remote();
         if (free_slot[bin]) return alloc_small(bin, size_wanted);
@@ -530,12 +541,14 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
 // ============================================================================
 
 void* Heap::alloc(size_t bytes) {
+    requesting = bytes;
     if (bytes <= k_max_small) return alloc_small(size_to_bin(bytes), bytes);
     if (bytes <= k_max_large) return alloc_large(bytes);
     return alloc_huge(bytes, k_chunk_size);
 }
 
 void* Heap::alloc_zeroed(size_t bytes) {
+    requesting = bytes;
     if (bytes <= k_max_large) {
         void* p = alloc(bytes);
         if (p) memset(p, 0, bytes);
@@ -553,6 +566,7 @@ void* Heap::alloc_zeroed(size_t bytes) {
 }
 
 void* Heap::alloc_aligned(size_t alignment, size_t bytes) {
+    requesting = bytes;
     if (alignment <= k_min_alignment) return alloc(bytes);
     if (bytes <= k_max_small && alignment <= 2048) {
         // A slot of a page-aligned run is aligned to the largest power of two
@@ -717,6 +731,7 @@ size_t Heap::usable_size(const void* p) {
 }
 
 void* Heap::realloc(void* p, size_t bytes) {
+    requesting = bytes;
     if (Huge_header* h = huge_header_checked(p); h && h->heap == this && bytes > k_max_large)
         return realloc_huge(h, bytes);
     Granule g = granule_of(p);
@@ -947,6 +962,21 @@ void Heap::merge_into(Heap& dst) {
         retired_next = dst.retired;
         dst.retired = this;
     }
+}
+
+void Heap::collect_runs_if_grown() {
+    size_t floor = chunks_at_collect > 4 ? chunks_at_collect : 4;
+    if (chunks_count <= 2 * floor) return;
+    if (has_remote()) drain_remote();
+    size_t n = chunks_count;
+    Chunk* c = chunks;
+    for (size_t i = 0; i < n && c; ++i) {
+        Chunk* next_chunk = c->next;
+        collect_small_runs(c);
+        if (c->empty()) release_chunk(c);
+        c = next_chunk;
+    }
+    chunks_at_collect = chunks_count;
 }
 
 void Heap::trim_cache(size_t keep) {

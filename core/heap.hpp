@@ -96,6 +96,11 @@ public:
     size_t real_size;  // bytes mapped: chunks (cached too) and huge blocks
     size_t real_peak;
     size_t limit;      // on real_size, as ZendMM's memory_limit
+    size_t requesting; // the allocation being served by a slow path, for the limit's message
+    size_t chunks_at_collect;  // see collect_runs
+    // A request heap takes empty chunks from its thread's heap's cache too
+    // (chunks merged there after earlier requests, emptied since).
+    Heap* chunk_source;
     size_t dirty_pages;        // free pages of chunks (owned or cached) maybe resident
     Huge_header* huge_cache;   // freed huge mappings kept for reuse
     size_t huge_cache_pages;
@@ -158,6 +163,11 @@ public:
     void merge_into(Heap& dst);
     // Keeps at most `keep` cached chunks, unmapping the rest.
     void trim_cache(size_t keep);
+    // Gives back wholly free small runs and the chunks they empty, when the
+    // heap has twice the chunks it had after the last time (amortised: each
+    // free slot is visited once per doubling). Request leaks merged into a
+    // thread's heap and freed later would otherwise keep their chunks forever.
+    void collect_runs_if_grown();
     // ZendMM's request-end reclaim: every block dies; chunks go to the cache
     // (trimmed later), huge blocks are unmapped.
     void release_blocks();

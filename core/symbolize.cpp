@@ -82,11 +82,32 @@ void copy(char* out, size_t n, const char* s) {
     out[len] = 0;
 }
 
+using Demangle_fn = char* (*)(const char*, char*, size_t*, int*);
+
+// libstdc++'s demangler, if the process has one by now: bound at load time
+// when the program links libstdc++, else looked up (a C++ library dlopen'ed
+// later brings it).
+Demangle_fn demangler() {
+    if (__cxa_demangle) return __cxa_demangle;
+    static Demangle_fn found = nullptr;
+    static bool tried = false;
+    if (!found && !tried) {
+        found = reinterpret_cast<Demangle_fn>(dlsym(RTLD_DEFAULT, "__cxa_demangle"));
+        if (!found) {  // a C++ program without libstdc++ loaded: bring one, privately
+            tried = true;
+            if (void* lib = dlopen("libstdc++.so.6", RTLD_NOW | RTLD_LOCAL))
+                found = reinterpret_cast<Demangle_fn>(dlsym(lib, "__cxa_demangle"));
+        }
+    }
+    return found;
+}
+
 void set_function(Location& out, const char* name) {
     if (!name) return;
-    if (__cxa_demangle && name[0] == '_' && name[1] == 'Z') {
+    Demangle_fn demangle = name[0] == '_' && name[1] == 'Z' ? demangler() : nullptr;
+    if (demangle) {
         int status = -1;
-        char* d = __cxa_demangle(name, nullptr, nullptr, &status);
+        char* d = demangle(name, nullptr, nullptr, &status);
         if (status == 0 && d) {
             copy(out.function, sizeof out.function, d);
             free(d);
