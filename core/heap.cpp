@@ -665,6 +665,16 @@ void Heap::free_owned_unchecked(void* p) {
     free_huge(Huge_header::of(p));
 }
 
+bool Heap::size_matches(const void* p, size_t bytes) {
+    size_t usable = usable_size(p);
+    if (usable == 0) return true;  // not a block start: the free diagnoses it
+    if (bytes > usable) return false;
+    if (usable <= k_max_small) return bytes <= k_max_small && k_bin_size[size_to_bin(bytes)] == usable;
+    // Large and huge: the same page count (an aligned new may have rounded up
+    // to more; only a size beyond the block or far below it is wrong).
+    return bytes > k_max_small && (bytes + k_page_size - 1) / k_page_size * k_page_size >= usable / 2;
+}
+
 Heap* Heap::owner_of(const void* p) {
     Granule g = granule_of(p);
     if (g == granule_chunk) return Chunk::of(p)->heap;

@@ -135,6 +135,12 @@ public:
     // The fast local free of a small block of this heap; false when p needs
     // the general path (not a small slot start of this heap).
     inline bool free_small_fast(void* p);
+    // As free_small_fast, for a sized delete: also declines when `size` is
+    // not a size this block's bin serves (the slow path then says so).
+    inline bool free_small_sized_fast(void* p, size_t size);
+    // Does `size` fit the block p (a sized delete's claim)? For any zmm block.
+    static bool size_matches(const void* p, size_t size);
+
     // Frees a block the registry says is zmm's and that belongs to this heap
     // (the caller checked ownership). Diagnoses misuse.
     void free_owned(void* p);
@@ -294,6 +300,16 @@ inline bool Heap::free_small_fast(void* p) {
     size -= bin_size[bin];
     small_frees[bin]++;
     return true;
+}
+
+inline bool Heap::free_small_sized_fast(void* p, size_t size) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    if (__builtin_expect(!is_chunk_granule(a) || size > k_max_small, 0)) return false;
+    Chunk* c = Chunk::of(p);
+    if (__builtin_expect(c->heap != this, 0)) return false;
+    uint32_t info = c->map[Chunk::page_of(p)];
+    if (__builtin_expect(!(info & k_small) || (info & k_bin_mask) != size_to_bin(size), 0)) return false;
+    return free_small_fast(p);
 }
 
 }  // namespace zmm

@@ -34,6 +34,16 @@ __attribute__((always_inline)) inline void free(void* p) {
     free_slow(p);
 }
 
+void free_sized_slow(void* p, size_t size, const void* site);
+
+// operator delete(void*, size_t): the size is checked, never trusted.
+// `site` is the caller's return address, to report a wrong size once per site.
+__attribute__((always_inline)) inline void free_sized(void* p, size_t size, const void* site) {
+    Heap* h = t_heap;
+    if (__builtin_expect(h->free_small_sized_fast(p, size), 1)) return;
+    free_sized_slow(p, size, site);
+}
+
 void* calloc(size_t n, size_t size);
 void* realloc(void* p, size_t size);
 void* aligned(size_t alignment, size_t size);  // alignment: a power of two

@@ -53,6 +53,28 @@ void free_slow(void* p) {
     free_foreign(p);
 }
 
+// A sized delete whose size does not fit the block: reported once per call
+// site (the return address), and the block is freed by what zmm knows of it.
+void free_sized_slow(void* p, size_t size, const void* site) {
+    if (p && !Heap::size_matches(p, size)) {
+        static const void* reported[64];
+        static unsigned count;
+        bool seen = false;
+        for (unsigned i = 0; i < count && !seen; ++i) seen = reported[i] == site;
+        if (!seen) {
+            if (count < 64) reported[count++] = site;
+            Text t;
+            t.str("zmm: sized delete with a wrong size for ").hex(reinterpret_cast<uintptr_t>(p)).str(" (")
+                .dec(size).str(" bytes, the block has ").dec(Heap::usable_size(p)).str("), called from ")
+                .hex(reinterpret_cast<uintptr_t>(site)).chr('\n');
+            int fd = report_open();
+            t.flush(fd);
+            report_close(fd);
+        }
+    }
+    free(p);
+}
+
 void* calloc(size_t n, size_t size) {
     size_t bytes;
     if (__builtin_mul_overflow(n, size, &bytes)) {

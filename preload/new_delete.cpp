@@ -87,8 +87,12 @@ ZMM_EXPORT void* operator new[](size_t n, std::align_val_t a, const std::nothrow
 
 ZMM_EXPORT void operator delete(void* p) noexcept { zmm::api::free(p); }
 ZMM_EXPORT void operator delete[](void* p) noexcept { zmm::api::free(p); }
-ZMM_EXPORT void operator delete(void* p, size_t) noexcept { zmm::api::free(p); }
-ZMM_EXPORT void operator delete[](void* p, size_t) noexcept { zmm::api::free(p); }
+ZMM_EXPORT void operator delete(void* p, size_t n) noexcept {
+    zmm::api::free_sized(p, n, __builtin_return_address(0));
+}
+ZMM_EXPORT void operator delete[](void* p, size_t n) noexcept {
+    zmm::api::free_sized(p, n, __builtin_return_address(0));
+}
 ZMM_EXPORT void operator delete(void* p, const std::nothrow_t&) noexcept { zmm::api::free(p); }
 ZMM_EXPORT void operator delete[](void* p, const std::nothrow_t&) noexcept { zmm::api::free(p); }
 ZMM_EXPORT void operator delete(void* p, std::align_val_t) noexcept { zmm::api::free(p); }
