@@ -128,7 +128,7 @@ Request* begin_on_thread(const char* name, bool process_wide) {
     h->blocks = r->traced ? &r->table : nullptr;
     h->request = r;
     t_state.request = r;
-    t_heap = r->traced ? &g_empty_heap : h;
+    t_heap = r->traced ? &g_empty_heap : fast_path_heap(h);
     return r;
 }
 
@@ -140,7 +140,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
     // From here the thread allocates from its own heap again; the report's
     // own allocations (symbol names) are persistent.
     t_state.request = nullptr;
-    t_heap = p;
+    t_heap = fast_path_heap(p);
     Depth_guard guard;
     h->drain_remote();
     Leak_list own;

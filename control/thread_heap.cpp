@@ -42,6 +42,7 @@ void apply_options() {
     g_tuning.huge_pages = o.huge_pages;
     g_tuning.cached_chunks = o.cache_chunks;
     g_tuning.dirty_budget_pages = o.purge_budget / k_page_size;
+    g_tuning.poison_new_runs = o.debug;
     set_report_path(o.log_path.text[0] ? o.log_path.text : nullptr);
 }
 
@@ -82,6 +83,8 @@ void start_once() {
 
 const void* thread_token() { return &t_state; }
 
+Heap* fast_path_heap(Heap* h) { return options().debug ? &g_empty_heap : h; }
+
 void start() {
     if (g_state.load(std::memory_order_acquire) != started) start_once();
 }
@@ -105,7 +108,7 @@ Heap* persistent_heap() {
     Heap* h = heap_pool::acquire(thread_token());
     if (!h) return nullptr;
     t_state.persistent = h;
-    if (t_heap == &g_empty_heap && !t_state.request) t_heap = h;
+    if (t_heap == &g_empty_heap && !t_state.request) t_heap = fast_path_heap(h);
     if (g_exit_key_ok) pthread_setspecific(g_exit_key, h);
     if (options().request != Request_mode::api) process_request::register_thread();
     return h;

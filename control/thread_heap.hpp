@@ -38,6 +38,10 @@ extern constinit thread_local Thread_state t_state __attribute__((tls_model("ini
 // thread, needs no system call).
 const void* thread_token();
 
+// The heap the fast path may use for h: h itself, or the empty heap when
+// every allocation must take the slow path (ZMM_DEBUG=1).
+Heap* fast_path_heap(Heap* h);
+
 // Reads the options (once). Safe inside the first malloc of the process.
 void start();
 // From the library constructor: the options again if environ was missing.

@@ -21,6 +21,8 @@ const char* describe(Misuse kind) {
     case Misuse::interior_pointer: return "free of interior pointer ";
     case Misuse::heap_corrupted: return "heap corrupted: overwritten free-list link at ";
     case Misuse::size_mismatch: return "sized delete with a wrong size for ";
+    case Misuse::overflow: return "heap buffer overflow past the end of ";
+    case Misuse::write_after_free: return "write after free to ";
     }
     return "misuse of ";
 }

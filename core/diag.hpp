@@ -14,6 +14,8 @@ enum class Misuse {
     interior_pointer,
     heap_corrupted,
     size_mismatch,
+    overflow,           // ZMM_DEBUG: the canary after a block was overwritten
+    write_after_free,   // ZMM_DEBUG: a freed block's poison was overwritten
 };
 
 using Abort_hook = void (*)(Misuse, const void* ptr, const char* message);

@@ -313,6 +313,7 @@ void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
     // Cut the run into its slots, in address order (ZendMM), the first one
     // returned, the others on the free list.
     const size_t slot_size = k_bin_size[bin];
+    if (g_tuning.poison_new_runs) memset(run, 0xdf, size_t{k_bin_pages[bin]} * k_page_size);
     Free_slot* first = reinterpret_cast<Free_slot*>(run);
     Free_slot* s = first;
     Free_slot* head = nullptr;

@@ -50,6 +50,7 @@ struct Heap_tuning {
     size_t dirty_budget_pages = 4096;  // freed pages kept resident per heap (16 MiB)
     unsigned cached_chunks = 16;       // empty chunks kept per heap
     bool huge_pages = false;           // transparent huge pages for chunks
+    bool poison_new_runs = false;      // ZMM_DEBUG: new bin runs start as freed memory (debug_checks)
 };
 extern Heap_tuning g_tuning;
 

@@ -10,11 +10,13 @@
 #include <unistd.h>
 
 #include "api.hpp"
+#include "debug_checks.hpp"
 #include "diag.hpp"
 #include "format.hpp"
 #include "glibc_heap.hpp"
 #include "heap_pool.hpp"
 #include "libc_symbols.hpp"
+#include "options.hpp"
 #include "request.hpp"
 
 #define ZMM_EXPORT extern "C" __attribute__((visibility("default")))
@@ -28,6 +30,16 @@ void* malloc_slow(size_t size) {
         if (bypassed()) return libc::functions().malloc(size);
         errno = ENOMEM;
         return nullptr;
+    }
+    if (__builtin_expect(options().debug, 0)) {
+        if (size > SIZE_MAX - debug_checks::k_canary_bytes) {
+            errno = ENOMEM;
+            return nullptr;
+        }
+        void* p = h->alloc(size + debug_checks::k_canary_bytes);
+        debug_checks::on_alloc(*h, p, size);
+        if (h->request) trace_allocation(h, p, size);
+        return p;
     }
     void* p = h->alloc(size);
     if (h->blocks) trace_allocation(h, p, size);
@@ -45,6 +57,7 @@ static void free_foreign(void* p) {
 void free_slow(void* p) {
     if (p == nullptr) return;
     Busy busy;
+    if (__builtin_expect(options().debug, 0)) debug_checks::on_free(p);
     if (Heap* owner = Heap::free_any(p, thread_token())) {
         if (owner->owner.load(std::memory_order_relaxed) == nullptr)
             heap_pool::reclaim_if_abandoned(owner, thread_token());
@@ -93,6 +106,11 @@ void* calloc(size_t n, size_t size) {
         errno = ENOMEM;
         return nullptr;
     }
+    if (options().debug) {
+        void* p = malloc_slow(bytes);
+        if (p) memset(p, 0, bytes);
+        return p;
+    }
     void* p = h->alloc_zeroed(bytes);
     if (h->blocks) trace_allocation(h, p, bytes);
     return p;
@@ -112,6 +130,14 @@ void* realloc(void* p, size_t size) {
         return nullptr;
     }
     Busy busy;
+    if (Heap::owner_of(p) && options().debug) {  // always a new block: the old one is checked and poisoned
+        size_t old = debug_checks::requested_size(p);
+        void* q = malloc_slow(size);
+        if (!q) return nullptr;
+        memcpy(q, p, old < size ? old : size);
+        free_slow(p);
+        return q;
+    }
     if (Heap::owner_of(p)) {
         if (Heap* h = thread_heap()) {
             void* q = h->realloc(p, size);
@@ -141,6 +167,14 @@ void* aligned(size_t alignment, size_t size) {
         if (bypassed()) return libc::functions().memalign(alignment, size);
         errno = ENOMEM;
         return nullptr;
+    }
+    if (options().debug) {
+        void* p = size <= SIZE_MAX - debug_checks::k_canary_bytes
+                      ? h->alloc_aligned(alignment, size + debug_checks::k_canary_bytes)
+                      : nullptr;
+        debug_checks::on_alloc(*h, p, size);
+        if (h->request) trace_allocation(h, p, size);
+        return p;
     }
     void* p = h->alloc_aligned(alignment, size);
     if (h->blocks) trace_allocation(h, p, size);
