@@ -124,7 +124,11 @@ Request* begin_on_thread(const char* name, bool process_wide) {
     r->tid = os::thread_id();
     r->begin_ns = now_ns();
     r->traced = options().backtrace > 0 && backtrace::prepared();
-    r->table.clear();
+    // A traced request heap keeps what earlier requests leaked (carried in
+    // its table, never reported again) and its warm chunks; an untraced one
+    // was merged into the thread's heap and starts empty.
+    if (!r->traced) r->table.clear();
+    r->base_size = h->size;
     h->blocks = r->traced ? &r->table : nullptr;
     h->request = r;
     t_state.request = r;
@@ -146,19 +150,32 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
     Leak_list own;
     Leak_list* leaks = into ? into : &own;
     size_t before = leaks->count;
-    Collect_context ctx{r, leaks};
-    h->for_each_live_block(collect_leak, &ctx);
+    if (r->traced) {
+        // The table knows every live block: the new ones are the leaks; they
+        // stay where they are, carried into the next request.
+        r->table.for_each_mutable([&](Block_info& b) {
+            if (b.flags & (k_block_runtime | k_block_carried)) return;
+            leaks->push(Leak{b.address, b.size, b.stack});
+            b.flags |= k_block_carried;
+        });
+    } else {
+        Collect_context ctx{r, leaks};
+        h->for_each_live_block(collect_leak, &ctx);
+    }
     long leaked = static_cast<long>(leaks->count - before);
+    size_t usage = h->size > r->base_size ? h->size - r->base_size : 0;
+    size_t peak = h->peak > r->base_size ? h->peak - r->base_size : 0;
+    size_t real = h->real_size - h->limit_base, real_peak = h->real_peak - h->limit_base;
     if (totals) {
-        totals->usage += h->size;
-        totals->peak += h->peak;
-        totals->real_usage += h->real_size;
-        totals->real_peak += h->real_peak;
+        totals->usage += usage;
+        totals->peak += peak;
+        totals->real_usage += real;
+        totals->real_peak += real_peak;
     }
     if (!into) {
         const Options& o = options();
-        Request_summary s{r->id, r->name, static_cast<int>(getpid()), r->tid, h->size, h->peak, h->real_size,
-                          h->real_peak, h->limit, now_ns() - r->begin_ns, o.log_format == Log_format::json};
+        Request_summary s{r->id, r->name, static_cast<int>(getpid()), r->tid, usage, peak, real,
+                          real_peak, h->limit, now_ns() - r->begin_ns, o.log_format == Log_format::json};
         if (o.leaks != Leaks_mode::none) {
             int fd = report_open();
             write_leak_report(fd, s, own.items, own.count, o.stats);
@@ -170,6 +187,9 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
     size_t peak_chunks = (h->real_peak + k_chunk_size - 1) / k_chunk_size;
     if (options().reclaim) {
         h->release_blocks();
+        r->table.clear();
+    } else if (r->traced) {
+        h->collect_runs_if_grown();
     } else {
         h->merge_into(*p);
         p->collect_runs_if_grown();
@@ -179,9 +199,10 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
     r->avg_chunks = (r->avg_chunks + static_cast<double>(peak_chunks)) / 2;
     double keep = r->avg_chunks - 0.9;
     h->trim_cache(keep > 0 ? static_cast<size_t>(keep) + 1 : 1);
-    h->blocks = nullptr;
+    // A traced heap's table stays attached while it holds carried blocks:
+    // their frees, from any context, must forget them.
+    if (!r->traced || options().reclaim) h->blocks = nullptr;
     h->request = nullptr;
-    r->table.clear();
     return leaked;
 }
 
@@ -205,7 +226,10 @@ long request_end() {
 
 size_t memory_usage(bool real) {
     if (bypassed()) return 0;
-    if (Request* r = t_state.request) return real ? r->heap->real_size : r->heap->size;
+    if (Request* r = t_state.request) {
+        Heap* h = r->heap;
+        return real ? h->real_size - h->limit_base : h->size > r->base_size ? h->size - r->base_size : 0;
+    }
     Heap_stats s;
     heap_pool::total_stats(s);
     return real ? s.real_size : s.size;
@@ -213,7 +237,10 @@ size_t memory_usage(bool real) {
 
 size_t memory_peak_usage(bool real) {
     if (bypassed()) return 0;
-    if (Request* r = t_state.request) return real ? r->heap->real_peak : r->heap->peak;
+    if (Request* r = t_state.request) {
+        Heap* h = r->heap;
+        return real ? h->real_peak - h->limit_base : h->peak > r->base_size ? h->peak - r->base_size : 0;
+    }
     Heap_stats s;
     heap_pool::total_stats(s);
     return real ? s.real_peak : s.peak;
@@ -223,9 +250,9 @@ int set_memory_limit(size_t bytes) {
     if (bypassed()) return -1;
     if (Request* r = t_state.request) {
         Heap* h = r->heap;
-        if (h->real_size > bytes) {
+        if (h->real_size - h->limit_base > bytes) {
             h->trim_cache(0);  // ZendMM drops cached chunks first
-            if (h->real_size > bytes) return -1;
+            if (h->real_size - h->limit_base > bytes) return -1;
         }
         h->limit = bytes;
     }

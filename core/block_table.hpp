@@ -17,6 +17,7 @@ struct Block_info {
 };
 
 inline constexpr uint32_t k_block_runtime = 1;  // allocated by the C runtime for itself: never a leak
+inline constexpr uint32_t k_block_carried = 2;  // reported by an earlier request, still live
 
 class Block_table {
 public:
@@ -37,6 +38,12 @@ public:
 
     template <class F>
     void for_each(F f) const {
+        for (size_t i = 0; i < capacity_; ++i)
+            if (slots_[i].address) f(slots_[i]);
+    }
+    // May change the values (not the addresses) of the entries.
+    template <class F>
+    void for_each_mutable(F f) {
         for (size_t i = 0; i < capacity_; ++i)
             if (slots_[i].address) f(slots_[i]);
     }

@@ -60,7 +60,7 @@ void Heap::init(uint64_t free_list_key) {
 // ============================================================================
 
 bool Heap::grow_real(size_t bytes) {
-    auto over = [&] { return bytes > limit || real_size > limit - bytes; };
+    auto over = [&] { return bytes > limit || real_size - limit_base > limit - bytes; };
     if (over()) {
         collect();
         while (over()) {
@@ -804,64 +804,71 @@ void* Heap::realloc(void* p, size_t bytes) {
 // Returning memory
 // ============================================================================
 
-size_t Heap::collect_small_runs(Chunk* c) {
-    uint16_t free_in_run[k_chunk_pages] = {};
-    auto run_of = [c](Free_slot* s) {
+// Wholly free small runs (ZendMM's zend_mm_gc): one walk over the free
+// lists counts the free slots of every run (per-chunk tallies in scratch
+// memory, chunk->num as the index), a second unlinks the slots of runs whose
+// slots are all free, then their pages are freed and chunks left empty are
+// released. O(free slots + chunks).
+size_t Heap::collect_small_runs() {
+    size_t n = chunks_count;
+    if (n == 0) return 0;
+    size_t tally_bytes = n * k_chunk_pages * sizeof(uint16_t);
+    auto* tally = static_cast<uint16_t*>(os::map(tally_bytes));
+    if (!tally) return 0;
+    Chunk* c = chunks;
+    for (size_t i = 0; i < n; ++i, c = c->next) c->num = static_cast<uint32_t>(i);
+    auto run_of = [](Free_slot* s) {
+        Chunk* sc = Chunk::of(s);
         unsigned page = Chunk::page_of(s);
-        return page - ((c->map[page] & k_small_offset_mask) >> 12);
-    };
-    auto run_is_free = [&](unsigned run) {
-        uint32_t m = c->map[run];
-        return (m & k_small) && !(m & k_small_offset_mask) && free_in_run[run] == k_bin_count[m & k_bin_mask];
+        return sc->num * k_chunk_pages + page - ((sc->map[page] & k_small_offset_mask) >> 12);
     };
     bool any = false;
     for (unsigned b = 0; b < k_bins; ++b)
         for (Free_slot* s = free_slot[b]; s; s = s->next)
-            if (Chunk::of(s) == c && ++free_in_run[run_of(s)] == k_bin_count[b]) any = true;
-    if (!any) return 0;
-    for (unsigned b = 0; b < k_bins; ++b) {
-        Free_slot* prev = nullptr;
-        for (Free_slot* s = free_slot[b]; s;) {
-            Free_slot* next = s->next;
-            if (Chunk::of(s) == c && run_is_free(run_of(s))) {
-                if (prev) {
-                    prev->next = next;
-                    prev->shadow = shadow_of(prev, next);
+            if (++tally[run_of(s)] == k_bin_count[b]) any = true;
+    size_t released = 0;
+    if (any) {
+        for (unsigned b = 0; b < k_bins; ++b) {
+            Free_slot* prev = nullptr;
+            for (Free_slot* s = free_slot[b]; s;) {
+                Free_slot* next = s->next;
+                if (tally[run_of(s)] == k_bin_count[b]) {
+                    if (prev) {
+                        prev->next = next;
+                        prev->shadow = shadow_of(prev, next);
+                    } else {
+                        free_slot[b] = next;
+                    }
                 } else {
-                    free_slot[b] = next;
+                    prev = s;
                 }
-            } else {
-                prev = s;
+                s = next;
             }
-            s = next;
+        }
+        c = chunks;
+        for (size_t i = 0; i < n; ++i) {
+            Chunk* next_chunk = c->next;
+            const uint16_t* t = tally + i * k_chunk_pages;
+            for (unsigned p = 1; p < k_chunk_pages; ++p) {
+                uint32_t m = c->map[p];
+                if (!(m & k_small) || (m & k_small_offset_mask) || t[p] != k_bin_count[m & k_bin_mask]) continue;
+                unsigned count = k_bin_pages[m & k_bin_mask];
+                for (unsigned k = 0; k < count; ++k) c->map[p + k] = 0;
+                dirty_pages += c->mark_free(p, count);
+                released += count * k_page_size;
+            }
+            if (c->empty()) release_chunk(c);
+            c = next_chunk;
         }
     }
-    size_t released = 0;
-    for (unsigned p = 1; p < k_chunk_pages; ++p) {
-        if (!run_is_free(p)) continue;
-        unsigned count = k_bin_pages[c->map[p] & k_bin_mask];
-        for (unsigned i = 0; i < count; ++i) c->map[p + i] = 0;
-        dirty_pages += c->mark_free(p, count);  // purged by the caller's purge()
-        released += count * k_page_size;
-    }
+    os::unmap(tally, tally_bytes);
     return released;
 }
 
 size_t Heap::collect() {
     size_t released = 0;
     if (has_remote()) drain_remote();
-    // Wholly free small runs (ZendMM's zend_mm_gc): count the free slots of
-    // each run; runs whose slots are all free leave the free lists and give
-    // their pages back. Costly (every free slot is visited per chunk), so only
-    // for malloc_trim and the limit's last resort.
-    size_t n = chunks_count;
-    Chunk* c = chunks;
-    for (size_t i = 0; i < n && c; ++i) {
-        Chunk* next_chunk = c->next;
-        released += collect_small_runs(c);
-        if (c->empty()) release_chunk(c);
-        c = next_chunk;
-    }
+    released += collect_small_runs();
     while (cached) {
         Chunk* c = cached;
         cached = c->next;
@@ -924,14 +931,7 @@ void Heap::merge_into(Heap& dst) {
     if (has_remote()) drain_remote();
     // Wholly free runs first: a request that freed everything leaves only
     // empty chunks, which stay here for the next request.
-    size_t n = chunks_count;
-    Chunk* c = chunks;
-    for (size_t i = 0; i < n && c; ++i) {
-        Chunk* next_chunk = c->next;
-        collect_small_runs(c);
-        if (c->empty()) release_chunk(c);
-        c = next_chunk;
-    }
+    collect_small_runs();
     size_t moved_real = 0;
     while (chunks) {
         Chunk* m = chunks;
@@ -977,17 +977,14 @@ void Heap::merge_into(Heap& dst) {
 
 void Heap::collect_runs_if_grown() {
     size_t floor = chunks_at_collect > 4 ? chunks_at_collect : 4;
-    if (chunks_count <= 2 * floor) return;
-    if (has_remote()) drain_remote();
-    size_t n = chunks_count;
-    Chunk* c = chunks;
-    for (size_t i = 0; i < n && c; ++i) {
-        Chunk* next_chunk = c->next;
-        collect_small_runs(c);
-        if (c->empty()) release_chunk(c);
-        c = next_chunk;
+    if (chunks_count > 2 * floor) {
+        if (has_remote()) drain_remote();
+        collect_small_runs();
+        chunks_at_collect = chunks_count;
     }
-    chunks_at_collect = chunks_count;
+    // Merged chunks bring freed pages: the budget applies to them as well,
+    // even in a heap that itself frees nothing.
+    maybe_purge();
 }
 
 void Heap::trim_cache(size_t keep) {
@@ -1016,12 +1013,10 @@ void Heap::release_blocks() {
 }
 
 void Heap::reset_for_request(size_t new_limit) {
-    for (auto& f : free_slot) f = nullptr;
-    size = peak = 0;
-    real_size = cached_count * k_chunk_size + huge_cache_pages * k_page_size;
+    peak = size;
+    limit_base = real_size - cached_count * k_chunk_size - huge_cache_pages * k_page_size;
     real_peak = real_size;
     limit = new_limit;
-    huge_bytes = 0;
 }
 
 void Heap::release_all() {

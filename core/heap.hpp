@@ -96,7 +96,8 @@ public:
     size_t cached_count;
     size_t real_size;  // bytes mapped: chunks (cached too) and huge blocks
     size_t real_peak;
-    size_t limit;      // on real_size, as ZendMM's memory_limit
+    size_t limit;      // on real_size - limit_base, as ZendMM's memory_limit
+    size_t limit_base; // mapped bytes that hold earlier requests' leaks: not this request's
     size_t requesting; // the allocation being served by a slow path, for the limit's message
     size_t chunks_at_collect;  // see collect_runs
     // A request heap takes empty chunks from its thread's heap's cache too
@@ -178,8 +179,10 @@ public:
     // ZendMM's request-end reclaim: every block dies; chunks go to the cache
     // (trimmed later), huge blocks are unmapped.
     void release_blocks();
-    // Readies an emptied request heap for the next request: no blocks, the
-    // cache kept (counted in real_size, as ZendMM does), counters zero.
+    // Readies a request heap for the next request. What it holds stays:
+    // cached chunks (counted in real_size, as ZendMM does) and the blocks
+    // earlier traced requests leaked (carried: their chunks are left out of
+    // the limit, so each request has a fresh budget). Peaks restart here.
     void reset_for_request(size_t new_limit);
 
     // ---- queries ----
@@ -229,7 +232,7 @@ private:
     void* alloc_pages(unsigned count, unsigned align_pages, Chunk** chunk_out);
     Chunk* new_chunk();
     void release_chunk(Chunk* c);
-    size_t collect_small_runs(Chunk* c);
+    size_t collect_small_runs();
     void unmap_chunk(Chunk* c);
     void free_small(void* p, uint32_t info);
     void free_small_unchecked(Free_slot* s, unsigned bin);

@@ -471,7 +471,11 @@ def test_limit_enomem(prog):
     expect_status(r, 0)
     expect_ok_lines(r)
     for name in ("first", "second", "third"):
-        expect(f"{name}: 124 runs of 64 KiB" in r.out, f"request {name!r} did not get its whole budget")
+        # 124 runs of 64 KiB fill 8 MiB of new chunks; after a request that
+        # leaked (the third follows one), the free space of the chunks holding
+        # its leaks, left out of the limit, may add a few.
+        m = re.search(rf"^{name}: (\d+) runs of 64 KiB$", r.out, re.M)
+        expect(m is not None and 124 <= int(m[1]) <= 124 + 31, f"request {name!r} did not get its whole budget")
     reports, others = parse_reports(r.err)
     expect(others == [], f"stderr has other lines: {others}")
     expect([(x.name, x.leaks) for x in reports] == [("second", 122)],

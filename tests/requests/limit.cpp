@@ -121,7 +121,10 @@ NOINLINE void enomem_in_request(const char* name, bool leak) {
     long n = fill_large();
     CHECK(errno == ENOMEM);
     printf("%s: %ld runs of 64 KiB\n", name, n);
-    CHECK(n == k_runs_per_limit);
+    // A fresh budget: the limit's worth of new chunks. After a request that
+    // leaked, its chunks (left out of the limit) may add a few runs of their
+    // free space, never less.
+    CHECK(n >= k_runs_per_limit && n <= k_runs_per_limit + 511 / 16);
     CHECK(zmm_memory_usage(1) <= k_limit);
     CHECK(zmm_memory_peak_usage(1) <= k_limit);
 
