@@ -128,6 +128,8 @@ def markdown(cells, variants, args):
         lines += ["", "Workloads (under each allocator, unless named with a variant):", ""]
         lines += [f"- {w.split('=', 1)[0]}: `{w.split('=', 1)[1]}`" for w in args.workload]
         lines.append("")
+    if args.note:
+        lines += ["Notes:", ""] + [f"- {n}" for n in args.note] + [""]
     return "\n".join(lines)
 
 
@@ -164,12 +166,21 @@ def svg(cells, variants):
         style = 'stroke="#444" stroke-dasharray="3,2"' if t == 1 else 'stroke="#ccc"'
         grid.append(f'<line x1="{x(t)}" y1="{top - 6}" x2="{x(t)}" y2="{y}" {style}/>'
                     f'<text x="{x(t)}" y="{y + 12}" text-anchor="middle" font-size="10">{t}×</text>')
-    legend = []
-    for i, v in enumerate(variants):
-        lx = label_w + i * 95
-        legend.append(f'<rect x="{lx}" y="28" width="10" height="10" fill="{colors[v]}"/>'
-                      f'<text x="{lx + 14}" y="37" font-size="11">{escape(v)}</text>')
     width = label_w + plot_w + 60
+    # Legend entries as wide as their names (about 6.5 px a character at
+    # 11 px), wrapped onto more lines when they do not fit; the plot moves down.
+    legend, lx, ly = [], label_w, 28
+    for v in variants:
+        w = 14 + int(6.5 * len(v)) + 16
+        if lx + w > width and lx > label_w:
+            lx, ly = label_w, ly + 16
+        legend.append(f'<rect x="{lx}" y="{ly}" width="10" height="10" fill="{colors[v]}"/>'
+                      f'<text x="{lx + 14}" y="{ly + 9}" font-size="11">{escape(v)}</text>')
+        lx += w
+    shift = ly - 28
+    if shift:
+        body = [f'<g transform="translate(0,{shift})">'] + body + grid + ["</g>"]
+        grid, height = [], height + shift
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'font-family="sans-serif" font-size="12">\n'
             f'<rect width="100%" height="100%" fill="white"/>\n'
@@ -177,11 +188,82 @@ def svg(cells, variants):
             f'(lower is better)</text>\n' + "\n".join(legend + grid + body) + "\n</svg>\n")
 
 
+# --- scripts/bench leaks -------------------------------------------------------
+
+GLIBC, PLAIN, TRACED = "glibc", "zmm, no requests", "zmm, requests + backtraces"
+# (tool, how many times slower than TRACED it must be, the issue's wording)
+SPEED_TARGETS = (("heaptrack", 5.0), ("valgrind", 20.0))
+RSS_TARGET = 1.5  # TRACED's peak RSS over PLAIN's, at most (exclusive)
+
+
+def leaks_markdown(args):
+    """The leak-tool table: per tool the median wall time, the time per request
+    (tools may run different request counts), peak RSS, their ratios to glibc
+    and to zmm without requests, the leaks found; then the issue's targets."""
+    runs = OrderedDict()
+    with open(args.raw, newline="") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            runs.setdefault(row["variant"], []).append(row)
+    cells = OrderedDict()
+    for v, rows in runs.items():
+        bad = [r["status"] for r in rows if r["status"] != "ok"]
+        n = int(rows[0]["requests"])
+        if bad:
+            cells[v] = {"n": n, "fail": describe(bad[0]) + (f", {len(bad)}/{len(rows)} runs" if len(bad) < len(rows) else "")}
+        else:
+            t = statistics.median(float(r["wall"]) for r in rows)
+            cells[v] = {"n": n, "time": t, "per": t / n * 1000,
+                        "cpu": statistics.median(float(r["cpu"]) for r in rows),
+                        "rss": statistics.median(float(r["rss_kib"]) for r in rows) / 1024}
+    found = dict(f.split("=", 1) for f in args.found)
+    ok = lambda v: v in cells and "fail" not in cells[v]
+
+    def ratio(v, base, key):
+        return f"{cells[v][key] / cells[base][key]:.2f}×" if ok(v) and ok(base) else "–"
+
+    lines = [f"# zmm leak reports against leak tools: `{args.title}`", "",
+             f"Machine: {args.machine}.  ",
+             f"zmm {args.version}; median of {args.runs} interleaved runs per tool; the request-shaped "
+             "workload (`tests/bench/requests.cpp`).", "",
+             f"| tool | requests | wall time | CPU time | per request | time ÷ {GLIBC} | time ÷ {PLAIN} "
+             f"| peak RSS | RSS ÷ {GLIBC} | RSS ÷ {PLAIN} | leaks found |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for v, c in cells.items():
+        leaks = found.get(v, "–")
+        if leaks != "–":
+            leaks += f" of {3 * c['n']}"
+        if "fail" in c:
+            lines.append(f"| {v} | {c['n']} | {c['fail']} | | | | | | | | {leaks} |")
+            continue
+        lines.append(f"| {v} | {c['n']} | {c['time']:.3f} s | {c['cpu']:.3f} s | {c['per']:.3f} ms | {ratio(v, GLIBC, 'per')} | "
+                     f"{ratio(v, PLAIN, 'per')} | {c['rss']:.1f} MiB | {ratio(v, GLIBC, 'rss')} | "
+                     f"{ratio(v, PLAIN, 'rss')} | {leaks} |")
+    lines += ["", "## Targets (issue 3)", "", "| target | measured | met |", "|---|---:|---|"]
+    for tool, want in SPEED_TARGETS:
+        if ok(tool) and ok(TRACED):
+            x = cells[tool]["per"] / cells[TRACED]["per"]
+            verdict = "yes" if x >= want else f"no: {want / x:.1f}× short"
+            lines.append(f"| {TRACED} ≥ {want:g}× faster than {tool} (time per request) | {x:.2f}× | {verdict} |")
+        else:
+            lines.append(f"| {TRACED} ≥ {want:g}× faster than {tool} | – | not measured |")
+    if ok(TRACED) and ok(PLAIN):
+        x = cells[TRACED]["rss"] / cells[PLAIN]["rss"]
+        verdict = "yes" if x < RSS_TARGET else f"no: {x / RSS_TARGET:.1f}× over"
+        lines.append(f"| peak RSS of {TRACED} < {RSS_TARGET:g}× {PLAIN} | {x:.2f}× | {verdict} |")
+    lines += ["", "## How each tool ran", ""]
+    lines += [f"- {v.split('=', 1)[0]}: `{v.split('=', 1)[1]}`" for v in args.variant]
+    lines += ["", "Notes:", ""] + [f"- {n}" for n in args.note] + [""]
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--raw", required=True)
     ap.add_argument("--md", required=True)
-    ap.add_argument("--svg", required=True)
+    ap.add_argument("--svg", help="the chart (timing mode; required there)")
+    ap.add_argument("--leaks", action="store_true", help="the leak-tool table of scripts/bench leaks")
+    ap.add_argument("--found", action="append", default=[], metavar="TOOL=COUNT",
+                    help="leaks mode: the leaks a tool reported")
     ap.add_argument("--allocators", default="")
     ap.add_argument("--geomean", default="")
     ap.add_argument("--title", default="scripts/bench")
@@ -192,7 +274,16 @@ def main():
                     help="the command a workload ran, listed under the tables")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=ENVIRONMENT",
                     help="how an allocator was selected, listed under the tables")
+    ap.add_argument("--note", action="append", default=[], help="a line of notes under the tables")
     args = ap.parse_args()
+    if args.leaks:
+        text = leaks_markdown(args)
+        with open(args.md, "w") as f:
+            f.write(text)
+        print(text)
+        return
+    if not args.svg:
+        ap.error("--svg is required (except with --leaks)")
 
     cells = summarize(load(args.raw))
     seen = OrderedDict((v, None) for row in cells.values() for v in row)
