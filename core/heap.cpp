@@ -567,6 +567,7 @@ void* Heap::alloc_zeroed(size_t bytes) {
 }
 
 void* Heap::alloc_aligned(size_t alignment, size_t bytes) {
+    if (bytes == 0) bytes = 1;  // a block of its own, as malloc(0): never a run of 0 pages
     requesting = bytes;
     if (alignment <= k_min_alignment) return alloc(bytes);
     if (bytes <= k_max_small && alignment <= 2048) {

@@ -1,0 +1,728 @@
+// libFuzzer harness for core's zmm::Heap: the input is a program of heap
+// operations, run against a model of what must be true.
+//
+// The model is a table of live blocks (address, requested size, usable size,
+// owning heap, the seed of the pattern written into it) and of blocks freed
+// from another "thread" that wait on a heap's remote stack. After every
+// operation the harness checks what it touched (pattern intact, usable size,
+// alignment, owner, no overlap with any other block) and the heaps'
+// accounting (size is the sum of the usable sizes the model holds for that
+// heap; dirty pages, cached chunks, huge bytes and real_size agree with the
+// lists). Every few operations it checks every block and Heap::check(); at
+// the end it frees everything, expects size == 0, releases the heaps and
+// expects real_size == 0.
+//
+// Two targets share this interpreter:
+//   fuzz_heap   one heap (thread A) plus a thread B that owns no heap: its
+//               frees go onto A's remote stack.
+//   fuzz_heaps  heaps A and B (two threads) and a request heap R of thread A
+//               (request begin/end: release_blocks or merge_into A, as
+//               control/request.cpp does); cross-heap frees and reallocs,
+//               drain_remote.
+//
+// Input layout: 2 configuration bytes (purge budget, chunk cache, huge
+// pages, memory limit), then operations: one opcode byte (bit 7: which
+// thread; the rest: the operation) followed by its argument bytes. Missing
+// bytes read as zero; the program stops when the input is used up.
+//
+// ZMM_FUZZ_TRACE=1 prints every operation (to turn a crash input into a
+// readable reproduction).
+#pragma once
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "heap.hpp"
+
+namespace zmm::fuzz {
+
+// ---- bounds that keep one input fast ----
+inline constexpr unsigned k_max_live = 64;          // live blocks in the model
+inline constexpr unsigned k_max_pending = 64;       // blocks on remote stacks
+inline constexpr size_t k_max_request = 16u << 20;  // largest request (huge)
+inline constexpr size_t k_max_live_bytes = 64u << 20;
+inline constexpr unsigned k_check_every = 16;       // ops between full checks
+
+// ---- the pattern written into blocks ----
+// Blocks up to k_full_bytes are written and checked whole; bigger ones at the
+// head and the tail (k_window bytes each) and k_stamp bytes at the start of
+// about k_stamps evenly spaced pages, so that a 16 MiB block costs about 64
+// page faults, not 4096.
+inline constexpr size_t k_full_bytes = 16u << 10;
+inline constexpr size_t k_window = 4096;
+inline constexpr size_t k_stamps = 64;
+inline constexpr size_t k_stamp = 64;
+
+// The pattern loops are the harness's own hot spot: no sanitizer checks and
+// no coverage feedback there (zmm's memory is not ASan's to check anyway).
+#define ZMM_FUZZ_FAST __attribute__((no_sanitize("address", "undefined", "coverage")))
+
+ZMM_FUZZ_FAST inline uint64_t pattern_word(uint64_t seed, size_t word) {
+    uint64_t x = (seed + word) * 0x9E3779B97F4A7C15ull;
+    return x ^ (x >> 29) ^ seed;
+}
+
+// Calls f(offset, length) for each region of a block of `usable` bytes that
+// is written and checked, cut at `limit` bytes.
+template <class F>
+void for_regions(size_t usable, size_t limit, F f) {
+    size_t n = usable < limit ? usable : limit;
+    if (n == 0) return;
+    if (usable <= k_full_bytes) return f(size_t{0}, n);
+    f(size_t{0}, n < k_window ? n : k_window);
+    size_t tail = usable - k_window;
+    size_t stride = (usable / k_stamps + 4095) & ~size_t{4095};
+    for (size_t off = stride; off + k_stamp <= tail && off < n; off += stride)
+        f(off, n - off < k_stamp ? n - off : k_stamp);
+    if (tail < n) f(tail, n - tail);
+}
+
+// Regions start at multiples of 8 (usable sizes are multiples of 16).
+ZMM_FUZZ_FAST inline void fill_region(char* p, uint64_t seed, size_t off, size_t len) {
+    size_t w = off / 8, end = off + len;
+    for (; w * 8 + 8 <= end; ++w) {
+        uint64_t v = pattern_word(seed, w);
+        __builtin_memcpy(p + w * 8, &v, 8);
+    }
+    if (w * 8 < end) {
+        uint64_t v = pattern_word(seed, w);
+        for (size_t i = 0; w * 8 + i < end; ++i) p[w * 8 + i] = static_cast<char>(v >> (8 * i));
+    }
+}
+
+// Offset of the first wrong byte, or SIZE_MAX.
+ZMM_FUZZ_FAST inline size_t check_region(const char* p, uint64_t seed, size_t off, size_t len) {
+    size_t w = off / 8, end = off + len;
+    for (; w * 8 < end; ++w) {
+        uint64_t v = pattern_word(seed, w), got = 0;
+        size_t n = end - w * 8 < 8 ? end - w * 8 : 8;
+        if (n == 8) {
+            __builtin_memcpy(&got, p + w * 8, 8);
+        } else {
+            for (size_t i = 0; i < n; ++i) got |= uint64_t{static_cast<unsigned char>(p[w * 8 + i])} << (8 * i);
+            v &= (uint64_t{1} << (8 * n)) - 1;
+        }
+        if (got != v)
+            for (size_t i = 0; i < n; ++i)
+                if (reinterpret_cast<const unsigned char*>(&got)[i] != reinterpret_cast<const unsigned char*>(&v)[i])
+                    return w * 8 + i;
+    }
+    return SIZE_MAX;
+}
+
+ZMM_FUZZ_FAST inline size_t first_nonzero(const char* p, size_t len) {
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t v;
+        __builtin_memcpy(&v, p + i, 8);
+        if (v) break;
+    }
+    for (; i < len; ++i)
+        if (p[i]) return i;
+    return SIZE_MAX;
+}
+
+// ---- input ----
+struct Reader {
+    const uint8_t* p;
+    size_t n;
+    bool done() const { return n == 0; }
+    uint8_t u8() {
+        if (!n) return 0;
+        --n;
+        return *p++;
+    }
+    uint16_t u16() { return static_cast<uint16_t>(u8() | u8() << 8); }
+    uint32_t u32() { return u16() | static_cast<uint32_t>(u16()) << 16; }
+};
+
+inline constexpr size_t round_pages(size_t n) { return (n + k_page_size - 1) & ~(k_page_size - 1); }
+
+// A request size, biased to the sizes where the allocator changes its mind:
+// bin edges, page multiples, the small/large/huge limits.
+inline size_t fuzz_size(Reader& in) {
+    static constexpr size_t edges[] = {
+        0, 1, 8, 15, 16, 17, 31, 32, 33, 48, 64, 65, 256, 257, 3071, 3072, 3073,
+        4095, 4096, 4097, 8192, 16384, k_max_large - 4096, k_max_large - 1, k_max_large,
+        k_max_large + 1, k_chunk_size - 1, k_chunk_size, k_chunk_size + 1,
+        k_chunk_size + k_page_size, 2 * k_chunk_size, 2 * k_chunk_size + 1, 8u << 20,
+        k_max_request};
+    uint8_t kind = in.u8();
+    switch (kind % 16) {
+    case 0: case 1: case 2: case 3: case 4: case 5:
+        return in.u16() % (k_max_small + 1);
+    case 6: case 7:
+        return in.u8();
+    case 8: {  // a bin's size, one under or one over
+        unsigned b = in.u8() % k_bins;
+        size_t s = k_bin_size[b] + (in.u8() % 3) - 1;
+        return s > k_max_request ? 0 : s;
+    }
+    case 9:
+        return edges[in.u8() % (sizeof edges / sizeof edges[0])];
+    case 10: case 11:
+        return k_max_small + 1 + in.u32() % (k_max_large - k_max_small);
+    case 12: {  // pages, one byte under or over
+        size_t pages = in.u16() % (k_chunk_pages + 8) + 1;
+        return pages * k_page_size + (in.u8() % 3) - 1;
+    }
+    case 13:
+        return k_max_large + 1 + in.u32() % (4 * k_chunk_size);
+    case 14:
+        return k_max_large + 1 + in.u32() % (k_max_request - k_max_large);
+    default: {  // a huge page multiple
+        size_t pages = in.u16() % (k_max_request / k_page_size) + 1;
+        return pages * k_page_size < k_max_large ? pages * k_page_size + k_max_large : pages * k_page_size;
+    }
+    }
+}
+
+// What Heap::alloc / realloc give for `size` (ZendMM's rounding).
+inline size_t expected_usable(size_t size) {
+    if (size <= k_max_small) return k_bin_size[size_to_bin(size)];
+    return round_pages(size);
+}
+
+// ---- the model ----
+enum Heap_id : uint8_t { heap_a = 0, heap_b = 1, heap_r = 2, k_heaps = 3 };
+
+struct Block {
+    char* p;
+    size_t req;
+    size_t usable;
+    uint64_t seed;
+    uint8_t heap;  // accounting owner: the heap whose size counts it
+};
+
+// Freed by a thread that does not own the block's heap: on a remote stack.
+struct Pending {
+    char* p;
+    size_t usable;
+    uint8_t heap;   // accounting owner
+    uint8_t stack;  // whose remote stack it was pushed onto
+};
+
+enum class Mode { single, multi };
+
+struct World {
+    Heap heaps[k_heaps];  // A, B, R (Heap is 64-aligned)
+    char tokens[2];       // thread A's and thread B's identity
+    Mode mode;
+    bool in_request;
+    bool r_retired;
+    size_t r_limit;  // the request heap's limit at each request begin
+    bool trace;
+    bool avoid_known_bugs;  // steer around the bugs listed in README.md (ZMM_FUZZ_KNOWN_BUGS=1: don't)
+    unsigned op;
+    Block live[k_max_live];
+    unsigned n_live;
+    Pending pending[k_max_pending];
+    unsigned n_pending;
+    size_t live_bytes;
+    uint64_t next_seed;
+    unsigned sweep;
+
+    // ---- failure ----
+    [[noreturn]] __attribute__((format(printf, 2, 3))) void fail(const char* fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(stderr, "zmm-fuzz: FAILED at operation %u: ", op);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+        va_end(ap);
+        abort();
+    }
+    __attribute__((format(printf, 2, 3))) void log(const char* fmt, ...) {
+        if (!trace) return;
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(stderr, "[%u] ", op);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+        va_end(ap);
+    }
+    static const char* heap_name(unsigned h) { return h == heap_a ? "A" : h == heap_b ? "B" : "R"; }
+
+    // ---- who is who ----
+    const void* token(unsigned thread) const { return &tokens[thread]; }
+    unsigned thread_of(unsigned heap) const { return heap == heap_b ? 1 : 0; }
+    // The heap a thread allocates from; k_heaps if it has none.
+    unsigned heap_of_thread(unsigned thread) const {
+        if (thread == 1) return mode == Mode::multi ? heap_b : k_heaps;
+        return in_request ? heap_r : heap_a;
+    }
+    bool heap_active(unsigned h) const {
+        return h == heap_a || (mode == Mode::multi && (h == heap_b || r_retired));
+    }
+    unsigned index_of(const Heap* h) const {
+        for (unsigned i = 0; i < k_heaps; ++i)
+            if (h == &heaps[i]) return i;
+        return k_heaps;
+    }
+
+    // ---- setup ----
+    void begin(Mode m, Reader& in) {
+        static const size_t budgets[] = {4096, 0, 1, 16, 64, 512, 4096, 8192};
+        static const unsigned caches[] = {16, 0, 1, 4};
+        static const size_t limits[] = {SIZE_MAX, SIZE_MAX, 8u << 20, 40u << 20};
+        uint8_t c0 = in.u8(), c1 = in.u8();
+        g_tuning.dirty_budget_pages = budgets[c0 & 7];
+        g_tuning.cached_chunks = caches[(c0 >> 3) & 3];
+        g_tuning.huge_pages = (c0 >> 5) & 1;
+        size_t limit = limits[(c0 >> 6) & 3];
+        mode = m;
+        in_request = r_retired = false;
+        trace = getenv("ZMM_FUZZ_TRACE") != nullptr;
+        avoid_known_bugs = getenv("ZMM_FUZZ_KNOWN_BUGS") == nullptr;
+        op = 0;
+        n_live = n_pending = 0;
+        live_bytes = 0;
+        next_seed = uint64_t{c1} << 56 | 1;
+        sweep = 0;
+        for (unsigned i = 0; i < k_heaps; ++i) {
+            heaps[i].init(0x5bd1e9955bd1e995ull);
+            heaps[i].owner.store(token(thread_of(i)));
+        }
+        // control gives the limit to request heaps; a single heap gets it itself
+        r_limit = limit;
+        if (m == Mode::single) heaps[heap_a].limit = limit;
+        log("config: dirty budget %zu pages, %u cached chunks, huge pages %d, limit %zu", g_tuning.dirty_budget_pages,
+            g_tuning.cached_chunks, g_tuning.huge_pages, limit);
+    }
+
+    // ---- checks ----
+    void check_block(const Block& b, const char* when) {
+        for_regions(b.usable, b.usable, [&](size_t off, size_t len) {
+            size_t bad = check_region(b.p, b.seed, off, len);
+            if (bad != SIZE_MAX)
+                fail("%s: block %p (req %zu, usable %zu, heap %s) corrupted at offset %zu", when, b.p, b.req,
+                     b.usable, heap_name(b.heap), bad);
+        });
+        size_t u = Heap::usable_size(b.p);
+        if (u != b.usable) fail("%s: usable_size(%p) = %zu, was %zu", when, b.p, u, b.usable);
+        Heap* owner = Heap::owner_of(b.p);
+        if (owner != &heaps[b.heap])
+            fail("%s: owner_of(%p) is heap %s, expected %s", when, b.p, heap_name(index_of(owner)), heap_name(b.heap));
+    }
+
+    void check_all(const char* when) {
+        for (unsigned i = 0; i < n_live; ++i) check_block(live[i], when);
+    }
+
+    // A few blocks per operation, in turn.
+    void check_some() {
+        for (unsigned k = 0; k < 2 && n_live; ++k) check_block(live[sweep++ % n_live], "sweep");
+    }
+
+    void check_no_overlap(const char* p, size_t usable) {
+        for (unsigned i = 0; i < n_live; ++i)
+            if (p < live[i].p + live[i].usable && live[i].p < p + usable)
+                fail("new block %p+%zu overlaps live block %p+%zu", p, usable, live[i].p, live[i].usable);
+        for (unsigned i = 0; i < n_pending; ++i)
+            if (p < pending[i].p + pending[i].usable && pending[i].p < p + usable)
+                fail("new block %p+%zu overlaps block %p+%zu still on heap %s's remote stack", p, usable,
+                     pending[i].p, pending[i].usable, heap_name(pending[i].stack));
+    }
+
+    // A heap's remote stack empty means whatever the model had on it was
+    // drained (allocation slow paths and collect() drain on their own).
+    void sync_remote() {
+        for (unsigned i = 0; i < n_pending;) {
+            Heap& s = heaps[pending[i].stack];
+            if (s.remote.load(std::memory_order_relaxed) == nullptr) {
+                live_bytes -= pending[i].usable;
+                pending[i] = pending[--n_pending];
+            } else {
+                ++i;
+            }
+        }
+    }
+
+    // Counters against lists and against the model.
+    void check_accounting(const char* when) {
+        for (unsigned id = 0; id < k_heaps; ++id) {
+            if (!heap_active(id)) continue;
+            Heap& h = heaps[id];
+            size_t model = 0;
+            for (unsigned i = 0; i < n_live; ++i)
+                if (live[i].heap == id) model += live[i].usable;
+            for (unsigned i = 0; i < n_pending; ++i)
+                if (pending[i].heap == id) model += pending[i].usable;
+            if (h.size != model) fail("%s: heap %s size %zu, the model says %zu", when, heap_name(id), h.size, model);
+            if (h.peak < h.size) fail("%s: heap %s peak %zu < size %zu", when, heap_name(id), h.peak, h.size);
+            size_t dirty = 0, chunks = 0, cached = 0, huge_bytes = 0, huge_map = 0, cache_pages = 0;
+            if (Chunk* c = h.chunks) {
+                do {
+                    dirty += c->dirty_count();
+                    ++chunks;
+                    c = c->next;
+                } while (c != h.chunks && chunks <= h.chunks_count);
+            }
+            for (Chunk* c = h.cached; c && cached <= h.cached_count; c = c->next) {
+                dirty += c->dirty_count();
+                ++cached;
+            }
+            for (Huge_header* x = h.huge; x; x = x->next) {
+                huge_bytes += x->size;
+                huge_map += x->map_size;
+            }
+            for (Huge_header* x = h.huge_cache; x; x = x->next) cache_pages += x->map_size / k_page_size;
+            if (chunks != h.chunks_count) fail("%s: heap %s has %zu chunks, counts %zu", when, heap_name(id), chunks, h.chunks_count);
+            if (cached != h.cached_count)
+                fail("%s: heap %s has %zu cached chunks, counts %zu", when, heap_name(id), cached, h.cached_count);
+            if (dirty != h.dirty_pages)
+                fail("%s: heap %s dirty_pages %zu, its chunks have %zu dirty pages", when, heap_name(id), h.dirty_pages, dirty);
+            if (huge_bytes != h.huge_bytes)
+                fail("%s: heap %s huge_bytes %zu, its huge blocks add up to %zu", when, heap_name(id), h.huge_bytes, huge_bytes);
+            if (cache_pages != h.huge_cache_pages)
+                fail("%s: heap %s huge_cache_pages %zu, its huge cache has %zu", when, heap_name(id), h.huge_cache_pages, cache_pages);
+            size_t real = (chunks + cached) * k_chunk_size + huge_map + cache_pages * k_page_size;
+            if (real != h.real_size)
+                fail("%s: heap %s real_size %zu, its chunks and mappings add up to %zu", when, heap_name(id), h.real_size, real);
+            if (h.real_peak < h.real_size) fail("%s: heap %s real_peak < real_size", when, heap_name(id));
+            // (a request heap starts over its limit when its cache is bigger)
+            if (id != heap_r && h.real_size > h.limit) fail("%s: heap %s real_size %zu over its limit %zu", when, heap_name(id), h.real_size, h.limit);
+        }
+    }
+
+    void check_heaps(const char* when) {
+        for (unsigned id = 0; id < k_heaps; ++id) {
+            if (!heap_active(id)) continue;
+            if (const char* e = heaps[id].check()) fail("%s: heap %s check(): %s", when, heap_name(id), e);
+        }
+    }
+
+    // for_each_live_block must list exactly the model's blocks of heap `id`.
+    void check_enumeration(unsigned id) {
+        struct Ctx {
+            World* w;
+            unsigned id;
+            unsigned seen;
+        } ctx{this, id, 0};
+        bool ok = heaps[id].for_each_live_block(
+            [](void* c, void* block, size_t size) {
+                auto* x = static_cast<Ctx*>(c);
+                World* w = x->w;
+                for (unsigned i = 0; i < w->n_live; ++i)
+                    if (w->live[i].p == block) {
+                        if (w->live[i].heap != x->id)
+                            w->fail("for_each_live_block(%s) lists %p of heap %s", heap_name(x->id), block,
+                                    heap_name(w->live[i].heap));
+                        if (w->live[i].usable != size)
+                            w->fail("for_each_live_block(%s) lists %p with %zu bytes, usable is %zu",
+                                    heap_name(x->id), block, size, w->live[i].usable);
+                        ++x->seen;
+                        return;
+                    }
+                w->fail("for_each_live_block(%s) lists %p+%zu, which is not live", heap_name(x->id), block, size);
+            },
+            &ctx);
+        if (!ok) fail("for_each_live_block(%s) failed", heap_name(id));
+        sync_remote();  // it drains first
+        unsigned want = 0;
+        for (unsigned i = 0; i < n_live; ++i) want += live[i].heap == id;
+        if (ctx.seen != want) fail("for_each_live_block(%s) listed %u blocks, %u are live", heap_name(id), ctx.seen, want);
+    }
+
+    // ---- operations ----
+    void add_block(unsigned heap, char* p, size_t req, size_t align, bool exact, bool zeroed, const char* what) {
+        size_t usable = Heap::usable_size(p);
+        log("%s -> %p usable %zu (heap %s)", what, p, usable, heap_name(heap));
+        if (usable < req || usable == 0) fail("%s: usable_size(%p) = %zu for %zu requested", what, p, usable, req);
+        if (exact && usable != expected_usable(req))
+            fail("%s: usable_size(%p) = %zu, expected %zu for %zu bytes", what, p, usable, expected_usable(req), req);
+        uintptr_t a = reinterpret_cast<uintptr_t>(p);
+        if (a % k_min_alignment) fail("%s: %p is not %zu-aligned", what, p, k_min_alignment);
+        if (align && a % align) fail("%s: %p is not %zu-aligned", what, p, align);
+        Heap* owner = Heap::owner_of(p);
+        if (owner != &heaps[heap])
+            fail("%s: owner_of(%p) is heap %s, expected %s", what, p, heap_name(index_of(owner)), heap_name(heap));
+        check_no_overlap(p, usable);
+        if (zeroed)  // the checked regions of the first `req` bytes
+            for_regions(usable, req, [&](size_t off, size_t len) {
+                size_t bad = first_nonzero(p + off, len);
+                if (bad != SIZE_MAX) fail("%s: %p (usable %zu) not zero at offset %zu", what, p, usable, off + bad);
+            });
+        Block b{p, req, usable, next_seed++ * 0x2545F4914F6CDD1Dull, static_cast<uint8_t>(heap)};
+        for_regions(usable, usable, [&](size_t off, size_t len) { fill_region(p, b.seed, off, len); });
+        live[n_live++] = b;
+        live_bytes += usable;
+    }
+
+    bool room_for(size_t size) const { return n_live < k_max_live && live_bytes + size <= k_max_live_bytes; }
+
+    void expect_enomem(unsigned heap, const char* what, size_t size) {
+        log("%s(%zu) -> nullptr (errno %d)", what, size, errno);
+        if (heaps[heap].limit == SIZE_MAX) fail("%s(%zu) on heap %s failed with no limit set (errno %d)", what, size, heap_name(heap), errno);
+        if (errno != ENOMEM) fail("%s(%zu) failed with errno %d, not ENOMEM", what, size, errno);
+    }
+
+    // kind: 0 malloc, 1 calloc, 2 aligned
+    void op_alloc(unsigned thread, int kind, Reader& in) {
+        size_t align = kind == 2 ? size_t{1} << (in.u8() % 23) : 0;  // up to 4 MiB
+        size_t size = fuzz_size(in);
+        unsigned id = heap_of_thread(thread);
+        if (id == k_heaps) id = heap_of_thread(0);
+        if (!room_for(size)) return;
+        Heap& h = heaps[id];
+        errno = 0;
+        void* p;
+        const char* what = kind == 0 ? "malloc" : kind == 1 ? "calloc" : "aligned";
+        log("%s(%zu%s%zu) on heap %s", what, size, kind == 2 ? ", align " : "", align, heap_name(id));
+        if (kind == 0)  // the preload's fast path for small sizes
+            p = size <= k_max_small ? h.alloc_small(size_to_bin(size), size) : h.alloc(size);
+        else if (kind == 1)
+            p = h.alloc_zeroed(size);
+        else
+            p = h.alloc_aligned(align, size);
+        sync_remote();
+        if (!p) return expect_enomem(id, what, size);
+        add_block(id, static_cast<char*>(p), size, align, kind != 2 || align <= k_min_alignment, kind == 1, what);
+    }
+
+    void remove_live(unsigned i) {
+        live_bytes -= live[i].usable;
+        live[i] = live[--n_live];
+    }
+
+    // Frees live[i] from `thread`: the preload's path (the fast local free,
+    // then free_any).
+    void free_block(unsigned i, unsigned thread) {
+        Block b = live[i];
+        if (thread_of(b.heap) != thread && n_pending >= k_max_pending) thread = thread_of(b.heap);  // keep it local
+        check_block(b, "before free");
+        log("free(%p) by thread %c (heap %s)", b.p, thread ? 'B' : 'A', heap_name(b.heap));
+        unsigned mine = heap_of_thread(thread);
+        if (mine != k_heaps && heaps[mine].free_small_fast(b.p)) {
+            if (b.heap != mine) fail("free_small_fast(%p) on heap %s took a block of heap %s", b.p, heap_name(mine), heap_name(b.heap));
+        } else {
+            Heap* owner = Heap::free_any(b.p, token(thread));
+            if (owner != &heaps[b.heap]) fail("free_any(%p) returned heap %s, expected %s", b.p, heap_name(index_of(owner)), heap_name(b.heap));
+        }
+        remove_live(i);
+        if (thread_of(b.heap) != thread) {
+            pending[n_pending++] = Pending{b.p, b.usable, b.heap, b.heap};
+            live_bytes += b.usable;
+        }
+    }
+
+    void op_free(unsigned thread, Reader& in) {
+        if (!n_live) return;
+        free_block(in.u8() % n_live, thread);
+    }
+
+    void op_free_burst(unsigned thread, Reader& in) {
+        unsigned count = in.u8() % 8 + 1, start = in.u8();
+        for (unsigned k = 0; k < count && n_live; ++k)
+            free_block((start + k) % n_live, thread);
+    }
+
+    void op_realloc(unsigned thread, Reader& in) {
+        if (!n_live) return;
+        unsigned i = in.u8() % n_live;
+        size_t size = fuzz_size(in);
+        unsigned id = heap_of_thread(thread);
+        if (id == k_heaps) id = heap_of_thread(0), thread = 0;
+        Block b = live[i];
+        if (live_bytes - b.usable + size > k_max_live_bytes) return;
+        if (thread_of(b.heap) != thread && n_pending >= k_max_pending) return;
+        check_block(b, "before realloc");
+        log("realloc(%p usable %zu, %zu) on heap %s (block of heap %s)", b.p, b.usable, size, heap_name(id), heap_name(b.heap));
+        errno = 0;
+        char* q = static_cast<char*>(heaps[id].realloc(b.p, size));
+        sync_remote();
+        if (!q) {
+            expect_enomem(id, "realloc", size);
+            check_block(b, "after a failed realloc");
+            return;
+        }
+        // The first min(old, new) requested bytes moved with the block.
+        size_t kept = b.req < size ? b.req : size;
+        for_regions(b.usable, kept, [&](size_t off, size_t len) {
+            size_t bad = check_region(q, b.seed, off, len);
+            if (bad != SIZE_MAX)
+                fail("realloc(%p, %zu) -> %p: contents lost at offset %zu (old usable %zu)", b.p, size, q, bad, b.usable);
+        });
+        remove_live(i);
+        if (q != b.p && thread_of(b.heap) != thread) {  // the old block went onto its heap's remote stack
+            pending[n_pending++] = Pending{b.p, b.usable, b.heap, b.heap};
+            live_bytes += b.usable;
+        }
+        if (q == b.p && b.heap != id) fail("realloc(%p) on heap %s kept a block of heap %s in place", b.p, heap_name(id), heap_name(b.heap));
+        add_block(id, q, size, 0, true, false, "realloc");
+    }
+
+    void op_rewrite(Reader& in) {
+        if (!n_live) return;
+        Block& b = live[in.u8() % n_live];
+        check_block(b, "before rewrite");
+        b.seed = next_seed++ * 0x2545F4914F6CDD1Dull;
+        for_regions(b.usable, b.usable, [&](size_t off, size_t len) { fill_region(b.p, b.seed, off, len); });
+    }
+
+    // The thread drains one of its heaps (thread A: A or, during or after
+    // requests, R).
+    void drain(unsigned id) {
+        log("drain_remote on heap %s", heap_name(id));
+        heaps[id].drain_remote();
+        sync_remote();
+        for (unsigned i = 0; i < n_pending; ++i) {
+            bool retired_into = id == heap_a && pending[i].stack == heap_r && r_retired;
+            if (pending[i].stack == id || retired_into)
+                fail("drain_remote on heap %s left %p on heap %s's stack", heap_name(id), pending[i].p, heap_name(pending[i].stack));
+        }
+    }
+
+    void op_drain(unsigned thread, Reader& in) {
+        uint8_t which = in.u8();
+        unsigned id = thread == 1 ? heap_b : (which & 1) && r_retired ? heap_r : heap_a;
+        if (!heap_active(id)) id = heap_a;
+        drain(id);
+    }
+
+    void op_maintenance(unsigned thread, Reader& in) {
+        unsigned id = heap_of_thread(thread);
+        if (id == k_heaps) id = heap_a;
+        uint8_t what = in.u8();
+        Heap& h = heaps[id];
+        switch (what % 5) {
+        case 0: log("collect on heap %s", heap_name(id)); h.collect(); break;
+        case 1: log("purge(all) on heap %s", heap_name(id)); h.purge(false); break;
+        case 2: log("purge(aged) on heap %s", heap_name(id)); h.purge(true); break;
+        case 3: log("trim_cache(%u) on heap %s", (what >> 3) % 4, heap_name(id)); h.trim_cache((what >> 3) % 4); break;
+        default: log("collect_runs_if_grown on heap %s", heap_name(id)); h.collect_runs_if_grown(); break;
+        }
+        sync_remote();
+    }
+
+    void op_verify(unsigned thread) {
+        unsigned id = heap_of_thread(thread);
+        if (id == k_heaps) id = heap_a;
+        log("verify heap %s", heap_name(id));
+        check_heaps("verify");
+        check_enumeration(id);
+        check_all("verify");
+    }
+
+    // control/request.cpp's begin_on_thread and end_on_thread, on thread A.
+    void op_request(Reader& in) {
+        uint8_t how = in.u8();
+        Heap& a = heaps[heap_a];
+        Heap& r = heaps[heap_r];
+        if (!in_request) {
+            log("request begin");
+            if (!r_retired) {
+                r.retired_next = a.retired;
+                a.retired = &r;
+                r_retired = true;
+            } else if (r.remote.load(std::memory_order_relaxed)) {
+                r.drain_remote();
+                sync_remote();
+            }
+            if (r.size != 0) fail("request begin: request heap size %zu", r.size);
+            r.reset_for_request(r_limit);
+            r.chunk_source = &a;
+            in_request = true;
+            return;
+        }
+        bool release = how & 1;
+        size_t keep = (how >> 1) % 3;
+        log("request end (%s, keep %zu cached chunks)", release ? "release blocks" : "merge into A", keep);
+        r.drain_remote();
+        sync_remote();
+        check_enumeration(heap_r);
+        if (release) {
+            r.release_blocks();
+            for (unsigned i = 0; i < n_live;)
+                if (live[i].heap == heap_r)
+                    remove_live(i);
+                else
+                    ++i;
+        } else {
+            r.merge_into(a);
+            for (unsigned i = 0; i < n_live; ++i)
+                if (live[i].heap == heap_r) live[i].heap = heap_a;
+            for (unsigned i = 0; i < n_pending; ++i)
+                if (pending[i].heap == heap_r) pending[i].heap = heap_a;
+            a.collect_runs_if_grown();
+            sync_remote();
+        }
+        r.trim_cache(keep);
+        in_request = false;
+        if (r.size != 0) fail("request end: request heap size %zu", r.size);
+    }
+
+    // ---- the program ----
+    void step(Reader& in) {
+        uint8_t code = in.u8();
+        unsigned thread = code >> 7;
+        unsigned kind = (code & 0x7f) % 16;
+        if (mode == Mode::single && thread == 1 && kind != 6 && kind != 7 && kind != 8 && kind != 15) thread = 0;
+        switch (kind) {
+        case 0: case 1: case 2: op_alloc(thread, 0, in); break;
+        case 3: op_alloc(thread, 1, in); break;
+        case 4: case 5: op_realloc(thread, in); break;
+        case 6: case 7: case 8: op_free(thread, in); break;
+        case 9: op_alloc(thread, 2, in); break;
+        case 10: op_rewrite(in); break;
+        case 11: op_drain(thread, in); break;
+        case 12: op_maintenance(thread, in); break;
+        case 13: op_verify(thread); break;
+        case 14:
+            if (mode == Mode::multi)
+                op_request(in);
+            else
+                op_alloc(thread, 0, in);
+            break;
+        default: op_free_burst(thread, in); break;
+        }
+        check_accounting("after the operation");
+        check_some();
+        if (++op % k_check_every == 0) {
+            check_heaps("periodic");
+            check_all("periodic");
+        }
+    }
+
+    void end() {
+        log("end: free everything");
+        if (in_request) {
+            uint8_t merge = 0;
+            Reader none{&merge, 1};
+            op_request(none);
+        }
+        check_heaps("at the end");
+        check_all("at the end");
+        while (n_live) free_block(n_live - 1, thread_of(live[n_live - 1].heap));
+        for (unsigned id = 0; id < k_heaps; ++id)
+            if (heap_active(id)) drain(id);
+        sync_remote();
+        if (n_pending) fail("at the end: %u blocks still on remote stacks", n_pending);
+        check_accounting("at the end");
+        check_heaps("at the end");
+        for (unsigned id = 0; id < k_heaps; ++id) {
+            Heap& h = heaps[id];
+            if (h.size != 0) fail("at the end: heap %s size %zu with every block freed", heap_name(id), h.size);
+        }
+        for (unsigned id = 0; id < k_heaps; ++id) {
+            Heap& h = heaps[id];
+            h.release_all();
+            if (h.real_size != 0) fail("after release_all: heap %s real_size %zu", heap_name(id), h.real_size);
+        }
+    }
+};
+
+inline int run(Mode mode, const uint8_t* data, size_t size) {
+    alignas(64) static World w;
+    Reader in{data, size};
+    w.begin(mode, in);
+    while (!in.done()) w.step(in);
+    w.end();
+    return 0;
+}
+
+}  // namespace zmm::fuzz
