@@ -16,8 +16,22 @@
 #                                 judge themselves (exit status 0 = pass).
 #   compat_finish                 exit status for the driver.
 #   compat_require PROG PACKAGE   fail at once when PROG is not installed.
+# For servers on loopback (inside CMD):
+#   compat_free_port              a free TCP port on 127.0.0.1.
+#   compat_wait_port PORT [SECS]  waits until 127.0.0.1:PORT accepts.
+#   compat_as USER CMD...         CMD as USER when root (setpriv), else as is.
+#   compat_logged PID WHAT        in the preloaded run, fails unless process
+#                                 PID (a server) left its zmm log.
+#   compat_scan_log FILE          copies a server log's "zmm:" and dynamic
+#                                 loader lines to stderr, where they are judged.
 #
 # COMPAT_KEEP=1 keeps the temporary directory (outputs, logs) for inspection.
+# Set by scripts/compat (the compatibility matrix), optional otherwise:
+#   COMPAT_TIMEOUT=SECS  time limit of each run, plain or preloaded: the run
+#                        (its own process group) gets SIGTERM, SIGKILL 10 s
+#                        later, and the check fails naming the run.
+#   COMPAT_TIMES=FILE    each run appends "NAME MODE SECONDS STATUS" to FILE.
+#   COMPAT_QUICK=1       drivers that have a size take the small one.
 #
 # Only the processes CMD starts see LD_PRELOAD: the driver's own bash does not.
 
@@ -51,6 +65,9 @@ else
 fi
 export HOME=$compat_tmp/home TMPDIR=$compat_tmp/tmp
 mkdir -p "$HOME" "$TMPDIR"
+# Traversable (not readable) by others: servers that drop privileges
+# (postgres, nginx workers) reach their directories and ZMM_LOG below it.
+chmod 711 "$compat_tmp"
 
 compat_failures=0
 compat_checks=0
@@ -64,6 +81,44 @@ compat_require() {
   fi
 }
 
+compat_free_port() {
+  "$COMPAT_PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+compat_wait_port() {
+  local port=$1 tries=$((${2:-30} * 10))
+  while ! (: </dev/tcp/127.0.0.1/"$port") 2>/dev/null; do
+    tries=$((tries - 1))
+    if [ $tries -le 0 ]; then
+      echo "compat: nothing listens on 127.0.0.1:$port after ${2:-30}s" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+compat_as() {
+  local user=$1
+  shift
+  if [ "$(id -u)" -eq 0 ]; then
+    setpriv --reuid="$user" --regid="$user" --init-groups -- "$@"
+  else
+    "$@"
+  fi
+}
+
+compat_logged() {
+  [ -n "${ZMM_LOG:-}" ] || return 0
+  if [ ! -s "${ZMM_LOG//%p/$1}" ]; then
+    echo "compat: the $2 (pid $1) left no zmm log: it did not run under zmm, or did not exit cleanly" >&2
+    return 1
+  fi
+}
+
+compat_scan_log() {
+  grep -a -e '^zmm: ' -e 'LD_PRELOAD cannot be preloaded' "$1" >&2 || true
+}
+
 compat_fail() {
   echo "compat: FAIL: $*" >&2
   compat_failures=$((compat_failures + 1))
@@ -73,16 +128,21 @@ compat_now() { date +%s.%N; }
 compat_secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fs", b - a }'; }
 
 # compat_run MODE NAME CMD...: runs CMD in $compat_tmp/NAME.MODE/work,
-# leaving stdout, stderr, rc, and elapsed time next to it.
+# leaving stdout, stderr, rc, and elapsed time next to it (and a file
+# "timedout" when COMPAT_TIMEOUT ran out: rc is then 124).
 compat_run() {
   local mode=$1 name=$2
   shift 2
   local dir=$compat_tmp/$name.$mode
   rm -rf "$dir"
   mkdir -p "$dir/work" "$dir/log"
-  local t0 rc
+  chmod 1777 "$dir/log"   # any user the program switches to may log there
+  local t0 rc pid wd=
   t0=$(compat_now)
   set +e
+  # Job control gives the run a process group of its own, which a time limit
+  # (or an interrupted driver) ends as a whole, servers and helpers included.
+  [ -z "${COMPAT_TIMEOUT:-}" ] || set -m
   (
     set -e
     cd "$dir/work"
@@ -90,11 +150,48 @@ compat_run() {
       export LD_PRELOAD=$ZMM_LIB ZMM_STATS=1 ZMM_LOG=$dir/log/zmm.%p.log
     fi
     "$@"
-  ) >"$dir/stdout" 2>"$dir/stderr" </dev/null
+  ) >"$dir/stdout" 2>"$dir/stderr" </dev/null &
+  pid=$!
+  set +m
+  if [ -n "${COMPAT_TIMEOUT:-}" ]; then
+    # shellcheck disable=SC2064 # $pid is meant to be expanded now
+    trap "kill -TERM -- -$pid 2>/dev/null; exit 130" INT TERM
+    (
+      trap 'kill "$s" 2>/dev/null; exit 0' TERM
+      sleep "$COMPAT_TIMEOUT" & s=$!
+      wait "$s"
+      : >"$dir/timedout"
+      kill -TERM -- "-$pid" 2>/dev/null
+      sleep 10 & s=$!
+      wait "$s"
+      kill -KILL -- "-$pid" 2>/dev/null
+    ) </dev/null >/dev/null 2>&1 &
+    wd=$!
+  fi
+  wait "$pid"
   rc=$?
+  if [ -n "$wd" ]; then
+    kill "$wd" 2>/dev/null
+    wait "$wd" 2>/dev/null
+    trap - INT TERM
+  fi
   set -e
+  [ ! -e "$dir/timedout" ] || rc=124
   echo "$rc" >"$dir/rc"
   compat_secs "$t0" "$(compat_now)" >"$dir/time"
+  if [ -n "${COMPAT_TIMES:-}" ]; then
+    echo "$name $mode $(sed 's/s$//' "$dir/time") $rc" >>"$COMPAT_TIMES"
+  fi
+}
+
+# compat_status_text NAME MODE: "status N", or the time limit that ran out.
+compat_status_text() {
+  local d=$compat_tmp/$1.$2
+  if [ -e "$d/timedout" ]; then
+    echo "timed out after ${COMPAT_TIMEOUT}s (killed)"
+  else
+    echo "status $(cat "$d/rc")"
+  fi
 }
 
 # compat_show_stderr NAME MODE: the tail of a run's stderr, for a failure.
@@ -114,6 +211,11 @@ compat_check_zmm() {
   nstats=$(grep -l '^zmm: heap statistics' "$dir"/log/zmm.*.log 2>/dev/null | wc -l || true)
   if [ "$nstats" -eq 0 ]; then
     compat_fail "$name: no process wrote 'zmm: heap statistics' to ZMM_LOG: the preload was not active"
+    ok=0
+  fi
+  if grep -aq 'LD_PRELOAD cannot be preloaded' "$dir/stderr"; then
+    compat_fail "$name: the dynamic loader could not preload zmm:"
+    grep -a 'LD_PRELOAD cannot be preloaded' "$dir/stderr" | sort | uniq -c | head -n 5 >&2
     ok=0
   fi
   local other
@@ -139,12 +241,12 @@ compat_compare() {
   prc=$(cat "$p/rc")
   zrc=$(cat "$z/rc")
   if [ "$prc" -ne 0 ]; then
-    compat_fail "$name: the plain run (no preload) failed with status $prc: the test itself is broken"
+    compat_fail "$name: the plain run (no preload) failed, $(compat_status_text "$name" plain): the test itself is broken"
     compat_show_stderr "$name" plain
     return 0
   fi
   if [ "$zrc" -ne "$prc" ]; then
-    compat_fail "$name: exit status $zrc under zmm, $prc plain"
+    compat_fail "$name: $(compat_status_text "$name" zmm) under zmm, status $prc plain (in $(cat "$p/time"))"
     compat_show_stderr "$name" zmm
     ok=0
   fi
@@ -173,7 +275,7 @@ compat_under_zmm() {
   local z=$compat_tmp/$name.zmm ok=1 zrc
   zrc=$(cat "$z/rc")
   if [ "$zrc" -ne 0 ]; then
-    compat_fail "$name: exit status $zrc under zmm"
+    compat_fail "$name: $(compat_status_text "$name" zmm) under zmm"
     echo "--- stdout (last 60 lines):" >&2
     tail -n 60 "$z/stdout" >&2
     compat_show_stderr "$name" zmm
