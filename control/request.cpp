@@ -323,17 +323,7 @@ bool heap_limit_exceeded(Heap& heap, size_t requested) {
         .str(", tid ").dec(static_cast<uint64_t>(r->tid)).str("), the allocation came from:\n");
     uintptr_t pcs[stack_depot::k_max_frames];
     unsigned n = backtrace::capture(pcs, 32);
-    uint32_t stack = stack_depot::put(pcs, n);
-    stack_depot::Frame frames[stack_depot::k_max_frames];
-    unsigned m = stack_depot::get(stack, frames, stack_depot::k_max_frames);
-    for (unsigned i = 0; i < m; ++i) {
-        symbolize::Location loc;
-        symbolize::locate(frames[i], loc);
-        t.str("    #").dec(i).chr(' ').hex(frames[i].pc);
-        if (loc.function[0]) t.str(" in ").str(loc.function);
-        if (loc.file[0]) t.chr(' ').str(loc.file).chr(':').dec(loc.line);
-        t.str(" (").str(loc.module_name).str("+").hex(loc.offset).str(")\n");
-    }
+    write_frames(t, stack_depot::put(pcs, n));
     t.flush(fd);
     report_close(fd);
     fflush(nullptr);

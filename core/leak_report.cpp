@@ -33,7 +33,9 @@ void json_string(Text& t, const char* s) {
     t.chr('"');
 }
 
-void text_frames(Text& t, uint32_t stack) {
+}  // namespace
+
+void write_frames(Text& t, uint32_t stack) {
     stack_depot::Frame frames[stack_depot::k_max_frames];
     unsigned n = stack_depot::get(stack, frames, stack_depot::k_max_frames);
     if (n == 0) {
@@ -49,6 +51,8 @@ void text_frames(Text& t, uint32_t stack) {
         t.str(" (").str(loc.module_name).str("+").hex(loc.offset).str(")\n");
     }
 }
+
+namespace {
 
 void json_frames(Text& t, uint32_t stack) {
     stack_depot::Frame frames[stack_depot::k_max_frames];
@@ -144,7 +148,7 @@ void write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t cou
             const Leak& first = leaks[gr.first];
             t.str("Freeing ").hex(first.address).str(" (").dec(first.size).str(" bytes): ").dec(gr.blocks)
                 .str(gr.blocks == 1 ? " block, " : " blocks, ").dec(gr.bytes).str(" bytes, allocated at:\n");
-            text_frames(t, first.stack);
+            write_frames(t, first.stack);
         }
         if (totals.blocks) t.str("=== Total ").dec(totals.blocks).str(" memory leaks detected ===\n");
     }

@@ -10,6 +10,8 @@
 
 namespace zmm {
 
+class Text;
+
 struct Leak {
     uintptr_t address;
     uint64_t size;   // requested (rounded when not traced)
@@ -30,6 +32,10 @@ struct Request_summary {
 // Groups `leaks` (reordering the array) and writes the report to fd. Nothing
 // for a request without leaks unless `always`.
 void write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t count, bool always);
+
+// The frames of a stored stack, one line each ("#k 0xPC in function
+// file:line (module+0xOFFSET)"), as the leak report writes them.
+void write_frames(Text& t, uint32_t stack);
 
 // Leaked blocks and bytes after grouping (for the caller's totals).
 struct Leak_totals {
