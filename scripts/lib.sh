@@ -32,12 +32,14 @@ zmm_ensure_packages() {
 }
 
 # Configures (once) and builds the tree in $1 (default: the main build) with
-# the extra CMake arguments that follow.
+# the extra CMake arguments that follow; only $ZMM_BUILD_TARGET if set (the
+# wrapper needs libzmm.so alone, not the tests).
 zmm_build() {
   local dir=${1:-$ZMM_BUILD_DIR}; shift || true
   zmm_ensure_packages "${ZMM_BUILD_PACKAGES[@]}" || return 1
   if [ ! -f "$dir/build.ninja" ]; then
     cmake -S "$ZMM_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null || return 1
   fi
-  cmake --build "$dir" -- -j"$(nproc)" >"$dir.log" 2>&1 || { cat "$dir.log" >&2; return 1; }
+  cmake --build "$dir" ${ZMM_BUILD_TARGET:+--target "$ZMM_BUILD_TARGET"} -- -j"$(nproc)" >"$dir.log" 2>&1 ||
+    { cat "$dir.log" >&2; return 1; }
 }
