@@ -46,7 +46,7 @@ printf 'split back into %d\n' "${#back[@]}"
 for ((i = 0; i < ${#back[@]}; i += 3)); do unset 'back[i]'; done
 back=("${back[@]}")
 printf 'after unset %d: %s\n' "${#back[@]}" "${back[*]:0:5}"
-sorted=$(printf '%s\n' "${back[@]}" | sort | uniq -c | sort -k1,1nr -k2 | head -n 10)
+sorted=$(printf '%s\n' "${back[@]}" | sort | uniq -c | sort -k1,1nr -k2 | sed -n 1,10p)   # sed reads it all: no SIGPIPE under pipefail
 printf '%s\n' "$sorted"
 
 # a large associative array, filled and emptied
