@@ -516,11 +516,14 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
     // old block over it.
     void* fresh = alloc_huge(len, k_chunk_size, false);  // (take_cached_huge comes here)
     if (!fresh) return nullptr;
+    // The registry forgets the old range before mremap gives it back: once
+    // it is unmapped another thread may map (and register) a block there.
+    registry_clear(block, h->size, granule_huge_freed);
     if (!os::remap_to(block, h->size, fresh, len)) {
+        registry_mark(block, h->size, granule_huge);
         memcpy(fresh, block, h->size);
     } else {
         // The old block's pages are gone; what stays mapped is its header.
-        registry_clear(block, h->size, granule_huge_freed);
         size -= h->size;
         huge_bytes -= h->size;
         freed_bytes_large_huge += h->size;
