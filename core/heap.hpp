@@ -136,7 +136,9 @@ public:
     // ---- free ----
     // The fast local free of a small block of this heap; false when p needs
     // the general path (not a small slot start of this heap).
-    inline bool free_small_fast(void* p);
+    // `bin`, when given, is the bin the caller claims (a sized delete): a
+    // block of another bin declines too.
+    inline bool free_small_fast(void* p, unsigned bin_claimed = k_bins);
     // As free_small_fast, for a sized delete: also declines when `size` is
     // not a size this block's bin serves (the slow path then says so).
     inline bool free_small_sized_fast(void* p, size_t size);
@@ -285,7 +287,7 @@ inline void* Heap::alloc_small(unsigned bin, size_t size) {
     return s;
 }
 
-inline bool Heap::free_small_fast(void* p) {
+inline bool Heap::free_small_fast(void* p, unsigned bin_claimed) {
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
     if (__builtin_expect(!is_chunk_granule(a), 0)) return false;
     Chunk* c = Chunk::of(p);
@@ -293,6 +295,7 @@ inline bool Heap::free_small_fast(void* p) {
     uint32_t info = c->map[Chunk::page_of(p)];
     if (__builtin_expect(!(info & k_small), 0)) return false;
     unsigned bin = info & k_bin_mask;
+    if (bin_claimed != k_bins && __builtin_expect(bin != bin_claimed, 0)) return false;
     uint64_t offset = (a & (k_page_size - 1)) + (info & k_small_offset_mask);
     if (__builtin_expect(!is_slot_start(offset, bin), 0)) return false;
     Free_slot* s = static_cast<Free_slot*>(p);
@@ -307,13 +310,7 @@ inline bool Heap::free_small_fast(void* p) {
 }
 
 inline bool Heap::free_small_sized_fast(void* p, size_t size) {
-    uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    if (__builtin_expect(!is_chunk_granule(a) || size > k_max_small, 0)) return false;
-    Chunk* c = Chunk::of(p);
-    if (__builtin_expect(c->heap != this, 0)) return false;
-    uint32_t info = c->map[Chunk::page_of(p)];
-    if (__builtin_expect(!(info & k_small) || (info & k_bin_mask) != size_to_bin(size), 0)) return false;
-    return free_small_fast(p);
+    return size <= k_max_small && free_small_fast(p, size_to_bin(size));
 }
 
 }  // namespace zmm
