@@ -224,27 +224,25 @@ long request_end() {
     return end_on_thread(nullptr, nullptr);
 }
 
-size_t memory_usage(bool real) {
+namespace {
+// The current request's figure (net of what earlier requests left in its
+// heap), or the process's when none is open.
+size_t usage_figure(bool real, bool peak) {
     if (bypassed()) return 0;
     if (Request* r = t_state.request) {
         Heap* h = r->heap;
-        return real ? h->real_size - h->limit_base : h->size > r->base_size ? h->size - r->base_size : 0;
+        if (real) return (peak ? h->real_peak : h->real_size) - h->limit_base;
+        size_t v = peak ? h->peak : h->size;
+        return v > r->base_size ? v - r->base_size : 0;
     }
     Heap_stats s;
     heap_pool::total_stats(s);
-    return real ? s.real_size : s.size;
+    return real ? (peak ? s.real_peak : s.real_size) : (peak ? s.peak : s.size);
 }
+}  // namespace
 
-size_t memory_peak_usage(bool real) {
-    if (bypassed()) return 0;
-    if (Request* r = t_state.request) {
-        Heap* h = r->heap;
-        return real ? h->real_peak - h->limit_base : h->peak > r->base_size ? h->peak - r->base_size : 0;
-    }
-    Heap_stats s;
-    heap_pool::total_stats(s);
-    return real ? s.real_peak : s.peak;
-}
+size_t memory_usage(bool real) { return usage_figure(real, false); }
+size_t memory_peak_usage(bool real) { return usage_figure(real, true); }
 
 int set_memory_limit(size_t bytes) {
     if (bypassed()) return -1;
