@@ -13,6 +13,7 @@
 #include "backtrace.hpp"
 #include "diag.hpp"
 #include "leak_report.hpp"
+#include "leak_scan.hpp"
 #include "options.hpp"
 #include "os.hpp"
 #include "request_internal.hpp"
@@ -40,11 +41,12 @@ int g_wake_pipe[2] = {-1, -1};
 uintptr_t g_own_lo = 0, g_own_hi = 0;  // the allocator's text: "inside zmm"
 
 constexpr unsigned k_max_threads = 4096;
-struct Thread_entry {
-    int tid;
-    Thread_state* state;
-};
-Thread_entry g_threads[k_max_threads];
+Thread_ref g_threads[k_max_threads];
+// Where the stacks of the last threads that exited were: glibc keeps them
+// for reuse, full of dead frames the leak scan must not read as roots.
+constexpr unsigned k_dead_stacks = 256;
+uintptr_t g_dead_stacks[k_dead_stacks];
+unsigned g_dead_next = 0;
 unsigned g_thread_count = 0;
 
 bool opened(uint64_t g) { return g & 1; }
@@ -133,14 +135,16 @@ void report(uint64_t generation) {
     const char* name = o.request == Request_mode::signal ? "signal" : "process";
     Request_summary s{g_id, name, static_cast<int>(getpid()), os::thread_id(), totals.usage, totals.peak,
                       totals.real_usage, totals.real_peak, thread_limit(), now_ns() - g_begin_ns,
-                      o.log_format == Log_format::json};
+                      o.log_format == Log_format::json, {}, o.suppressions.text};
     Depth_guard depth;
+    size_t reported = leaks.count;
+    if (o.leaks == Leaks_mode::lost) s.scan = leak_scan::classify(leaks.items, leaks.count);
     if (o.leaks != Leaks_mode::none) {
         int fd = report_open();
-        write_leak_report(fd, s, leaks.items, leaks.count, o.stats);
+        reported = write_leak_report(fd, s, leaks.items, leaks.count, o.stats);
         report_close(fd);
     }
-    if (leaks.count) g_leaky_requests.fetch_add(1, std::memory_order_relaxed);
+    if (reported) g_leaky_requests.fetch_add(1, std::memory_order_relaxed);
     leaks.release();
 }
 
@@ -172,6 +176,7 @@ void open_request() {
 // the rest (signalling threads, reporting) outside any signal handler.
 void* reporter(void*) {
     t_state.no_requests = true;
+    t_state.scan_from = __builtin_frame_address(0);  // no frame of the program's below
     persistent_heap();  // now, not first inside a report
     uint64_t seen = g_generation.load(std::memory_order_acquire);
     for (;;) {
@@ -216,11 +221,25 @@ void register_thread() {
 
 void unregister_thread() {
     Lock_guard guard(g_lock);
+    if (t_state.stack_hint) g_dead_stacks[g_dead_next++ % k_dead_stacks] = t_state.stack_hint;
     for (unsigned i = 0; i < g_thread_count; ++i)
         if (g_threads[i].state == &t_state) {
             g_threads[i] = g_threads[--g_thread_count];
             return;
         }
+}
+
+const Thread_ref* lock_threads(unsigned* count) {
+    g_lock.lock();
+    *count = g_thread_count;
+    return g_threads;
+}
+
+void unlock_threads() { g_lock.unlock(); }
+
+const uintptr_t* dead_stacks(unsigned* count) {
+    *count = g_dead_next < k_dead_stacks ? g_dead_next : k_dead_stacks;
+    return g_dead_stacks;
 }
 
 Heap* join() {

@@ -8,6 +8,7 @@
 
 #include "heap.hpp"
 #include "request.hpp"
+#include "thread_heap.hpp"
 
 namespace zmm::process_request {
 
@@ -28,6 +29,18 @@ void leave();
 // Thread registry: threads with a heap, to be signalled.
 void register_thread();
 void unregister_thread();
+
+// For the leak scan: the registered threads, with the list locked (no thread
+// registers or leaves until unlock_threads). Entries are (tid, state).
+struct Thread_ref {
+    int tid;
+    Thread_state* state;
+};
+const Thread_ref* lock_threads(unsigned* count);
+void unlock_threads();
+// With the list locked: addresses in the stacks of threads that have exited
+// (the latest 256).
+const uintptr_t* dead_stacks(unsigned* count);
 
 void after_fork_child();
 

@@ -16,6 +16,7 @@
 #include "diag.hpp"
 #include "format.hpp"
 #include "heap_pool.hpp"
+#include "leak_scan.hpp"
 #include "leak_report.hpp"
 #include "options.hpp"
 #include "os.hpp"
@@ -80,7 +81,7 @@ struct Collect_context {
 
 void collect_leak(void* ctx, void* block, size_t rounded) {
     auto* c = static_cast<Collect_context*>(ctx);
-    Leak l{reinterpret_cast<uintptr_t>(block), rounded, 0};
+    Leak l{reinterpret_cast<uintptr_t>(block), rounded, 0, Leak_kind::live, false};
     if (c->request->traced) {
         if (const Block_info* info = c->request->table.find(l.address)) {
             if (info->flags & k_block_runtime) return;  // the C runtime's own, not the program's
@@ -150,13 +151,19 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
     Leak_list own;
     Leak_list* leaks = into ? into : &own;
     size_t before = leaks->count;
+    const Options& o = options();
+    // ZMM_LEAKS=lost reads, at the end of a request of its own, every block
+    // the heap holds for it, earlier requests' too: a cache filled before is
+    // still reachable now, or was dropped (lost) during this one.
+    const bool rescan = o.leaks == Leaks_mode::lost && !into;
     if (r->traced) {
-        // The table knows every live block: the new ones are the leaks; they
-        // stay where they are, carried into the next request.
+        // The table knows every live block; the C runtime's own are never leaks.
         r->table.for_each_mutable([&](Block_info& b) {
-            if (b.flags & (k_block_runtime | k_block_carried)) return;
-            leaks->push(Leak{b.address, b.size, b.stack});
-            b.flags |= k_block_carried;
+            if (b.flags & k_block_runtime) return;
+            bool reported = b.flags & k_block_reported;
+            if (reported && !rescan) return;
+            leaks->push(Leak{b.address, b.size, b.stack, Leak_kind::live, reported});
+            if (!rescan) b.flags |= k_block_reported;
         });
     } else {
         Collect_context ctx{r, leaks};
@@ -173,13 +180,22 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         totals->real_peak += real_peak;
     }
     if (!into) {
-        const Options& o = options();
         Request_summary s{r->id, r->name, static_cast<int>(getpid()), r->tid, usage, peak, real,
-                          real_peak, h->limit, now_ns() - r->begin_ns, o.log_format == Log_format::json};
+                          real_peak, h->limit, now_ns() - r->begin_ns, o.log_format == Log_format::json, {},
+                          o.suppressions.text};
+        if (rescan) s.scan = leak_scan::classify(own.items, own.count);
         if (o.leaks != Leaks_mode::none) {
             int fd = report_open();
-            write_leak_report(fd, s, own.items, own.count, o.stats);
+            leaked = static_cast<long>(write_leak_report(fd, s, own.items, own.count, o.stats));
             report_close(fd);
+        }
+        if (rescan && r->traced) {
+            // What this request found lost is reported once.
+            for (size_t i = 0; i < own.count; ++i) {
+                const Leak& l = own.items[i];
+                if (l.kind == Leak_kind::indirect || l.kind == Leak_kind::definite || l.kind == Leak_kind::live)
+                    if (Block_info* b = r->table.find(l.address)) b->flags |= k_block_reported;
+            }
         }
         if (leaked) g_leaky_requests.fetch_add(1, std::memory_order_relaxed);
         own.release();
@@ -341,6 +357,7 @@ namespace zmm {
 // ============================================================================
 
 void thread_leaves_requests() {
+    leak_scan::Program_frame frame;
     Request* r = t_state.request;
     if (r && r->process_wide)
         process_request::leave();
@@ -355,6 +372,7 @@ void start_requests() {
     if (bypassed()) return;
     const Options& o = options();
     if (o.backtrace > 0 && o.request != Request_mode::api) backtrace::prepare();
+    if (o.leaks == Leaks_mode::lost) leak_scan::start();
     process_request::start();
 }
 

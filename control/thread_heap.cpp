@@ -110,7 +110,11 @@ Heap* persistent_heap() {
     t_state.persistent = h;
     if (t_heap == &g_empty_heap && !t_state.request) t_heap = fast_path_heap(h);
     if (g_exit_key_ok) pthread_setspecific(g_exit_key, h);
-    if (options().request != Request_mode::api) process_request::register_thread();
+    // Every thread with a heap is listed: the process-wide request signals
+    // them, the leak scan stops them and reads their stacks.
+    uintptr_t here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+    t_state.stack_hint = here;
+    process_request::register_thread();
     return h;
 }
 

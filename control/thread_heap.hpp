@@ -9,6 +9,9 @@
 // where it came from).
 #pragma once
 
+#include <atomic>
+#include <cstdint>
+
 #include "heap.hpp"
 
 namespace zmm {
@@ -28,6 +31,12 @@ struct Thread_state {
     int depth;             // > 0 while zmm captures a backtrace or reports
     int busy;              // > 0 inside an allocator slow path (see process_request)
     bool no_requests;      // zmm's own threads never join a request
+    // The leak scan (leak_scan.cpp): an address in the thread's stack, and,
+    // while the thread is stopped for a scan, where its stack and TLS are.
+    uintptr_t stack_hint;
+    uintptr_t scan_sp, scan_tp;
+    const void* scan_from;  // an API call's frame: the program's stack starts here
+    std::atomic<uint32_t> scan_ack;  // the scan epoch this thread stopped for
 };
 
 extern constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec")));

@@ -17,7 +17,7 @@ struct Block_info {
 };
 
 inline constexpr uint32_t k_block_runtime = 1;  // allocated by the C runtime for itself: never a leak
-inline constexpr uint32_t k_block_carried = 2;  // reported by an earlier request, still live
+inline constexpr uint32_t k_block_reported = 2;  // reported as a leak by an earlier request, still live
 
 class Block_table {
 public:
@@ -32,6 +32,9 @@ public:
     // Forgets p; returns whether it was there.
     bool erase(uintptr_t p);
     const Block_info* find(uintptr_t p) const;
+    Block_info* find(uintptr_t p) {
+        return const_cast<Block_info*>(static_cast<const Block_table*>(this)->find(p));
+    }
     size_t size() const { return count_; }
     void clear();
     void release();

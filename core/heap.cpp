@@ -139,7 +139,7 @@ void Heap::unlink_chunk(Chunk* c) {
 void Heap::unmap_chunk(Chunk* c) {
     dirty_pages -= c->dirty_count();
     registry_clear(c, k_chunk_size);
-    os::unmap(c, k_chunk_size);
+    os::unmap_heap(c, k_chunk_size);
     real_size -= k_chunk_size;
     unmapped_bytes += k_chunk_size;
 }
@@ -223,7 +223,7 @@ void Heap::purge(bool only_aged) {
         huge_cache_pages -= h->map_size / k_page_size;
         real_size -= h->map_size;
         unmapped_bytes += h->map_size;
-        os::unmap(h->map_base, h->map_size);
+        os::unmap_heap(h->map_base, h->map_size);
     }
     dirty_pages -= purged;
     last_purge_ns = coarse_now_ns();
@@ -324,6 +324,7 @@ void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
         head = slot;
     }
     free_slot[bin] = head;
+    s->next = nullptr;
     s->shadow = 0;
     small_allocs[bin]++;
     count_alloc(slot_size);
@@ -365,10 +366,10 @@ void* Heap::alloc_huge(size_t bytes, size_t alignment, bool use_cache) {
     // Map enough that an aligned block with its header page before it fits,
     // then give back the slack on both sides.
     size_t span = len + alignment;
-    char* base = static_cast<char*>(os::map(span));
+    char* base = static_cast<char*>(os::map_heap(span));
     if (!base) {
         collect();
-        base = static_cast<char*>(os::map(span));
+        base = static_cast<char*>(os::map_heap(span));
         if (!base) {
             errno = ENOMEM;
             return nullptr;
@@ -377,9 +378,9 @@ void* Heap::alloc_huge(size_t bytes, size_t alignment, bool use_cache) {
     uintptr_t b = reinterpret_cast<uintptr_t>(base);
     uintptr_t block = (b + k_page_size + alignment - 1) & ~(uintptr_t{alignment} - 1);
     char* header_page = reinterpret_cast<char*>(block - k_page_size);
-    if (header_page > base) os::unmap(base, static_cast<size_t>(header_page - base));
+    if (header_page > base) os::unmap_heap(base, static_cast<size_t>(header_page - base));
     char* end = reinterpret_cast<char*>(block + len);
-    if (end < base + span) os::unmap(end, static_cast<size_t>(base + span - end));
+    if (end < base + span) os::unmap_heap(end, static_cast<size_t>(base + span - end));
     if (!g_tuning.huge_pages) os::advise_no_huge_pages(reinterpret_cast<void*>(block), len);
 
     Huge_header* h = reinterpret_cast<Huge_header*>(header_page);
@@ -422,7 +423,7 @@ Huge_header* Heap::take_cached_huge(size_t len) {
         *link = h->next;
         huge_cache_pages -= h->map_size / k_page_size;
         if (usable > len) {  // give back the tail
-            os::unmap(static_cast<char*>(h->block()) + len, usable - len);
+            os::unmap_heap(static_cast<char*>(h->block()) + len, usable - len);
             h->map_size = len + k_page_size;
             real_size -= usable - len;
             unmapped_bytes += usable - len;
@@ -464,7 +465,7 @@ void Heap::free_huge(Huge_header* h) {
     }
     real_size -= h->map_size;
     unmapped_bytes += h->map_size;
-    os::unmap(h->map_base, h->map_size);
+    os::unmap_heap(h->map_base, h->map_size);
 }
 
 // Huge blocks are found through the registry (O(1)), then their header is
@@ -491,7 +492,7 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
         size_t cut = h->size - len;
         registry_clear(block, h->size, granule_huge);
         registry_mark(block, len, granule_huge);
-        os::unmap(tail, cut);
+        os::unmap_heap(tail, cut);
         h->size = len;
         h->map_size -= cut;
         size -= cut;
@@ -533,7 +534,7 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
         else
             huge = h->next;
         if (h->next) h->next->prev = h->prev;
-        os::unmap(h->map_base, k_page_size);
+        os::unmap_heap(h->map_base, k_page_size);
         return fresh;
     }
     free_huge(h);

@@ -281,7 +281,10 @@ inline void* Heap::alloc_small(unsigned bin, size_t size) {
     Free_slot* next = s->next;
     if (__builtin_expect(s->shadow != shadow_of(s, next), 0)) misuse(Misuse::heap_corrupted, s);
     free_slot[bin] = next;
-    s->shadow = 0;  // an allocated slot must not look free
+    // An allocated slot must not look free, and must not hold the free
+    // list's link: the leak scan would read it as a pointer (one 16-byte store).
+    s->next = nullptr;
+    s->shadow = 0;
     small_allocs[bin]++;
     count_alloc(bin_size[bin]);
     return s;

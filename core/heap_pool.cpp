@@ -36,12 +36,14 @@ Heap* new_heap_locked() {
     if (g_key == 0) g_key = os::random_u64();
     h->init(g_key);
     h->all_next = g_all;
-    g_all = h;
+    __atomic_store_n(&g_all, h, __ATOMIC_RELEASE);
     ++g_count;
     return h;
 }
 
 }  // namespace
+
+Heap* all_heaps() { return __atomic_load_n(&g_all, __ATOMIC_ACQUIRE); }
 
 uint64_t free_list_key() {
     Lock_guard guard(g_lock);

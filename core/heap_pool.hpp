@@ -50,6 +50,11 @@ size_t collect_all(Heap* own);
 // The process's free-list key (random, fixed at the first heap).
 uint64_t free_list_key();
 
+// The newest heap; the others follow by all_next (heaps are never freed, and
+// the list only grows at its head). Read without the lock: for the leak
+// scan, which runs while the other threads are stopped.
+Heap* all_heaps();
+
 // For tests: how many heaps exist, how many wait in the pool.
 unsigned heaps_count();
 unsigned pooled_count();

@@ -5,6 +5,7 @@
 #include "format.hpp"
 #include "os.hpp"
 #include "stack_depot.hpp"
+#include "suppressions.hpp"
 #include "symbolize.hpp"
 
 namespace zmm {
@@ -99,16 +100,76 @@ Leak_totals leak_totals(const Leak* leaks, size_t count) {
     return t;
 }
 
-void write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t count, bool always) {
-    if (count == 0 && !always) return;
-    Group* groups = nullptr;
-    size_t groups_bytes = count * sizeof(Group);
-    if (count) {
-        groups = static_cast<Group*>(os::map(groups_bytes));
-        if (!groups) return;
+namespace {
+
+const char* kind_name(Leak_kind k) {
+    switch (k) {
+        case Leak_kind::definite: return "definitely lost";
+        case Leak_kind::indirect: return "indirectly lost";
+        case Leak_kind::reachable: return "still reachable";
+        case Leak_kind::live: break;
     }
-    size_t n = count ? group_leaks(leaks, count, groups) : 0;
-    Leak_totals totals = leak_totals(leaks, count);
+    return "live";
+}
+
+const char* kind_key(Leak_kind k) {
+    switch (k) {
+        case Leak_kind::definite: return "definite";
+        case Leak_kind::indirect: return "indirect";
+        case Leak_kind::reachable: return "reachable";
+        case Leak_kind::live: break;
+    }
+    return "live";
+}
+
+}  // namespace
+
+size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t count, bool always) {
+    // The leaks first (lost or, without a scan, live; not reported before);
+    // still-reachable blocks are only counted.
+    size_t m = 0, reachable = 0;
+    uint64_t reachable_bytes = 0;
+    for (size_t i = 0; i < count; ++i) {
+        const Leak& l = leaks[i];
+        if (l.kind == Leak_kind::reachable) {
+            ++reachable;
+            reachable_bytes += l.size;
+        } else if (!l.reported) {
+            Leak t = leaks[m];
+            leaks[m++] = l;
+            leaks[i] = t;
+        }
+    }
+    Group* groups = nullptr;
+    size_t groups_bytes = m * sizeof(Group);
+    if (m) {
+        groups = static_cast<Group*>(os::map(groups_bytes));
+        if (!groups) return m;
+    }
+    size_t n = m ? group_leaks(leaks, m, groups) : 0;
+    // Suppressed groups leave the list; they are counted.
+    suppressions::load(r.suppressions);
+    size_t kept = 0, suppressed = 0, suppressed_groups = 0;
+    uint64_t suppressed_bytes = 0;
+    for (size_t g = 0; g < n; ++g) {
+        if (suppressions::match(leaks[groups[g].first].stack)) {
+            suppressed += groups[g].blocks;
+            suppressed_bytes += groups[g].bytes;
+            ++suppressed_groups;
+        } else {
+            groups[kept++] = groups[g];
+        }
+    }
+    n = kept;
+    Leak_totals totals{0, 0, n};
+    for (size_t g = 0; g < n; ++g) {
+        totals.blocks += groups[g].blocks;
+        totals.bytes += groups[g].bytes;
+    }
+    if (totals.blocks == 0 && !always && !r.json) {
+        if (groups) os::unmap(groups, groups_bytes);
+        return 0;
+    }
     const char* name = r.name ? r.name : "";
     Text t;
     t.set_fd(fd);
@@ -123,11 +184,21 @@ void write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t cou
         else
             t.dec(r.limit);
         t.str(",\"duration_ns\":").dec(r.duration_ns).str(",\"leaks\":").dec(totals.blocks)
-            .str(",\"leaked_bytes\":").dec(totals.bytes).str(",\"groups\":[");
+            .str(",\"leaked_bytes\":").dec(totals.bytes).str(",\"reachable\":").dec(reachable)
+            .str(",\"reachable_bytes\":").dec(reachable_bytes).str(",\"suppressed\":").dec(suppressed)
+            .str(",\"suppressed_bytes\":").dec(suppressed_bytes).str(",\"suppressed_groups\":").dec(suppressed_groups)
+            .str(",\"scan\":");
+        if (r.scan.ran)
+            t.str("{\"ns\":").dec(r.scan.ns).str(",\"bytes\":").dec(r.scan.bytes).str(",\"threads\":")
+                .dec(r.scan.threads).str(",\"threads_missed\":").dec(r.scan.threads_missed).chr('}');
+        else
+            t.str("null");
+        t.str(",\"groups\":[");
         for (size_t g = 0; g < n; ++g) {
             const Group& gr = groups[g];
             if (g) t.chr(',');
-            t.str("{\"blocks\":").dec(gr.blocks).str(",\"bytes\":").dec(gr.bytes).str(",\"blocks_at\":[");
+            t.str("{\"kind\":\"").str(kind_key(leaks[gr.first].kind)).str("\",\"blocks\":").dec(gr.blocks)
+                .str(",\"bytes\":").dec(gr.bytes).str(",\"blocks_at\":[");
             for (size_t i = 0; i < gr.blocks; ++i) {
                 const Leak& l = leaks[gr.first + i];
                 if (i) t.chr(',');
@@ -147,13 +218,29 @@ void write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t cou
             const Group& gr = groups[g];
             const Leak& first = leaks[gr.first];
             t.str("Freeing ").hex(first.address).str(" (").dec(first.size).str(" bytes): ").dec(gr.blocks)
-                .str(gr.blocks == 1 ? " block, " : " blocks, ").dec(gr.bytes).str(" bytes, allocated at:\n");
+                .str(gr.blocks == 1 ? " block, " : " blocks, ").dec(gr.bytes).str(" bytes");
+            if (first.kind != Leak_kind::live) t.str(", ").str(kind_name(first.kind));
+            t.str(", allocated at:\n");
             write_frames(t, first.stack);
         }
         if (totals.blocks) t.str("=== Total ").dec(totals.blocks).str(" memory leaks detected ===\n");
+        if (reachable || suppressed) {
+            t.str("zmm: request ").dec(r.id).str(": ");
+            if (reachable) t.dec(reachable).str(reachable == 1 ? " block" : " blocks").str(" (").dec(reachable_bytes)
+                .str(" bytes) still reachable");
+            if (reachable && suppressed) t.str("; ");
+            if (suppressed) t.dec(suppressed).str(suppressed == 1 ? " block" : " blocks").str(" (")
+                .dec(suppressed_bytes).str(" bytes) in ").dec(suppressed_groups)
+                .str(suppressed_groups == 1 ? " group" : " groups").str(" suppressed");
+            t.chr('\n');
+        }
+        if (r.scan.threads_missed)
+            t.str("zmm: request ").dec(r.id).str(": ").dec(r.scan.threads_missed)
+                .str(" threads block zmm's stop signal: their stacks were read while they ran\n");
     }
     t.flush(fd);
     if (groups) os::unmap(groups, groups_bytes);
+    return totals.blocks;
 }
 
 }  // namespace zmm

@@ -12,10 +12,25 @@ namespace zmm {
 
 class Text;
 
+// What the reachability scan found a block to be (ZMM_LEAKS=lost); `live`
+// when no scan ran (ZMM_LEAKS=all: every live block is a leak, as ZendMM).
+enum class Leak_kind : uint8_t { live = 0, reachable, indirect, definite };
+
 struct Leak {
     uintptr_t address;
     uint64_t size;   // requested (rounded when not traced)
     uint32_t stack;  // stack depot id, 0 if none
+    Leak_kind kind;
+    bool reported;   // reported lost by an earlier request: not again
+};
+
+// What the reachability scan did (leak_scan), for the report.
+struct Scan_info {
+    bool ran;                 // false: no scan (ZMM_LEAKS=all), or no memory for one
+    unsigned threads;         // stopped for it (the scanning thread not counted)
+    unsigned threads_missed;  // that did not stop (the signal blocked): read as they ran
+    uint64_t bytes;           // read: roots and reached blocks
+    uint64_t ns;              // the whole scan, the other threads stopped
 };
 
 struct Request_summary {
@@ -27,11 +42,17 @@ struct Request_summary {
     size_t limit;                  // SIZE_MAX: none
     uint64_t duration_ns;
     bool json;
+    Scan_info scan;
+    const char* suppressions;  // ZMM_SUPPRESSIONS (null: the built-in ones only)
 };
 
-// Groups `leaks` (reordering the array) and writes the report to fd. Nothing
-// for a request without leaks unless `always`.
-void write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t count, bool always);
+// Writes the report of a request whose live blocks are `leaks` (reordered
+// here). Reported as leaks: blocks of kind live (no scan), definite or
+// indirect, unless `reported` already or suppressed (suppressions.hpp);
+// still-reachable and suppressed ones are counted in one line. Text: nothing
+// for a request without leaks unless `always`; JSON: one object for every
+// request. Returns the number of blocks reported as leaks.
+size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t count, bool always);
 
 // The frames of a stored stack, one line each ("#k 0xPC in function
 // file:line (module+0xOFFSET)"), as the leak report writes them.

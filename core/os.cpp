@@ -1,5 +1,6 @@
 #include "os.hpp"
 
+#include <atomic>
 #include <cerrno>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -15,12 +16,69 @@ namespace zmm::os {
 namespace {
 constexpr size_t k_page = 4096;
 size_t round_page(size_t n) { return (n + k_page - 1) & ~(k_page - 1); }
+
+// The internal mappings: a slot is claimed by a compare-exchange on `lo`
+// (1 while its `hi` is being written), freed by storing 0.
+struct Internal {
+    std::atomic<uintptr_t> lo;
+    std::atomic<uintptr_t> hi;
+};
+constexpr size_t k_internal_slots = 4096;
+Internal g_internal[k_internal_slots];
+
+void track(void* p, size_t size) {
+    uintptr_t lo = reinterpret_cast<uintptr_t>(p);
+    for (size_t i = 0; i < k_internal_slots; ++i) {
+        uintptr_t expected = 0;
+        if (g_internal[i].lo.load(std::memory_order_relaxed) == 0 &&
+            g_internal[i].lo.compare_exchange_strong(expected, 1, std::memory_order_acquire)) {
+            g_internal[i].hi.store(lo + size, std::memory_order_relaxed);
+            g_internal[i].lo.store(lo, std::memory_order_release);
+            return;
+        }
+    }
+    // Full: the mapping is not listed (the scan may then read it as a root).
+}
+
+void untrack(void* p) {
+    uintptr_t lo = reinterpret_cast<uintptr_t>(p);
+    for (size_t i = 0; i < k_internal_slots; ++i)
+        if (g_internal[i].lo.load(std::memory_order_acquire) == lo) {
+            g_internal[i].lo.store(0, std::memory_order_release);
+            return;
+        }
+}
+
 }  // namespace
 
-void* map(size_t size) {
+void* map_heap(size_t size) {
     void* p = mmap(nullptr, round_page(size), PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     return p == MAP_FAILED ? nullptr : p;
+}
+
+void unmap_heap(void* p, size_t size) {
+    int saved = errno;
+    munmap(p, round_page(size));
+    errno = saved;
+}
+
+void* map(size_t size) {
+    void* p = map_heap(size);
+    if (p) track(p, round_page(size));
+    return p;
+}
+
+void unmap(void* p, size_t size) {
+    untrack(p);
+    unmap_heap(p, size);
+}
+
+void for_each_internal(void (*fn)(void* ctx, uintptr_t lo, uintptr_t hi), void* ctx) {
+    for (size_t i = 0; i < k_internal_slots; ++i) {
+        uintptr_t lo = g_internal[i].lo.load(std::memory_order_acquire);
+        if (lo > 1) fn(ctx, lo, g_internal[i].hi.load(std::memory_order_relaxed));
+    }
 }
 
 void* map_aligned(size_t size, size_t alignment) {
@@ -31,30 +89,24 @@ void* map_aligned(size_t size, size_t alignment) {
     }
     // ZendMM's way: first try the exact size, which is often aligned already
     // because the kernel places mappings next to each other.
-    void* p = map(size);
+    void* p = map_heap(size);
     if (p == nullptr) return nullptr;
     if ((reinterpret_cast<uintptr_t>(p) & (alignment - 1)) == 0) return p;
-    unmap(p, size);
+    unmap_heap(p, size);
     size_t span = size + alignment - k_page;
     if (span < size) {
         errno = ENOMEM;
         return nullptr;
     }
-    char* base = static_cast<char*>(map(span));
+    char* base = static_cast<char*>(map_heap(span));
     if (base == nullptr) return nullptr;
     uintptr_t b = reinterpret_cast<uintptr_t>(base);
     uintptr_t a = (b + alignment - 1) & ~(uintptr_t{alignment} - 1);
     size_t head = a - b;
     size_t tail = span - head - size;
-    if (head) unmap(base, head);
-    if (tail) unmap(reinterpret_cast<char*>(a) + size, tail);
+    if (head) unmap_heap(base, head);
+    if (tail) unmap_heap(reinterpret_cast<char*>(a) + size, tail);
     return reinterpret_cast<void*>(a);
-}
-
-void unmap(void* p, size_t size) {
-    int saved = errno;
-    munmap(p, round_page(size));
-    errno = saved;
 }
 
 void purge(void* p, size_t size) {

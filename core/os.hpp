@@ -9,6 +9,12 @@
 
 namespace zmm::os {
 
+// Internal memory (tables, lists, records) comes from map()/unmap(), which
+// keep a list of these mappings (lock-free, async-signal-safe): the leak scan
+// must not read zmm's own tables as the program's roots. The heap's own
+// memory (chunks, huge blocks) comes from map_heap()/unmap_heap() and
+// map_aligned(), which the chunk registry describes instead.
+
 // Maps `size` bytes of zeroed read-write memory whose start is a multiple of
 // `alignment` (a power of two, at least the page size). Returns nullptr when
 // the kernel refuses (errno is left as mmap set it). `size` is rounded up to
@@ -17,9 +23,17 @@ void* map_aligned(size_t size, size_t alignment);
 
 // Maps `size` bytes at no particular alignment (pages). nullptr on failure.
 void* map(size_t size);
-
-// Returns [p, p + size) to the OS. p and size are page-aligned.
+// Returns [p, p + size) to the OS: a whole mapping map() returned.
 void unmap(void* p, size_t size);
+
+// The same for the heap's memory (not listed as internal). Any page-aligned
+// part of a mapping may be returned.
+void* map_heap(size_t size);
+void unmap_heap(void* p, size_t size);
+
+// Calls fn for each live internal mapping [lo, hi). Racy against threads
+// mapping meanwhile: for the leak scan, with the other threads stopped.
+void for_each_internal(void (*fn)(void* ctx, uintptr_t lo, uintptr_t hi), void* ctx);
 
 // Tells the OS the pages' contents are no longer needed: they read as zero
 // afterwards and stop counting towards RSS. The range stays mapped.

@@ -7,6 +7,7 @@
 #include "backtrace.hpp"
 #include "diag.hpp"
 #include "glibc_heap.hpp"
+#include "leak_scan.hpp"
 #include "options.hpp"
 #include "request.hpp"
 #include "stats_report.hpp"
@@ -31,6 +32,7 @@ __attribute__((constructor(101))) static void zmm_constructor() {
 // handlers: the process-wide request's report sees what they freed.
 __attribute__((destructor(101))) static void zmm_destructor() {
     if (bypassed()) return;
+    leak_scan::Program_frame frame;
     finish_requests();
     if (options().stats) {
         int fd = report_open();

@@ -40,7 +40,10 @@ class Run:
 
 
 LIB = None
-CURRENT = []  # the runs of the current test, shown on failure
+CURRENT = []
+# ZendMM's rule, every live request block is a leak: for the tests of other
+# features whose programs keep their planted blocks in reach on purpose.
+ZENDMM = {"ZMM_LEAKS": "all"}  # the runs of the current test, shown on failure
 
 
 def run(argv, env=None, timeout=120):
@@ -76,7 +79,12 @@ def expect_ok_lines(r):
 
 HEADER = re.compile(r"^zmm: request (\d+) '(.*)' \(pid (\d+), tid (\d+)\) ended: (\d+) (leak|leaks), "
                     r"(\d+) bytes; peak (\S+ ?\S*)$")
-GROUP = re.compile(r"^Freeing 0x([0-9a-f]+) \((\d+) bytes\): (\d+) (block|blocks), (\d+) bytes, allocated at:$")
+GROUP = re.compile(r"^Freeing 0x([0-9a-f]+) \((\d+) bytes\): (\d+) (block|blocks), (\d+) bytes"
+                   r"(?:, (definitely lost|indirectly lost))?, allocated at:$")
+# After a report (or alone, for a request whose blocks are all reachable or
+# suppressed): "zmm: request N: B blocks (X bytes) still reachable; ..."
+SUMMARY = re.compile(r"^zmm: request (\d+): (?:(\d+) blocks? \((\d+) bytes\) still reachable)?(?:; )?"
+                     r"(?:(\d+) blocks? \((\d+) bytes\) in (\d+) groups? suppressed)?$")
 FRAME = re.compile(r"^    #(\d+) 0x([0-9a-f]+)(?: in (.+?))?(?: (\S+):(\d+))? \(([^()\s]+)\+0x([0-9a-f]+)\)$")
 TOTAL = re.compile(r"^=== Total (\d+) memory leaks detected ===$")
 
@@ -93,6 +101,8 @@ class Report:
         self.peak = m[8]
         self.groups = []
         self.total = None
+        self.reachable = 0
+        self.suppressed = 0
 
     def function_names(self):
         return [f["function"] for g in self.groups for f in g["frames"]]
@@ -111,6 +121,11 @@ def parse_reports(text):
             if m:
                 current = Report(m)
                 continue
+            m = SUMMARY.match(line)
+            if m and reports and reports[-1].id == int(m[1]):
+                reports[-1].reachable = int(m[2] or 0)
+                reports[-1].suppressed = int(m[4] or 0)
+                continue
             expect(not (GROUP.match(line) or FRAME.match(line) or TOTAL.match(line)),
                    f"a report line outside a report: {line!r}")
             others.append((len(reports), line))
@@ -118,7 +133,7 @@ def parse_reports(text):
         m = GROUP.match(line)
         if m:
             current.groups.append({"address": int(m[1], 16), "size": int(m[2]), "blocks": int(m[3]),
-                                   "bytes": int(m[5]), "frames": [], "plural": m[4]})
+                                   "bytes": int(m[5]), "frames": [], "plural": m[4], "kind": m[6] or "live"})
             continue
         m = FRAME.match(line)
         if m:
@@ -234,6 +249,7 @@ def check_leaks_text(text, info, module, expect_marks=True):
         expect(g["blocks"] == len(p["blocks"]), f"{p['function']}: {g['blocks']} blocks, planted {len(p['blocks'])}")
         expect(g["bytes"] == p["size"] * len(p["blocks"]), f"{p['function']}: group bytes {g['bytes']}")
         check_planted_frames(p["function"], g["frames"], module)
+        expect(g["kind"] == "definitely lost", f"{p['function']}: kind {g['kind']!r}, expected 'definitely lost'")
     expect(f"{info['persistent']:x}" not in text, "the persistent block appears in the report")
     if expect_marks:
         expect(others == [(1, "MARK clean begin"), (1, "MARK clean end")],
@@ -253,18 +269,21 @@ def test_json(prog):
     expect_status(r, 0)
     info = parse_leaks_stdout(r)
     lines = r.err.splitlines()
-    expect(lines[-2:] == ["MARK clean begin", "MARK clean end"],
-           "the clean request printed something (or the marks are missing)")
-    objects = lines[:-2]
-    expect(len(objects) == 1, f"{len(objects)} lines before the clean request, expected one JSON object")
+    # One object per request, a clean one too (the log is a record of requests).
+    expect(len(lines) == 4 and lines[1] == "MARK clean begin" and lines[3] == "MARK clean end",
+           f"expected the planted request's object, then the clean one's between the marks: {lines}")
     try:
-        o = json.loads(objects[0])
+        o = json.loads(lines[0])
+        clean = json.loads(lines[2])
     except ValueError as e:
         raise Failure(f"the report is not JSON: {e}")
+    expect(clean["name"] == "clean" and clean["leaks"] == 0 and clean["groups"] == [],
+           f"the clean request's object: {clean}")
     expect(isinstance(o, dict), "the report is not a JSON object")
     for key, kind in [("request", int), ("name", str), ("pid", int), ("tid", int), ("usage", int), ("peak", int),
                       ("real_usage", int), ("real_peak", int), ("duration_ns", int), ("leaks", int),
-                      ("leaked_bytes", int), ("groups", list)]:
+                      ("leaked_bytes", int), ("reachable", int), ("reachable_bytes", int), ("suppressed", int),
+                      ("suppressed_bytes", int), ("groups", list)]:
         expect(isinstance(o.get(key), kind), f"field {key!r} missing or not {kind.__name__}: {o.get(key)!r}")
     expect("limit" in o and o["limit"] is None, f"limit should be null without a limit: {o.get('limit')!r}")
     expect(o["request"] == info["id"] and o["name"] == "planted", "request id or name")
@@ -280,8 +299,9 @@ def test_json(prog):
            "groups not ordered by bytes")
     by_address = {}
     for g in groups:
-        for key in ("blocks", "bytes", "blocks_at", "frames"):
+        for key in ("kind", "blocks", "bytes", "blocks_at", "frames"):
             expect(key in g, f"a group without {key!r}")
+        expect(g["kind"] == "definite", f"a planted group's kind is {g['kind']!r}, expected 'definite'")
         expect(len(g["blocks_at"]) == g["blocks"], "blocks_at does not list every block")
         expect(sum(b["size"] for b in g["blocks_at"]) == g["bytes"], "a group's sizes do not add up")
         for b in g["blocks_at"]:
@@ -376,7 +396,13 @@ def test_process(tool):
 def test_process_python():
     python = "/usr/bin/python3"
     script = "import os, json; d = {i: str(i) * 3 for i in range(1000)}; print(os.getpid())"
-    r = run([python, "-S", "-c", script], {"ZMM_REQUEST": "process"}, timeout=120)
+    # By default (lost) CPython loses nothing: what it holds at exit is reachable.
+    r = run([python, "-S", "-c", script], {"ZMM_REQUEST": "process", "ZMM_LOG_FORMAT": "json"}, timeout=120)
+    expect_status(r, 0)
+    o = [json.loads(line) for line in r.err.splitlines() if line.startswith("{")]
+    expect(len(o) == 1 and o[0]["leaks"] == 0 and o[0]["reachable"] > 0,
+           f"CPython at exit: expected no lost block and many reachable ones: {r.err[:500]}")
+    r = run([python, "-S", "-c", script], {"ZMM_REQUEST": "process", **ZENDMM}, timeout=120)
     expect_status(r, 0)
     pid = int(r.out.split()[0])
     reports, others = parse_reports(r.err)
@@ -467,7 +493,7 @@ def test_limit_fatal_size(prog):
 
 
 def test_limit_enomem(prog):
-    r = run([prog, "enomem"], {"ZMM_LIMIT_ACTION": "enomem"})
+    r = run([prog, "enomem"], {"ZMM_LIMIT_ACTION": "enomem", **ZENDMM})
     expect_status(r, 0)
     expect_ok_lines(r)
     for name in ("first", "second", "third"):
@@ -484,7 +510,7 @@ def test_limit_enomem(prog):
 
 
 def test_limit_handler(prog):
-    r = run([prog, "handler"])
+    r = run([prog, "handler"], ZENDMM)
     lines = r.out.splitlines()
     expect("FAIL" not in r.out, "the program's checks failed")
     expect(lines[:1] == ["ready"] and "ok" in lines, "the program did not run its checks")
@@ -502,7 +528,7 @@ def test_limit_handler(prog):
 
 
 def test_threads(prog):
-    r = run([prog])
+    r = run([prog], ZENDMM)
     expect_status(r, 0)
     expect_ok_lines(r)
     want = sorted((w[1] + " " + w[2], int(w[3])) for w in (line.split() for line in r.out.splitlines())
@@ -555,7 +581,7 @@ def test_reclaim(prog):
         r = test_selfcheck(prog, mode, "exact", env={**env, "ZMM_LEAKS": "0"})
         expect(r.err == "", "ZMM_LEAKS=0 must print nothing")
         # the report, identical either way
-        r = test_selfcheck(prog, mode, env=env)
+        r = test_selfcheck(prog, mode, env={**env, **ZENDMM})
         reports, others = parse_reports(r.err)
         expect(others == [], f"stderr has other lines: {others}")
         expect(len(reports) == 1 and reports[0].name == "leaky" and reports[0].leaks == 102,
@@ -570,7 +596,7 @@ def test_repro_demangle(prog):
     """Issue 3: demangled names for every frame that has a symbol, also in a
     C++ program that does not load libstdc++ at start-up (demangle.cpp)."""
     def case(args, loaded):
-        r = run([prog, *args])
+        r = run([prog, *args], ZENDMM)
         expect_status(r, 0)
         expect(f"libstdc++ {loaded}" in r.out and "leaked 1" in r.out, "the program did not run as planned")
         reports, _ = parse_reports(r.err)

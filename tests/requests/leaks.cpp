@@ -39,9 +39,14 @@ namespace {
 struct Plant {
     const char* function;
     size_t size;
-    void* blocks[3];
+    // Hidden (xor'd) while the request is open: the blocks must be lost, not
+    // reachable from this global, for ZMM_LEAKS=lost (the default) to list them.
+    uintptr_t blocks[3];
     int count;
 };
+
+constexpr uintptr_t k_hide = 0x5a5a5a5a5a5a5a5aull;
+void* shown(uintptr_t hidden) { return reinterpret_cast<void*>(hidden ^ k_hide); }
 
 Plant g_plants[16];
 int g_plant_count = 0;
@@ -51,10 +56,17 @@ int g_plant_count = 0;
 void plant(const char* function, size_t size, void* block) {
     for (int i = 0; i < g_plant_count; ++i)
         if (strcmp(g_plants[i].function, function) == 0) {
-            g_plants[i].blocks[g_plants[i].count++] = block;
+            g_plants[i].blocks[g_plants[i].count++] = reinterpret_cast<uintptr_t>(block) ^ k_hide;
             return;
         }
-    g_plants[g_plant_count++] = Plant{function, size, {block, nullptr, nullptr}, 1};
+    g_plants[g_plant_count++] = Plant{function, size, {reinterpret_cast<uintptr_t>(block) ^ k_hide, 0, 0}, 1};
+}
+
+// Planted blocks are cleared: stale words in a reused slot could otherwise
+// point at another planted block and make it "indirectly lost".
+void* cleared(void* p, size_t size) {
+    memset(p, 0, size);
+    return p;
 }
 
 void mark(const char* line) {
@@ -67,9 +79,9 @@ void mark(const char* line) {
 
 namespace planted {
 
-NOINLINE void leak_malloc() { plant("planted::leak_malloc", 100, malloc(100)); }
+NOINLINE void leak_malloc() { plant("planted::leak_malloc", 100, cleared(malloc(100), 100)); }
 
-NOINLINE void leak_new_array() { plant("planted::leak_new_array", 333, new char[333]); }
+NOINLINE void leak_new_array() { plant("planted::leak_new_array", 333, cleared(new char[333], 333)); }
 
 NOINLINE void leak_calloc() { plant("planted::leak_calloc", 77, calloc(7, 11)); }
 
@@ -80,12 +92,14 @@ NOINLINE void leak_realloc() {
     p = static_cast<char*>(realloc(p, 900));
     p = static_cast<char*>(realloc(p, 5000));
     if (p[15] != 'a') abort();
+    memset(p + 16, 0, 5000 - 16);
     plant("planted::leak_realloc", 5000, p);
 }
 
 NOINLINE void leak_huge() {
     size_t size = (size_t{3} << 20) + 123;
     char* p = static_cast<char*>(malloc(size));
+    memset(p, 0, size);
     p[0] = p[size - 1] = 1;
     plant("planted::leak_huge", size, p);
 }
@@ -94,7 +108,10 @@ NOINLINE void leak_loop() {
     static void* volatile slots[3];
 #pragma GCC unroll 1
     for (int i = 0; i < 3; ++i) slots[i] = malloc(48);
-    for (int i = 0; i < 3; ++i) plant("planted::leak_loop", 48, slots[i]);
+    for (int i = 0; i < 3; ++i) {
+        plant("planted::leak_loop", 48, cleared(slots[i], 48));
+        slots[i] = nullptr;  // lost now
+    }
 }
 
 // Twelve distinct frames: deep01 calls deep02 ... calls deep12, which leaks.
@@ -106,7 +123,7 @@ volatile int g_depth_sink;
         g_depth_sink = g_depth_sink + x;      \
     }
 NOINLINE void deep12(int x) {
-    plant("planted::deep12", 2024, malloc(2024));
+    plant("planted::deep12", 2024, cleared(malloc(2024), 2024));
     g_depth_sink = x;
 }
 DEEP(11, deep12)
@@ -256,16 +273,16 @@ int main() {
     for (int i = 0; i < g_plant_count; ++i) {
         const Plant& p = g_plants[i];
         printf("plant %s %zu", p.function, p.size);
-        for (int j = 0; j < p.count; ++j) printf(" %p", p.blocks[j]);
+        for (int j = 0; j < p.count; ++j) printf(" %p", shown(p.blocks[j]));
         printf("\n");
     }
     // The planted blocks stay valid after the request (ZMM_RECLAIM=0): free them.
     for (int i = 0; i < g_plant_count; ++i)
         for (int j = 0; j < g_plants[i].count; ++j) {
             if (strcmp(g_plants[i].function, "planted::leak_new_array") == 0)
-                delete[] static_cast<char*>(g_plants[i].blocks[j]);
+                delete[] static_cast<char*>(shown(g_plants[i].blocks[j]));
             else
-                free(g_plants[i].blocks[j]);
+                free(shown(g_plants[i].blocks[j]));
         }
     return 0;
 }

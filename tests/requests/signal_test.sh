@@ -11,7 +11,7 @@ lib=$1 prog=$2 zmm=$3
 dir=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
 mkfifo "$dir/in"
-env -u ZMM_REQUEST_SIGNAL ZMM_REQUEST=signal ZMM_LOG="$dir/zmm.log" LD_PRELOAD="$lib" \
+env -u ZMM_REQUEST_SIGNAL ZMM_REQUEST=signal ZMM_LEAKS=all ZMM_LOG="$dir/zmm.log" LD_PRELOAD="$lib" \
   "$prog" <"$dir/in" >"$dir/out" 2>"$dir/err" &
 pid=$!
 exec 3>"$dir/in"

@@ -1,0 +1,65 @@
+// The leak scan (ZMM_LEAKS=lost): which blocks of an ending request the
+// program can still reach, from every root of the running process.
+//
+// Roots: the writable segments of every loaded module (zmm's own left out),
+// every registered thread's stack from its stack pointer up and its static
+// TLS, and every live block of every heap that is not a candidate.
+//
+// While the roots are read the other threads are stopped without ptrace
+// (which containers and seccomp forbid): each gets an internal real-time
+// signal whose handler records its stack pointer and thread pointer (its
+// registers are in the signal frame, on the stack it records) and waits on
+// a futex until the scan is over. A thread blocked in a system call is
+// stopped as well; the call resumes after (SA_RESTART) or returns EINTR
+// where the kernel never restarts it (nanosleep, poll and their kind). A
+// thread that blocks the signal is not stopped: its stack is read as a
+// whole, and the report says how many there were.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "leak_report.hpp"
+#include "thread_heap.hpp"
+
+namespace zmm::leak_scan {
+
+// At an entry from the program into zmm that may end in a scan (the request
+// API, the library destructor, thread exit): the program's stack starts in
+// this frame, which receives its callee-saved registers (a pointer kept only
+// in a register across the call still counts). zmm's frames below, with
+// stale copies of the blocks' addresses, are not read.
+struct Program_frame {
+    uintptr_t regs[6];
+    bool outer;
+    __attribute__((always_inline)) Program_frame() {
+        asm volatile(
+            "mov %%rbx, 0(%0)\n\tmov %%rbp, 8(%0)\n\tmov %%r12, 16(%0)\n\t"
+            "mov %%r13, 24(%0)\n\tmov %%r14, 32(%0)\n\tmov %%r15, 40(%0)"
+            :
+            : "r"(regs)
+            : "memory");
+        outer = t_state.scan_from == nullptr;
+        if (outer) t_state.scan_from = regs;
+    }
+    ~Program_frame() {
+        if (outer) t_state.scan_from = nullptr;
+        asm volatile("" : : "r"(regs) : "memory");
+    }
+    Program_frame(const Program_frame&) = delete;
+    Program_frame& operator=(const Program_frame&) = delete;
+};
+
+// Installs the stop signal's handler. From start-up, outside the allocator.
+void start();
+
+// (ran is false when the OS refused memory for the scan: kinds left `live`.)
+using Result = Scan_info;
+
+// Sets the kind of each of `leaks` (block starts). Outside the allocator, on
+// a thread with a heap. The calling thread's stack is read from
+// t_state.scan_from when set (an API call records the program's frame
+// there), else from the caller's frame.
+Result classify(Leak* leaks, size_t count);
+
+}  // namespace zmm::leak_scan

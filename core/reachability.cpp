@@ -1,0 +1,228 @@
+#include "reachability.hpp"
+
+#include "chunk.hpp"
+#include "chunk_registry.hpp"
+#include "heap.hpp"
+#include "os.hpp"
+
+namespace zmm {
+
+namespace {
+size_t round_pages(size_t n) { return (n + k_page_size - 1) & ~(k_page_size - 1); }
+uint64_t hash_address(uintptr_t a) { return (a >> 4) * 0x9E3779B97F4A7C15ull; }
+}  // namespace
+
+bool Reachability::prepare(Leak* blocks, size_t count) {
+    release();
+    blocks_ = blocks;
+    count_ = count;
+    if (count == 0) return true;
+    capacity_ = 16;
+    while (capacity_ < count * 2) capacity_ *= 2;
+    slots_ = static_cast<Slot*>(os::map(round_pages(capacity_ * sizeof(Slot))));
+    work_ = static_cast<uint32_t*>(os::map(round_pages(count * sizeof(uint32_t))));
+    if (!slots_ || !work_) {
+        release();
+        return false;
+    }
+    unsigned shift = 64 - static_cast<unsigned>(__builtin_ctzll(capacity_));
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (size_t i = 0; i < count; ++i) {
+        Leak& b = blocks[i];
+        b.kind = Leak_kind::definite;
+        size_t k = static_cast<size_t>(hash_address(b.address) >> shift);
+        while (slots_[k].address) k = (k + 1) & (capacity_ - 1);
+        slots_[k] = Slot{b.address, static_cast<uint32_t>(i)};
+        // The span a pointer may fall in: the whole block (the usable size
+        // may exceed the requested one; resolve() decides exactly).
+        size_t usable = Heap::usable_size(reinterpret_cast<void*>(b.address));
+        uintptr_t end = b.address + (usable > b.size ? usable : b.size);
+        if (b.address < lo) lo = b.address;
+        if (end > hi) hi = end;
+        for (uintptr_t g = b.address >> 21; g <= (end - 1) >> 21; ++g) {
+            uint64_t bit = g * 0x9E3779B97F4A7C15ull >> 52;
+            filter_[bit >> 6] |= uint64_t{1} << (bit & 63);
+        }
+    }
+    lo_ = lo;
+    span_ = hi - lo;
+    return true;
+}
+
+void Reachability::release() {
+    if (slots_) os::unmap(slots_, round_pages(capacity_ * sizeof(Slot)));
+    if (work_) os::unmap(work_, round_pages(count_ * sizeof(uint32_t)));
+    slots_ = nullptr;
+    work_ = nullptr;
+    capacity_ = 0;
+    work_count_ = 0;
+    lo_ = span_ = 0;
+    for (auto& f : filter_) f = 0;
+    scanned_ = 0;
+    indirect_pass_ = false;
+    current_ = -1;
+    blocks_ = nullptr;
+    count_ = 0;
+}
+
+long Reachability::find(uintptr_t start) const {
+    if (!capacity_) return -1;
+    unsigned shift = 64 - static_cast<unsigned>(__builtin_ctzll(capacity_));
+    for (size_t k = static_cast<size_t>(hash_address(start) >> shift);; k = (k + 1) & (capacity_ - 1)) {
+        if (slots_[k].address == start) return slots_[k].index;
+        if (!slots_[k].address) return -1;
+    }
+}
+
+long Reachability::resolve(uintptr_t v) const {
+    if (v - lo_ >= span_ || !filtered(v)) return -1;
+    const void* p = reinterpret_cast<const void*>(v);
+    uintptr_t start;
+    switch (granule_of(p)) {
+        case granule_chunk: {
+            Chunk* c = Chunk::of(p);
+            unsigned page = Chunk::page_of(p);
+            if (page == 0) return -1;
+            uint32_t m = c->map[page];
+            if (m & k_small) {
+                unsigned bin = m & k_bin_mask;
+                uintptr_t run = (v & ~uintptr_t{k_page_size - 1}) - (m & k_small_offset_mask);
+                uintptr_t slot = (v - run) / k_bin_size[bin];
+                if (slot >= k_bin_count[bin]) return -1;
+                start = run + slot * k_bin_size[bin];
+            } else if (m & k_large) {
+                start = reinterpret_cast<uintptr_t>(c->page_address(page));
+            } else if (m & k_large_tail) {
+                unsigned back = m & k_pages_mask;
+                if (back > page) return -1;
+                start = reinterpret_cast<uintptr_t>(c->page_address(page - back));
+            } else {
+                return -1;
+            }
+            break;
+        }
+        case granule_huge:
+        case granule_huge_tail:
+            start = reinterpret_cast<uintptr_t>(registry_huge_start(p));
+            if (!start) return -1;
+            break;
+        default:
+            return -1;
+    }
+    long i = find(start);
+    if (i < 0) return -1;
+    // Past the block's end (a large run's or huge block's slack) is not in it.
+    const Leak& b = blocks_[i];
+    size_t usable = Heap::usable_size(reinterpret_cast<void*>(start));
+    return v < start + (usable > b.size ? usable : b.size) ? i : -1;
+}
+
+void Reachability::hit(uintptr_t v) {
+    long i = resolve(v);
+    if (i < 0) return;
+    Leak& b = blocks_[i];
+    if (indirect_pass_) {
+        // Reached from a lost block: indirectly lost, unless reached from
+        // roots already (or it is the block being read).
+        if (b.kind == Leak_kind::definite && i != current_) b.kind = Leak_kind::indirect;
+        return;
+    }
+    if (b.kind == Leak_kind::reachable) return;
+    b.kind = Leak_kind::reachable;
+    work_[work_count_++] = static_cast<uint32_t>(i);
+}
+
+void Reachability::scan_words(const uintptr_t* w, const uintptr_t* end) {
+    scanned_ += static_cast<uint64_t>(end - w) * sizeof(uintptr_t);
+    const uintptr_t lo = lo_, span = span_;
+    for (; w < end; ++w) {
+        uintptr_t v = *w;
+        if (__builtin_expect(v - lo < span, 0)) hit(v);
+    }
+}
+
+void Reachability::scan_root(const void* lo, const void* hi) {
+    if (!count_) return;
+    uintptr_t a = (reinterpret_cast<uintptr_t>(lo) + 7) & ~uintptr_t{7};
+    uintptr_t b = reinterpret_cast<uintptr_t>(hi) & ~uintptr_t{7};
+    if (a >= b) return;
+    scan_words(reinterpret_cast<const uintptr_t*>(a), reinterpret_cast<const uintptr_t*>(b));
+    flood();
+}
+
+void Reachability::flood() {
+    while (work_count_) {
+        const Leak& b = blocks_[work_[--work_count_]];
+        size_t bytes = b.size & ~size_t{7};
+        auto* w = reinterpret_cast<const uintptr_t*>(b.address);
+        scan_words(w, w + bytes / sizeof(uintptr_t));
+    }
+}
+
+void Reachability::scan_heap(const Heap& heap) {
+    if (!count_) return;
+    const uint64_t key = heap.key;
+    // Chunks: the circular list, at most chunks_count long.
+    const Chunk* c = heap.chunks;
+    for (size_t n = 0; c && n < heap.chunks_count; ++n, c = c->next) {
+        if (granule_of(c) != granule_chunk || c->heap != &heap) break;
+        bool may_hold_candidates = filtered(reinterpret_cast<uintptr_t>(c));
+        for (unsigned page = 1; page < k_chunk_pages;) {
+            uint32_t m = c->map[page];
+            char* at = const_cast<Chunk*>(c)->page_address(page);
+            if (m & k_small) {
+                unsigned bin = m & k_bin_mask;
+                const size_t size = k_bin_size[bin];
+                for (unsigned k = 0; k < k_bin_count[bin]; ++k) {
+                    auto* s = reinterpret_cast<const uintptr_t*>(at + size_t{k} * size);
+                    // A free slot proves it: its second word is its link's shadow.
+                    if (s[1] == (s[0] ^ key ^ reinterpret_cast<uintptr_t>(s))) continue;
+                    if (may_hold_candidates && find(reinterpret_cast<uintptr_t>(s)) >= 0) continue;
+                    scan_words(s, s + size / sizeof(uintptr_t));
+                }
+                flood();
+                unsigned pages = k_bin_pages[bin];
+                page += pages;
+            } else if (m & k_large) {
+                unsigned pages = m & k_pages_mask;
+                if (pages == 0 || page + pages > k_chunk_pages) break;
+                if (!may_hold_candidates || find(reinterpret_cast<uintptr_t>(at)) < 0) {
+                    auto* w = reinterpret_cast<const uintptr_t*>(at);
+                    scan_words(w, w + size_t{pages} * k_page_size / sizeof(uintptr_t));
+                    flood();
+                }
+                page += pages;
+            } else {
+                ++page;
+            }
+        }
+    }
+    // Huge blocks.
+    size_t n = 0;
+    for (const Huge_header* h = heap.huge; h && n < (size_t{1} << 20); h = h->next, ++n) {
+        const void* block = reinterpret_cast<const char*>(h) + k_page_size;
+        if (granule_of(block) != granule_huge || h->magic != k_huge_magic || h->heap != &heap) break;
+        if (find(reinterpret_cast<uintptr_t>(block)) >= 0) continue;
+        auto* w = static_cast<const uintptr_t*>(block);
+        scan_words(w, w + h->size / sizeof(uintptr_t));
+        flood();
+    }
+}
+
+void Reachability::classify() {
+    flood();
+    // Each lost block is read once: what it points to that is lost too is
+    // only indirectly lost (a block pointing into itself stays as it was).
+    indirect_pass_ = true;
+    for (size_t i = 0; i < count_; ++i) {
+        const Leak& b = blocks_[i];
+        if (b.kind == Leak_kind::reachable) continue;
+        current_ = static_cast<long>(i);
+        auto* w = reinterpret_cast<const uintptr_t*>(b.address);
+        scan_words(w, w + (b.size & ~size_t{7}) / sizeof(uintptr_t));
+    }
+    current_ = -1;
+    indirect_pass_ = false;
+}
+
+}  // namespace zmm

@@ -1,0 +1,81 @@
+// Which of a request's live blocks the program can still reach: a
+// conservative mark, as LeakSanitizer and valgrind do it, with zmm's own
+// metadata to resolve a word to the block it points into.
+//
+// The candidates are the ending request's live blocks. Every root range the
+// caller gives (module data, thread stacks, TLS) and every live block of the
+// heaps that is not a candidate is read word by word (8-byte aligned); a word
+// that points anywhere inside a candidate (interior pointers count, as
+// valgrind's "possibly lost" does) makes it reachable, and what it points to
+// in turn. What no root reaches is lost: `indirect` when another lost block
+// points to it, `definite` otherwise (a cycle of lost blocks is all indirect,
+// as in both tools).
+//
+// No allocation: its tables come from the OS. Nothing here stops threads;
+// the caller makes sure the memory it names stays mapped while it is read.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "leak_report.hpp"
+
+namespace zmm {
+
+class Heap;
+
+class Reachability {
+public:
+    Reachability() = default;
+    Reachability(const Reachability&) = delete;
+    Reachability& operator=(const Reachability&) = delete;
+    ~Reachability() { release(); }
+
+    // The candidates (each `address` a block start, `size` the bytes to read
+    // in it). Their kinds are set by classify(). false when the OS refuses
+    // memory for the tables (the caller then keeps every block a leak).
+    bool prepare(Leak* blocks, size_t count);
+    void release();
+
+    // A root range: [lo, hi), read by aligned words.
+    void scan_root(const void* lo, const void* hi);
+    // Roots: every live block of `heap` that is not a candidate (small slots
+    // that are not free, large runs, huge blocks). The heap's lists are
+    // walked defensively: a chunk or huge block the registry does not vouch
+    // for ends the walk of that list.
+    void scan_heap(const Heap& heap);
+    // After every root: sets each candidate's kind.
+    void classify();
+
+    // The candidate index of the block `v` points into, or -1.
+    long resolve(uintptr_t v) const;
+    uint64_t bytes_scanned() const { return scanned_; }
+
+private:
+    struct Slot {
+        uintptr_t address;  // 0: empty
+        uint32_t index;
+    };
+    long find(uintptr_t start) const;
+    void hit(uintptr_t v);
+    void scan_words(const uintptr_t* w, const uintptr_t* end);
+    void flood();
+    bool filtered(uintptr_t v) const {
+        uint64_t g = (v >> 21) * 0x9E3779B97F4A7C15ull >> 52;  // 4096 filter bits
+        return (filter_[g >> 6] >> (g & 63)) & 1;
+    }
+
+    Leak* blocks_ = nullptr;
+    size_t count_ = 0;
+    Slot* slots_ = nullptr;
+    size_t capacity_ = 0;  // power of two
+    uint32_t* work_ = nullptr;
+    size_t work_count_ = 0;
+    uintptr_t lo_ = 0, span_ = 0;  // candidates lie in [lo_, lo_ + span_)
+    uint64_t filter_[64] = {};     // granules (2 MiB) holding candidates
+    uint64_t scanned_ = 0;
+    bool indirect_pass_ = false;
+    long current_ = -1;  // the lost block being read (indirect pass)
+};
+
+}  // namespace zmm
