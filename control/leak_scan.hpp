@@ -24,27 +24,19 @@
 
 namespace zmm::leak_scan {
 
-// At an entry from the program into zmm that may end in a scan (the request
-// API, the library destructor, thread exit): the program's stack starts in
-// this frame, which receives its callee-saved registers (a pointer kept only
-// in a register across the call still counts). zmm's frames below, with
-// stale copies of the blocks' addresses, are not read.
+// At an entry from the program into zmm that may end in a scan (the library
+// destructor, thread exit): the program's stack starts at this frame's
+// address (its locals, and zmm's frames below, with stale copies of blocks'
+// addresses, are not read). The request API's entry saves the program's
+// registers too (api.cpp).
 struct Program_frame {
-    uintptr_t regs[6];
     bool outer;
     __attribute__((always_inline)) Program_frame() {
-        asm volatile(
-            "mov %%rbx, 0(%0)\n\tmov %%rbp, 8(%0)\n\tmov %%r12, 16(%0)\n\t"
-            "mov %%r13, 24(%0)\n\tmov %%r14, 32(%0)\n\tmov %%r15, 40(%0)"
-            :
-            : "r"(regs)
-            : "memory");
         outer = t_state.scan_from == nullptr;
-        if (outer) t_state.scan_from = regs;
+        if (outer) t_state.scan_from = __builtin_frame_address(0);
     }
     ~Program_frame() {
         if (outer) t_state.scan_from = nullptr;
-        asm volatile("" : : "r"(regs) : "memory");
     }
     Program_frame(const Program_frame&) = delete;
     Program_frame& operator=(const Program_frame&) = delete;

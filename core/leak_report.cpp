@@ -75,13 +75,18 @@ void json_frames(Text& t, uint32_t stack) {
 }
 
 size_t group_leaks(Leak* leaks, size_t count, Group* groups) {
+    // One group per backtrace and kind (a lost list's head is definitely
+    // lost, its other nodes, from the same line, indirectly).
     std::sort(leaks, leaks + count, [](const Leak& a, const Leak& b) {
-        return a.stack != b.stack ? a.stack < b.stack : a.address < b.address;
+        if (a.stack != b.stack) return a.stack < b.stack;
+        if (a.kind != b.kind) return a.kind > b.kind;
+        return a.address < b.address;
     });
     size_t n = 0;
     for (size_t i = 0; i < count; ++i) {
         // Without backtraces (stack 0) every block is its own group.
-        if (i == 0 || leaks[i].stack != leaks[i - 1].stack || leaks[i].stack == 0)
+        if (i == 0 || leaks[i].stack != leaks[i - 1].stack || leaks[i].kind != leaks[i - 1].kind ||
+            leaks[i].stack == 0)
             groups[n++] = Group{i, 0, 0};
         groups[n - 1].blocks++;
         groups[n - 1].bytes += leaks[i].size;

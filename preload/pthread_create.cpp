@@ -7,11 +7,31 @@
 
 #include <cerrno>
 #include <pthread.h>
+#include <cstdlib>
 
 #include "libc_symbols.hpp"
 #include "thread_heap.hpp"
 
 using Create_fn = int (*)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
+
+namespace {
+
+// The new thread takes its heap (and so its place in the thread list that
+// the leak scan stops and reads) before the program's start routine runs:
+// a thread that never allocates may still hold the only pointer to a block.
+struct Start {
+    void* (*start)(void*);
+    void* arg;
+};
+
+void* start_thread_with_heap(void* p) {
+    Start s = *static_cast<Start*>(p);
+    free(p);
+    zmm::thread_heap();  // joins an open process-wide request, as a first malloc would
+    return s.start(s.arg);
+}
+
+}  // namespace
 
 extern "C" __attribute__((visibility("default"))) int pthread_create(pthread_t* thread, const pthread_attr_t* attr,
                                                                     void* (*start)(void*), void* arg) {
@@ -24,7 +44,15 @@ extern "C" __attribute__((visibility("default"))) int pthread_create(pthread_t* 
         zmm::t_heap = zmm::fast_path_heap(own);
         ++zmm::t_state.depth;  // slow paths too: the thread's own heap
     }
-    int result = real(thread, attr, start, arg);
+    Start* wrapped = zmm::bypassed() ? nullptr : static_cast<Start*>(malloc(sizeof(Start)));
+    int result;
+    if (wrapped) {
+        *wrapped = Start{start, arg};
+        result = real(thread, attr, start_thread_with_heap, wrapped);
+        if (result != 0) free(wrapped);
+    } else {
+        result = real(thread, attr, start, arg);
+    }
     if (own) {
         --zmm::t_state.depth;
         zmm::t_heap = saved;

@@ -611,8 +611,66 @@ def test_repro_demangle(prog):
 
 # ---------------------------------------------------------------------------
 
+def test_reach(prog):
+    """Issue 6: each planted kind, as the JSON log and zmm_request_end say."""
+    def run_reach(env):
+        r = run([prog], {"ZMM_LOG_FORMAT": "json", **env})
+        expect_status(r, 0)
+        expect("FAIL" not in r.out, r.out)
+        ret = dict((w[0], int(w[1])) for w in (line.split() for line in r.out.splitlines()))
+        objs = {}
+        for line in r.err.splitlines():
+            expect(line.startswith("{"), f"stderr has another line than a JSON object: {line!r}")
+            o = json.loads(line)
+            objs[o["name"]] = o
+        return ret, objs
+
+    def kinds(o):
+        return sorted((g["kind"], g["blocks"]) for g in o["groups"])
+
+    with tempfile.TemporaryDirectory() as d:
+        sup = os.path.join(d, "zmm.supp")
+        with open(sup, "w") as f:
+            f.write("# a comment\n\nleak:suppress_me\n")
+        ret, objs = run_reach({})
+        ret_s, objs_s = run_reach({"ZMM_SUPPRESSIONS": sup})
+    want = {  # name: (zmm_request_end, groups by kind, reachable blocks)
+        "lost": (1, [("definite", 1)], 0),
+        "list": (6, [("definite", 1), ("indirect", 5)], 0),
+        "global": (0, [], 1),
+        "interior": (0, [], 1),
+        "other_stack": (0, [], 1),
+        "cache1": (0, [], 10), "cache2": (0, [], 10), "cache3": (0, [], 10), "cache4": (0, [], 10),
+        "cache5": (0, [], 0),
+        "threads": (0, [], 0),
+        "suppress": (2, [("definite", 1), ("definite", 1)], 0),
+    }
+    for name, (n, groups, reachable) in want.items():
+        expect(name in objs, f"no JSON object for request {name!r}")
+        o = objs[name]
+        expect(ret[name] == n and o["leaks"] == n, f"{name}: zmm_request_end {ret[name]}, leaks {o['leaks']}, "
+               f"expected {n}: {o}")
+        expect(kinds(o) == groups, f"{name}: groups {kinds(o)}, expected {groups}")
+        expect(o["reachable"] == reachable, f"{name}: {o['reachable']} reachable, expected {reachable}")
+        expect(o["scan"] is None or o["scan"]["threads_missed"] == 0, f"{name}: a thread did not stop")
+    expect(objs["other_stack"]["scan"]["threads"] >= 1, "other_stack: the holder thread was not stopped")
+    # The suppression file removes exactly suppress_me_please's group.
+    s = objs_s["suppress"]
+    expect(ret_s["suppress"] == 1 and s["leaks"] == 1 and s["suppressed"] == 1 and s["suppressed_groups"] == 1,
+           f"with the suppression file: {s}")
+    def planter(g):  # frame #0 is the clearing helper
+        return g["frames"][1]["function"]
+    expect(planter(s["groups"][0]) == "keep_me", f"the group kept: {s['groups'][0]['frames'][:2]}")
+    names = {planter(g) for g in objs["suppress"]["groups"]}
+    expect(names == {"keep_me", "suppress_me_please"}, f"without the file: {names}")
+    for name in want:
+        if name != "suppress":
+            expect(objs_s[name]["leaks"] == objs[name]["leaks"], f"{name}: the suppression file changed it")
+
+
 TESTS = {
     "leaks": test_leaks,
+    "reach": test_reach,
     "json": test_json,
     "log_file": test_log_file,
     "leak_exitcode": test_leak_exitcode,

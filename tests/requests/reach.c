@@ -1,0 +1,161 @@
+/* Planted cases for the leak scan (ZMM_LEAKS=lost), one request each, driven
+ * by check.py (test_reach) which reads the JSON log:
+ *
+ *   lost         one block nothing points to: 1 definitely lost
+ *   list         a list of 6 whose head is lost: 1 definitely + 5 indirectly
+ *   global       a block a global points to: still reachable
+ *   interior     a block a global points into (17 bytes in): still reachable
+ *   other_stack  a block only another thread's stack points to, that thread
+ *                blocked in read(2) during the scan: still reachable (and
+ *                its read then completes normally)
+ *   cache1..5    a cache filled in request 1, emptied in request 5:
+ *                reachable in 1-4, never lost
+ *   threads      threads created and joined inside the request: no leak
+ *   suppress     two lost blocks, from suppress_me_please and keep_me
+ *
+ * Addresses the program must not keep are stored disguised (xor with a
+ * non-canonical bit), so that only the planted references count. stdout:
+ * "NAME RETURN" per request (zmm_request_end's value). */
+#include <zmm/zmm.h>
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define NOINLINE __attribute__((noinline))
+#define HIDE(p) ((uintptr_t)(p) ^ ((uintptr_t)1 << 62))
+#define SHOW(h) ((void*)((h) ^ ((uintptr_t)1 << 62)))
+
+static volatile uintptr_t g_hidden;
+static void* volatile g_global;
+static char* volatile g_interior;
+static void* g_cache[10];
+
+static long results[16];
+static const char* names[16];
+static int nresults;
+
+static void end(const char* name) {
+    names[nresults] = name;
+    results[nresults++] = zmm_request_end();
+}
+
+static void* cleared(size_t n) {
+    void* p = malloc(n);
+    memset(p, 0, n);
+    return p;
+}
+
+NOINLINE static void plant_lost(void) { g_hidden = HIDE(cleared(64)); }
+
+NOINLINE static void plant_list(void) {
+    void* head = NULL;
+    for (int i = 0; i < 6; ++i) {
+        void** node = cleared(32);
+        node[1] = head;
+        head = node;
+    }
+    g_hidden = HIDE(head);
+}
+
+NOINLINE static void plant_global(void) { g_global = cleared(80); }
+NOINLINE static void plant_interior(void) { g_interior = (char*)cleared(96) + 17; }
+
+/* ---- another thread's stack ---- */
+
+static int to_thread[2], to_main[2];
+
+NOINLINE static void* holder(void* arg) {
+    (void)arg;
+    char c;
+    if (read(to_thread[0], &c, 1) != 1) abort();  /* "take it" */
+    void* volatile mine = SHOW(g_hidden);         /* only on this stack now */
+    g_hidden = 0;
+    if (write(to_main[1], "k", 1) != 1) abort();
+    /* Blocked here while main ends its request and the scan runs. */
+    ssize_t n = read(to_thread[0], &c, 1);
+    if (n != 1 || c != 'x') {
+        static const char msg[] = "FAIL holder: read after the scan did not complete\n";
+        if (write(1, msg, sizeof msg - 1) < 0) abort();
+    }
+    free(mine);
+    return NULL;
+}
+
+NOINLINE static void plant_on_other_stack(void) { g_hidden = HIDE(cleared(48)); }
+
+/* ---- threads inside a request ---- */
+
+static void* worker(void* arg) {
+    long n = (long)(intptr_t)arg;
+    for (long i = 0; i < 1000 + n; ++i) free(malloc((size_t)(i % 500) + 1));
+    return NULL;
+}
+
+/* ---- suppressions ---- */
+
+NOINLINE void suppress_me_please(void) { g_hidden = HIDE(cleared(123)); }
+NOINLINE void keep_me(void) { g_hidden = HIDE(cleared(456)); }
+
+int main(void) {
+    zmm_request_begin("lost");
+    plant_lost();
+    end("lost");
+
+    zmm_request_begin("list");
+    plant_list();
+    end("list");
+
+    zmm_request_begin("global");
+    plant_global();
+    end("global");
+    free(g_global); /* not carried into the next requests' counts */
+
+    zmm_request_begin("interior");
+    plant_interior();
+    end("interior");
+    free(g_interior - 17);
+
+    if (pipe(to_thread) || pipe(to_main)) return 2;
+    pthread_t t;
+    if (pthread_create(&t, NULL, holder, NULL)) return 2;
+    zmm_request_begin("other_stack");
+    plant_on_other_stack();
+    char c;
+    if (write(to_thread[1], "g", 1) != 1 || read(to_main[0], &c, 1) != 1) return 2;
+    usleep(20000); /* the holder is in read(2) now */
+    end("other_stack");
+    if (write(to_thread[1], "x", 1) != 1) return 2;
+    pthread_join(t, NULL);
+
+    static const char* cache_names[] = {"cache1", "cache2", "cache3", "cache4", "cache5"};
+    for (int r = 0; r < 5; ++r) {
+        zmm_request_begin(cache_names[r]);
+        if (r == 0)
+            for (int i = 0; i < 10; ++i) g_cache[i] = cleared(200);
+        if (r == 4)
+            for (int i = 0; i < 10; ++i) {
+                free(g_cache[i]);
+                g_cache[i] = NULL;
+            }
+        end(cache_names[r]);
+    }
+
+    zmm_request_begin("threads");
+    pthread_t ts[4];
+    for (long i = 0; i < 4; ++i)
+        if (pthread_create(&ts[i], NULL, worker, (void*)(intptr_t)i)) return 2;
+    for (int i = 0; i < 4; ++i) pthread_join(ts[i], NULL);
+    end("threads");
+
+    zmm_request_begin("suppress");
+    suppress_me_please();
+    keep_me();
+    end("suppress");
+
+    for (int i = 0; i < nresults; ++i) printf("%s %ld\n", names[i], results[i]);
+    return 0;
+}
