@@ -1,6 +1,7 @@
 #include "leak_report.hpp"
 
 #include <algorithm>
+#include <time.h>
 
 #include "format.hpp"
 #include "os.hpp"
@@ -188,6 +189,9 @@ size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t c
             t.str("null");
         else
             t.dec(r.limit);
+        timespec now{};
+        clock_gettime(CLOCK_REALTIME, &now);
+        t.str(",\"time_ns\":").dec(static_cast<uint64_t>(now.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(now.tv_nsec));
         t.str(",\"duration_ns\":").dec(r.duration_ns).str(",\"leaks\":").dec(totals.blocks)
             .str(",\"leaked_bytes\":").dec(totals.bytes).str(",\"reachable\":").dec(reachable)
             .str(",\"reachable_bytes\":").dec(reachable_bytes).str(",\"suppressed\":").dec(suppressed)
