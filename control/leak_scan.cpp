@@ -377,7 +377,8 @@ __attribute__((noinline)) Result classify(Leak* leaks, size_t count) {
     }
     Root_scan roots{reach, modules, skip};
     for (size_t i = 0; i < maps.count; ++i) roots.mapping(maps.items[i]);
-    for (Heap* h = heap_pool::all_heaps(); h; h = h->all_next) reach.scan_heap(*h);
+    for (Heap* h = heap_pool::all_heaps(); h; h = h->all_next)
+        if (!h->internal) reach.scan_heap(*h);  // the tool heap holds zmm's, not the program's
     reach.classify();
 
     g_epoch.store(epoch + 1, std::memory_order_release);

@@ -18,6 +18,7 @@
 #include "os.hpp"
 #include "request_internal.hpp"
 #include "spin_lock.hpp"
+#include "symbolize.hpp"
 #include "thread_heap.hpp"
 
 namespace zmm::process_request {
@@ -140,6 +141,8 @@ void report(uint64_t generation) {
     size_t reported = leaks.count;
     if (o.leaks == Leaks_mode::lost) s.scan = leak_scan::classify(leaks.items, leaks.count);
     if (o.leaks != Leaks_mode::none) {
+        symbolize::prepare();
+        Tool_scope tool;  // symbolizing allocates: zmm's memory, not the program's
         int fd = report_open();
         reported = write_leak_report(fd, s, leaks.items, leaks.count, o.stats);
         report_close(fd);

@@ -8,6 +8,8 @@
 
 #include "thread_heap.hpp"
 
+#include "spin_lock.hpp"
+
 #include <atomic>
 #include <fcntl.h>
 #include <pthread.h>
@@ -58,10 +60,24 @@ void on_thread_exit(void* heap) {
     }
 }
 
+// The tool heap (Tool_scope): made on first use, never pooled.
+Spin_lock g_tool_lock;
+Heap* g_tool = nullptr;
+const void* const k_tool_idle = reinterpret_cast<const void*>(2);  // no thread's token
+
 void before_fork() { heap_pool::before_fork(); }
 void after_fork_parent() { heap_pool::after_fork_parent(); }
 void after_fork_child() {
     heap_pool::after_fork_child(thread_token());
+    // A tool heap another thread was using at the fork may be mid-update:
+    // the child leaves it (orphaned) and makes a new one if it needs one.
+    if (g_tool && t_state.tool_depth == 0) {
+        if (g_tool_lock.try_lock())
+            g_tool->owner.store(k_tool_idle, std::memory_order_relaxed);
+        else
+            g_tool = nullptr;
+        g_tool_lock.reset();
+    }
     requests_after_fork_child();
 }
 
@@ -118,8 +134,37 @@ Heap* persistent_heap() {
     return h;
 }
 
+Tool_scope::Tool_scope() {
+    if (t_state.tool_depth++ > 0 || bypassed()) return;
+    g_tool_lock.lock();
+    if (!g_tool) {
+        g_tool = heap_pool::new_request_heap(k_tool_idle);
+        if (g_tool) g_tool->internal = true;
+    }
+    if (!g_tool) {
+        g_tool_lock.unlock();
+        return;
+    }
+    g_tool->owner.store(thread_token(), std::memory_order_release);
+    saved_ = t_heap;
+    t_heap = fast_path_heap(g_tool);
+    t_state.tool_heap = g_tool;
+    active_ = true;
+}
+
+Tool_scope::~Tool_scope() {
+    if (active_) {
+        t_heap = saved_;
+        t_state.tool_heap = nullptr;
+        g_tool->owner.store(k_tool_idle, std::memory_order_release);
+        g_tool_lock.unlock();
+    }
+    --t_state.tool_depth;
+}
+
 Heap* thread_heap() {
     if (Heap* h = t_heap; h != &g_empty_heap) return h;
+    if (Heap* tool = t_state.tool_heap) return tool;
     Heap* p = persistent_heap();
     if (!p) return nullptr;
     if (Heap* r = request_heap_for_thread()) return r;

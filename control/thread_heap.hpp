@@ -37,6 +37,8 @@ struct Thread_state {
     uintptr_t scan_sp, scan_tp;
     const void* scan_from;  // an API call's frame: the program's stack starts here
     std::atomic<uint32_t> scan_ack;  // the scan epoch this thread stopped for
+    Heap* tool_heap;       // inside a Tool_scope: the tool heap
+    int tool_depth;
 };
 
 extern constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec")));
@@ -56,6 +58,24 @@ void start();
 // From the library constructor: the options again if environ was missing.
 void start_again_with_environment();
 bool bypassed();
+
+// zmm's own work that goes through the program's malloc (symbolizing a
+// report: libdw's caches are megabytes) is served, while a Tool_scope lives,
+// by the tool heap: one process-wide heap of zmm's own, used by one thread at
+// a time (a lock), whose blocks are not the program's: the leak scan does not
+// read them as roots. Its blocks freed outside a scope go onto its remote
+// stack. Scopes nest.
+class Tool_scope {
+public:
+    Tool_scope();
+    ~Tool_scope();
+    Tool_scope(const Tool_scope&) = delete;
+    Tool_scope& operator=(const Tool_scope&) = delete;
+
+private:
+    Heap* saved_ = nullptr;
+    bool active_ = false;
+};
 
 // The heap the calling thread allocates from now (its request heap during a
 // request), acquiring its own heap if needed; nullptr when zmm is bypassed or

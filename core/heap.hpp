@@ -121,6 +121,7 @@ public:
     Heap* retired_next;
     Block_table* blocks;  // traced request heaps: every live block's origin
     void* request;        // the request this heap serves (control's), or null
+    bool internal;        // zmm's own (the tool heap): not the program's memory
 
     // Sets up a heap with no memory. `key` is the process's free-list key.
     void init(uint64_t free_list_key);

@@ -62,6 +62,14 @@ void load_libdw() {
     g_dw = d;
 }
 
+}  // namespace
+
+void prepare() {
+    if (!g_dw_tried) load_libdw();
+}
+
+namespace {
+
 Dwfl* dwfl_for(uint32_t index, const stack_depot::Module& m) {
     if (index >= k_max_modules) return nullptr;
     if (g_per_module[index]) return g_per_module[index];

@@ -24,6 +24,10 @@ struct Location {
 
 void locate(const stack_depot::Frame& frame, Location& out);
 
+// Loads libdw now (locate() would on first use): outside the tool heap, so
+// that the loader's records of libdw stay with the program's.
+void prepare();
+
 // The path of the main executable ("" for dl_iterate_phdr's first object).
 const char* executable_path();
 
