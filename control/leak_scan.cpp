@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <link.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -218,10 +219,27 @@ void add_internal(void* ctx, uintptr_t lo, uintptr_t hi) {
 // they are a module's data (a private mapping of a file truncated since
 // would fault); anonymous ones only where pages are resident (untouched
 // pages are zero: a reservation of terabytes costs nothing).
+// A root range read through the kernel (process_vm_readv): for when a
+// thread that did not stop may unmap memory meanwhile (a missing page then
+// reads as nothing, not as a fault in zmm).
+void read_copied(Reachability& reach, uintptr_t lo, uintptr_t hi) {
+    static uintptr_t buf[8192];  // 64 KiB; one scan at a time (g_scan_lock)
+    pid_t self = getpid();
+    while (lo < hi) {
+        size_t n = hi - lo < sizeof buf ? hi - lo : sizeof buf;
+        iovec local{buf, n}, remote{reinterpret_cast<void*>(lo), n};
+        ssize_t got = process_vm_readv(self, &local, 1, &remote, 1, 0);
+        if (got > 0) reach.scan_root(buf, reinterpret_cast<char*>(buf) + got);
+        // A page that went away: skip it.
+        lo += got > 0 ? static_cast<size_t>(got) : (4096 - (lo & 4095));
+    }
+}
+
 struct Root_scan {
     Reachability& reach;
     const Modules& modules;
     const Ranges& skip;  // sorted: internal mappings, zmm's data, live stacks
+    bool copied;         // read through the kernel (threads did not stop)
 
     void mapping(const Range& m) {
         if (!m.scannable) return;
@@ -257,6 +275,10 @@ struct Root_scan {
     }
 
     void read(uintptr_t lo, uintptr_t hi, bool resident_only) {
+        if (copied) {
+            read_copied(reach, lo, hi);
+            return;
+        }
         if (!resident_only) {
             reach.scan_root(reinterpret_cast<void*>(lo), reinterpret_cast<void*>(hi));
             return;
@@ -286,6 +308,8 @@ struct Root_scan {
 };
 
 }  // namespace
+
+int stop_signal() { return g_stop_signal; }
 
 void start() {
     g_stop_signal = SIGRTMAX - 4;
@@ -320,6 +344,10 @@ __attribute__((noinline)) Result classify(Leak* leaks, size_t count) {
     unsigned n = 0;
     const process_request::Thread_ref* threads = process_request::lock_threads(&n);
     if (n > 4096) n = 4096;
+    // The heap's mappings stay while they are read, even if a thread does
+    // not stop (after the thread list's lock: a thread that unmaps while it
+    // holds that lock finishes first).
+    os::hold_heap_mappings();
     uint32_t epoch = g_epoch.load(std::memory_order_relaxed) + 1;
     if (!(epoch & 1)) ++epoch;
     g_epoch.store(epoch, std::memory_order_release);
@@ -328,14 +356,27 @@ __attribute__((noinline)) Result classify(Leak* leaks, size_t count) {
         if (threads[i].state == &t_state || g_stop_signal == 0) continue;
         sent[i] = syscall(SYS_tgkill, getpid(), threads[i].tid, g_stop_signal) == 0;
     }
-    uint64_t deadline = now_ns() + 1'000'000'000u;
+    // Up to a second for every thread; 10 ms for one that did not stop for
+    // the last scan (its signal was blocked then, it likely is now).
+    uint64_t start = now_ns();
     for (;;) {
         bool all = true;
-        for (unsigned i = 0; i < n; ++i)
-            if (sent[i] && threads[i].state->scan_ack.load(std::memory_order_acquire) != epoch) all = false;
-        if (all || now_ns() > deadline) break;
+        uint64_t waited = now_ns() - start;
+        for (unsigned i = 0; i < n; ++i) {
+            Thread_state* s = threads[i].state;
+            if (!sent[i] || s->scan_ack.load(std::memory_order_acquire) == epoch) continue;
+            if (waited < (s->scan_missed ? 10'000'000u : 1'000'000'000u)) all = false;
+        }
+        if (all) break;
         timespec pause{0, 20'000};
         nanosleep(&pause, nullptr);
+    }
+    bool missed = false;
+    for (unsigned i = 0; i < n; ++i) {
+        Thread_state* s = threads[i].state;
+        if (!sent[i]) continue;
+        s->scan_missed = s->scan_ack.load(std::memory_order_acquire) != epoch;
+        missed |= s->scan_missed;
     }
 
     // The world is still: what is mapped now stays mapped until the end.
@@ -369,13 +410,12 @@ __attribute__((noinline)) Result classify(Leak* leaks, size_t count) {
             ++res.threads;
             stack(s->scan_sp);
         } else {
-            // Not stopped (the signal blocked): its whole stack, as it is now.
+            // Not stopped: its whole stack, as it is now, through the kernel.
             ++res.threads_missed;
-            if (const Range* r = maps.containing(s->stack_hint))
-                reach.scan_root(reinterpret_cast<void*>(r->lo), reinterpret_cast<void*>(r->hi));
+            if (const Range* r = maps.containing(s->stack_hint)) read_copied(reach, r->lo, r->hi);
         }
     }
-    Root_scan roots{reach, modules, skip};
+    Root_scan roots{reach, modules, skip, missed};
     for (size_t i = 0; i < maps.count; ++i) roots.mapping(maps.items[i]);
     for (Heap* h = heap_pool::all_heaps(); h; h = h->all_next)
         if (!h->internal) reach.scan_heap(*h);  // the tool heap holds zmm's, not the program's
@@ -383,6 +423,7 @@ __attribute__((noinline)) Result classify(Leak* leaks, size_t count) {
 
     g_epoch.store(epoch + 1, std::memory_order_release);
     futex(&g_epoch, FUTEX_WAKE_PRIVATE, INT_MAX);
+    os::release_heap_mappings();
     process_request::unlock_threads();
     (void)here;
     res.ran = true;

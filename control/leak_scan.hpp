@@ -42,6 +42,9 @@ struct Program_frame {
     Program_frame& operator=(const Program_frame&) = delete;
 };
 
+// The internal signal that stops threads for a scan (0 before start()).
+int stop_signal();
+
 // Installs the stop signal's handler. From start-up, outside the allocator.
 void start();
 

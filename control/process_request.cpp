@@ -232,6 +232,8 @@ void unregister_thread() {
         }
 }
 
+int switch_signal() { return g_switch_signal; }
+
 const Thread_ref* lock_threads(unsigned* count) {
     g_lock.lock();
     *count = g_thread_count;

@@ -44,4 +44,8 @@ const uintptr_t* dead_stacks(unsigned* count);
 
 void after_fork_child();
 
+// The internal signal that switches threads into and out of the request
+// (0 when none is installed).
+int switch_signal();
+
 }  // namespace zmm::process_request

@@ -19,6 +19,7 @@
 #include "diag.hpp"
 #include "heap_pool.hpp"
 #include "options.hpp"
+#include "os.hpp"
 #include "process_request.hpp"
 #include "request.hpp"
 
@@ -69,6 +70,7 @@ void before_fork() { heap_pool::before_fork(); }
 void after_fork_parent() { heap_pool::after_fork_parent(); }
 void after_fork_child() {
     heap_pool::after_fork_child(thread_token());
+    os::reset_heap_mappings_hold();
     // A tool heap another thread was using at the fork may be mid-update:
     // the child leaves it (orphaned) and makes a new one if it needs one.
     if (g_tool && t_state.tool_depth == 0) {

@@ -37,6 +37,7 @@ struct Thread_state {
     uintptr_t scan_sp, scan_tp;
     const void* scan_from;  // an API call's frame: the program's stack starts here
     std::atomic<uint32_t> scan_ack;  // the scan epoch this thread stopped for
+    bool scan_missed;      // did not stop for the last scan
     Heap* tool_heap;       // inside a Tool_scope: the tool heap
     int tool_depth;
 };

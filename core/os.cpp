@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
@@ -51,6 +52,37 @@ void untrack(void* p) {
 
 }  // namespace
 
+// The unmap guard (hold_heap_mappings).
+namespace {
+std::atomic<int> g_unmapping{0};
+std::atomic<bool> g_held{false};
+
+struct Unmap_guard {
+    Unmap_guard() {
+        for (;;) {
+            g_unmapping.fetch_add(1, std::memory_order_seq_cst);
+            if (!g_held.load(std::memory_order_seq_cst)) return;
+            g_unmapping.fetch_sub(1, std::memory_order_seq_cst);
+            while (g_held.load(std::memory_order_acquire)) sched_yield();
+        }
+    }
+    ~Unmap_guard() { g_unmapping.fetch_sub(1, std::memory_order_release); }
+};
+
+}  // namespace
+
+void hold_heap_mappings() {
+    g_held.store(true, std::memory_order_seq_cst);
+    while (g_unmapping.load(std::memory_order_seq_cst) != 0) sched_yield();
+}
+
+void release_heap_mappings() { g_held.store(false, std::memory_order_release); }
+
+void reset_heap_mappings_hold() {
+    g_held.store(false, std::memory_order_relaxed);
+    g_unmapping.store(0, std::memory_order_relaxed);
+}
+
 void* map_heap(size_t size) {
     void* p = mmap(nullptr, round_page(size), PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -58,6 +90,7 @@ void* map_heap(size_t size) {
 }
 
 void unmap_heap(void* p, size_t size) {
+    Unmap_guard guard;
     int saved = errno;
     munmap(p, round_page(size));
     errno = saved;
@@ -71,7 +104,9 @@ void* map(size_t size) {
 
 void unmap(void* p, size_t size) {
     untrack(p);
-    unmap_heap(p, size);
+    int saved = errno;  // internal memory: the scan never reads it, no guard
+    munmap(p, round_page(size));
+    errno = saved;
 }
 
 void for_each_internal(void (*fn)(void* ctx, uintptr_t lo, uintptr_t hi), void* ctx) {
@@ -116,6 +151,7 @@ void purge(void* p, size_t size) {
 }
 
 bool remap_in_place(void* p, size_t old_size, size_t new_size) {
+    Unmap_guard guard;
     int saved = errno;
     void* r = mremap(p, round_page(old_size), round_page(new_size), 0);
     errno = saved;
@@ -123,6 +159,7 @@ bool remap_in_place(void* p, size_t old_size, size_t new_size) {
 }
 
 bool remap_to(void* old_p, size_t old_size, void* new_p, size_t new_size) {
+    Unmap_guard guard;
     int saved = errno;
     void* r = mremap(old_p, round_page(old_size), round_page(new_size),
                      MREMAP_MAYMOVE | MREMAP_FIXED, new_p);

@@ -31,6 +31,15 @@ void unmap(void* p, size_t size);
 void* map_heap(size_t size);
 void unmap_heap(void* p, size_t size);
 
+// The leak scan reads the heap's mappings while threads that did not stop
+// for it may still run: between hold_heap_mappings() and
+// release_heap_mappings() every unmap_heap() and remap (which give pages
+// back) waits. hold waits for those already under way.
+void hold_heap_mappings();
+void release_heap_mappings();
+// In a forked child: no scan runs there.
+void reset_heap_mappings_hold();
+
 // Calls fn for each live internal mapping [lo, hi). Racy against threads
 // mapping meanwhile: for the leak scan, with the other threads stopped.
 void for_each_internal(void (*fn)(void* ctx, uintptr_t lo, uintptr_t hi), void* ctx);

@@ -6,8 +6,12 @@
  *   global       a block a global points to: still reachable
  *   interior     a block a global points into (17 bytes in): still reachable
  *   other_stack  a block only another thread's stack points to, that thread
- *                blocked in read(2) during the scan: still reachable (and
- *                its read then completes normally)
+ *                blocked in read(2) during the scan, every signal blocked
+ *                with pthread_sigmask: still reachable (and its read then
+ *                completes normally)
+ *   missed_stack the same, the thread blocking every signal with the raw
+ *                system call (zmm cannot see it): the scan goes on without
+ *                stopping it, reads its stack as it is, and says so
  *   cache1..5    a cache filled in request 1, emptied in request 5:
  *                reachable in 1-4, never lost
  *   threads      threads created and joined inside the request: no leak
@@ -19,6 +23,8 @@
 #include <zmm/zmm.h>
 
 #include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,8 +74,14 @@ NOINLINE static void plant_interior(void) { g_interior = (char*)cleared(96) + 17
 
 static int to_thread[2], to_main[2];
 
+/* arg: 0 blocks every signal with pthread_sigmask, 1 with the system call. */
 NOINLINE static void* holder(void* arg) {
-    (void)arg;
+    sigset_t all;
+    sigfillset(&all);
+    if (arg)
+        syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, NULL, _NSIG / 8);
+    else
+        pthread_sigmask(SIG_BLOCK, &all, NULL);
     char c;
     if (read(to_thread[0], &c, 1) != 1) abort();  /* "take it" */
     void* volatile mine = SHOW(g_hidden);         /* only on this stack now */
@@ -120,16 +132,19 @@ int main(void) {
     free(g_interior - 17);
 
     if (pipe(to_thread) || pipe(to_main)) return 2;
-    pthread_t t;
-    if (pthread_create(&t, NULL, holder, NULL)) return 2;
-    zmm_request_begin("other_stack");
-    plant_on_other_stack();
-    char c;
-    if (write(to_thread[1], "g", 1) != 1 || read(to_main[0], &c, 1) != 1) return 2;
-    usleep(20000); /* the holder is in read(2) now */
-    end("other_stack");
-    if (write(to_thread[1], "x", 1) != 1) return 2;
-    pthread_join(t, NULL);
+    static const char* stack_names[] = {"other_stack", "missed_stack"};
+    for (long k = 0; k < 2; ++k) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, holder, (void*)k)) return 2;
+        zmm_request_begin(stack_names[k]);
+        plant_on_other_stack();
+        char c;
+        if (write(to_thread[1], "g", 1) != 1 || read(to_main[0], &c, 1) != 1) return 2;
+        usleep(20000); /* the holder is in read(2) now */
+        end(stack_names[k]);
+        if (write(to_thread[1], "x", 1) != 1) return 2;
+        pthread_join(t, NULL);
+    }
 
     static const char* cache_names[] = {"cache1", "cache2", "cache3", "cache4", "cache5"};
     for (int r = 0; r < 5; ++r) {
