@@ -36,8 +36,11 @@ extern "C" {
  * already open on this thread (nothing changes) or zmm is not active. */
 ZMM_DECL int zmm_request_begin(const char* name);
 
-/* Ends the calling thread's request: reports its leaks (blocks it allocated
- * and did not free) and returns their number, or -1 if no request was open. */
+/* Ends the calling thread's request: reports its leaks and returns their
+ * number, or -1 if no request was open. With ZMM_LEAKS=lost (the default) the
+ * leaks are the blocks the program lost (nothing in the process reaches them
+ * any more), suppressed ones not counted; with ZMM_LEAKS=all every block the
+ * request allocated and did not free (ZendMM's rule). */
 ZMM_DECL long zmm_request_end(void);
 
 /* Bytes in use by the current request (or by the process when none is open).
