@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <link.h>
 #include <sys/mman.h>
+#include <sys/sysinfo.h>
 #include <sys/uio.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -15,7 +16,9 @@
 #include <unistd.h>
 
 #include "chunk_registry.hpp"
+#include "diag.hpp"
 #include "heap_pool.hpp"
+#include "loader_guard.hpp"
 #include "os.hpp"
 #include "process_request.hpp"
 #include "reachability.hpp"
@@ -40,20 +43,36 @@ uintptr_t thread_pointer() {
     return tp;
 }
 
+// Stops the calling thread until the scan of epoch e is over. Everything
+// the thread had in registers is above this frame (in the signal frame, or
+// spilled by the caller): reading from here up covers it.
+__attribute__((noinline)) void park(uint32_t e) {
+    __builtin_unwind_init();
+    volatile uintptr_t marker = 0;
+    t_state.scan_sp = reinterpret_cast<uintptr_t>(&marker);
+    t_state.scan_tp = thread_pointer();
+    t_state.scan_ack.store(e, std::memory_order_release);
+    while (g_epoch.load(std::memory_order_acquire) == e) futex(&g_epoch, FUTEX_WAIT_PRIVATE, e);
+}
+
 void on_stop(int, siginfo_t* info, void*) {
     if (info->si_code != SI_TKILL || info->si_pid != getpid()) return;
     int saved = errno;
     uint32_t e = g_epoch.load(std::memory_order_acquire);
     if (e & 1) {
-        // Everything the thread had in registers is in the signal frame,
-        // above this frame: reading from here up covers it.
-        volatile uintptr_t marker = 0;
-        t_state.scan_sp = reinterpret_cast<uintptr_t>(&marker);
-        t_state.scan_tp = thread_pointer();
-        t_state.scan_ack.store(e, std::memory_order_release);
-        while (g_epoch.load(std::memory_order_acquire) == e) futex(&g_epoch, FUTEX_WAIT_PRIVATE, e);
+        // Inside an allocator slow path the thread's heap lists are
+        // mid-update: it stops when it leaves (Busy_section).
+        if (t_state.busy > 0)
+            t_state.stop_pending = true;
+        else
+            park(e);
     }
     errno = saved;
+}
+
+// A thread waiting in an unmap for the scan to end stops meanwhile.
+void stop_while_waiting() {
+    if (t_state.stop_pending) stop_if_pending();
 }
 
 // ---- address ranges, in memory from the OS ----
@@ -62,6 +81,7 @@ struct Range {
     uintptr_t lo, hi;
     bool anonymous;  // a mapping without a file ([heap], [stack], mmap'd memory)
     bool scannable;  // readable, writable, private, not a device
+    bool readable;
 };
 
 struct Ranges {
@@ -80,13 +100,24 @@ struct Ranges {
         items[count++] = r;
         return true;
     }
-    void sort() {  // insertion sort: the lists are short and nearly sorted
-        for (size_t i = 1; i < count; ++i)
+    // Sorted by start, overlapping ranges merged (a stack mapping and an
+    // internal mapping inside it, say): disjoint, so that first_after holds.
+    void sort_and_merge() {
+        for (size_t i = 1; i < count; ++i)  // insertion sort: short, nearly sorted lists
             for (size_t j = i; j > 0 && items[j - 1].lo > items[j].lo; --j) {
                 Range t = items[j];
                 items[j] = items[j - 1];
                 items[j - 1] = t;
             }
+        size_t m = 0;
+        for (size_t i = 0; i < count; ++i) {
+            if (m && items[i].lo <= items[m - 1].hi) {
+                if (items[i].hi > items[m - 1].hi) items[m - 1].hi = items[i].hi;
+            } else {
+                items[m++] = items[i];
+            }
+        }
+        count = m;
     }
     // The range containing a (ranges sorted, disjoint), or nullptr.
     const Range* containing(uintptr_t a) const {
@@ -127,9 +158,7 @@ int hex_digit(char c) {
 
 // Every mapping of the process (/proc/self/maps), in address order:
 // "lo-hi perms offset dev inode path".
-bool read_maps(Ranges& out) {
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
+bool read_maps(int fd, Ranges& out) {
     char buf[8192];
     uintptr_t lo = 0, hi = 0, inode = 0;
     char perms[4] = {};
@@ -143,7 +172,7 @@ bool read_maps(Ranges& out) {
             char c = buf[i];
             if (c == '\n') {
                 bool scannable = perms[0] == 'r' && perms[1] == 'w' && perms[3] == 'p' && !device;
-                if (field >= 5 && !out.push(Range{lo, hi, inode == 0, scannable})) ok = false;
+                if (field >= 5 && !out.push(Range{lo, hi, inode == 0, scannable, perms[0] == 'r'})) ok = false;
                 lo = hi = inode = 0;
                 field = pos = 0;
                 device = false;
@@ -178,8 +207,7 @@ bool read_maps(Ranges& out) {
             }
         }
     }
-    close(fd);
-    return ok;
+    return ok && out.count > 0;
 }
 
 int own_marker;  // an address in zmm's own writable data
@@ -203,13 +231,21 @@ int collect_module(dl_phdr_info* info, size_t, void* data) {
         if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_W)) continue;
         uintptr_t lo = (info->dlpi_addr + ph.p_vaddr) & ~uintptr_t{4095};
         uintptr_t hi = (info->dlpi_addr + ph.p_vaddr + ph.p_memsz + 4095) & ~uintptr_t{4095};
-        (is_own ? m->own : m->writable).push(Range{lo, hi, false, true});
+        (is_own ? m->own : m->writable).push(Range{lo, hi, false, true, true});
     }
     return 0;
 }
 
+// Without swap, a page mincore() calls absent was never written (reads as
+// zero): skipping those makes a reservation of terabytes cost nothing. With
+// swap it may be swapped out: every page is read.
+bool resident_only_anonymous() {
+    struct sysinfo si {};
+    return sysinfo(&si) == 0 && si.totalswap == 0;
+}
+
 void add_internal(void* ctx, uintptr_t lo, uintptr_t hi) {
-    static_cast<Ranges*>(ctx)->push(Range{lo, hi, true, false});
+    static_cast<Ranges*>(ctx)->push(Range{lo, hi, true, false, true});
 }
 
 // Reads every root that is not a thread's live stack: each scannable
@@ -238,13 +274,14 @@ void read_copied(Reachability& reach, uintptr_t lo, uintptr_t hi) {
 struct Root_scan {
     Reachability& reach;
     const Modules& modules;
-    const Ranges& skip;  // sorted: internal mappings, zmm's data, live stacks
-    bool copied;         // read through the kernel (threads did not stop)
+    const Ranges& skip;  // sorted, disjoint: internal mappings, zmm's data, stacks
+    bool copied;         // read through the kernel (threads run on)
+    bool resident_only;  // anonymous memory: resident pages only (no swap)
 
     void mapping(const Range& m) {
         if (!m.scannable) return;
         if (m.anonymous) {
-            pieces(m.lo, m.hi, true);
+            pieces(m.lo, m.hi, resident_only);
             return;
         }
         for (size_t i = 0; i < modules.writable.count; ++i) {
@@ -255,7 +292,7 @@ struct Root_scan {
     }
 
     // [lo, hi) less the heap's granules and the skipped ranges.
-    void pieces(uintptr_t lo, uintptr_t hi, bool resident_only) {
+    void pieces(uintptr_t lo, uintptr_t hi, bool resident) {
         while (lo < hi) {
             uintptr_t granule_end = (lo | (k_chunk_size - 1)) + 1;
             uintptr_t end = granule_end < hi ? granule_end : hi;
@@ -265,45 +302,22 @@ struct Root_scan {
                 for (size_t i = skip.first_after(a); a < end && i < skip.count; ++i) {
                     const Range& s = skip.items[i];
                     if (s.lo >= end) break;
-                    if (s.lo > a) read(a, s.lo, resident_only);
+                    if (s.lo > a) read(a, s.lo, resident);
                     if (s.hi > a) a = s.hi;
                 }
-                if (a < end) read(a, end, resident_only);
+                if (a < end) read(a, end, resident);
             }
             lo = end;
         }
     }
 
-    void read(uintptr_t lo, uintptr_t hi, bool resident_only) {
-        if (copied) {
+    void read(uintptr_t lo, uintptr_t hi, bool resident) {
+        if (copied)
             read_copied(reach, lo, hi);
-            return;
-        }
-        if (!resident_only) {
+        else if (resident)
+            reach.scan_root_resident(reinterpret_cast<void*>(lo), reinterpret_cast<void*>(hi));
+        else
             reach.scan_root(reinterpret_cast<void*>(lo), reinterpret_cast<void*>(hi));
-            return;
-        }
-        unsigned char vec[1024];
-        while (lo < hi) {
-            uintptr_t span = hi - lo < sizeof vec * 4096 ? hi - lo : sizeof vec * 4096;
-            if (mincore(reinterpret_cast<void*>(lo), span, vec) != 0) {
-                reach.scan_root(reinterpret_cast<void*>(lo), reinterpret_cast<void*>(lo + span));
-            } else {
-                size_t pages = (span + 4095) / 4096;
-                for (size_t p = 0; p < pages;) {
-                    if (!(vec[p] & 1)) {
-                        ++p;
-                        continue;
-                    }
-                    size_t q = p;
-                    while (q < pages && (vec[q] & 1)) ++q;
-                    uintptr_t a = lo + p * 4096, b = lo + q * 4096 < hi ? lo + q * 4096 : hi;
-                    reach.scan_root(reinterpret_cast<void*>(a), reinterpret_cast<void*>(b));
-                    p = q;
-                }
-            }
-            lo += span;
-        }
     }
 };
 
@@ -311,8 +325,25 @@ struct Root_scan {
 
 int stop_signal() { return g_stop_signal; }
 
+void stop_if_pending() {
+    t_state.stop_pending = false;
+    uint32_t e = g_epoch.load(std::memory_order_acquire);
+    if (e & 1) park(e);
+}
+
+void after_fork_child() {
+    g_scan_lock.reset();
+    uint32_t e = g_epoch.load(std::memory_order_relaxed);
+    if (e & 1) g_epoch.store(e + 1, std::memory_order_relaxed);
+    t_state.stop_pending = false;
+}
+
 void start() {
     g_stop_signal = SIGRTMAX - 4;
+    struct sigaction old{};
+    if (sigaction(g_stop_signal, nullptr, &old) == 0 && old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)
+        warn("the program handles SIGRTMAX-4, which zmm's leak scan uses to stop threads; zmm takes it over");
+    os::set_unmap_wait_hook(stop_while_waiting);
     struct sigaction sa{};
     sa.sa_sigaction = on_stop;
     sa.sa_flags = SA_SIGINFO | SA_RESTART;
@@ -320,20 +351,51 @@ void start() {
     sigaction(g_stop_signal, &sa, nullptr);
 }
 
+namespace {
+
+// Every kind left `live`: the scan could not run (no memory for its tables,
+// /proc/self/maps unreadable, zmm's tables past their size); the report
+// then lists every live block, as ZMM_LEAKS=all would.
+Result unscanned(Leak* leaks, size_t count) {
+    for (size_t i = 0; i < count; ++i) leaks[i].kind = Leak_kind::live;
+    Result r{};
+    r.failed = true;
+    return r;
+}
+
+// The signalled threads: stopped (acknowledged this epoch) or not.
+bool stopped(const Thread_state* s, uint32_t epoch) {
+    return s->scan_ack.load(std::memory_order_acquire) == epoch;
+}
+
+// Is the mapping `r` (at index i of maps) a thread stack glibc keeps: an
+// anonymous mapping with an inaccessible guard page right below it? (An
+// address in an exited thread's stack may since belong to anything.)
+bool looks_like_cached_stack(const Ranges& maps, const Range* r) {
+    size_t i = static_cast<size_t>(r - maps.items);
+    return r->anonymous && i > 0 && maps.items[i - 1].hi == r->lo && !maps.items[i - 1].readable;
+}
+
+}  // namespace
+
 __attribute__((noinline)) Result classify(Leak* leaks, size_t count) {
-    Result res{};
-    if (!count) return res;
+    if (!count) return Result{};
     Lock_guard one_scan(g_scan_lock);
     uint64_t t0 = now_ns();
-    Reachability reach;
-    if (!reach.prepare(leaks, count)) {
-        for (size_t i = 0; i < count; ++i) leaks[i].kind = Leak_kind::live;
-        return res;
-    }
+    Result res{};
     // Before the others stop: dl_iterate_phdr takes the loader's lock, which
-    // a stopped thread might hold.
+    // a stopped thread might hold, and the descriptor for /proc/self/maps is
+    // taken now (none left: no scan).
     Modules modules;
-    dl_iterate_phdr(collect_module, &modules);
+    {
+        loader::Use use;
+        dl_iterate_phdr(collect_module, &modules);
+    }
+    int maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (maps_fd < 0 || os::internal_overflowed()) {
+        if (maps_fd >= 0) close(maps_fd);
+        return unscanned(leaks, count);
+    }
 
     // The calling thread's callee-saved registers, onto its stack.
     __builtin_unwind_init();
@@ -342,8 +404,8 @@ __attribute__((noinline)) Result classify(Leak* leaks, size_t count) {
                                          : reinterpret_cast<uintptr_t>(&here);
 
     unsigned n = 0;
-    const process_request::Thread_ref* threads = process_request::lock_threads(&n);
-    if (n > 4096) n = 4096;
+    bool unlisted = false;  // threads the list could not hold: never stopped
+    const process_request::Thread_ref* threads = process_request::lock_threads(&n, &unlisted);
     // The heap's mappings stay while they are read, even if a thread does
     // not stop (after the thread list's lock: a thread that unmaps while it
     // holds that lock finishes first).
@@ -351,10 +413,18 @@ __attribute__((noinline)) Result classify(Leak* leaks, size_t count) {
     uint32_t epoch = g_epoch.load(std::memory_order_relaxed) + 1;
     if (!(epoch & 1)) ++epoch;
     g_epoch.store(epoch, std::memory_order_release);
-    bool sent[4096] = {};
+    static bool signalled[process_request::k_max_threads];  // one scan at a time (g_scan_lock)
     for (unsigned i = 0; i < n; ++i) {
-        if (threads[i].state == &t_state || g_stop_signal == 0) continue;
-        sent[i] = syscall(SYS_tgkill, getpid(), threads[i].tid, g_stop_signal) == 0;
+        Thread_state* s = threads[i].state;
+        signalled[i] = false;
+        if (s == &t_state || g_stop_signal == 0) continue;
+        // One that missed the last scan still has that signal queued (it
+        // blocks it): no second one, the queue of real-time signals is
+        // limited per user.
+        if (s->scan_missed)
+            signalled[i] = true;
+        else
+            signalled[i] = syscall(SYS_tgkill, getpid(), threads[i].tid, g_stop_signal) == 0;
     }
     // Up to a second for every thread; 10 ms for one that did not stop for
     // the last scan (its signal was blocked then, it likely is now).
@@ -364,68 +434,105 @@ __attribute__((noinline)) Result classify(Leak* leaks, size_t count) {
         uint64_t waited = now_ns() - start;
         for (unsigned i = 0; i < n; ++i) {
             Thread_state* s = threads[i].state;
-            if (!sent[i] || s->scan_ack.load(std::memory_order_acquire) == epoch) continue;
+            if (!signalled[i] || stopped(s, epoch)) continue;
             if (waited < (s->scan_missed ? 10'000'000u : 1'000'000'000u)) all = false;
         }
         if (all) break;
         timespec pause{0, 20'000};
         nanosleep(&pause, nullptr);
     }
-    bool missed = false;
+    // Any thread that runs on (not stopped, or never listed) may unmap the
+    // program's memory meanwhile: the roots are then read through the kernel.
+    bool running = unlisted;
     for (unsigned i = 0; i < n; ++i) {
         Thread_state* s = threads[i].state;
-        if (!sent[i]) continue;
-        s->scan_missed = s->scan_ack.load(std::memory_order_acquire) != epoch;
-        missed |= s->scan_missed;
+        if (s == &t_state) continue;
+        s->scan_missed = !stopped(s, epoch);
+        running |= s->scan_missed;
     }
 
-    // The world is still: what is mapped now stays mapped until the end.
+    // What is mapped now stays mapped until the end (the heap's mappings
+    // are held; nobody else runs, or the roots are copied).
     Ranges maps, skip;
-    read_maps(maps);
+    bool ok = read_maps(maps_fd, maps);
+    close(maps_fd);
     os::for_each_internal(add_internal, &skip);
     for (size_t i = 0; i < modules.own.count; ++i) skip.push(modules.own.items[i]);
+    // Freed huge blocks the heaps keep for reuse: stale contents.
+    for (Heap* h = heap_pool::all_heaps(); h; h = h->all_next) {
+        size_t k = 0;
+        for (const Huge_header* c = h->huge_cache; c && k < 4096; c = c->next, ++k) {
+            if (granule_of(reinterpret_cast<const char*>(c) + k_page_size) != granule_huge_freed ||
+                c->magic != k_huge_magic)
+                break;
+            uintptr_t lo = reinterpret_cast<uintptr_t>(c->map_base);
+            skip.push(Range{lo, lo + c->map_size, true, false, true});
+        }
+    }
     // Live stacks are read from their stack pointers, not as mappings.
     auto skip_stack_of = [&](uintptr_t a) {
         if (const Range* r = maps.containing(a)) skip.push(*r);
     };
     skip_stack_of(own_sp);
-    for (unsigned i = 0; i < n; ++i)
-        if (threads[i].state != &t_state && threads[i].state->stack_hint) skip_stack_of(threads[i].state->stack_hint);
+    for (unsigned i = 0; i < n; ++i) {
+        Thread_state* s = threads[i].state;
+        if (s == &t_state) continue;
+        if (s->stack_hint) skip_stack_of(s->stack_hint);
+        if (stopped(s, epoch)) skip_stack_of(s->scan_sp);
+    }
     // Stacks of exited threads, kept by glibc for reuse: dead frames only
     // (a live thread reusing one is listed above and read from its sp).
     unsigned dead_count = 0;
     const uintptr_t* dead = process_request::dead_stacks(&dead_count);
-    for (unsigned i = 0; i < dead_count; ++i) skip_stack_of(dead[i]);
-    skip.sort();
+    for (unsigned i = 0; i < dead_count; ++i)
+        if (const Range* r = maps.containing(dead[i]); r && looks_like_cached_stack(maps, r)) skip.push(*r);
+    skip.sort_and_merge();
 
-    auto stack = [&](uintptr_t sp) {
-        if (const Range* r = maps.containing(sp))
-            reach.scan_root(reinterpret_cast<void*>(sp), reinterpret_cast<void*>(r->hi));
-    };
-    stack(own_sp);
-    for (unsigned i = 0; i < n; ++i) {
-        Thread_state* s = threads[i].state;
-        if (s == &t_state) continue;
-        if (sent[i] && s->scan_ack.load(std::memory_order_acquire) == epoch) {
-            ++res.threads;
-            stack(s->scan_sp);
-        } else {
-            // Not stopped: its whole stack, as it is now, through the kernel.
-            ++res.threads_missed;
-            if (const Range* r = maps.containing(s->stack_hint)) read_copied(reach, r->lo, r->hi);
+    // The candidates, checked now that they cannot change: a block freed
+    // since its request ended is `gone`.
+    Reachability reach;
+    ok = ok && reach.prepare(leaks, count);
+    bool resident = resident_only_anonymous();
+    reach.set_resident_only(resident);
+    if (ok) {
+        auto stack = [&](uintptr_t sp) {
+            const Range* r = maps.containing(sp);
+            if (!r || granule_of(reinterpret_cast<void*>(sp)) != granule_none) return;  // a fiber stack in a block: read with the heap
+            if (running)
+                read_copied(reach, sp, r->hi);
+            else
+                reach.scan_root(reinterpret_cast<void*>(sp), reinterpret_cast<void*>(r->hi));
+        };
+        stack(own_sp);
+        for (unsigned i = 0; i < n; ++i) {
+            Thread_state* s = threads[i].state;
+            if (s == &t_state) continue;
+            const Range* home = maps.containing(s->stack_hint);
+            if (stopped(s, epoch)) {
+                ++res.threads;
+                stack(s->scan_sp);
+                // Running elsewhere (a coroutine, an alternate signal stack):
+                // its own stack's frames are live too, all of them.
+                if (home && home != maps.containing(s->scan_sp)) read_copied(reach, home->lo, home->hi);
+            } else {
+                // Not stopped: its whole stack, as it is now, through the kernel.
+                ++res.threads_missed;
+                if (home) read_copied(reach, home->lo, home->hi);
+            }
         }
+        Root_scan roots{reach, modules, skip, running, resident};
+        for (size_t i = 0; i < maps.count; ++i) roots.mapping(maps.items[i]);
+        for (Heap* h = heap_pool::all_heaps(); h; h = h->all_next)
+            if (!h->internal) reach.scan_heap(*h);  // the tool heap holds zmm's, not the program's
+        reach.classify();
     }
-    Root_scan roots{reach, modules, skip, missed};
-    for (size_t i = 0; i < maps.count; ++i) roots.mapping(maps.items[i]);
-    for (Heap* h = heap_pool::all_heaps(); h; h = h->all_next)
-        if (!h->internal) reach.scan_heap(*h);  // the tool heap holds zmm's, not the program's
-    reach.classify();
 
     g_epoch.store(epoch + 1, std::memory_order_release);
     futex(&g_epoch, FUTEX_WAKE_PRIVATE, INT_MAX);
     os::release_heap_mappings();
     process_request::unlock_threads();
     (void)here;
+    if (!ok) return unscanned(leaks, count);
     res.ran = true;
     res.bytes = reach.bytes_scanned();
     res.ns = now_ns() - t0;

@@ -45,6 +45,25 @@ struct Program_frame {
 // The internal signal that stops threads for a scan (0 before start()).
 int stop_signal();
 
+// A stop that arrived while the thread was inside an allocator slow path
+// (its heap lists mid-update) is taken here, when it leaves.
+void stop_if_pending();
+
+// Marks an allocator slow path, or zmm's own heap updates outside one (a
+// request's end): the process-wide request's switch and the leak scan's
+// stop wait until the thread leaves it.
+struct Busy_section {
+    Busy_section() { ++t_state.busy; }
+    ~Busy_section() {
+        if (--t_state.busy == 0 && t_state.stop_pending) stop_if_pending();
+    }
+    Busy_section(const Busy_section&) = delete;
+    Busy_section& operator=(const Busy_section&) = delete;
+};
+
+// fork(): the child has no scan running and no thread stopped.
+void after_fork_child();
+
 // Installs the stop signal's handler. From start-up, outside the allocator.
 void start();
 

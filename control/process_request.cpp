@@ -41,8 +41,8 @@ int g_switch_signal = 0;
 int g_wake_pipe[2] = {-1, -1};
 uintptr_t g_own_lo = 0, g_own_hi = 0;  // the allocator's text: "inside zmm"
 
-constexpr unsigned k_max_threads = 4096;
 Thread_ref g_threads[k_max_threads];
+bool g_unlisted = false;  // a thread found the list full
 // Where the stacks of the last threads that exited were: glibc keeps them
 // for reuse, full of dead frames the leak scan must not read as roots.
 constexpr unsigned k_dead_stacks = 256;
@@ -219,7 +219,10 @@ bool install(int sig, void (*handler)(int, siginfo_t*, void*)) {
 void register_thread() {
     if (t_state.no_requests) return;
     Lock_guard guard(g_lock);
-    if (g_thread_count < k_max_threads) g_threads[g_thread_count++] = {os::thread_id(), &t_state};
+    if (g_thread_count < k_max_threads)
+        g_threads[g_thread_count++] = {os::thread_id(), &t_state};
+    else
+        g_unlisted = true;
 }
 
 void unregister_thread() {
@@ -234,9 +237,18 @@ void unregister_thread() {
 
 int switch_signal() { return g_switch_signal; }
 
-const Thread_ref* lock_threads(unsigned* count) {
+const Thread_ref* lock_threads(unsigned* count, bool* unlisted) {
     g_lock.lock();
+    pid_t self = getpid();
+    for (unsigned i = 0; i < g_thread_count;) {
+        // Signal 0 checks the thread exists; its state is not read before.
+        if (syscall(SYS_tgkill, self, g_threads[i].tid, 0) != 0 && errno == ESRCH)
+            g_threads[i] = g_threads[--g_thread_count];
+        else
+            ++i;
+    }
     *count = g_thread_count;
+    *unlisted = g_unlisted;
     return g_threads;
 }
 

@@ -32,11 +32,15 @@ void unregister_thread();
 
 // For the leak scan: the registered threads, with the list locked (no thread
 // registers or leaves until unlock_threads). Entries are (tid, state).
+// Entries of threads that are gone without leaving (a thread that allocated
+// after its last thread-exit destructor) are dropped first. `unlisted`: some
+// thread could not be listed (more than k_max_threads).
 struct Thread_ref {
     int tid;
     Thread_state* state;
 };
-const Thread_ref* lock_threads(unsigned* count);
+inline constexpr unsigned k_max_threads = 4096;
+const Thread_ref* lock_threads(unsigned* count, bool* unlisted);
 void unlock_threads();
 // With the list locked: addresses in the stacks of threads that have exited
 // (the latest 256).

@@ -147,6 +147,9 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
     t_state.request = nullptr;
     t_heap = fast_path_heap(p);
     Depth_guard guard;
+    // The heap changes (remote frees drained, leaks gathered): a scan's stop
+    // waits until it is done, never while the report runs (the scan itself).
+    ++t_state.busy;
     h->drain_remote();
     Leak_list own;
     Leak_list* leaks = into ? into : &own;
@@ -169,6 +172,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         Collect_context ctx{r, leaks};
         h->for_each_live_block(collect_leak, &ctx);
     }
+    if (--t_state.busy == 0 && t_state.stop_pending) leak_scan::stop_if_pending();
     long leaked = static_cast<long>(leaks->count - before);
     size_t usage = h->size > r->base_size ? h->size - r->base_size : 0;
     size_t peak = h->peak > r->base_size ? h->peak - r->base_size : 0;
@@ -202,6 +206,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         if (leaked) g_leaky_requests.fetch_add(1, std::memory_order_relaxed);
         own.release();
     }
+    leak_scan::Busy_section tail;  // the heap changes again
     size_t peak_chunks = (h->real_peak + k_chunk_size - 1) / k_chunk_size;
     if (options().reclaim) {
         h->release_blocks();
@@ -231,6 +236,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
 int request_begin(const char* name) {
     if (bypassed() || t_state.request) return -1;
     if (options().backtrace > 0) backtrace::prepare();  // outside the allocator: may load libunwind
+    leak_scan::Busy_section busy;  // the heaps change
     Request* r = begin_on_thread(name, false);
     if (!r) return -1;
     int id = static_cast<int>(r->id & 0x7fffffff);
@@ -265,6 +271,7 @@ size_t memory_peak_usage(bool real) { return usage_figure(real, true); }
 int set_memory_limit(size_t bytes) {
     if (bypassed()) return -1;
     if (Request* r = t_state.request) {
+        leak_scan::Busy_section busy;
         Heap* h = r->heap;
         if (h->real_size - h->limit_base > bytes) {
             h->trim_cache(0);  // ZendMM drops cached chunks first

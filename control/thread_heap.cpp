@@ -18,6 +18,8 @@
 
 #include "diag.hpp"
 #include "heap_pool.hpp"
+#include "leak_scan.hpp"
+#include "loader_guard.hpp"
 #include "options.hpp"
 #include "os.hpp"
 #include "process_request.hpp"
@@ -66,11 +68,21 @@ Spin_lock g_tool_lock;
 Heap* g_tool = nullptr;
 const void* const k_tool_idle = reinterpret_cast<const void*>(2);  // no thread's token
 
-void before_fork() { heap_pool::before_fork(); }
-void after_fork_parent() { heap_pool::after_fork_parent(); }
+// zmm's calls into the loader finish first (their locks are not reset in the
+// child); they may allocate, so before the pool's lock is taken.
+void before_fork() {
+    loader::before_fork();
+    heap_pool::before_fork();
+}
+void after_fork_parent() {
+    heap_pool::after_fork_parent();
+    loader::after_fork();
+}
 void after_fork_child() {
     heap_pool::after_fork_child(thread_token());
+    loader::after_fork();
     os::reset_heap_mappings_hold();
+    leak_scan::after_fork_child();
     // A tool heap another thread was using at the fork may be mid-update:
     // the child leaves it (orphaned) and makes a new one if it needs one.
     if (g_tool && t_state.tool_depth == 0) {

@@ -38,6 +38,7 @@ struct Thread_state {
     const void* scan_from;  // an API call's frame: the program's stack starts here
     std::atomic<uint32_t> scan_ack;  // the scan epoch this thread stopped for
     bool scan_missed;      // did not stop for the last scan
+    bool stop_pending;     // a scan's stop arrived inside a slow path (leak_scan)
     Heap* tool_heap;       // inside a Tool_scope: the tool heap
     int tool_depth;
 };

@@ -1,5 +1,7 @@
 #include "backtrace.hpp"
 
+#include "loader_guard.hpp"
+
 #include <atomic>
 #include <dlfcn.h>
 #include <link.h>
@@ -37,6 +39,7 @@ int find_text(dl_phdr_info* info, size_t, void* data) {
 
 bool text_range_of(const void* address, uintptr_t* lo, uintptr_t* hi) {
     Range_query q{reinterpret_cast<uintptr_t>(address), 0, 0, false};
+    loader::Use use;
     dl_iterate_phdr(find_text, &q);
     if (q.found) {
         *lo = q.lo;
@@ -54,6 +57,7 @@ bool prepared() { return g_unw_backtrace.load(std::memory_order_acquire) != null
 
 bool prepare() {
     if (g_unw_backtrace.load(std::memory_order_acquire)) return true;
+    loader::Use use;
     void* lib = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
     if (!lib) return false;
     auto fn = reinterpret_cast<Backtrace_fn>(dlsym(lib, "unw_backtrace"));
@@ -74,7 +78,11 @@ unsigned capture(uintptr_t* out, unsigned max) {
     if (!fn || max == 0) return 0;
     constexpr unsigned k_room = 64;  // the allocator's own frames come first
     void* raw[k_room];
-    int n = fn(raw, static_cast<int>(max + 16 < k_room ? max + 16 : k_room));
+    int n;
+    {
+        loader::Use use;  // libunwind looks up each frame with dl_iterate_phdr
+        n = fn(raw, static_cast<int>(max + 16 < k_room ? max + 16 : k_room));
+    }
     unsigned kept = 0, i = 0;
     // skip capture() itself and the allocator's frames
     for (; i < static_cast<unsigned>(n > 0 ? n : 0); ++i) {

@@ -732,6 +732,36 @@ void Heap::drain_remote() {
         if (r->remote.load(std::memory_order_relaxed)) drain_stack(r->remote.exchange(nullptr, std::memory_order_acquire));
 }
 
+size_t Heap::live_block_size(const void* p) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    switch (granule_of(p)) {
+        case granule_chunk: {
+            Chunk* c = Chunk::of(p);
+            unsigned page = Chunk::page_of(p);
+            if (page == 0) return 0;
+            uint32_t m = c->map[page];
+            if (m & k_small) {
+                unsigned bin = m & k_bin_mask;
+                uint64_t offset = (a & (k_page_size - 1)) + (m & k_small_offset_mask);
+                if (offset % k_bin_size[bin] != 0 || offset / k_bin_size[bin] >= k_bin_count[bin]) return 0;
+                auto* s = static_cast<const Free_slot*>(p);
+                const Heap* h = c->heap;
+                if (s->shadow == (reinterpret_cast<uintptr_t>(s->next) ^ h->key ^ a)) return 0;  // free
+                return k_bin_size[bin];
+            }
+            if ((m & k_large) && page_aligned(p)) return size_t{m & k_pages_mask} * k_page_size;
+            return 0;
+        }
+        case granule_huge: {
+            if (a & (k_chunk_size - 1)) return 0;
+            const Huge_header* h = Huge_header::of(p);
+            return h->magic == k_huge_magic ? h->size : 0;
+        }
+        default:
+            return 0;
+    }
+}
+
 size_t Heap::usable_size(const void* p) {
     Granule g = granule_of(p);
     if (g == granule_chunk) {

@@ -191,6 +191,10 @@ public:
     // ---- queries ----
     // Usable size of any zmm block, or 0 if p is not zmm's.
     static size_t usable_size(const void* p);
+    // The usable size of the live block that starts at p, or 0 when p is not
+    // the start of a live zmm block (free slot, freed run, any other
+    // address). Never faults, never diagnoses: for the leak scan.
+    static size_t live_block_size(const void* p);
     // The heap owning a zmm block, nullptr if not zmm's.
     static Heap* owner_of(const void* p);
 

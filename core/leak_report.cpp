@@ -113,6 +113,7 @@ const char* kind_name(Leak_kind k) {
         case Leak_kind::definite: return "definitely lost";
         case Leak_kind::indirect: return "indirectly lost";
         case Leak_kind::reachable: return "still reachable";
+        case Leak_kind::gone:
         case Leak_kind::live: break;
     }
     return "live";
@@ -123,6 +124,7 @@ const char* kind_key(Leak_kind k) {
         case Leak_kind::definite: return "definite";
         case Leak_kind::indirect: return "indirect";
         case Leak_kind::reachable: return "reachable";
+        case Leak_kind::gone:
         case Leak_kind::live: break;
     }
     return "live";
@@ -137,6 +139,7 @@ size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t c
     uint64_t reachable_bytes = 0;
     for (size_t i = 0; i < count; ++i) {
         const Leak& l = leaks[i];
+        if (l.kind == Leak_kind::gone) continue;  // freed before the scan
         if (l.kind == Leak_kind::reachable) {
             ++reachable;
             reachable_bytes += l.size;
@@ -197,7 +200,9 @@ size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t c
             .str(",\"reachable_bytes\":").dec(reachable_bytes).str(",\"suppressed\":").dec(suppressed)
             .str(",\"suppressed_bytes\":").dec(suppressed_bytes).str(",\"suppressed_groups\":").dec(suppressed_groups)
             .str(",\"scan\":");
-        if (r.scan.ran)
+        if (r.scan.failed)
+            t.str("{\"failed\":true}");
+        else if (r.scan.ran)
             t.str("{\"ns\":").dec(r.scan.ns).str(",\"bytes\":").dec(r.scan.bytes).str(",\"threads\":")
                 .dec(r.scan.threads).str(",\"threads_missed\":").dec(r.scan.threads_missed).chr('}');
         else
@@ -243,6 +248,10 @@ size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t c
                 .str(suppressed_groups == 1 ? " group" : " groups").str(" suppressed");
             t.chr('\n');
         }
+        if (r.scan.failed)
+            t.str("zmm: request ").dec(r.id)
+                .str(": the leak scan could not run (no memory, or no descriptor for /proc/self/maps): every live "
+                     "block is listed\n");
         if (r.scan.threads_missed)
             t.str("zmm: request ").dec(r.id).str(": ").dec(r.scan.threads_missed)
                 .str(" threads block zmm's stop signal: their stacks were read while they ran\n");

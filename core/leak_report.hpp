@@ -14,7 +14,9 @@ class Text;
 
 // What the reachability scan found a block to be (ZMM_LEAKS=lost); `live`
 // when no scan ran (ZMM_LEAKS=all: every live block is a leak, as ZendMM).
-enum class Leak_kind : uint8_t { live = 0, reachable, indirect, definite };
+// `gone`: freed between the request's end and its scan (a process-wide
+// request's share ends before the scan): neither leaked nor reachable.
+enum class Leak_kind : uint8_t { live = 0, reachable, indirect, definite, gone };
 
 struct Leak {
     uintptr_t address;
@@ -26,7 +28,9 @@ struct Leak {
 
 // What the reachability scan did (leak_scan), for the report.
 struct Scan_info {
-    bool ran;                 // false: no scan (ZMM_LEAKS=all), or no memory for one
+    bool ran;                 // false: no scan (ZMM_LEAKS=all), or it could not run
+    bool failed;              // ZMM_LEAKS=lost, but the scan could not run (no memory,
+                              // no descriptor for /proc/self/maps): every live block listed
     unsigned threads;         // stopped for it (the scanning thread not counted)
     unsigned threads_missed;  // that did not stop (the signal blocked): read as they ran
     uint64_t bytes;           // read: roots and reached blocks

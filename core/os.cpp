@@ -26,6 +26,7 @@ struct Internal {
 };
 constexpr size_t k_internal_slots = 4096;
 Internal g_internal[k_internal_slots];
+std::atomic<bool> g_internal_full{false};
 
 void track(void* p, size_t size) {
     uintptr_t lo = reinterpret_cast<uintptr_t>(p);
@@ -38,7 +39,8 @@ void track(void* p, size_t size) {
             return;
         }
     }
-    // Full: the mapping is not listed (the scan may then read it as a root).
+    // Full: the mapping is not listed (the scan would read it as a root).
+    g_internal_full.store(true, std::memory_order_relaxed);
 }
 
 void untrack(void* p) {
@@ -56,6 +58,7 @@ void untrack(void* p) {
 namespace {
 std::atomic<int> g_unmapping{0};
 std::atomic<bool> g_held{false};
+std::atomic<void (*)()> g_wait_hook{nullptr};
 
 struct Unmap_guard {
     Unmap_guard() {
@@ -63,7 +66,10 @@ struct Unmap_guard {
             g_unmapping.fetch_add(1, std::memory_order_seq_cst);
             if (!g_held.load(std::memory_order_seq_cst)) return;
             g_unmapping.fetch_sub(1, std::memory_order_seq_cst);
-            while (g_held.load(std::memory_order_acquire)) sched_yield();
+            while (g_held.load(std::memory_order_acquire)) {
+                if (auto hook = g_wait_hook.load(std::memory_order_relaxed)) hook();
+                sched_yield();
+            }
         }
     }
     ~Unmap_guard() { g_unmapping.fetch_sub(1, std::memory_order_release); }
@@ -75,6 +81,8 @@ void hold_heap_mappings() {
     g_held.store(true, std::memory_order_seq_cst);
     while (g_unmapping.load(std::memory_order_seq_cst) != 0) sched_yield();
 }
+
+void set_unmap_wait_hook(void (*hook)()) { g_wait_hook.store(hook, std::memory_order_relaxed); }
 
 void release_heap_mappings() { g_held.store(false, std::memory_order_release); }
 
@@ -108,6 +116,8 @@ void unmap(void* p, size_t size) {
     munmap(p, round_page(size));
     errno = saved;
 }
+
+bool internal_overflowed() { return g_internal_full.load(std::memory_order_relaxed); }
 
 void for_each_internal(void (*fn)(void* ctx, uintptr_t lo, uintptr_t hi), void* ctx) {
     for (size_t i = 0; i < k_internal_slots; ++i) {

@@ -39,6 +39,13 @@ void hold_heap_mappings();
 void release_heap_mappings();
 // In a forked child: no scan runs there.
 void reset_heap_mappings_hold();
+// Called over and over while an unmap waits for a scan (the waiting thread
+// may stop for it there).
+void set_unmap_wait_hook(void (*hook)());
+
+// Did an internal mapping find no slot in the list (the scan would then
+// read it as the program's)?
+bool internal_overflowed();
 
 // Calls fn for each live internal mapping [lo, hi). Racy against threads
 // mapping meanwhile: for the leak scan, with the other threads stopped.

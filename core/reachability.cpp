@@ -5,6 +5,8 @@
 #include "heap.hpp"
 #include "os.hpp"
 
+#include <sys/mman.h>
+
 namespace zmm {
 
 namespace {
@@ -29,13 +31,19 @@ bool Reachability::prepare(Leak* blocks, size_t count) {
     uintptr_t lo = UINTPTR_MAX, hi = 0;
     for (size_t i = 0; i < count; ++i) {
         Leak& b = blocks[i];
+        // Still a live block? (A share of a process-wide request ends before
+        // the scan: its blocks may be freed, even unmapped, since.)
+        size_t usable = Heap::live_block_size(reinterpret_cast<void*>(b.address));
+        if (!usable) {
+            b.kind = Leak_kind::gone;
+            continue;
+        }
         b.kind = Leak_kind::definite;
         size_t k = static_cast<size_t>(hash_address(b.address) >> shift);
         while (slots_[k].address) k = (k + 1) & (capacity_ - 1);
         slots_[k] = Slot{b.address, static_cast<uint32_t>(i)};
         // The span a pointer may fall in: the whole block (the usable size
         // may exceed the requested one; resolve() decides exactly).
-        size_t usable = Heap::usable_size(reinterpret_cast<void*>(b.address));
         uintptr_t end = b.address + (usable > b.size ? usable : b.size);
         if (b.address < lo) lo = b.address;
         if (end > hi) hi = end;
@@ -44,6 +52,7 @@ bool Reachability::prepare(Leak* blocks, size_t count) {
             filter_[bit >> 6] |= uint64_t{1} << (bit & 63);
         }
     }
+    if (lo > hi) lo = hi = 0;  // every candidate gone
     lo_ = lo;
     span_ = hi - lo;
     return true;
@@ -150,12 +159,46 @@ void Reachability::scan_root(const void* lo, const void* hi) {
     flood();
 }
 
+// The bytes of candidate b to read: what the program asked for, within the
+// block it has now.
+size_t Reachability::bytes_of(const Leak& b) {
+    size_t usable = Heap::usable_size(reinterpret_cast<void*>(b.address));
+    return (b.size < usable ? b.size : usable) & ~size_t{7};
+}
+
+void Reachability::scan_root_resident(const void* lo_p, const void* hi_p) {
+    if (!count_) return;
+    uintptr_t lo = reinterpret_cast<uintptr_t>(lo_p) & ~uintptr_t{k_page_size - 1};
+    uintptr_t hi = reinterpret_cast<uintptr_t>(hi_p);
+    unsigned char vec[1024];
+    while (lo < hi) {
+        uintptr_t span = hi - lo < sizeof vec * k_page_size ? hi - lo : sizeof vec * k_page_size;
+        if (mincore(reinterpret_cast<void*>(lo), span, vec) != 0) {
+            scan_root(reinterpret_cast<void*>(lo), reinterpret_cast<void*>(lo + span));
+        } else {
+            size_t pages = (span + k_page_size - 1) / k_page_size;
+            for (size_t p = 0; p < pages;) {
+                if (!(vec[p] & 1)) {
+                    ++p;
+                    continue;
+                }
+                size_t q = p;
+                while (q < pages && (vec[q] & 1)) ++q;
+                uintptr_t a = lo + p * k_page_size, b = lo + q * k_page_size < hi ? lo + q * k_page_size : hi;
+                if (a < reinterpret_cast<uintptr_t>(lo_p)) a = reinterpret_cast<uintptr_t>(lo_p);
+                scan_root(reinterpret_cast<void*>(a), reinterpret_cast<void*>(b));
+                p = q;
+            }
+        }
+        lo += span;
+    }
+}
+
 void Reachability::flood() {
     while (work_count_) {
         const Leak& b = blocks_[work_[--work_count_]];
-        size_t bytes = b.size & ~size_t{7};
         auto* w = reinterpret_cast<const uintptr_t*>(b.address);
-        scan_words(w, w + bytes / sizeof(uintptr_t));
+        scan_words(w, w + bytes_of(b) / sizeof(uintptr_t));
     }
 }
 
@@ -203,9 +246,13 @@ void Reachability::scan_heap(const Heap& heap) {
         const void* block = reinterpret_cast<const char*>(h) + k_page_size;
         if (granule_of(block) != granule_huge || h->magic != k_huge_magic || h->heap != &heap) break;
         if (find(reinterpret_cast<uintptr_t>(block)) >= 0) continue;
-        auto* w = static_cast<const uintptr_t*>(block);
-        scan_words(w, w + h->size / sizeof(uintptr_t));
-        flood();
+        if (resident_only_) {
+            scan_root_resident(block, static_cast<const char*>(block) + h->size);
+        } else {
+            auto* w = static_cast<const uintptr_t*>(block);
+            scan_words(w, w + h->size / sizeof(uintptr_t));
+            flood();
+        }
     }
 }
 
@@ -216,10 +263,10 @@ void Reachability::classify() {
     indirect_pass_ = true;
     for (size_t i = 0; i < count_; ++i) {
         const Leak& b = blocks_[i];
-        if (b.kind == Leak_kind::reachable) continue;
+        if (b.kind == Leak_kind::reachable || b.kind == Leak_kind::gone) continue;
         current_ = static_cast<long>(i);
         auto* w = reinterpret_cast<const uintptr_t*>(b.address);
-        scan_words(w, w + (b.size & ~size_t{7}) / sizeof(uintptr_t));
+        scan_words(w, w + bytes_of(b) / sizeof(uintptr_t));
     }
     current_ = -1;
     indirect_pass_ = false;

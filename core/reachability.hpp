@@ -32,13 +32,21 @@ public:
     ~Reachability() { release(); }
 
     // The candidates (each `address` a block start, `size` the bytes to read
-    // in it). Their kinds are set by classify(). false when the OS refuses
-    // memory for the tables (the caller then keeps every block a leak).
+    // in it). Their kinds are set by classify(); one that is no longer a
+    // live block is `gone` at once. false when the OS refuses memory for the
+    // tables (the caller then keeps every block a leak). Call it once the
+    // memory can no longer change (the other threads stopped).
     bool prepare(Leak* blocks, size_t count);
     void release();
 
     // A root range: [lo, hi), read by aligned words.
     void scan_root(const void* lo, const void* hi);
+    // The same, reading only the pages the kernel says are resident (the
+    // others were never written, when the system has no swap).
+    void scan_root_resident(const void* lo, const void* hi);
+    // Huge blocks of the heaps are read that way too (a sparse calloc'd
+    // table of gigabytes is not faulted in).
+    void set_resident_only(bool on) { resident_only_ = on; }
     // Roots: every live block of `heap` that is not a candidate (small slots
     // that are not free, large runs, huge blocks). The heap's lists are
     // walked defensively: a chunk or huge block the registry does not vouch
@@ -57,6 +65,7 @@ private:
         uint32_t index;
     };
     long find(uintptr_t start) const;
+    static size_t bytes_of(const Leak& b);
     void hit(uintptr_t v);
     void scan_words(const uintptr_t* w, const uintptr_t* end);
     void flood();
@@ -75,6 +84,7 @@ private:
     uint64_t filter_[64] = {};     // granules (2 MiB) holding candidates
     uint64_t scanned_ = 0;
     bool indirect_pass_ = false;
+    bool resident_only_ = false;
     long current_ = -1;  // the lost block being read (indirect pass)
 };
 

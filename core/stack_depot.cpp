@@ -1,5 +1,7 @@
 #include "stack_depot.hpp"
 
+#include "loader_guard.hpp"
+
 #include <cstring>
 #include <link.h>
 
@@ -109,6 +111,7 @@ int add_object(dl_phdr_info* info, size_t, void*) {
 
 void refresh_modules_locked() {
     Scan s{0, 0};
+    loader::Use use;
     dl_iterate_phdr(count_objects, &s);
     if (g_current_count && s.adds == g_seen_adds && s.subs == g_seen_subs) return;
     g_seen_adds = s.adds;

@@ -1,5 +1,7 @@
 #include "symbolize.hpp"
 
+#include "loader_guard.hpp"
+
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
@@ -65,6 +67,9 @@ void load_libdw() {
 }  // namespace
 
 void prepare() {
+    if (g_dw_tried) return;
+    Lock_guard guard(g_lock);
+    loader::Use use;
     if (!g_dw_tried) load_libdw();
 }
 
@@ -177,6 +182,7 @@ void locate(const stack_depot::Frame& frame, Location& out) {
         out = slot->location;
         return;
     }
+    loader::Use use;  // libdw, dladdr, dlopen of the demangler
     if (!g_dw_tried) load_libdw();
     if (m && g_dw.ok) {
         if (Dwfl* d = dwfl_for(frame.module, *m)) {

@@ -5,19 +5,15 @@
 
 #include <cstddef>
 
+#include "leak_scan.hpp"
 #include "thread_heap.hpp"
 
 namespace zmm::api {
 
 // Marks the calling thread as inside an allocator slow path, for the
-// process-wide request's signal handler (which must not touch a heap
-// mid-update).
-struct Busy {
-    Busy() { ++t_state.busy; }
-    ~Busy() { --t_state.busy; }
-    Busy(const Busy&) = delete;
-    Busy& operator=(const Busy&) = delete;
-};
+// process-wide request's signal handler and the leak scan's stop (which must
+// not catch a heap mid-update).
+using Busy = leak_scan::Busy_section;
 
 void* malloc_slow(size_t size);
 void free_slow(void* p);

@@ -305,6 +305,7 @@ ZMM_EXPORT struct mallinfo mallinfo() {
 
 ZMM_EXPORT int malloc_trim(size_t pad) {
     if (bypassed()) return libc::functions().malloc_trim ? libc::functions().malloc_trim(pad) : 0;
+    api::Busy busy;
     return heap_pool::collect_all(t_heap == &g_empty_heap ? nullptr : t_heap) > 0 ? 1 : 0;
 }
 

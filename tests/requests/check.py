@@ -644,6 +644,8 @@ def test_reach(prog):
         "cache1": (0, [], 10), "cache2": (0, [], 10), "cache3": (0, [], 10), "cache4": (0, [], 10),
         "cache5": (0, [], 0),
         "threads": (0, [], 0),
+        "huge_cache": (4, [("definite", 4)], 0),
+        "dead_stack": (0, [], 1),
         "suppress": (2, [("definite", 1), ("definite", 1)], 0),
     }
     for name, (n, groups, reachable) in want.items():
@@ -673,9 +675,30 @@ def test_reach(prog):
             expect(objs_s[name]["leaks"] == objs[name]["leaks"], f"{name}: the suppression file changed it")
 
 
+def test_scan_stress(prog):
+    """Cases that once crashed, hung or misreported (scan_stress.c)."""
+    for i in range(5):  # the crash came one run in three
+        r = run([prog, "exit_churn"], {"ZMM_REQUEST": "process", "ZMM_LOG_FORMAT": "json"})
+        expect_status(r, 0)
+    r = run([prog, "fork"], {"ZMM_LOG_FORMAT": "json", "ZMM_LOG": "/dev/null"}, timeout=150)
+    expect_status(r, 0)
+    expect(r.out.strip() == "fork ok", f"fork: {r.out!r}")
+    r = run([prog, "sigqueue"], {"ZMM_LOG_FORMAT": "json", "ZMM_LOG": "/dev/null"})
+    expect_status(r, 0)
+    w = r.out.split()
+    expect(len(w) == 5 and int(w[4]) - int(w[2]) <= 2,
+           f"sigqueue: zmm queues a stop signal per scan for a thread that blocks it: {r.out!r}")
+    r = run(["sh", "-c", f"ulimit -n 64 && exec {prog} emfile"], {"ZMM_LOG_FORMAT": "json"})
+    expect_status(r, 0)
+    o = [json.loads(line) for line in r.err.splitlines() if line.startswith("{")]
+    expect(len(o) == 1 and o[0]["scan"] == {"failed": True} and o[0]["leaks"] == 1 and r.out.strip() == "emfile 1",
+           f"emfile: the scan cannot run; it must say so and list the live block: {r.out!r} {r.err[:400]!r}")
+
+
 TESTS = {
     "leaks": test_leaks,
     "reach": test_reach,
+    "scan_stress": test_scan_stress,
     "json": test_json,
     "log_file": test_log_file,
     "leak_exitcode": test_leak_exitcode,

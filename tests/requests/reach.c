@@ -15,6 +15,11 @@
  *   cache1..5    a cache filled in request 1, emptied in request 5:
  *                reachable in 1-4, never lost
  *   threads      threads created and joined inside the request: no leak
+ *   huge_cache   4 blocks only a freed 3 MiB pointer array pointed to (its
+ *                mapping kept for reuse): 4 definitely lost
+ *   dead_stack   a thread ran on a stack the program mapped, then unmapped;
+ *                a table mapped at the same address holds the only pointer
+ *                to a block: still reachable
  *   suppress     two lost blocks, from suppress_me_please and keep_me
  *
  * Addresses the program must not keep are stored disguised (xor with a
@@ -24,6 +29,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -107,6 +113,25 @@ static void* worker(void* arg) {
     return NULL;
 }
 
+/* ---- freed huge blocks, reused stacks ---- */
+
+NOINLINE static void plant_under_huge_array(void) {
+    size_t n = (3u << 20) / sizeof(void*);
+    void** array = malloc(n * sizeof(void*));
+    memset(array, 0, n * sizeof(void*));
+    for (int i = 0; i < 4; ++i) array[i * 1000] = cleared(64);
+    free(array);
+}
+
+static void* takes_a_heap(void* arg) {
+    free(malloc(16));
+    return arg;
+}
+
+static void** volatile g_table;
+
+NOINLINE static void plant_in_table(void) { g_table[100] = cleared(48); }
+
 /* ---- suppressions ---- */
 
 NOINLINE void suppress_me_please(void) { g_hidden = HIDE(cleared(123)); }
@@ -165,6 +190,27 @@ int main(void) {
         if (pthread_create(&ts[i], NULL, worker, (void*)(intptr_t)i)) return 2;
     for (int i = 0; i < 4; ++i) pthread_join(ts[i], NULL);
     end("threads");
+
+    zmm_request_begin("huge_cache");
+    plant_under_huge_array();
+    end("huge_cache");
+
+    {
+        const size_t sz = 1u << 20;
+        void* stack = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setstack(&at, stack, sz);
+        pthread_t st;
+        if (pthread_create(&st, &at, takes_a_heap, NULL)) return 2;
+        pthread_join(st, NULL);
+        munmap(stack, sz);
+        g_table = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        zmm_request_begin("dead_stack");
+        plant_in_table();
+        end("dead_stack");
+        free(g_table[100]);
+    }
 
     zmm_request_begin("suppress");
     suppress_me_please();
