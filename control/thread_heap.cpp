@@ -45,6 +45,7 @@ void apply_options() {
     const Options& o = options();
     g_bypass = !o.alloc;
     g_tuning.huge_pages = o.huge_pages;
+    g_tuning.fork_rekey = o.fork_rekey;
     g_tuning.cached_chunks = o.cache_chunks;
     g_tuning.dirty_budget_pages = o.purge_budget / k_page_size;
     g_tuning.poison_new_runs = o.debug;

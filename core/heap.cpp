@@ -726,6 +726,25 @@ void Heap::drain_stack(Free_slot* s) {
     }
 }
 
+namespace {
+// Rewrites the shadows of a free list from `old_key` to `new_key`.
+void rekey_list(Free_slot* s, uint64_t old_key, uint64_t new_key) {
+    while (s) {
+        Free_slot* next = s->next;
+        uintptr_t a = reinterpret_cast<uintptr_t>(s), n = reinterpret_cast<uintptr_t>(next);
+        if (s->shadow != (n ^ old_key ^ a)) return;
+        s->shadow = n ^ new_key ^ a;
+        s = next;
+    }
+}
+}  // namespace
+
+void Heap::rekey(uint64_t new_key) {
+    for (unsigned b = 0; b < k_bins; ++b) rekey_list(free_slot[b], key, new_key);
+    rekey_list(remote.load(std::memory_order_acquire), key, new_key);
+    key = new_key;
+}
+
 void Heap::drain_remote() {
     drain_stack(remote.exchange(nullptr, std::memory_order_acquire));
     for (Heap* r = retired; r; r = r->retired_next)

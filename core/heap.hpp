@@ -50,6 +50,7 @@ struct Heap_tuning {
     size_t dirty_budget_pages = 4096;  // freed pages kept resident per heap (16 MiB)
     unsigned cached_chunks = 16;       // empty chunks kept per heap
     bool huge_pages = false;           // transparent huge pages for chunks
+    bool fork_rekey = false;           // ZMM_FORK_REKEY: a new free-list key in a forked child
     bool poison_new_runs = false;      // ZMM_DEBUG: new bin runs start as freed memory (debug_checks)
 };
 extern Heap_tuning g_tuning;
@@ -155,6 +156,12 @@ public:
     // `current_owner` (the caller's thread token), else onto the heap's remote
     // stack. Returns the block's heap, or nullptr if p is not zmm's.
     static Heap* free_any(void* p, const void* current_owner);
+
+    // A new free-list key (a forked child, as ZendMM's zend_mm_refresh_key_child):
+    // every free slot's shadow, on the free lists and the remote stack, is
+    // rewritten with it. A link whose shadow is already wrong ends its list's
+    // walk (that list stays corrupted, and is diagnosed when reached).
+    void rekey(uint64_t new_key);
 
     // Frees what other threads pushed onto this heap's remote stack (and the
     // stacks of its retired request heaps), each block into its owner.

@@ -107,6 +107,22 @@ void after_fork_child(const void* survivor) {
     }
     // Abandoned heaps whose retired request heaps belonged to an orphan are
     // consistent (abandoned outside malloc) and stay adoptable.
+    //
+    // ZMM_FORK_REKEY: a key of its own for the child (ZendMM's
+    // zend_mm_refresh_key_child): a link forged with the parent's key, or a
+    // sibling's, fails the check. Every heap that can still allocate or merge
+    // is rewritten (free lists move between a thread's heaps, so theirs must
+    // agree); orphans keep theirs (nothing is ever taken from them). Off by
+    // default: writing every free slot copies every page of free memory into
+    // the child (1M free 64-byte slots: 72 ms and 64 MiB per fork, against
+    // 2.3 ms), which a program that forks to snapshot its memory, or forks
+    // often from a large heap, cannot pay. Prefork servers with small parents
+    // (PHP-FPM's case) can.
+    if (!g_tuning.fork_rekey) return;
+    uint64_t fresh = os::random_u64();
+    for (Heap* h = g_all; h; h = h->all_next)
+        if (h->owner.load(std::memory_order_relaxed) != k_orphan) h->rekey(fresh);
+    g_key = fresh;
 }
 
 __attribute__((no_sanitize("thread"))) void total_stats(Heap_stats& out) {
