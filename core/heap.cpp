@@ -93,7 +93,7 @@ Chunk* Heap::new_chunk() {
         if (!grow_real(k_chunk_size)) return nullptr;
         c = static_cast<Chunk*>(os::map_aligned(k_chunk_size, k_chunk_size));
         if (!c) {
-            collect();
+            collect_for_os();
             c = static_cast<Chunk*>(os::map_aligned(k_chunk_size, k_chunk_size));
             if (!c) {
                 errno = ENOMEM;
@@ -110,6 +110,13 @@ Chunk* Heap::new_chunk() {
     c->init(this, next_chunk_num++, from_cache ? Chunk::Pages::keep : Chunk::Pages::fresh);
     link_chunk(c);
     return c;
+}
+
+void Heap::collect_for_os() {
+    collect();
+    // A request heap's thread keeps its own caches (empty chunks, freed huge
+    // mappings) in its persistent heap: the same thread's, given back too.
+    if (chunk_source && chunk_source != this) chunk_source->collect();
 }
 
 void Heap::link_chunk(Chunk* c) {
@@ -368,7 +375,7 @@ void* Heap::alloc_huge(size_t bytes, size_t alignment, bool use_cache) {
     size_t span = len + alignment;
     char* base = static_cast<char*>(os::map_heap(span));
     if (!base) {
-        collect();
+        collect_for_os();
         base = static_cast<char*>(os::map_heap(span));
         if (!base) {
             errno = ENOMEM;

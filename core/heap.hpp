@@ -257,6 +257,8 @@ private:
     bool grow_real(size_t bytes);
     static void drain_stack(Free_slot* s);
     void link_chunk(Chunk* c);
+    // The OS refused a mapping: give back what this thread's heaps cache.
+    void collect_for_os();
     void unlink_chunk(Chunk* c);
     void count_alloc(size_t bytes) {
         size += bytes;

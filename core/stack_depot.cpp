@@ -21,12 +21,16 @@ struct Record {
     Frame frame[1];  // `frames` of them
 };
 
-constexpr size_t k_region = size_t{256} << 20;  // virtual; touched as used
+// The records: one region, grown by doubling up to k_region (address space
+// counts under RLIMIT_AS, so it is not reserved whole up front).
+constexpr size_t k_region = size_t{256} << 20;
+constexpr size_t k_first_region = size_t{4} << 20;
 constexpr size_t k_buckets = size_t{1} << 16;
 constexpr size_t k_max_modules = 4096;
 
 Spin_lock g_lock;
 char* g_region = nullptr;
+size_t g_capacity = 0;
 size_t g_used = 8;  // offset 0 is "no stack"
 uint32_t* g_buckets = nullptr;
 size_t g_count = 0;
@@ -40,16 +44,43 @@ unsigned long long g_seen_adds = 0, g_seen_subs = 0;
 uint32_t* g_current = nullptr;
 uint32_t g_current_count = 0;
 
+template <class T>
+void drop(T*& p, size_t bytes) {
+    if (p) os::unmap(p, bytes);
+    p = nullptr;
+}
+
+// Sets up the tables (all or none: the OS may refuse, and a later call
+// tries again).
 bool ready() {
     if (g_region) return true;
-    g_region = static_cast<char*>(os::map(k_region));
+    g_region = static_cast<char*>(os::map(k_first_region));
     g_buckets = static_cast<uint32_t*>(os::map(k_buckets * sizeof(uint32_t)));
     g_modules = static_cast<Module*>(os::map(k_max_modules * sizeof(Module)));
     g_current = static_cast<uint32_t*>(os::map(k_max_modules * sizeof(uint32_t)));
     if (!g_region || !g_buckets || !g_modules || !g_current) {
-        g_region = nullptr;
+        drop(g_region, k_first_region);
+        drop(g_buckets, k_buckets * sizeof(uint32_t));
+        drop(g_modules, k_max_modules * sizeof(Module));
+        drop(g_current, k_max_modules * sizeof(uint32_t));
         return false;
     }
+    g_capacity = k_first_region;
+    return true;
+}
+
+// Room for `bytes` more: the region doubled (copied) if need be.
+bool room_for(size_t bytes) {
+    if (g_used + bytes <= g_capacity) return true;
+    size_t cap = g_capacity;
+    while (cap < g_used + bytes) cap *= 2;
+    if (cap > k_region) return false;
+    char* bigger = static_cast<char*>(os::map(cap));
+    if (!bigger) return false;
+    memcpy(bigger, g_region, g_used);
+    os::unmap(g_region, g_capacity);
+    g_region = bigger;
+    g_capacity = cap;
     return true;
 }
 
@@ -152,7 +183,7 @@ uint32_t put(const uintptr_t* pcs, unsigned n) {
         if (same) return id;
     }
     size_t bytes = (offsetof(Record, frame) + n * sizeof(Frame) + 7) & ~size_t{7};
-    if (g_used + bytes > k_region) return 0;
+    if (!room_for(bytes)) return 0;
     uint32_t id = static_cast<uint32_t>(g_used / 8);
     Record* r = record(id);
     g_used += bytes;
@@ -166,7 +197,9 @@ uint32_t put(const uintptr_t* pcs, unsigned n) {
 }
 
 unsigned get(uint32_t id, Frame* out, unsigned max) {
-    if (id == 0 || !g_region) return 0;
+    if (id == 0) return 0;
+    Lock_guard guard(g_lock);  // the region may move as it grows
+    if (!g_region) return 0;
     Record* r = record(id);
     unsigned n = r->frames < max ? r->frames : max;
     for (unsigned i = 0; i < n; ++i) out[i] = r->frame[i];
