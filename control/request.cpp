@@ -317,9 +317,7 @@ void trace_allocation(Heap* heap, void* block, size_t size) {
         info.stack = stack_depot::put(pcs, n);
         // The dynamic loader allocates for itself (thread TLS vectors, dlopen
         // bookkeeping): never the program's leak.
-        stack_depot::Frame first;
-        if (stack_depot::get(info.stack, &first, 1) && stack_depot::is_loader(first.module))
-            info.flags = k_block_runtime;
+        if (n && stack_depot::is_loader_pc(pcs[0])) info.flags = k_block_runtime;
     }
     r->table.insert(info);
 }

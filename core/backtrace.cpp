@@ -81,7 +81,9 @@ unsigned capture(uintptr_t* out, unsigned max) {
     int n;
     {
         loader::Use use;  // libunwind looks up each frame with dl_iterate_phdr
-        n = fn(raw, static_cast<int>(max + 16 < k_room ? max + 16 : k_room));
+        // zmm's own frames above the program's are a handful (malloc, its
+        // slow path, the tracing): unwinding more is time lost.
+        n = fn(raw, static_cast<int>(max + 8 < k_room ? max + 8 : k_room));
     }
     unsigned kept = 0, i = 0;
     // skip capture() itself and the allocator's frames

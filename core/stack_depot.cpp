@@ -135,7 +135,8 @@ int add_object(dl_phdr_info* info, size_t, void*) {
     if (len >= sizeof m.path) len = sizeof m.path - 1;
     memcpy(m.path, name, len);
     m.path[len] = 0;
-    if (strstr(m.path, "/ld-linux") || strstr(m.path, "/ld-") == m.path) g_loader = g_module_count;
+    if (strstr(m.path, "/ld-linux") || strstr(m.path, "/ld-") == m.path)
+        __atomic_store_n(&g_loader, g_module_count, __ATOMIC_RELEASE);
     g_current[g_current_count++] = g_module_count++;
     return 0;
 }
@@ -217,6 +218,14 @@ uint32_t module_of(uintptr_t pc) {
 }
 
 bool is_loader(uint32_t module) { return module != k_no_module && module == g_loader; }
+
+bool is_loader_pc(uintptr_t pc) {
+    // Module entries are written once, before g_loader names them.
+    uint32_t l = __atomic_load_n(&g_loader, __ATOMIC_ACQUIRE);
+    if (l == k_no_module || !g_modules) return false;
+    const Module& m = g_modules[l];
+    return pc >= m.lo && pc < m.hi;
+}
 
 size_t count() {
     Lock_guard guard(g_lock);
