@@ -1,6 +1,7 @@
 #include "process_request.hpp"
 
 #include <atomic>
+#include <cstring>
 #include <cerrno>
 #include <csignal>
 #include <fcntl.h>
@@ -35,10 +36,34 @@ uint64_t g_id = 0;
 uint64_t g_begin_ns = 0;
 uint64_t g_reported_generation = 0;
 
+// Blocks the process-wide requests' reports listed as lost: each thread
+// marks its own (its request heap's table is its alone) when it next joins,
+// so that they are not listed again. Under g_lock; only grows.
+struct Reported_list {
+    uintptr_t* items = nullptr;
+    size_t count = 0, capacity = 0;
+    void push(uintptr_t a) {
+        if (count == capacity) {
+            size_t cap = capacity ? capacity * 2 : 1024;
+            auto* bigger = static_cast<uintptr_t*>(os::map(cap * sizeof(uintptr_t)));
+            if (!bigger) return;
+            if (items) {
+                memcpy(bigger, items, count * sizeof(uintptr_t));
+                os::unmap(items, capacity * sizeof(uintptr_t));
+            }
+            items = bigger;
+            capacity = cap;
+        }
+        items[count++] = a;
+    }
+};
+Reported_list g_reported;
+
 // Internal: "switch now" to one thread (begin: into the request; end: end
 // your share). A real-time signal the program is unlikely to use.
 int g_switch_signal = 0;
 int g_wake_pipe[2] = {-1, -1};
+uint64_t g_reporter_start = 0;  // the generation when the reporter thread was made
 uintptr_t g_own_lo = 0, g_own_hi = 0;  // the allocator's text: "inside zmm"
 
 Thread_ref g_threads[k_max_threads];
@@ -148,6 +173,14 @@ void report(uint64_t generation) {
         report_close(fd);
     }
     if (reported) g_leaky_requests.fetch_add(1, std::memory_order_relaxed);
+    if (o.leaks == Leaks_mode::lost) {
+        Lock_guard guard(g_lock);
+        for (size_t i = 0; i < leaks.count; ++i) {
+            const Leak& l = leaks.items[i];
+            bool lost = l.kind == Leak_kind::definite || l.kind == Leak_kind::indirect || l.kind == Leak_kind::live;
+            if (lost && !l.reported) g_reported.push(l.address);
+        }
+    }
     leaks.release();
 }
 
@@ -181,7 +214,9 @@ void* reporter(void*) {
     t_state.no_requests = true;
     t_state.scan_from = __builtin_frame_address(0);  // no frame of the program's below
     persistent_heap();  // now, not first inside a report
-    uint64_t seen = g_generation.load(std::memory_order_acquire);
+    // The generation when the thread was made, not when it first runs: a
+    // toggle that comes in between must not go unseen.
+    uint64_t seen = g_reporter_start;
     for (;;) {
         char c;
         ssize_t n = read(g_wake_pipe[0], &c, 1);
@@ -270,6 +305,14 @@ Heap* join() {
         g_open_shares.fetch_sub(1, std::memory_order_acq_rel);
         return nullptr;
     }
+    r->id = __atomic_load_n(&g_id, __ATOMIC_RELAXED);
+    // What earlier process-wide reports listed of this thread's blocks.
+    if (r->traced) {
+        Lock_guard guard(g_lock);
+        for (size_t i = t_state.reported_seen; i < g_reported.count; ++i)
+            if (Block_info* b = r->table.find(g_reported.items[i])) b->flags |= k_block_reported;
+        t_state.reported_seen = g_reported.count;
+    }
     return r->heap;
 }
 
@@ -301,6 +344,7 @@ void start() {
     if (!install(o.request_signal.number, on_request_signal)) return;
     pthread_t thread;
     pthread_attr_t attr;
+    g_reporter_start = g_generation.load(std::memory_order_acquire);
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     sigset_t all, old;

@@ -115,7 +115,8 @@ Request* begin_on_thread(const char* name, bool process_wide) {
     }
     h->reset_for_request(thread_limit());
     h->chunk_source = p;
-    r->id = g_next_id.fetch_add(1, std::memory_order_relaxed) + 1;
+    // A share of a process-wide request takes that request's id (join).
+    r->id = process_wide ? 0 : g_next_id.fetch_add(1, std::memory_order_relaxed) + 1;
     size_t len = name ? strnlen(name, sizeof r->name - 1) : 0;
     if (len) memcpy(r->name, name, len);
     r->name[len] = 0;
@@ -155,10 +156,12 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
     Leak_list* leaks = into ? into : &own;
     size_t before = leaks->count;
     const Options& o = options();
-    // ZMM_LEAKS=lost reads, at the end of a request of its own, every block
-    // the heap holds for it, earlier requests' too: a cache filled before is
-    // still reachable now, or was dropped (lost) during this one.
-    const bool rescan = o.leaks == Leaks_mode::lost && !into;
+    // ZMM_LEAKS=lost reads, at a request's end, every block the heap holds
+    // for it, earlier requests' too: a cache filled before is still
+    // reachable now, or was dropped (lost) during this one. What is found
+    // lost is marked reported below (a request of its own) or by the
+    // process-wide request's report (process_request::mark_reported).
+    const bool rescan = o.leaks == Leaks_mode::lost;
     if (r->traced) {
         // The table knows every live block; the C runtime's own are never leaks.
         r->table.for_each_mutable([&](Block_info& b) {

@@ -40,6 +40,7 @@ struct Thread_state {
     bool scan_missed;      // did not stop for the last scan
     bool stop_pending;     // a scan's stop arrived inside a slow path (leak_scan)
     Heap* tool_heap;       // inside a Tool_scope: the tool heap
+    size_t reported_seen;  // process-wide reports' lost blocks this thread has marked
     int tool_depth;
 };
 

@@ -695,10 +695,30 @@ def test_scan_stress(prog):
            f"emfile: the scan cannot run; it must say so and list the live block: {r.out!r} {r.err[:400]!r}")
 
 
+def test_signal_carry(prog):
+    """ZMM_REQUEST=signal: a block reachable in request 1 and dropped in
+    request 2 is reported lost by request 2, once."""
+    with tempfile.TemporaryDirectory() as d:
+        log = os.path.join(d, "zmm.json")
+        r = run([prog], {"ZMM_REQUEST": "signal", "ZMM_LOG_FORMAT": "json", "ZMM_LOG": log})
+        expect_status(r, 0)
+        expect(r.out.strip() == "ok", r.out)
+        with open(log) as f:
+            objs = [json.loads(line) for line in f if line.startswith("{")]
+    expect(len(objs) == 3, f"{len(objs)} reports, expected 3")
+    first, second, third = objs
+    expect(first["leaks"] == 0 and first["reachable"] >= 1, f"request 1: the cache is reachable: {first}")
+    sizes = [b["size"] for g in second["groups"] for b in g["blocks_at"]]
+    expect(second["leaks"] == 1 and sizes == [100] and second["groups"][0]["kind"] == "definite",
+           f"request 2: the dropped cache block is lost: {second}")
+    expect(third["leaks"] == 0, f"request 3: nothing new is lost: {third}")
+
+
 TESTS = {
     "leaks": test_leaks,
     "reach": test_reach,
     "scan_stress": test_scan_stress,
+    "signal_carry": test_signal_carry,
     "json": test_json,
     "log_file": test_log_file,
     "leak_exitcode": test_leak_exitcode,

@@ -1,0 +1,86 @@
+/* ZMM_REQUEST=signal, ZMM_LEAKS=lost: a block that outlives its request is
+ * classified again at each later request's end. The program toggles the
+ * process-wide request itself (sigqueue to its own pid, as `zmm request PID
+ * begin|end` does) and waits for each report in ZMM_LOG (JSON):
+ *
+ *   request 1  fills a cache block a global points to: still reachable
+ *   request 2  drops it (the global cleared): definitely lost, reported now
+ *   request 3  nothing: the block is not reported again
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void* volatile g_cache;
+static volatile int g_sink;
+
+static void toggle(int value) {
+    union sigval v;
+    v.sival_int = value;
+    if (sigqueue(getpid(), SIGUSR2, v) != 0) exit(2);
+    struct timespec t = {0, 100 * 1000 * 1000};  // the reporter thread acts
+    nanosleep(&t, NULL);
+}
+
+// Lines in the log: one JSON object per request.
+static int reports(const char* log) {
+    int fd = open(log, O_RDONLY);
+    if (fd < 0) return 0;
+    char buf[4096];
+    int lines = 0;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        for (ssize_t i = 0; i < n; ++i) lines += buf[i] == '\n';
+    close(fd);
+    return lines;
+}
+
+static void wait_for(const char* log, int count) {
+    for (int i = 0; i < 500 && reports(log) < count; ++i) {
+        struct timespec t = {0, 10 * 1000 * 1000};
+        nanosleep(&t, NULL);
+    }
+    if (reports(log) < count) {
+        fprintf(stderr, "FAIL: report %d never came\n", count);
+        exit(1);
+    }
+}
+
+// Work inside a request: this thread joins it at its first allocation.
+static void work(void) {
+    for (int i = 0; i < 100; ++i) {
+        char* p = malloc(64 + i);
+        p[0] = (char)i;
+        g_sink += p[0];
+        free(p);
+    }
+}
+
+int main(void) {
+    const char* log = getenv("ZMM_LOG");
+    if (!log) return 2;
+    toggle(1);
+    work();
+    void* cache = calloc(1, 100);
+    g_cache = cache;
+    cache = NULL;
+    toggle(2);
+    wait_for(log, 1);
+
+    toggle(1);
+    work();
+    g_cache = NULL;  // dropped: lost
+    toggle(2);
+    wait_for(log, 2);
+
+    toggle(1);
+    work();
+    toggle(2);
+    wait_for(log, 3);
+    puts("ok");
+    return 0;
+}
