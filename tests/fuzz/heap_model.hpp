@@ -37,6 +37,7 @@
 #include <cstring>
 
 #include "heap.hpp"
+#include "reachability.hpp"
 
 namespace zmm::fuzz {
 
@@ -608,6 +609,37 @@ struct World {
         check_all("verify");
     }
 
+    // The leak scan's mark over the request heap's live blocks, whatever
+    // state the heaps are in: the other heaps' live blocks as roots (read by
+    // their metadata, free slots skipped), and a root holding a pointer into
+    // one chosen block (an interior one when the byte says so), which must
+    // come out reachable. Nothing else is asserted of the other blocks: a
+    // block's unwritten bytes may hold stale links that point anywhere.
+    void check_reachability(uint8_t how) {
+        static Leak cands[k_max_live];
+        size_t n = 0;
+        for (unsigned i = 0; i < n_live; ++i)
+            if (live[i].heap == heap_r)
+                cands[n++] = Leak{reinterpret_cast<uintptr_t>(live[i].p), live[i].req, 0, Leak_kind::live, false};
+        if (n == 0) return;
+        Reachability reach;
+        if (!reach.prepare(cands, n)) return;
+        size_t chosen = how % n;
+        size_t offset = (how & 0x80) && cands[chosen].size > 1 ? cands[chosen].size - 1 : 0;
+        uintptr_t root = cands[chosen].address + offset;
+        reach.scan_heap(heaps[heap_a]);
+        reach.scan_heap(heaps[heap_b]);
+        reach.scan_root(&root, &root + 1);
+        reach.classify();
+        for (size_t i = 0; i < n; ++i)
+            if (cands[i].kind == Leak_kind::live || cands[i].kind == Leak_kind::gone)
+                fail("reachability: live block %p of R left %s", reinterpret_cast<void*>(cands[i].address),
+                     cands[i].kind == Leak_kind::gone ? "gone" : "unclassified");
+        if (cands[chosen].kind != Leak_kind::reachable)
+            fail("reachability: a root pointing %zu bytes into %p did not reach it", offset,
+                 reinterpret_cast<void*>(cands[chosen].address));
+    }
+
     // control/request.cpp's begin_on_thread and end_on_thread, on thread A.
     void op_request(Reader& in) {
         uint8_t how = in.u8();
@@ -635,6 +667,7 @@ struct World {
         r.drain_remote();
         sync_remote();
         check_enumeration(heap_r);
+        check_reachability(how);
         if (release) {
             r.release_blocks();
             for (unsigned i = 0; i < n_live;)
