@@ -7,6 +7,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <link.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/sysinfo.h>
 #include <sys/uio.h>
@@ -32,6 +33,7 @@ namespace {
 int g_stop_signal = 0;
 std::atomic<uint32_t> g_epoch{0};  // odd while a scan holds the other threads
 Spin_lock g_scan_lock;             // one scan at a time
+std::atomic<bool> g_fork_pending{false};  // a fork waits for the scan lock
 
 long futex(std::atomic<uint32_t>* word, int op, uint32_t value) {
     return syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), op, value, nullptr, nullptr, 0);
@@ -337,7 +339,20 @@ void stop_if_pending() {
     if (e & 1) park(e);
 }
 
+// A fork waits for the scan under way; scans that would start meanwhile wait
+// for the fork (else a thread that scans in a loop starves the forking one,
+// which every scan stops).
+void before_fork() {
+    g_fork_pending.store(true, std::memory_order_seq_cst);
+    g_scan_lock.lock();
+}
+void after_fork_parent() {
+    g_scan_lock.unlock();
+    g_fork_pending.store(false, std::memory_order_release);
+}
+
 void after_fork_child() {
+    g_fork_pending.store(false, std::memory_order_relaxed);
     g_scan_lock.reset();
     uint32_t e = g_epoch.load(std::memory_order_relaxed);
     if (e & 1) g_epoch.store(e + 1, std::memory_order_relaxed);
@@ -386,6 +401,7 @@ bool looks_like_cached_stack(const Ranges& maps, const Range* r) {
 
 __attribute__((noinline)) Result classify(Leak* leaks, size_t count) {
     if (!count) return Result{};
+    while (g_fork_pending.load(std::memory_order_acquire)) sched_yield();
     Lock_guard one_scan(g_scan_lock);
     uint64_t t0 = now_ns();
     Result res{};

@@ -61,7 +61,10 @@ struct Busy_section {
     Busy_section& operator=(const Busy_section&) = delete;
 };
 
-// fork(): the child has no scan running and no thread stopped.
+// fork(): no scan runs across it (its lock is taken before, released in
+// the parent); the child has no scan running and no thread stopped.
+void before_fork();
+void after_fork_parent();
 void after_fork_child();
 
 // Installs the stop signal's handler. From start-up, outside the allocator.

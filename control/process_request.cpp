@@ -361,6 +361,9 @@ void finish() {
     if (opened(g) || g_open_shares.load(std::memory_order_acquire) > 0) close_and_report();
 }
 
+void before_fork() { g_lock.lock(); }
+void after_fork_parent() { g_lock.unlock(); }
+
 void after_fork_child() {
     g_lock.reset();
     // Only the forking thread exists in the child.

@@ -46,6 +46,10 @@ void unlock_threads();
 // (the latest 256).
 const uintptr_t* dead_stacks(unsigned* count);
 
+// fork(): the thread list's lock is taken before and released in the parent
+// (after_fork_child resets it).
+void before_fork();
+void after_fork_parent();
 void after_fork_child();
 
 // The internal signal that switches threads into and out of the request

@@ -24,6 +24,8 @@
 #include "os.hpp"
 #include "process_request.hpp"
 #include "request.hpp"
+#include "symbolize.hpp"
+#include "stack_depot.hpp"
 
 extern char** environ;
 
@@ -69,30 +71,41 @@ Spin_lock g_tool_lock;
 Heap* g_tool = nullptr;
 const void* const k_tool_idle = reinterpret_cast<const void*>(2);  // no thread's token
 
-// zmm's calls into the loader finish first (their locks are not reset in the
-// child); they may allocate, so before the pool's lock is taken.
+// Every lock of zmm's is taken before fork() and released (parent) or reset
+// (child) after, so that no child inherits one held by a thread that is not
+// there. The order is the order they nest in: the scan's, the thread list's,
+// the tool heap's, the symbolizer's, the stack depot's; then zmm's calls
+// into the loader finish (their holders may hold any of the above, never
+// the reverse; glibc does not reset the loader's own locks in the child);
+// last the heap pool's (the others may allocate).
 void before_fork() {
+    leak_scan::before_fork();
+    process_request::before_fork();
+    g_tool_lock.lock();
+    symbolize::before_fork();
+    stack_depot::before_fork();
     loader::before_fork();
     heap_pool::before_fork();
 }
 void after_fork_parent() {
     heap_pool::after_fork_parent();
     loader::after_fork();
+    stack_depot::after_fork_parent();
+    symbolize::after_fork_parent();
+    g_tool_lock.unlock();
+    process_request::after_fork_parent();
+    leak_scan::after_fork_parent();
 }
 void after_fork_child() {
     heap_pool::after_fork_child(thread_token());
     loader::after_fork();
+    stack_depot::after_fork_child();
+    symbolize::after_fork_child();
     os::reset_heap_mappings_hold();
     leak_scan::after_fork_child();
-    // A tool heap another thread was using at the fork may be mid-update:
-    // the child leaves it (orphaned) and makes a new one if it needs one.
-    if (g_tool && t_state.tool_depth == 0) {
-        if (g_tool_lock.try_lock())
-            g_tool->owner.store(k_tool_idle, std::memory_order_relaxed);
-        else
-            g_tool = nullptr;
-        g_tool_lock.reset();
-    }
+    // The tool heap was idle at the fork (its lock was held here): idle again.
+    if (g_tool) g_tool->owner.store(k_tool_idle, std::memory_order_relaxed);
+    g_tool_lock.reset();
     requests_after_fork_child();
 }
 

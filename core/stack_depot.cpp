@@ -217,6 +217,10 @@ uint32_t module_of(uintptr_t pc) {
     return module_of_locked(pc);
 }
 
+void before_fork() { g_lock.lock(); }
+void after_fork_parent() { g_lock.unlock(); }
+void after_fork_child() { g_lock.reset(); }
+
 bool is_loader(uint32_t module) { return module != k_no_module && module == g_loader; }
 
 bool is_loader_pc(uintptr_t pc) {

@@ -66,6 +66,10 @@ void load_libdw() {
 
 }  // namespace
 
+void before_fork() { g_lock.lock(); }
+void after_fork_parent() { g_lock.unlock(); }
+void after_fork_child() { g_lock.reset(); }
+
 void prepare() {
     if (g_dw_tried) return;
     Lock_guard guard(g_lock);

@@ -24,6 +24,12 @@ struct Location {
 
 void locate(const stack_depot::Frame& frame, Location& out);
 
+// fork(): the symbolizer's lock is taken before and released (parent) or
+// reset (child) after, so that no child inherits it held.
+void before_fork();
+void after_fork_parent();
+void after_fork_child();
+
 // Loads libdw now (locate() would on first use): outside the tool heap, so
 // that the loader's records of libdw stay with the program's.
 void prepare();
