@@ -189,6 +189,13 @@ void advise_huge_pages(void* p, size_t size) {
     errno = saved;
 }
 
+bool resident_pages(const void* p, size_t size, unsigned char* vec) {
+    int saved = errno;
+    bool ok = mincore(const_cast<void*>(p), size, vec) == 0;
+    errno = saved;
+    return ok;
+}
+
 bool is_mapped(const void* p) {
     int saved = errno;
     unsigned char vec;

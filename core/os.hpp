@@ -71,6 +71,10 @@ void advise_huge_pages(void* p, size_t size);
 // Is the page containing p mapped? (mincore; no fault on unmapped memory.)
 bool is_mapped(const void* p);
 
+// Which pages of [p, p + size) (p page-aligned, size at most 4 MiB) are
+// resident: vec[i] & 1 for page i. false if the kernel cannot say.
+bool resident_pages(const void* p, size_t size, unsigned char* vec);
+
 // write(2) until done or an error other than EINTR.
 void write_all(int fd, const char* s, size_t n);
 

@@ -5,8 +5,6 @@
 #include "heap.hpp"
 #include "os.hpp"
 
-#include <sys/mman.h>
-
 namespace zmm {
 
 namespace {
@@ -173,7 +171,7 @@ void Reachability::scan_root_resident(const void* lo_p, const void* hi_p) {
     unsigned char vec[1024];
     while (lo < hi) {
         uintptr_t span = hi - lo < sizeof vec * k_page_size ? hi - lo : sizeof vec * k_page_size;
-        if (mincore(reinterpret_cast<void*>(lo), span, vec) != 0) {
+        if (!os::resident_pages(reinterpret_cast<void*>(lo), span, vec)) {
             scan_root(reinterpret_cast<void*>(lo), reinterpret_cast<void*>(lo + span));
         } else {
             size_t pages = (span + k_page_size - 1) / k_page_size;
