@@ -4,11 +4,9 @@
 #include <cerrno>
 #include <climits>
 #include <csignal>
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <link.h>
 #include <sched.h>
-#include <sys/mman.h>
 #include <sys/sysinfo.h>
 #include <sys/uio.h>
 #include <linux/futex.h>
@@ -39,12 +37,6 @@ long futex(std::atomic<uint32_t>* word, int op, uint32_t value) {
     return syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), op, value, nullptr, nullptr, 0);
 }
 
-uintptr_t thread_pointer() {
-    uintptr_t tp;
-    asm volatile("mov %%fs:0, %0" : "=r"(tp));
-    return tp;
-}
-
 // Stops the calling thread until the scan of epoch e is over. Everything
 // the thread had in registers is above this frame (in the signal frame, or
 // spilled by the caller): reading from here up covers it.
@@ -52,7 +44,6 @@ __attribute__((noinline)) void park(uint32_t e) {
     __builtin_unwind_init();
     volatile uintptr_t marker = 0;
     t_state.scan_sp = reinterpret_cast<uintptr_t>(&marker);
-    t_state.scan_tp = thread_pointer();
     t_state.scan_ack.store(e, std::memory_order_release);
     while (g_epoch.load(std::memory_order_acquire) == e) futex(&g_epoch, FUTEX_WAIT_PRIVATE, e);
 }

@@ -32,9 +32,11 @@ struct Thread_state {
     int busy;              // > 0 inside an allocator slow path (see process_request)
     bool no_requests;      // zmm's own threads never join a request
     // The leak scan (leak_scan.cpp): an address in the thread's stack, and,
-    // while the thread is stopped for a scan, where its stack and TLS are.
+    // while the thread is stopped for a scan, its stack pointer (its static
+    // TLS is above it, in the same mapping; the main thread's is in
+    // anonymous memory, read as such).
     uintptr_t stack_hint;
-    uintptr_t scan_sp, scan_tp;
+    uintptr_t scan_sp;
     const void* scan_from;  // an API call's frame: the program's stack starts here
     std::atomic<uint32_t> scan_ack;  // the scan epoch this thread stopped for
     bool scan_missed;      // did not stop for the last scan
