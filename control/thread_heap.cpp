@@ -11,6 +11,8 @@
 #include "spin_lock.hpp"
 
 #include <atomic>
+#include <sys/syscall.h>
+#include <csignal>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -149,9 +151,16 @@ bool bypassed() {
 Heap* persistent_heap() {
     if (Heap* h = t_state.persistent) return h;
     if (bypassed()) return nullptr;
+    // Signals wait while the pool's lock is held and the heap is not yet the
+    // thread's: a handler that allocates (undefined, yet common) would
+    // otherwise spin on the lock its own thread holds. Once per thread.
+    sigset_t all, old;
+    sigfillset(&all);
+    syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, &old, _NSIG / 8);
     Heap* h = heap_pool::acquire(thread_token());
+    if (h) t_state.persistent = h;
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, nullptr, _NSIG / 8);
     if (!h) return nullptr;
-    t_state.persistent = h;
     if (t_heap == &g_empty_heap && !t_state.request) t_heap = fast_path_heap(h);
     if (g_exit_key_ok) pthread_setspecific(g_exit_key, h);
     // Every thread with a heap is listed: the process-wide request signals
