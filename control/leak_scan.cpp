@@ -18,6 +18,7 @@
 #include "diag.hpp"
 #include "heap_pool.hpp"
 #include "loader_guard.hpp"
+#include "mapped_array.hpp"
 #include "os.hpp"
 #include "process_request.hpp"
 #include "reachability.hpp"
@@ -77,22 +78,7 @@ struct Range {
     bool readable;
 };
 
-struct Ranges {
-    Range* items = nullptr;
-    size_t count = 0, capacity = 0;
-    bool push(const Range& r) {
-        if (count == capacity) {
-            size_t cap = capacity ? capacity * 2 : 512;
-            auto* bigger = static_cast<Range*>(os::map(cap * sizeof(Range)));
-            if (!bigger) return false;
-            for (size_t i = 0; i < count; ++i) bigger[i] = items[i];
-            if (items) os::unmap(items, capacity * sizeof(Range));
-            items = bigger;
-            capacity = cap;
-        }
-        items[count++] = r;
-        return true;
-    }
+struct Ranges : Mapped_array<Range, 512> {
     // Sorted by start, overlapping ranges merged (a stack mapping and an
     // internal mapping inside it, say): disjoint, so that first_after holds.
     void sort_and_merge() {
@@ -138,9 +124,7 @@ struct Ranges {
         }
         return lo;
     }
-    ~Ranges() {
-        if (items) os::unmap(items, capacity * sizeof(Range));
-    }
+    ~Ranges() { release(); }
 };
 
 int hex_digit(char c) {

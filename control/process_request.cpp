@@ -1,7 +1,6 @@
 #include "process_request.hpp"
 
 #include <atomic>
-#include <cstring>
 #include <cerrno>
 #include <csignal>
 #include <fcntl.h>
@@ -39,25 +38,7 @@ uint64_t g_reported_generation = 0;
 // Blocks the process-wide requests' reports listed as lost: each thread
 // marks its own (its request heap's table is its alone) when it next joins,
 // so that they are not listed again. Under g_lock; only grows.
-struct Reported_list {
-    uintptr_t* items = nullptr;
-    size_t count = 0, capacity = 0;
-    void push(uintptr_t a) {
-        if (count == capacity) {
-            size_t cap = capacity ? capacity * 2 : 1024;
-            auto* bigger = static_cast<uintptr_t*>(os::map(cap * sizeof(uintptr_t)));
-            if (!bigger) return;
-            if (items) {
-                memcpy(bigger, items, count * sizeof(uintptr_t));
-                os::unmap(items, capacity * sizeof(uintptr_t));
-            }
-            items = bigger;
-            capacity = cap;
-        }
-        items[count++] = a;
-    }
-};
-Reported_list g_reported;
+Mapped_array<uintptr_t> g_reported;
 
 // Internal: "switch now" to one thread (begin: into the request; end: end
 // your share). A real-time signal the program is unlikely to use.

@@ -50,28 +50,6 @@ Request* new_record() {
 
 size_t thread_limit() { return t_state.limit_set ? t_state.limit : options().memory_limit; }
 
-bool Leak_list::push(const Leak& l) {
-    if (count == capacity) {
-        size_t cap = capacity ? capacity * 2 : 1024;
-        auto* bigger = static_cast<Leak*>(os::map(cap * sizeof(Leak)));
-        if (!bigger) return false;
-        if (items) {
-            memcpy(bigger, items, count * sizeof(Leak));
-            os::unmap(items, capacity * sizeof(Leak));
-        }
-        items = bigger;
-        capacity = cap;
-    }
-    items[count++] = l;
-    return true;
-}
-
-void Leak_list::release() {
-    if (items) os::unmap(items, capacity * sizeof(Leak));
-    items = nullptr;
-    count = capacity = 0;
-}
-
 namespace {
 
 struct Collect_context {

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "leak_report.hpp"
+#include "mapped_array.hpp"
 #include "request.hpp"
 #include "thread_heap.hpp"
 
@@ -22,13 +23,7 @@ struct Depth_guard {
     ~Depth_guard() { --t_state.depth; }
 };
 
-// A growing array of leaks, in memory from the OS.
-struct Leak_list {
-    Leak* items = nullptr;
-    size_t count = 0, capacity = 0;
-    bool push(const Leak& l);
-    void release();
-};
+using Leak_list = Mapped_array<Leak>;
 
 struct Share_totals {
     size_t usage, peak, real_usage, real_peak;
