@@ -352,9 +352,9 @@ namespace {
 // Every kind left `live`: the scan could not run (no memory for its tables,
 // /proc/self/maps unreadable, zmm's tables past their size); the report
 // then lists every live block, as ZMM_LEAKS=all would.
-Result unscanned(Leak* leaks, size_t count) {
+Scan_info unscanned(Leak* leaks, size_t count) {
     for (size_t i = 0; i < count; ++i) leaks[i].kind = Leak_kind::live;
-    Result r{};
+    Scan_info r{};
     r.failed = true;
     return r;
 }
@@ -374,12 +374,12 @@ bool looks_like_cached_stack(const Ranges& maps, const Range* r) {
 
 }  // namespace
 
-__attribute__((noinline)) Result classify(Leak* leaks, size_t count) {
-    if (!count) return Result{};
+__attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count) {
+    if (!count) return Scan_info{};
     while (g_fork_pending.load(std::memory_order_acquire)) sched_yield();
     Lock_guard one_scan(g_scan_lock);
     uint64_t t0 = now_ns();
-    Result res{};
+    Scan_info res{};
     // Before the others stop: dl_iterate_phdr takes the loader's lock, which
     // a stopped thread might hold, and the descriptor for /proc/self/maps is
     // taken now (none left: no scan).

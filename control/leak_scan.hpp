@@ -70,13 +70,11 @@ void after_fork_child();
 // Installs the stop signal's handler. From start-up, outside the allocator.
 void start();
 
-// (ran is false when the OS refused memory for the scan: kinds left `live`.)
-using Result = Scan_info;
 
 // Sets the kind of each of `leaks` (block starts). Outside the allocator, on
 // a thread with a heap. The calling thread's stack is read from
 // t_state.scan_from when set (an API call records the program's frame
 // there), else from the caller's frame.
-Result classify(Leak* leaks, size_t count);
+Scan_info classify(Leak* leaks, size_t count);
 
 }  // namespace zmm::leak_scan

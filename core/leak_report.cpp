@@ -100,11 +100,6 @@ size_t group_leaks(Leak* leaks, size_t count, Group* groups) {
 
 }  // namespace
 
-Leak_totals leak_totals(const Leak* leaks, size_t count) {
-    Leak_totals t{count, 0, 0};
-    for (size_t i = 0; i < count; ++i) t.bytes += leaks[i].size;
-    return t;
-}
 
 namespace {
 
@@ -170,7 +165,9 @@ size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t c
         }
     }
     n = kept;
-    Leak_totals totals{0, 0, n};
+    struct {
+        size_t blocks, bytes;
+    } totals{0, 0};
     for (size_t g = 0; g < n; ++g) {
         totals.blocks += groups[g].blocks;
         totals.bytes += groups[g].bytes;

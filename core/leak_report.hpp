@@ -62,10 +62,4 @@ size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t c
 // file:line (module+0xOFFSET)"), as the leak report writes them.
 void write_frames(Text& t, uint32_t stack);
 
-// Leaked blocks and bytes after grouping (for the caller's totals).
-struct Leak_totals {
-    size_t blocks, bytes, groups;
-};
-Leak_totals leak_totals(const Leak* leaks, size_t count);
-
 }  // namespace zmm

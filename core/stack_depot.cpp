@@ -211,17 +211,10 @@ const Module* module(uint32_t index) {
     return index < g_module_count ? &g_modules[index] : nullptr;
 }
 
-uint32_t module_of(uintptr_t pc) {
-    Lock_guard guard(g_lock);
-    if (!ready()) return k_no_module;
-    return module_of_locked(pc);
-}
 
 void before_fork() { g_lock.lock(); }
 void after_fork_parent() { g_lock.unlock(); }
 void after_fork_child() { g_lock.reset(); }
-
-bool is_loader(uint32_t module) { return module != k_no_module && module == g_loader; }
 
 bool is_loader_pc(uintptr_t pc) {
     // Module entries are written once, before g_loader names them.

@@ -33,19 +33,14 @@ unsigned get(uint32_t id, Frame* out, unsigned max);
 
 const Module* module(uint32_t index);
 
-// The module containing pc now (refreshing the module list if needed), or
-// k_no_module.
-uint32_t module_of(uintptr_t pc);
-
-// Is the module ld.so (the dynamic loader)? Its allocations are its own.
-bool is_loader(uint32_t module);
 
 // fork(): the depot's lock, taken before, released (parent) or reset (child).
 void before_fork();
 void after_fork_parent();
 void after_fork_child();
-// Is pc in the dynamic loader (as far as the depot has seen the modules)?
-// No lock: for the allocation path, right after put().
+// Is pc in the dynamic loader (ld.so: its allocations are its own), as far
+// as the depot has seen the modules? No lock: for the allocation path,
+// right after put().
 bool is_loader_pc(uintptr_t pc);
 
 // Distinct stacks stored (for statistics and tests).
