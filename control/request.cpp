@@ -70,6 +70,24 @@ void collect_leak(void* ctx, void* block, size_t rounded) {
     c->leaks->push(l);
 }
 
+// Appends the request's live blocks to `leaks`: with a table, each one not
+// the C runtime's (and, unless `rescan`, not reported before: those are then
+// marked reported); without, every live block of the heap.
+void gather_live_blocks(Request& r, Leak_list* leaks, bool rescan) {
+    if (!r.traced) {
+        Collect_context ctx{&r, leaks};
+        r.heap->for_each_live_block(collect_leak, &ctx);
+        return;
+    }
+    r.table.for_each_mutable([&](Block_info& b) {
+        if (b.flags & k_block_runtime) return;
+        bool reported = b.flags & k_block_reported;
+        if (reported && !rescan) return;
+        leaks->push(Leak{b.address, b.size, b.stack, Leak_kind::live, reported});
+        if (!rescan) b.flags |= k_block_reported;
+    });
+}
+
 }  // namespace
 
 Request* begin_on_thread(const char* name, bool process_wide) {
@@ -126,10 +144,6 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
     t_state.request = nullptr;
     t_heap = fast_path_heap(p);
     Depth_guard guard;
-    // The heap changes (remote frees drained, leaks gathered): a scan's stop
-    // waits until it is done, never while the report runs (the scan itself).
-    ++t_state.busy;
-    h->drain_remote();
     Leak_list own;
     Leak_list* leaks = into ? into : &own;
     size_t before = leaks->count;
@@ -137,23 +151,16 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
     // ZMM_LEAKS=lost reads, at a request's end, every block the heap holds
     // for it, earlier requests' too: a cache filled before is still
     // reachable now, or was dropped (lost) during this one. What is found
-    // lost is marked reported below (a request of its own) or by the
-    // process-wide request's report (process_request::mark_reported).
+    // lost is marked reported below (a request of its own) or when the
+    // thread next joins a process-wide request (process_request::join).
     const bool rescan = o.leaks == Leaks_mode::lost;
-    if (r->traced) {
-        // The table knows every live block; the C runtime's own are never leaks.
-        r->table.for_each_mutable([&](Block_info& b) {
-            if (b.flags & k_block_runtime) return;
-            bool reported = b.flags & k_block_reported;
-            if (reported && !rescan) return;
-            leaks->push(Leak{b.address, b.size, b.stack, Leak_kind::live, reported});
-            if (!rescan) b.flags |= k_block_reported;
-        });
-    } else {
-        Collect_context ctx{r, leaks};
-        h->for_each_live_block(collect_leak, &ctx);
+    {
+        // The heap changes (remote frees drained): a scan's stop waits until
+        // this is done, never while the report runs (the scan itself).
+        leak_scan::Busy_section busy;
+        h->drain_remote();
+        gather_live_blocks(*r, leaks, rescan);
     }
-    if (--t_state.busy == 0 && t_state.stop_pending) leak_scan::stop_if_pending();
     long leaked = static_cast<long>(leaks->count - before);
     size_t usage = h->size > r->base_size ? h->size - r->base_size : 0;
     size_t peak = h->peak > r->base_size ? h->peak - r->base_size : 0;
