@@ -103,27 +103,22 @@ size_t group_leaks(Leak* leaks, size_t count, Group* groups) {
 
 namespace {
 
-const char* kind_name(Leak_kind k) {
-    switch (k) {
-        case Leak_kind::definite: return "definitely lost";
-        case Leak_kind::indirect: return "indirectly lost";
-        case Leak_kind::reachable: return "still reachable";
-        case Leak_kind::gone:
-        case Leak_kind::live: break;
-    }
-    return "live";
-}
-
-const char* kind_key(Leak_kind k) {
-    switch (k) {
-        case Leak_kind::definite: return "definite";
-        case Leak_kind::indirect: return "indirect";
-        case Leak_kind::reachable: return "reachable";
-        case Leak_kind::gone:
-        case Leak_kind::live: break;
-    }
-    return "live";
-}
+// How the text report (`name`) and the JSON (`key`) call each kind, by
+// Leak_kind's value.
+struct Kind_words {
+    const char* name;
+    const char* key;
+};
+constexpr Kind_words k_kind_words[] = {
+    {"live", "live"},                   // live: no scan ran
+    {"still reachable", "reachable"},   // reachable
+    {"indirectly lost", "indirect"},    // indirect
+    {"definitely lost", "definite"},    // definite
+    {"gone", "gone"},                   // gone: freed before the scan
+};
+static_assert(sizeof k_kind_words / sizeof k_kind_words[0] == static_cast<unsigned>(Leak_kind::gone) + 1,
+              "a name for every Leak_kind");
+const Kind_words& words_of(Leak_kind k) { return k_kind_words[static_cast<unsigned>(k)]; }
 
 }  // namespace
 
@@ -208,7 +203,7 @@ size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t c
         for (size_t g = 0; g < n; ++g) {
             const Group& gr = groups[g];
             if (g) t.chr(',');
-            t.str("{\"kind\":\"").str(kind_key(leaks[gr.first].kind)).str("\",\"blocks\":").dec(gr.blocks)
+            t.str("{\"kind\":\"").str(words_of(leaks[gr.first].kind).key).str("\",\"blocks\":").dec(gr.blocks)
                 .str(",\"bytes\":").dec(gr.bytes).str(",\"blocks_at\":[");
             for (size_t i = 0; i < gr.blocks; ++i) {
                 const Leak& l = leaks[gr.first + i];
@@ -230,7 +225,7 @@ size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t c
             const Leak& first = leaks[gr.first];
             t.str("Freeing ").hex(first.address).str(" (").dec(first.size).str(" bytes): ").dec(gr.blocks)
                 .str(gr.blocks == 1 ? " block, " : " blocks, ").dec(gr.bytes).str(" bytes");
-            if (first.kind != Leak_kind::live) t.str(", ").str(kind_name(first.kind));
+            if (first.kind != Leak_kind::live) t.str(", ").str(words_of(first.kind).name);
             t.str(", allocated at:\n");
             write_frames(t, first.stack);
         }
