@@ -225,13 +225,6 @@ void add_internal(void* ctx, uintptr_t lo, uintptr_t hi) {
     static_cast<Ranges*>(ctx)->push(Range{lo, hi, true, false, true});
 }
 
-// Reads every root that is not a thread's live stack: each scannable
-// mapping, less what is not the program's (zmm's data and tables, the heap's
-// chunks and huge blocks, which scan_heap reads by their metadata, and the
-// stacks, read from their stack pointers). File mappings are read only where
-// they are a module's data (a private mapping of a file truncated since
-// would fault); anonymous ones only where pages are resident (untouched
-// pages are zero: a reservation of terabytes costs nothing).
 // A root range read through the kernel (process_vm_readv): for when a
 // thread that did not stop may unmap memory meanwhile (a missing page then
 // reads as nothing, not as a fault in zmm).
@@ -254,6 +247,13 @@ void read_copied(Reachability& reach, uintptr_t lo, uintptr_t hi) {
     }
 }
 
+// Reads every root that is not a thread's live stack: each scannable
+// mapping, less what is not the program's (zmm's data and tables, the heap's
+// chunks and huge blocks, which scan_heap reads by their metadata, and the
+// stacks, read from their stack pointers). File mappings are read only where
+// they are a module's data (a private mapping of a file truncated since
+// would fault); anonymous ones only where pages are resident (untouched
+// pages are zero: a reservation of terabytes costs nothing).
 struct Root_scan {
     Reachability& reach;
     const Modules& modules;
