@@ -5,7 +5,6 @@
 #include <climits>
 #include <csignal>
 #include <fcntl.h>
-#include <link.h>
 #include <sched.h>
 #include <sys/sysinfo.h>
 #include <sys/uio.h>
@@ -18,7 +17,7 @@
 #include "diag.hpp"
 #include "heap_pool.hpp"
 #include "loader_guard.hpp"
-#include "mapped_array.hpp"
+#include "memory_map.hpp"
 #include "os.hpp"
 #include "process_request.hpp"
 #include "reachability.hpp"
@@ -27,7 +26,14 @@
 #include "thread_heap.hpp"
 
 namespace zmm::leak_scan {
+
+using memory_map::Modules;
+using memory_map::Range;
+using memory_map::Ranges;
+
 namespace {
+
+int own_marker;  // an address in zmm's own writable data
 
 int g_stop_signal = 0;
 std::atomic<uint32_t> g_epoch{0};  // odd while a scan holds the other threads
@@ -67,150 +73,6 @@ void on_stop(int, siginfo_t* info, void*) {
 // A thread waiting in an unmap for the scan to end stops meanwhile.
 void stop_while_waiting() {
     if (t_state.stop_pending) stop_if_pending();
-}
-
-// ---- address ranges, in memory from the OS ----
-
-struct Range {
-    uintptr_t lo, hi;
-    bool anonymous;  // a mapping without a file ([heap], [stack], mmap'd memory)
-    bool scannable;  // readable, writable, private, not a device
-    bool readable;
-};
-
-struct Ranges : Mapped_array<Range, 512> {
-    // Sorted by start, overlapping ranges merged (a stack mapping and an
-    // internal mapping inside it, say): disjoint, so that first_after holds.
-    void sort_and_merge() {
-        for (size_t i = 1; i < count; ++i)  // insertion sort: short, nearly sorted lists
-            for (size_t j = i; j > 0 && items[j - 1].lo > items[j].lo; --j) {
-                Range t = items[j];
-                items[j] = items[j - 1];
-                items[j - 1] = t;
-            }
-        size_t m = 0;
-        for (size_t i = 0; i < count; ++i) {
-            if (m && items[i].lo <= items[m - 1].hi) {
-                if (items[i].hi > items[m - 1].hi) items[m - 1].hi = items[i].hi;
-            } else {
-                items[m++] = items[i];
-            }
-        }
-        count = m;
-    }
-    // The range containing a (ranges sorted, disjoint), or nullptr.
-    const Range* containing(uintptr_t a) const {
-        size_t lo = 0, hi = count;
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            if (items[mid].hi <= a)
-                lo = mid + 1;
-            else if (items[mid].lo > a)
-                hi = mid;
-            else
-                return &items[mid];
-        }
-        return nullptr;
-    }
-    // The index of the first range ending after a.
-    size_t first_after(uintptr_t a) const {
-        size_t lo = 0, hi = count;
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            if (items[mid].hi <= a)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        return lo;
-    }
-    ~Ranges() { release(); }
-};
-
-int hex_digit(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-}
-
-// Every mapping of the process (/proc/self/maps), in address order:
-// "lo-hi perms offset dev inode path".
-bool read_maps(int fd, Ranges& out) {
-    char buf[8192];
-    uintptr_t lo = 0, hi = 0, inode = 0;
-    char perms[4] = {};
-    unsigned field = 0, pos = 0;  // field: 0 lo, 1 hi, 2 perms, 3 offset, 4 dev, 5 inode, 6 path
-    bool device = false, ok = true;
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        for (ssize_t i = 0; i < n; ++i) {
-            char c = buf[i];
-            if (c == '\n') {
-                bool scannable = perms[0] == 'r' && perms[1] == 'w' && perms[3] == 'p' && !device;
-                if (field >= 5 && !out.push(Range{lo, hi, inode == 0, scannable, perms[0] == 'r'})) ok = false;
-                lo = hi = inode = 0;
-                field = pos = 0;
-                device = false;
-                continue;
-            }
-            if (field == 0) {
-                if (c == '-')
-                    field = 1;
-                else if (int d = hex_digit(c); d >= 0)
-                    lo = lo << 4 | static_cast<uintptr_t>(d);
-            } else if (field == 1) {
-                if (c == ' ')
-                    field = 2, pos = 0;
-                else if (int d = hex_digit(c); d >= 0)
-                    hi = hi << 4 | static_cast<uintptr_t>(d);
-            } else if (field <= 4) {
-                if (c == ' ')
-                    ++field, pos = 0;
-                else if (field == 2 && pos < 4)
-                    perms[pos++] = c;
-            } else if (field == 5) {
-                if (c == ' ')
-                    field = 6, pos = 0;
-                else if (c >= '0' && c <= '9')
-                    inode = inode * 10 + static_cast<uintptr_t>(c - '0');
-            } else {
-                // The path: "/dev/..." is a device; reading it may act on it.
-                if (c == ' ' && pos == 0) continue;
-                static const char dev[] = "/dev/";
-                if (pos < 5 && c != dev[pos]) pos = 100;
-                else if (pos < 5 && ++pos == 5) device = true;
-            }
-        }
-    }
-    return ok && out.count > 0;
-}
-
-int own_marker;  // an address in zmm's own writable data
-
-struct Modules {
-    Ranges writable;  // every module's writable segments, zmm's included
-    Ranges own;       // zmm's: never read (the registry alone is 64 MiB)
-};
-
-int collect_module(dl_phdr_info* info, size_t, void* data) {
-    auto* m = static_cast<Modules*>(data);
-    uintptr_t own = reinterpret_cast<uintptr_t>(&own_marker);
-    bool is_own = false;
-    for (unsigned i = 0; i < info->dlpi_phnum; ++i) {
-        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-        uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
-        if (ph.p_type == PT_LOAD && own >= lo && own < lo + ph.p_memsz) is_own = true;
-    }
-    for (unsigned i = 0; i < info->dlpi_phnum; ++i) {
-        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-        if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_W)) continue;
-        uintptr_t lo = (info->dlpi_addr + ph.p_vaddr) & ~uintptr_t{4095};
-        uintptr_t hi = (info->dlpi_addr + ph.p_vaddr + ph.p_memsz + 4095) & ~uintptr_t{4095};
-        (is_own ? m->own : m->writable).push(Range{lo, hi, false, true, true});
-    }
-    return 0;
 }
 
 // Without swap, a page mincore() calls absent was never written (reads as
@@ -386,7 +248,7 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count) {
     Modules modules;
     {
         loader::Use use;
-        dl_iterate_phdr(collect_module, &modules);
+        memory_map::collect_modules(modules, &own_marker);
     }
     int maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     if (maps_fd < 0 || os::internal_overflowed()) {
@@ -451,7 +313,7 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count) {
     // What is mapped now stays mapped until the end (the heap's mappings
     // are held; nobody else runs, or the roots are copied).
     Ranges maps, skip;
-    bool ok = read_maps(maps_fd, maps);
+    bool ok = memory_map::read_maps(maps_fd, maps);
     close(maps_fd);
     os::for_each_internal(add_internal, &skip);
     for (size_t i = 0; i < modules.own.count; ++i) skip.push(modules.own.items[i]);

@@ -1,0 +1,86 @@
+// The process's address space, as the leak scan needs it: its mappings
+// (/proc/self/maps) and the writable segments of its loaded modules, as
+// sorted ranges in memory from the OS. Nothing here allocates.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "mapped_array.hpp"
+
+namespace zmm::memory_map {
+
+struct Range {
+    uintptr_t lo, hi;
+    bool anonymous;  // a mapping without a file ([heap], [stack], mmap'd memory)
+    bool scannable;  // readable, writable, private, not a device
+    bool readable;
+};
+
+// Owns its memory (not a plain value, unlike Mapped_array).
+struct Ranges : Mapped_array<Range, 512> {
+    Ranges() = default;
+    Ranges(const Ranges&) = delete;
+    Ranges& operator=(const Ranges&) = delete;
+    // Sorted by start, overlapping ranges merged (a stack mapping and an
+    // internal mapping inside it, say): disjoint, so that first_after holds.
+    void sort_and_merge() {
+        for (size_t i = 1; i < count; ++i)  // insertion sort: short, nearly sorted lists
+            for (size_t j = i; j > 0 && items[j - 1].lo > items[j].lo; --j) {
+                Range t = items[j];
+                items[j] = items[j - 1];
+                items[j - 1] = t;
+            }
+        size_t m = 0;
+        for (size_t i = 0; i < count; ++i) {
+            if (m && items[i].lo <= items[m - 1].hi) {
+                if (items[i].hi > items[m - 1].hi) items[m - 1].hi = items[i].hi;
+            } else {
+                items[m++] = items[i];
+            }
+        }
+        count = m;
+    }
+    // The range containing a (ranges sorted, disjoint), or nullptr.
+    const Range* containing(uintptr_t a) const {
+        size_t lo = 0, hi = count;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (items[mid].hi <= a)
+                lo = mid + 1;
+            else if (items[mid].lo > a)
+                hi = mid;
+            else
+                return &items[mid];
+        }
+        return nullptr;
+    }
+    // The index of the first range ending after a.
+    size_t first_after(uintptr_t a) const {
+        size_t lo = 0, hi = count;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (items[mid].hi <= a)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        return lo;
+    }
+    ~Ranges() { release(); }
+};
+
+// Every mapping of the process, in address order, read from `fd` (an open
+// /proc/self/maps: the caller opens it while a descriptor is sure to be
+// free). false if nothing could be read or a range could not be stored.
+bool read_maps(int fd, Ranges& out);
+
+// The writable segments of every loaded module (dl_iterate_phdr: takes the
+// loader's lock), page-rounded; the module holding `own` (zmm's) apart.
+struct Modules {
+    Ranges writable;  // every other module's
+    Ranges own;       // zmm's: never read (the registry alone is 64 MiB)
+};
+void collect_modules(Modules& out, const void* own);
+
+}  // namespace zmm::memory_map
