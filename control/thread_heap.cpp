@@ -71,7 +71,7 @@ void on_thread_exit(void* heap) {
 // The tool heap (Tool_scope): made on first use, never pooled.
 Spin_lock g_tool_lock;
 Heap* g_tool = nullptr;
-const void* const k_tool_idle = reinterpret_cast<const void*>(2);  // no thread's token
+const void* const k_tool_idle = reinterpret_cast<const void*>(2);  // a marker (heap_pool::is_thread_token)
 
 // Every lock of zmm's is taken before fork() and released (parent) or reset
 // (child) after, so that no child inherits one held by a thread that is not
@@ -105,8 +105,8 @@ void after_fork_child() {
     symbolize::after_fork_child();
     os::reset_heap_mappings_hold();
     leak_scan::after_fork_child();
-    // The tool heap was idle at the fork (its lock was held here): idle again.
-    if (g_tool) g_tool->owner.store(k_tool_idle, std::memory_order_relaxed);
+    // The tool heap was idle at the fork (its lock was held here), and its
+    // marker owner is not a thread's: it stays as it is.
     g_tool_lock.reset();
     requests_after_fork_child();
 }

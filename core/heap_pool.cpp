@@ -103,7 +103,7 @@ void after_fork_child(const void* survivor) {
     g_lock.reset();
     for (Heap* h = g_all; h; h = h->all_next) {
         const void* o = h->owner.load(std::memory_order_relaxed);
-        if (o != nullptr && o != survivor) h->owner.store(k_orphan, std::memory_order_relaxed);
+        if (is_thread_token(o) && o != survivor) h->owner.store(k_orphan, std::memory_order_relaxed);
     }
     // Abandoned heaps whose retired request heaps belonged to an orphan are
     // consistent (abandoned outside malloc) and stay adoptable.

@@ -30,6 +30,10 @@ Heap* new_request_heap(const void* owner);
 // never adopted; frees into it still work (remote stack).
 inline const void* const k_orphan = reinterpret_cast<const void*>(1);
 
+// Owner values below a page are markers, not threads (k_orphan, and the
+// embedder's own, such as the tool heap's "idle"): fork leaves them alone.
+inline bool is_thread_token(const void* owner) { return reinterpret_cast<uintptr_t>(owner) >= 4096; }
+
 // Frees into an abandoned heap are pushed onto its remote stack; this drains
 // it from the freeing thread if the heap is still unowned, so that memory
 // freed into dead threads' heaps does not wait for a new thread.
