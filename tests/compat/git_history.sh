@@ -12,9 +12,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 compat_require git git
-export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
-export GIT_AUTHOR_NAME="Zend Author" GIT_AUTHOR_EMAIL=author@example.org
-export GIT_COMMITTER_NAME="Zend Committer" GIT_COMMITTER_EMAIL=committer@example.org
+compat_git_identity
 
 commits=300
 [ "${COMPAT_QUICK:-0}" != 1 ] || commits=40

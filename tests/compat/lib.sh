@@ -81,6 +81,14 @@ compat_require() {
   fi
 }
 
+# git with no system or user configuration and fixed identities (object ids
+# then depend on the content and the dates alone).
+compat_git_identity() {
+  export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+  export GIT_AUTHOR_NAME="Zend Author" GIT_AUTHOR_EMAIL=author@example.org
+  export GIT_COMMITTER_NAME="Zend Committer" GIT_COMMITTER_EMAIL=committer@example.org
+}
+
 compat_free_port() {
   "$COMPAT_PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
