@@ -198,6 +198,7 @@ void after_fork_child() {
 
 void start() {
     g_stop_signal = SIGRTMAX - 4;
+    Own_sigaction own;  // not wrapped as the program's
     struct sigaction old{};
     if (sigaction(g_stop_signal, nullptr, &old) == 0 && old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)
         warn("the program handles SIGRTMAX-4, which zmm's leak scan uses to stop threads; zmm takes it over");

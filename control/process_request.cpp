@@ -218,6 +218,7 @@ void* reporter(void*) {
 }
 
 bool install(int sig, void (*handler)(int, siginfo_t*, void*)) {
+    Own_sigaction own;  // not wrapped as the program's
     struct sigaction old{};
     if (sigaction(sig, nullptr, &old) == 0 && old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN) {
         warn("the program already handles the signal ZMM_REQUEST_SIGNAL names; zmm leaves it alone");

@@ -315,7 +315,15 @@ bool heap_limit_exceeded(Heap& heap, size_t requested) {
     if (!r) return false;
     size_t limit = heap.limit;
     if (auto handler = t_state.limit_handler) {
+        // The program's code, outside the allocator as far as zmm's markers
+        // go: it allocates from the heap (no page of it changed yet) and may
+        // leave by longjmp, as PHP's bailout does, never to return here.
+        int busy = t_state.busy, inside = t_state.in_allocator;
+        t_state.busy = 0;
+        t_state.in_allocator = 0;
         handler(limit, requested, t_state.limit_arg);
+        t_state.busy = busy;
+        t_state.in_allocator = inside;
         if (heap.limit != limit) return true;  // the handler raised it
     }
     if (options().limit_action == Limit_action::enomem) return false;

@@ -12,7 +12,9 @@
 
 #include <atomic>
 #include <sys/syscall.h>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -56,17 +58,67 @@ void apply_options() {
     set_report_path(o.log_path.text[0] ? o.log_path.text : nullptr);
 }
 
+// Blocks every signal (the raw system call: zmm's own signals too) until
+// destroyed.
+class Signals_blocked {
+public:
+    Signals_blocked() {
+        sigset_t all;
+        sigfillset(&all);
+        syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, &old_, _NSIG / 8);
+    }
+    ~Signals_blocked() { syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old_, nullptr, _NSIG / 8); }
+    Signals_blocked(const Signals_blocked&) = delete;
+    Signals_blocked& operator=(const Signals_blocked&) = delete;
+
+private:
+    sigset_t old_;
+};
+
 void on_thread_exit(void* heap) {
     // Other destructors may still allocate after this one: they get a heap
     // again through the slow path (and this destructor runs again).
-    thread_leaves_requests();
+    {
+        leak_scan::Busy_section busy;  // the heaps change: a handler's allocation goes elsewhere
+        thread_leaves_requests();
+    }
     Heap* h = static_cast<Heap*>(heap);
     if (h && h == t_state.persistent) {
+        // The pool's lock is held and the thread has no heap: a handler
+        // that allocated here would wait for its own thread (as at set-up).
+        Signals_blocked quiet;
         t_heap = &g_empty_heap;
         t_state.persistent = nullptr;
         heap_pool::abandon(h);
     }
 }
+
+// The reentry heap (namespace reentry): made at start-up, never pooled.
+Spin_lock g_reentry_lock;
+Heap* g_reentry = nullptr;
+const void* const k_reentry_idle = reinterpret_cast<const void*>(3);  // a marker (heap_pool::is_thread_token)
+
+// The reentry heap, owned by the calling thread, with signals blocked.
+class Reentry_scope {
+public:
+    Reentry_scope() {
+        g_reentry_lock.lock();
+        if (g_reentry) {
+            g_reentry->owner.store(thread_token(), std::memory_order_release);
+            g_reentry->drain_remote();  // its blocks freed from outside
+        }
+    }
+    ~Reentry_scope() {
+        if (g_reentry) g_reentry->owner.store(k_reentry_idle, std::memory_order_release);
+        g_reentry_lock.unlock();
+    }
+    Reentry_scope(const Reentry_scope&) = delete;
+    Reentry_scope& operator=(const Reentry_scope&) = delete;
+    Heap* heap() const { return g_reentry; }
+
+private:
+    Signals_blocked quiet_;  // first: held across the lock
+};
 
 // The tool heap (Tool_scope): made on first use, never pooled.
 Spin_lock g_tool_lock;
@@ -84,6 +136,7 @@ void before_fork() {
     leak_scan::before_fork();
     process_request::before_fork();
     g_tool_lock.lock();
+    g_reentry_lock.lock();
     symbolize::before_fork();
     stack_depot::before_fork();
     loader::before_fork();
@@ -94,6 +147,7 @@ void after_fork_parent() {
     loader::after_fork();
     stack_depot::after_fork_parent();
     symbolize::after_fork_parent();
+    g_reentry_lock.unlock();
     g_tool_lock.unlock();
     process_request::after_fork_parent();
     leak_scan::after_fork_parent();
@@ -108,6 +162,7 @@ void after_fork_child() {
     // The tool heap was idle at the fork (its lock was held here), and its
     // marker owner is not a thread's: it stays as it is.
     g_tool_lock.reset();
+    g_reentry_lock.reset();
     requests_after_fork_child();
 }
 
@@ -120,6 +175,7 @@ void start_once() {
     }
     g_options_loaded = load_options(environ);
     apply_options();
+    if (!g_bypass) g_reentry = heap_pool::new_request_heap(k_reentry_idle);
     g_exit_key_ok = pthread_key_create(&g_exit_key, on_thread_exit) == 0;
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
     g_state.store(started, std::memory_order_release);
@@ -154,12 +210,12 @@ Heap* persistent_heap() {
     // Signals wait while the pool's lock is held and the heap is not yet the
     // thread's: a handler that allocates (undefined, yet common) would
     // otherwise spin on the lock its own thread holds. Once per thread.
-    sigset_t all, old;
-    sigfillset(&all);
-    syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, &old, _NSIG / 8);
-    Heap* h = heap_pool::acquire(thread_token());
-    if (h) t_state.persistent = h;
-    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, nullptr, _NSIG / 8);
+    Heap* h;
+    {
+        Signals_blocked quiet;
+        h = heap_pool::acquire(thread_token());
+        if (h) t_state.persistent = h;
+    }
     if (!h) return nullptr;
     if (t_heap == &g_empty_heap && !t_state.request) t_heap = fast_path_heap(h);
     if (g_exit_key_ok) pthread_setspecific(g_exit_key, h);
@@ -186,11 +242,17 @@ Tool_scope::Tool_scope() {
     saved_ = t_heap;
     t_heap = fast_path_heap(g_tool);
     t_state.tool_heap = g_tool;
+    // The thread's own heaps are left as they were: what runs in the scope
+    // allocates from the tool heap, and is inside the allocator again only
+    // once it enters it.
+    saved_in_allocator_ = t_state.in_allocator;
+    t_state.in_allocator = 0;
     active_ = true;
 }
 
 Tool_scope::~Tool_scope() {
     if (active_) {
+        t_state.in_allocator = saved_in_allocator_;
         t_heap = saved_;
         t_state.tool_heap = nullptr;
         g_tool->owner.store(k_tool_idle, std::memory_order_release);
@@ -198,6 +260,55 @@ Tool_scope::~Tool_scope() {
     }
     --t_state.tool_depth;
 }
+
+namespace reentry {
+
+bool still_inside() {
+    if (t_state.handler_depth == 0) return true;
+    // Handler frames are below the frame they interrupted (on the thread's
+    // stack; an alternate stack above it is not told apart, and its
+    // allocations stay on this path).
+    uintptr_t here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+    if (here <= t_state.handler_frame) return true;
+    t_heap = t_state.handler_saved_heap;
+    t_state.in_allocator = t_state.handler_saved_in_allocator;
+    t_state.handler_depth = 0;
+    return t_state.in_allocator > 0;
+}
+
+void* alloc(size_t size, size_t alignment, bool zeroed) {
+    Reentry_scope scope;
+    Heap* h = scope.heap();
+    if (!h) {
+        errno = ENOMEM;
+        return nullptr;
+    }
+    if (zeroed) return h->alloc_zeroed(size);
+    return alignment ? h->alloc_aligned(alignment, size) : h->alloc(size);
+}
+
+bool free(void* p) {
+    Heap* owner = Heap::owner_of(p);
+    if (!owner) return false;
+    if (owner == g_reentry) {
+        Reentry_scope scope;
+        Heap::free_any(p, thread_token());
+    } else {
+        Heap::free_remote(owner, p);  // drained by its owner, even when that is this thread
+    }
+    return true;
+}
+
+void* realloc(void* p, size_t size) {
+    void* q = alloc(size, 0, false);
+    if (!q) return nullptr;
+    size_t old = Heap::usable_size(p);
+    memcpy(q, p, old < size ? old : size);
+    free(p);
+    return q;
+}
+
+}  // namespace reentry
 
 Heap* thread_heap() {
     if (Heap* h = t_heap; h != &g_empty_heap) return h;

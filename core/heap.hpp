@@ -130,6 +130,10 @@ public:
     // ---- allocation ----
     // `size` (the request) only matters on the slow path of the empty heap.
     inline void* alloc_small(unsigned bin, size_t size);
+    // A slot from the bin's free list, or nullptr when it is empty: the
+    // preload's fast path, whose misses take its slow path (which marks the
+    // thread as inside the allocator before the heap changes).
+    inline void* pop_small(unsigned bin);
     void* alloc(size_t size);  // any size; nullptr (errno ENOMEM) on failure
     void* alloc_zeroed(size_t size);  // calloc: fresh mappings are not cleared twice
     void* alloc_aligned(size_t alignment, size_t size);
@@ -290,8 +294,13 @@ bool heap_limit_exceeded(Heap& heap, size_t requested);
 void* heap_missing(size_t size);
 
 inline void* Heap::alloc_small(unsigned bin, size_t size) {
+    if (void* p = pop_small(bin); __builtin_expect(p != nullptr, 1)) return p;
+    return alloc_small_slow(bin, size);
+}
+
+inline void* Heap::pop_small(unsigned bin) {
     Free_slot* s = free_slot[bin];
-    if (__builtin_expect(s == nullptr, 0)) return alloc_small_slow(bin, size);
+    if (__builtin_expect(s == nullptr, 0)) return nullptr;
     Free_slot* next = s->next;
     if (__builtin_expect(s->shadow != shadow_of(s, next), 0)) misuse(Misuse::heap_corrupted, s);
     free_slot[bin] = next;

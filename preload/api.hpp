@@ -18,9 +18,14 @@ using Busy = leak_scan::Busy_section;
 void* malloc_slow(size_t size);
 void free_slow(void* p);
 
+// A miss of the fast path (an empty bin list) takes the slow path, never the
+// heap's own refill directly: the slow path marks the thread as inside the
+// allocator first, so that a signal handler's allocation landing there is
+// served elsewhere (see reentry in thread_heap.hpp).
 __attribute__((always_inline)) inline void* malloc(size_t size) {
     Heap* h = t_heap;
-    if (__builtin_expect(size <= k_max_small, 1)) return h->alloc_small(size_to_bin(size), size);
+    if (__builtin_expect(size <= k_max_small, 1))
+        if (void* p = h->pop_small(size_to_bin(size)); __builtin_expect(p != nullptr, 1)) return p;
     return malloc_slow(size);
 }
 

@@ -23,8 +23,12 @@
 
 namespace zmm::api {
 
-void* malloc_slow(size_t size) {
-    Busy busy;
+// The slow paths below first ask whether the thread was already inside the
+// allocator (reentry, thread_heap.hpp): a signal handler's call, served away
+// from the heaps the interrupted call may be changing.
+
+// malloc's slow path, inside the allocator already.
+static void* malloc_inside(size_t size) {
     Heap* h = thread_heap();
     if (!h) {
         if (bypassed()) return libc::functions().malloc(size);
@@ -46,6 +50,12 @@ void* malloc_slow(size_t size) {
     return p;
 }
 
+void* malloc_slow(size_t size) {
+    if (reentry::inside()) return reentry::alloc(size, 0, false);
+    Busy busy;
+    return malloc_inside(size);
+}
+
 // Not a block of zmm's: glibc's (handed back), or nothing anyone allocated.
 static void free_foreign(void* p) {
     if (glibc_heap::owns(p) || bypassed()) {
@@ -54,9 +64,8 @@ static void free_foreign(void* p) {
     misuse(Misuse::unknown_pointer, p);
 }
 
-void free_slow(void* p) {
-    if (p == nullptr) return;
-    Busy busy;
+// free's slow path, inside the allocator already.
+static void free_inside(void* p) {
     if (__builtin_expect(options().debug, 0)) debug_checks::on_free(p);
     if (Heap* owner = Heap::free_any(p, thread_token())) {
         if (owner->owner.load(std::memory_order_relaxed) == nullptr)
@@ -64,6 +73,16 @@ void free_slow(void* p) {
         return;
     }
     free_foreign(p);
+}
+
+void free_slow(void* p) {
+    if (p == nullptr) return;
+    if (reentry::inside()) {
+        if (!reentry::free(p)) free_foreign(p);
+        return;
+    }
+    Busy busy;
+    free_inside(p);
 }
 
 // A sized delete whose size does not fit the block: reported once per call
@@ -99,6 +118,7 @@ void* calloc(size_t n, size_t size) {
         if (p) memset(p, 0, bytes);
         return p;
     }
+    if (reentry::inside()) return reentry::alloc(bytes, 0, true);
     Busy busy;
     Heap* h = thread_heap();
     if (!h) {
@@ -107,7 +127,7 @@ void* calloc(size_t n, size_t size) {
         return nullptr;
     }
     if (options().debug) {
-        void* p = malloc_slow(bytes);
+        void* p = malloc_inside(bytes);
         if (p) memset(p, 0, bytes);
         return p;
     }
@@ -129,13 +149,14 @@ void* realloc(void* p, size_t size) {
         free(p);
         return nullptr;
     }
+    if (reentry::inside() && Heap::owner_of(p)) return reentry::realloc(p, size);
     Busy busy;
     if (Heap::owner_of(p) && options().debug) {  // always a new block: the old one is checked and poisoned
         size_t old = debug_checks::requested_size(p);
-        void* q = malloc_slow(size);
+        void* q = malloc_inside(size);
         if (!q) return nullptr;
         memcpy(q, p, old < size ? old : size);
-        free_slow(p);
+        free_inside(p);
         return q;
     }
     if (Heap::owner_of(p)) {
@@ -149,11 +170,11 @@ void* realloc(void* p, size_t size) {
         if (!fresh) return nullptr;
         size_t old = Heap::usable_size(p);
         memcpy(fresh, p, old < size ? old : size);
-        free_slow(p);
+        free_inside(p);
         return fresh;
     }
     if (granule_of(p) != granule_none) {
-        free_slow(p);  // a freed huge block or an interior pointer: diagnosed
+        free_inside(p);  // a freed huge block or an interior pointer: diagnosed
         return nullptr;
     }
     if (glibc_heap::owns(p) || bypassed()) return libc::functions().realloc(p, size);
@@ -161,6 +182,7 @@ void* realloc(void* p, size_t size) {
 }
 
 void* aligned(size_t alignment, size_t size) {
+    if (reentry::inside()) return reentry::alloc(size, alignment, false);
     Busy busy;
     Heap* h = thread_heap();
     if (!h) {

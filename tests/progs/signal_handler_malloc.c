@@ -15,12 +15,28 @@
 
 static volatile long g_handled;
 
+// Balanced: the handler keeps nothing. Mostly small blocks (the fast path,
+// and the slow path when a bin runs empty), sometimes a page run, a huge
+// block, calloc, realloc growth and an aligned block: each of these lands, now
+// and then, inside the interrupted thread's own slow path.
 static void on_alarm(int sig) {
     (void)sig;
-    void* p = malloc(32 + (size_t)(g_handled & 255));  // balanced: the handler keeps nothing
+    long n = g_handled;
+    size_t size = 32 + (size_t)(n & 255);
+    if (n % 16 == 5) size = 20000;
+    if (n % 512 == 7) size = 3u << 20;
+    void* p = (n & 1) ? calloc(1, size) : malloc(size);
     if (p) {
         memset(p, 1, 32);
+        if (n % 8 == 3) {
+            void* q = realloc(p, size * 3);
+            if (q) p = q;
+        }
         free(p);
+    }
+    if (n % 32 == 9) {
+        void* a = NULL;
+        if (posix_memalign(&a, 4096, 100) == 0) free(a);
     }
     g_handled++;
 }

@@ -1,0 +1,124 @@
+// sigaction and signal: each handler the program installs runs inside a
+// Handler_scope (thread_heap.hpp), so that what it allocates or frees never
+// touches the heap of the thread it interrupted, whatever that thread was
+// doing (a free list half popped, a page run half split). The program sees
+// its own handlers: a query returns what it installed, flags included.
+//
+// Handlers installed by raw system call are not wrapped; zmm's slow paths
+// still divert the allocations of those that land inside them.
+
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+
+#include "libc_symbols.hpp"
+#include "thread_heap.hpp"
+
+namespace {
+
+using Action_fn = int (*)(int, const struct sigaction*, struct sigaction*);
+using Info_handler = void (*)(int, siginfo_t*, void*);
+using Plain_handler = void (*)(int);
+
+// What the program installed, per signal: its handler and whether it takes
+// siginfo (SA_SIGINFO).
+struct Program_handler {
+    std::atomic<void*> fn;
+    std::atomic<bool> info;
+};
+Program_handler g_handlers[_NSIG];
+
+Action_fn real_sigaction() {
+    static Action_fn real = nullptr;
+    if (!real) real = reinterpret_cast<Action_fn>(zmm::libc::symbol("sigaction"));
+    return real;
+}
+
+void run_program_handler(int sig, siginfo_t* info, void* context) {
+    zmm::Handler_scope scope;
+    void* fn = g_handlers[sig].fn.load(std::memory_order_acquire);
+    if (g_handlers[sig].info.load(std::memory_order_relaxed))
+        reinterpret_cast<Info_handler>(fn)(sig, info, context);
+    else
+        reinterpret_cast<Plain_handler>(fn)(sig);
+}
+
+bool is_function(const struct sigaction* act) {
+    return act->sa_handler != SIG_DFL && act->sa_handler != SIG_IGN && act->sa_handler != SIG_HOLD;
+}
+
+// The kernel's view of `old`, translated back to the program's handler.
+void as_program_sees(int sig, struct sigaction* old) {
+    if (old->sa_sigaction != run_program_handler) return;
+    old->sa_sigaction = reinterpret_cast<Info_handler>(g_handlers[sig].fn.load(std::memory_order_acquire));
+    if (!g_handlers[sig].info.load(std::memory_order_relaxed)) old->sa_flags &= ~SA_SIGINFO;
+}
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) int sigaction(int sig, const struct sigaction* act,
+                                                               struct sigaction* old) {
+    Action_fn real = real_sigaction();
+    if (!real) {
+        errno = ENOSYS;
+        return -1;
+    }
+    if (zmm::t_state.own_sigaction || sig <= 0 || sig >= _NSIG || (act && !is_function(act))) {
+        int rc = real(sig, act, old);
+        if (rc == 0 && old && sig > 0 && sig < _NSIG) as_program_sees(sig, old);
+        return rc;
+    }
+    if (!act) {
+        int rc = real(sig, nullptr, old);
+        if (rc == 0 && old) as_program_sees(sig, old);
+        return rc;
+    }
+    struct sigaction wrapped = *act;
+    wrapped.sa_sigaction = run_program_handler;
+    wrapped.sa_flags |= SA_SIGINFO;
+    // The table first: a signal delivered once the kernel has the wrapper
+    // finds the new handler. (One delivered just before may run the new
+    // handler too: the kernel's own switch is no finer for a handler that
+    // changes while a signal is pending.)
+    void* previous = g_handlers[sig].fn.load(std::memory_order_relaxed);
+    bool previous_info = g_handlers[sig].info.load(std::memory_order_relaxed);
+    g_handlers[sig].info.store((act->sa_flags & SA_SIGINFO) != 0, std::memory_order_relaxed);
+    g_handlers[sig].fn.store(reinterpret_cast<void*>(act->sa_sigaction), std::memory_order_release);
+    int rc = real(sig, &wrapped, old);
+    if (rc != 0) {
+        g_handlers[sig].info.store(previous_info, std::memory_order_relaxed);
+        g_handlers[sig].fn.store(previous, std::memory_order_release);
+        return rc;
+    }
+    if (old && old->sa_sigaction == run_program_handler) {
+        old->sa_sigaction = reinterpret_cast<Info_handler>(previous);
+        if (!previous_info) old->sa_flags &= ~SA_SIGINFO;
+    }
+    return rc;
+}
+
+namespace {
+// signal() and its aliases: glibc implements them on its internal sigaction,
+// which the interposed one does not see.
+sighandler_t install(int sig, sighandler_t handler, int flags) {
+    struct sigaction act{}, old{};
+    act.sa_handler = handler;
+    act.sa_flags = flags;
+    sigemptyset(&act.sa_mask);
+    if (!(flags & SA_NODEFER) && sig > 0 && sig < _NSIG) sigaddset(&act.sa_mask, sig);
+    if (sigaction(sig, &act, &old) != 0) return SIG_ERR;
+    return old.sa_handler;
+}
+}  // namespace
+
+// BSD semantics, as glibc's signal(): restarted calls, the signal blocked in its handler.
+extern "C" __attribute__((visibility("default"))) sighandler_t signal(int sig, sighandler_t handler) {
+    return install(sig, handler, SA_RESTART);
+}
+extern "C" __attribute__((visibility("default"))) sighandler_t bsd_signal(int sig, sighandler_t handler) {
+    return install(sig, handler, SA_RESTART);
+}
+// System V semantics: reset to the default on delivery, not blocked in the handler.
+extern "C" __attribute__((visibility("default"))) sighandler_t sysv_signal(int sig, sighandler_t handler) {
+    return install(sig, handler, SA_RESETHAND | SA_NODEFER);
+}
