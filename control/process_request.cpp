@@ -71,10 +71,17 @@ void end_share() {
 // backtrace capture, a report)? Then its heaps are mid-update: it will end
 // its share itself at its next slow path.
 bool inside_allocator(void* context) {
-    if (t_state.busy > 0 || t_state.depth > 0) return true;
+    if (t_state.busy > 0 || t_state.depth > 0 || t_state.handler_depth > 0) return true;
     auto* uc = static_cast<ucontext_t*>(context);
     uintptr_t pc = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
     return pc >= g_own_lo && pc < g_own_hi;
+}
+
+// The thread's next allocation takes the slow path: now, and after the
+// program's signal handler it may be in (which puts back the heap it found).
+void force_slow_path() {
+    t_heap = &g_empty_heap;
+    if (t_state.handler_depth > 0) t_state.handler_saved_heap = &g_empty_heap;
 }
 
 void on_switch(int, siginfo_t* info, void* context) {
@@ -84,11 +91,11 @@ void on_switch(int, siginfo_t* info, void* context) {
         uint64_t g = g_generation.load(std::memory_order_acquire);
         if (r && r->process_wide && r->generation != g) {
             if (inside_allocator(context))
-                t_heap = &g_empty_heap;  // its next allocation ends the share
+                force_slow_path();  // its next allocation ends the share
             else
                 end_share();
         } else if (opened(g) && !r && t_state.persistent && !t_state.no_requests) {
-            t_heap = &g_empty_heap;  // its next allocation joins
+            force_slow_path();  // its next allocation joins
         }
     }
     errno = saved;

@@ -20,6 +20,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include "debug_checks.hpp"
 #include "diag.hpp"
 #include "heap_pool.hpp"
 #include "leak_scan.hpp"
@@ -265,15 +266,26 @@ namespace reentry {
 
 bool still_inside() {
     if (t_state.handler_depth == 0) return true;
-    // Handler frames are below the frame they interrupted (on the thread's
-    // stack; an alternate stack above it is not told apart, and its
-    // allocations stay on this path).
     uintptr_t here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
-    if (here <= t_state.handler_frame) return true;
-    t_heap = t_state.handler_saved_heap;
-    t_state.in_allocator = t_state.handler_saved_in_allocator;
+    // Only handlers run on the alternate stack; on the thread's stack,
+    // handler frames are below the frame they interrupted.
+    if (here >= t_state.handler_alt_lo && here < t_state.handler_alt_hi) return true;
+    if (!t_state.handler_on_alt && here <= t_state.handler_frame) return true;
+    // Left by siglongjmp, to the program's code: outside any allocator call
+    // (one the handler interrupted was abandoned with it). The heap is
+    // derived again from what the thread holds, not restored: a request may
+    // have switched meanwhile.
     t_state.handler_depth = 0;
-    return t_state.in_allocator > 0;
+    t_state.in_allocator = 0;
+    t_state.busy = 0;
+    if (t_state.tool_heap) {
+        t_heap = fast_path_heap(t_state.tool_heap);
+    } else if (t_state.request) {
+        t_heap = &g_empty_heap;  // the slow path checks the request, and traces
+    } else {
+        t_heap = t_state.persistent ? fast_path_heap(t_state.persistent) : &g_empty_heap;
+    }
+    return false;
 }
 
 void* alloc(size_t size, size_t alignment, bool zeroed) {
@@ -290,6 +302,7 @@ void* alloc(size_t size, size_t alignment, bool zeroed) {
 bool free(void* p) {
     Heap* owner = Heap::owner_of(p);
     if (!owner) return false;
+    if (options().debug) debug_checks::on_free(p);  // as free's own path, before the free
     if (owner == g_reentry) {
         Reentry_scope scope;
         Heap::free_any(p, thread_token());

@@ -38,6 +38,8 @@ struct Thread_state {
     // what the outermost one found.
     int handler_depth;
     uintptr_t handler_frame;
+    uintptr_t handler_alt_lo, handler_alt_hi;  // the alternate signal stack
+    bool handler_on_alt;   // the outermost handler runs on it
     Heap* handler_saved_heap;
     int handler_saved_in_allocator;
     bool own_sigaction;    // zmm installs a handler of its own (not wrapped)
@@ -117,33 +119,38 @@ void* realloc(void* p, size_t size);  // p is zmm's
 // reentry path, whatever the handler interrupted (POSIX leaves malloc in a
 // handler undefined; programs do it, and glibc can deadlock there). A
 // handler left by siglongjmp leaves the scope unclosed: the next allocator
-// entry that finds the stack above the handler's frame closes it.
+// entry that finds itself off the alternate stack and above the handler's
+// frame (or off the alternate stack, if the handler ran on it) closes it.
 class Handler_scope {
 public:
-    Handler_scope() {
+    // `alt_lo`..`alt_hi`: the alternate signal stack at delivery (empty if none).
+    Handler_scope(uintptr_t alt_lo, uintptr_t alt_hi) {
         if (t_state.handler_depth) reentry::still_inside();  // an earlier handler left by siglongjmp
-        if (t_state.handler_depth++ == 0) {
-            t_state.handler_frame = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+        if (t_state.handler_depth == 0) {
+            uintptr_t here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+            t_state.handler_frame = here;
+            t_state.handler_alt_lo = alt_lo;
+            t_state.handler_alt_hi = alt_hi;
+            t_state.handler_on_alt = here >= alt_lo && here < alt_hi;
             t_state.handler_saved_heap = t_heap;
             t_state.handler_saved_in_allocator = t_state.in_allocator;
         }
-        saved_heap_ = t_heap;
         t_heap = &g_empty_heap;  // the fast paths miss, into the slow paths' reentry check
         ++t_state.in_allocator;
+        std::atomic_signal_fence(std::memory_order_seq_cst);  // the fields above, before the depth says so
+        ++t_state.handler_depth;
         std::atomic_signal_fence(std::memory_order_seq_cst);
     }
     ~Handler_scope() {
         std::atomic_signal_fence(std::memory_order_seq_cst);
         if (t_state.handler_depth == 0) return;  // closed meanwhile (siglongjmp inside, then back)
         --t_state.in_allocator;
-        t_heap = saved_heap_;
-        --t_state.handler_depth;
+        // The outermost puts back the heap it found (or the empty heap, if
+        // a request switch came meanwhile: process_request).
+        if (--t_state.handler_depth == 0) t_heap = t_state.handler_saved_heap;
     }
     Handler_scope(const Handler_scope&) = delete;
     Handler_scope& operator=(const Handler_scope&) = delete;
-
-private:
-    Heap* saved_heap_;
 };
 
 // zmm's own handlers (the leak scan's stop, the request signal) are

@@ -27,6 +27,17 @@ namespace zmm::api {
 // allocator (reentry, thread_heap.hpp): a signal handler's call, served away
 // from the heaps the interrupted call may be changing.
 
+// An allocation that found the thread inside the allocator (or in a signal
+// handler): the reentry heap, or glibc when zmm is bypassed.
+static void* reentered_alloc(size_t size, size_t alignment, bool zeroed) {
+    if (bypassed()) {
+        const libc::Functions& f = libc::functions();
+        if (zeroed) return f.calloc(1, size);
+        return alignment ? f.memalign(alignment, size) : f.malloc(size);
+    }
+    return reentry::alloc(size, alignment, zeroed);
+}
+
 // malloc's slow path, inside the allocator already.
 static void* malloc_inside(size_t size) {
     Heap* h = thread_heap();
@@ -51,7 +62,7 @@ static void* malloc_inside(size_t size) {
 }
 
 void* malloc_slow(size_t size) {
-    if (reentry::inside()) return reentry::alloc(size, 0, false);
+    if (reentry::inside()) return reentered_alloc(size, 0, false);
     Busy busy;
     return malloc_inside(size);
 }
@@ -118,7 +129,7 @@ void* calloc(size_t n, size_t size) {
         if (p) memset(p, 0, bytes);
         return p;
     }
-    if (reentry::inside()) return reentry::alloc(bytes, 0, true);
+    if (reentry::inside()) return reentered_alloc(bytes, 0, true);
     Busy busy;
     Heap* h = thread_heap();
     if (!h) {
@@ -182,7 +193,7 @@ void* realloc(void* p, size_t size) {
 }
 
 void* aligned(size_t alignment, size_t size) {
-    if (reentry::inside()) return reentry::alloc(size, alignment, false);
+    if (reentry::inside()) return reentered_alloc(size, alignment, false);
     Busy busy;
     Heap* h = thread_heap();
     if (!h) {

@@ -4,12 +4,15 @@
 // doing (a free list half popped, a page run half split). The program sees
 // its own handlers: a query returns what it installed, flags included.
 //
-// Handlers installed by raw system call are not wrapped; zmm's slow paths
-// still divert the allocations of those that land inside them.
+// Handlers installed by raw system call, or by sigset(), are not wrapped;
+// zmm's slow paths still divert the allocations of those that land inside
+// them. signal() does not honour siginterrupt() (SA_RESTART is always set).
 
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <cstdint>
+#include <ucontext.h>
 
 #include "libc_symbols.hpp"
 #include "thread_heap.hpp"
@@ -34,13 +37,24 @@ Action_fn real_sigaction() {
     return real;
 }
 
-void run_program_handler(int sig, siginfo_t* info, void* context) {
-    zmm::Handler_scope scope;
+void call_program_handler(int sig, siginfo_t* info, void* context) {
     void* fn = g_handlers[sig].fn.load(std::memory_order_acquire);
+    if (!fn) return;
     if (g_handlers[sig].info.load(std::memory_order_relaxed))
         reinterpret_cast<Info_handler>(fn)(sig, info, context);
     else
         reinterpret_cast<Plain_handler>(fn)(sig);
+}
+
+void run_program_handler(int sig, siginfo_t* info, void* context) {
+    if (zmm::bypassed()) return call_program_handler(sig, info, context);  // glibc's malloc: its own rules
+    uintptr_t alt_lo = 0, alt_hi = 0;
+    if (auto* uc = static_cast<ucontext_t*>(context); uc && !(uc->uc_stack.ss_flags & SS_DISABLE)) {
+        alt_lo = reinterpret_cast<uintptr_t>(uc->uc_stack.ss_sp);
+        alt_hi = alt_lo + uc->uc_stack.ss_size;
+    }
+    zmm::Handler_scope scope(alt_lo, alt_hi);
+    call_program_handler(sig, info, context);
 }
 
 bool is_function(const struct sigaction* act) {
@@ -63,7 +77,10 @@ extern "C" __attribute__((visibility("default"))) int sigaction(int sig, const s
         errno = ENOSYS;
         return -1;
     }
-    if (zmm::t_state.own_sigaction || sig <= 0 || sig >= _NSIG || (act && !is_function(act))) {
+    // The wrapper itself comes back from interfaces zmm does not interpose
+    // (sigset): installing it again keeps the program's handler.
+    if (zmm::t_state.own_sigaction || sig <= 0 || sig >= _NSIG || (act && !is_function(act)) ||
+        (act && act->sa_sigaction == run_program_handler)) {
         int rc = real(sig, act, old);
         if (rc == 0 && old && sig > 0 && sig < _NSIG) as_program_sees(sig, old);
         return rc;
@@ -101,6 +118,10 @@ namespace {
 // signal() and its aliases: glibc implements them on its internal sigaction,
 // which the interposed one does not see.
 sighandler_t install(int sig, sighandler_t handler, int flags) {
+    if (handler == SIG_ERR) {
+        errno = EINVAL;
+        return SIG_ERR;
+    }
     struct sigaction act{}, old{};
     act.sa_handler = handler;
     act.sa_flags = flags;
@@ -118,7 +139,14 @@ extern "C" __attribute__((visibility("default"))) sighandler_t signal(int sig, s
 extern "C" __attribute__((visibility("default"))) sighandler_t bsd_signal(int sig, sighandler_t handler) {
     return install(sig, handler, SA_RESTART);
 }
-// System V semantics: reset to the default on delivery, not blocked in the handler.
+extern "C" __attribute__((visibility("default"))) sighandler_t ssignal(int sig, sighandler_t handler) {
+    return install(sig, handler, SA_RESTART);
+}
+// System V semantics: reset to the default on delivery, not blocked in the
+// handler (what signal() binds to in a strict ISO C program).
 extern "C" __attribute__((visibility("default"))) sighandler_t sysv_signal(int sig, sighandler_t handler) {
+    return install(sig, handler, SA_RESETHAND | SA_NODEFER);
+}
+extern "C" __attribute__((visibility("default"))) sighandler_t __sysv_signal(int sig, sighandler_t handler) {
     return install(sig, handler, SA_RESETHAND | SA_NODEFER);
 }
