@@ -328,6 +328,15 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count) {
             uintptr_t lo = reinterpret_cast<uintptr_t>(c->map_base);
             skip.push(Range{lo, lo + c->map_size, true, false, true});
         }
+        // Live huge blocks in a bigger cached mapping: the slack after them
+        // holds an old block's contents too.
+        k = 0;
+        for (const Huge_header* c = h->huge; c && k < (1u << 20); c = c->next, ++k) {
+            if (c->magic != k_huge_magic) break;
+            uintptr_t lo = reinterpret_cast<uintptr_t>(c) + k_page_size + c->size;
+            uintptr_t hi = reinterpret_cast<uintptr_t>(c->map_base) + c->map_size;
+            if (lo < hi) skip.push(Range{lo, hi, true, false, true});
+        }
     }
     // Live stacks are read from their stack pointers, not as mappings.
     auto skip_stack_of = [&](uintptr_t a) {

@@ -20,6 +20,10 @@ __attribute__((weak)) void* heap_missing(size_t) {
 namespace {
 constexpr size_t round_pages(size_t n) { return (n + k_page_size - 1) & ~(k_page_size - 1); }
 bool page_aligned(const void* p) { return (reinterpret_cast<uintptr_t>(p) & (k_page_size - 1)) == 0; }
+// A block freed through a remote stack keeps the link's shadow in its second
+// word; reused (a page run, a cached huge mapping), it must not look freed
+// (free_remote's double-free check).
+void forget_remote_link(void* block) { static_cast<Free_slot*>(block)->shadow = 0; }
 }  // namespace
 
 void Heap_stats::add(const Heap_stats& o) {
@@ -279,9 +283,7 @@ void* Heap::alloc_large(size_t bytes) {
     unsigned page = Chunk::page_of(p);
     c->map[page] = k_large | count;
     for (unsigned i = 1; i < count; ++i) c->map[page + i] = k_large_tail | i;
-    // A remote free left a shadow in the block's second word; a live block
-    // must not look freed (see free_remote).
-    reinterpret_cast<Free_slot*>(p)->shadow = 0;
+    forget_remote_link(p);
     ++large_allocs;
     bytes_allocated_slow += size_t{count} * k_page_size;
     count_alloc(size_t{count} * k_page_size);
@@ -429,13 +431,12 @@ Huge_header* Heap::take_cached_huge(size_t len) {
         if (usable > 2 * len) continue;
         *link = h->next;
         huge_cache_pages -= h->map_size / k_page_size;
-        if (usable > len) {  // give back the tail
-            os::unmap_heap(static_cast<char*>(h->block()) + len, usable - len);
-            h->map_size = len + k_page_size;
-            real_size -= usable - len;
-            unmapped_bytes += usable - len;
-        }
+        // The whole mapping is kept, its tail beyond the block resident and
+        // unused: giving it back here and faulting it in again when a bigger
+        // block takes the mapping next (sizes of a few MiB drawn at random)
+        // cost a page fault for every page of difference, every time.
         link_huge(h, len);
+        forget_remote_link(h->block());
         return h;
     }
     if (!smaller) return nullptr;
@@ -446,7 +447,10 @@ Huge_header* Heap::take_cached_huge(size_t len) {
     huge_cache_pages -= h->map_size / k_page_size;
     link_huge(h, h->map_size - k_page_size);
     void* grown = realloc_huge(h, len);
-    if (grown) return Huge_header::of(grown);
+    if (grown) {
+        forget_remote_link(grown);
+        return Huge_header::of(grown);
+    }
     free_huge(h);  // back to the cache (or the OS)
     return nullptr;
 }
@@ -493,28 +497,32 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
     size_t len = round_pages(bytes);
     void* block = h->block();
     if (len == h->size) return block;
+    // A mapping taken from the cache may extend beyond the block (its slack).
+    char* map_end = h->map_base + h->map_size;
     if (len < h->size) {
-        // Shrink in place: give back the tail (ZendMM).
+        // Shrink in place: give back the tail, slack included (ZendMM).
         char* tail = static_cast<char*>(block) + len;
-        size_t cut = h->size - len;
+        size_t cut = static_cast<size_t>(map_end - tail);
         registry_clear(block, h->size, granule_huge);
         registry_mark(block, len, granule_huge);
         os::unmap_heap(tail, cut);
+        size -= h->size - len;
+        huge_bytes -= h->size - len;
         h->size = len;
         h->map_size -= cut;
-        size -= cut;
-        huge_bytes -= cut;
         real_size -= cut;
         unmapped_bytes += cut;
         return block;
     }
     size_t grow = len - h->size;
-    if (!grow_real(grow)) return nullptr;
-    if (os::remap_in_place(h->map_base, h->map_size, h->map_size + grow)) {
+    size_t slack = h->map_size - k_page_size - h->size;
+    size_t more = grow > slack ? grow - slack : 0;  // beyond the mapping
+    if (more && !grow_real(more)) return nullptr;
+    if (!more || os::remap_in_place(h->map_base, h->map_size, h->map_size + more)) {
         h->size = len;
-        h->map_size += grow;
+        h->map_size += more;
         registry_mark(block, len, granule_huge);
-        count_real(grow);
+        count_real(more);
         count_alloc(grow);
         huge_bytes += grow;
         bytes_allocated_slow += grow;
@@ -541,7 +549,9 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
         else
             huge = h->next;
         if (h->next) h->next->prev = h->prev;
-        os::unmap_heap(h->map_base, k_page_size);
+        char* rest = static_cast<char*>(block) + h->size;  // the slack, if any
+        os::unmap_heap(h->map_base, k_page_size);         // h is gone from here
+        if (rest < map_end) os::unmap_heap(rest, static_cast<size_t>(map_end - rest));
         return fresh;
     }
     free_huge(h);
@@ -599,7 +609,7 @@ void* Heap::alloc_aligned(size_t alignment, size_t bytes) {
             unsigned page = Chunk::page_of(p);
             c->map[page] = k_large | count;
             for (unsigned i = 1; i < count; ++i) c->map[page + i] = k_large_tail | i;
-            reinterpret_cast<Free_slot*>(p)->shadow = 0;  // as in alloc_large
+            forget_remote_link(p);
             ++large_allocs;
             bytes_allocated_slow += size_t{count} * k_page_size;
             count_alloc(size_t{count} * k_page_size);

@@ -36,8 +36,8 @@ struct Huge_header {
     Huge_header* prev;
     size_t size;       // usable bytes: the request rounded up to pages
     bool aged;         // in the huge cache: survived a purge pass
-    char* map_base;    // the whole mapping: this page and the block
-    size_t map_size;
+    char* map_base;    // the whole mapping: this page and the block, and after
+    size_t map_size;   // it, when taken from the cache, the slack of a bigger one
     void* block() { return reinterpret_cast<char*>(this) + k_page_size; }
     static Huge_header* of(const void* block) {
         return reinterpret_cast<Huge_header*>(reinterpret_cast<uintptr_t>(block) - k_page_size);

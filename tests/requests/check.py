@@ -645,6 +645,7 @@ def test_reach(prog):
         "cache5": (0, [], 0),
         "threads": (0, [], 0),
         "huge_cache": (4, [("definite", 4)], 0),
+        "huge_slack": (4, [("definite", 4)], 1),
         "dead_stack": (0, [], 1),
         "suppress": (2, [("definite", 1), ("definite", 1)], 0),
     }

@@ -17,6 +17,10 @@
  *   threads      threads created and joined inside the request: no leak
  *   huge_cache   4 blocks only a freed 3 MiB pointer array pointed to (its
  *                mapping kept for reuse): 4 definitely lost
+ *   huge_slack   the same in an 8 MiB array whose mapping a 4.2 MiB block
+ *                then takes (the pointers 7 MiB in, past its end and its
+ *                last 2 MiB granule): 4 definitely lost,
+ *                the block (a global's) still reachable
  *   dead_stack   a thread ran on a stack the program mapped, then unmapped;
  *                a table mapped at the same address holds the only pointer
  *                to a block: still reachable
@@ -46,8 +50,8 @@ static void* volatile g_global;
 static char* volatile g_interior;
 static void* g_cache[10];
 
-static long results[16];
-static const char* names[16];
+static long results[24];
+static const char* names[24];
 static int nresults;
 
 static void end(const char* name) {
@@ -123,6 +127,19 @@ NOINLINE static void plant_under_huge_array(void) {
     free(array);
 }
 
+static void* volatile g_smaller;
+
+// The same, the freed array's mapping then taken by a smaller block: the
+// pointers lie in its slack, past the block's end.
+NOINLINE static void plant_in_huge_slack(void) {
+    size_t n = (8u << 20) / sizeof(void*);
+    void** array = malloc(n * sizeof(void*));
+    memset(array, 0, n * sizeof(void*));
+    for (int i = 0; i < 4; ++i) array[(7u << 20) / sizeof(void*) + (size_t)i * 1000] = cleared(64);
+    free(array);
+    g_smaller = malloc((4u << 20) + (200u << 10));
+}
+
 static void* takes_a_heap(void* arg) {
     free(malloc(16));
     return arg;
@@ -194,6 +211,11 @@ int main(void) {
     zmm_request_begin("huge_cache");
     plant_under_huge_array();
     end("huge_cache");
+
+    zmm_request_begin("huge_slack");
+    plant_in_huge_slack();
+    end("huge_slack");
+    free(g_smaller);
 
     {
         const size_t sz = 1u << 20;

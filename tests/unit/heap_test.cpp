@@ -5,6 +5,7 @@
 #include <cstring>
 #include <set>
 #include <vector>
+#include <sys/mman.h>
 
 #include "test_heap.hpp"
 
@@ -135,6 +136,62 @@ BOOST_AUTO_TEST_CASE(huge_mappings_are_reused) {
     BOOST_TEST(Heap::usable_size(d) == size_t{2300} * 1024);
     h->free_owned(c);
     h->free_owned(d);
+    BOOST_TEST(h->size == 0u);
+}
+
+// A cached mapping serves a smaller block whole: its slack stays mapped
+// (no fault when a bigger block takes it again), growth uses it first, a
+// shrink or a move gives it back.
+BOOST_AUTO_TEST_CASE(huge_slack_of_a_cached_mapping) {
+    Test_heap h;
+    const size_t mib = 1024 * 1024;
+    char* a = static_cast<char*>(h->alloc(4 * mib));
+    memset(a, 3, 4 * mib);
+    h->free_owned(a);
+    const size_t whole = 4 * mib + k_page_size;
+    BOOST_TEST(h->real_size == whole);
+
+    char* b = static_cast<char*>(h->alloc(2 * mib + 512 * 1024));
+    BOOST_TEST_REQUIRE(static_cast<void*>(b) == static_cast<void*>(a));
+    BOOST_TEST(Heap::usable_size(b) == 2 * mib + 512 * 1024);
+    BOOST_TEST(h->real_size == whole);  // nothing given back
+    BOOST_TEST(b[3 * mib] == 3);        // the slack is the old pages, resident
+    // Growth into the slack: in place, nothing mapped.
+    char* c = static_cast<char*>(h->realloc(b, 3 * mib + 512 * 1024));
+    BOOST_TEST_REQUIRE(static_cast<void*>(c) == static_cast<void*>(b));
+    BOOST_TEST(h->real_size == whole);
+    BOOST_TEST(h->size == 3 * mib + 512 * 1024);
+    BOOST_TEST(Heap::usable_size(c) == 3 * mib + 512 * 1024);
+    // Shrink: the tail and the slack go.
+    char* d = static_cast<char*>(h->realloc(c, 2 * mib + 4096));
+    BOOST_TEST_REQUIRE(static_cast<void*>(d) == static_cast<void*>(c));
+    BOOST_TEST(h->real_size == 2 * mib + 4096 + k_page_size);
+    BOOST_TEST(Huge_header::of(d)->map_size == 2 * mib + 4096 + k_page_size);
+    h->free_owned(d);
+
+    // A move (the pages after the mapping taken) gives back the old slack.
+    char* e = static_cast<char*>(h->alloc(2 * mib + 4096));
+    BOOST_TEST_REQUIRE(static_cast<void*>(e) == static_cast<void*>(d));
+    h->free_owned(e);
+    char* f = static_cast<char*>(h->alloc(8 * mib));
+    memset(f, 5, 8 * mib);
+    h->free_owned(f);
+    char* g = static_cast<char*>(h->alloc(5 * mib));
+    BOOST_TEST_REQUIRE(static_cast<void*>(g) == static_cast<void*>(f));
+    Huge_header* gh = Huge_header::of(g);
+    char* end = gh->map_base + gh->map_size;
+    void* wall = mmap(end, k_page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    BOOST_TEST_REQUIRE(wall == static_cast<void*>(end));
+    char* moved = static_cast<char*>(h->realloc(g, 9 * mib));
+    BOOST_TEST_REQUIRE(moved != nullptr);
+    BOOST_TEST(static_cast<void*>(moved) != static_cast<void*>(g));
+    BOOST_TEST(moved[5 * mib - 1] == 5);
+    unsigned char resident;
+    BOOST_TEST(mincore(g + 6 * mib, k_page_size, &resident) == -1);  // the old slack is unmapped
+    Huge_header* mh = Huge_header::of(moved);
+    BOOST_TEST(h->real_size == mh->map_size + h->huge_cache_pages * k_page_size);
+    h->free_owned(moved);
+    munmap(wall, k_page_size);
     BOOST_TEST(h->size == 0u);
 }
 

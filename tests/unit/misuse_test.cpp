@@ -49,6 +49,26 @@ std::string hex(const void* p) {
 
 BOOST_FIXTURE_TEST_SUITE(misuse, Hooked)
 
+// A huge block freed through the remote stack, its mapping then reused from
+// the cache (whole or grown): the link the remote free left must not make
+// the new block look freed, whatever the program writes in its first word.
+BOOST_AUTO_TEST_CASE(reused_huge_mapping_is_not_a_double_free) {
+    Test_heap h;
+    for (size_t second : {size_t{3} << 20, size_t{5} << 20}) {
+        BOOST_TEST_CONTEXT("reused for " << second) {
+            void* p = h->alloc(size_t{4} << 20);
+            Heap::free_remote(&h.heap, p);  // as from another thread: onto the remote stack
+            h->drain_remote();              // into the cache
+            void* q = h->alloc(second);
+            BOOST_TEST_REQUIRE(q != nullptr);
+            memset(q, 0, 8);  // the program's data: the old link's word, zero
+            BOOST_TEST(!diagnosed(Misuse::double_free, q, [&] { Heap::free_remote(&h.heap, q); }));
+            h->drain_remote();
+        }
+    }
+    BOOST_TEST(h->size == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(double_free_small) {
     Test_heap h;
     void* p = h->alloc(40);
