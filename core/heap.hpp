@@ -72,11 +72,14 @@ class Heap {
 public:
     // ---- hot: the fast path reads only these ----
     Free_slot* free_slot[k_bins];
-    uint64_t key;
     size_t size;  // bytes in live blocks, as ZendMM counts them (rounded)
     size_t peak;
     uint64_t small_allocs[k_bins];
     uint64_t small_frees[k_bins];
+    // Read-only once set up, and so in lines of their own: other threads'
+    // frees read the key (free_remote) while the owner writes the counters
+    // above; sharing a line with them cost larson a cache miss per free.
+    alignas(64) uint64_t key;
     // Copies of the constant per-bin tables (size class, slot divisor),
     // addressed from the heap pointer the hot path already holds: one
     // instruction per lookup instead of three for a PIC global table.
