@@ -55,27 +55,29 @@ namespace {
 struct Collect_context {
     Request* request;
     Leak_list* leaks;
+    bool rescan;
 };
 
+// An untraced request's live block: carried from an earlier request (in the
+// table), or the request's own.
 void collect_leak(void* ctx, void* block, size_t rounded) {
     auto* c = static_cast<Collect_context*>(ctx);
     Leak l{reinterpret_cast<uintptr_t>(block), rounded, 0, Leak_kind::live, false};
-    if (c->request->traced) {
-        if (const Block_info* info = c->request->table.find(l.address)) {
-            if (info->flags & k_block_runtime) return;  // the C runtime's own, not the program's
-            l.size = info->size;
-            l.stack = info->stack;
-        }
+    if (const Block_info* info = c->request->table.find(l.address); info && (info->flags & k_block_carried)) {
+        if (!c->rescan) return;  // reported, or counted, by the request that left it
+        l.size = info->size;
+        l.reported = info->flags & k_block_reported;
     }
     c->leaks->push(l);
 }
 
 // Appends the request's live blocks to `leaks`: with a table, each one not
 // the C runtime's (and, unless `rescan`, not reported before: those are then
-// marked reported); without, every live block of the heap.
+// marked reported); without, every live block of the heap, less those
+// carried from earlier requests unless `rescan`.
 void gather_live_blocks(Request& r, Leak_list* leaks, bool rescan) {
     if (!r.traced) {
-        Collect_context ctx{&r, leaks};
+        Collect_context ctx{&r, leaks, rescan};
         r.heap->for_each_live_block(collect_leak, &ctx);
         return;
     }
@@ -86,6 +88,27 @@ void gather_live_blocks(Request& r, Leak_list* leaks, bool rescan) {
         leaks->push(Leak{b.address, b.size, b.stack, Leak_kind::live, reported});
         if (!rescan) b.flags |= k_block_reported;
     });
+}
+
+// An untraced request's own live blocks (leaks[from..]), carried from now on:
+// into the table, their pages' frees made slow. Reported ones are those
+// every live block is (ZMM_LEAKS=all); with the scan, end_on_thread marks
+// the lost ones after classifying.
+void carry_new_blocks(Request& r, Leak_list& leaks, size_t from, bool rescan) {
+    for (size_t i = from; i < leaks.count; ++i) {
+        const Leak& l = leaks.items[i];
+        if (l.reported) continue;
+        uint32_t flags = k_block_carried | (rescan ? 0 : k_block_reported);
+        void* block = reinterpret_cast<void*>(l.address);
+        if (Block_info* b = r.table.find(l.address)) {  // ZMM_DEBUG's entry (its requested size), or carried
+            if (!(b->flags & k_block_carried)) {
+                b->flags |= flags;
+                r.heap->slow_frees_in_page_of(block);
+            }
+            continue;
+        }
+        if (r.table.insert(Block_info{l.address, l.size, 0, flags})) r.heap->slow_frees_in_page_of(block);
+    }
 }
 
 }  // namespace
@@ -122,12 +145,14 @@ Request* begin_on_thread(const char* name, bool process_wide) {
     r->tid = os::thread_id();
     r->begin_ns = now_ns();
     r->traced = options().backtrace > 0 && backtrace::prepared();
-    // A traced request heap keeps what earlier requests leaked (carried in
-    // its table, never reported again) and its warm chunks; an untraced one
-    // was merged into the thread's heap and starts empty.
-    if (!r->traced) r->table.clear();
+    // A request heap keeps what earlier requests leaked and its warm chunks.
+    // Traced, every block is in its table; untraced, the table holds the
+    // blocks carried from earlier requests (k_block_carried), whose frees
+    // take the slow path (Heap::slow_frees_in_page_of) and so leave it.
+    // (Merging an untraced heap's chunks into the thread's heap, as before,
+    // left each leaky request's chunk there: a new 2 MiB chunk per request.)
     r->base_size = h->size;
-    h->blocks = r->traced ? &r->table : nullptr;
+    h->blocks = &r->table;
     h->request = r;
     t_state.request = r;
     t_heap = r->traced ? &g_empty_heap : fast_path_heap(h);
@@ -160,6 +185,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         leak_scan::Busy_section busy;
         h->drain_remote();
         gather_live_blocks(*r, leaks, rescan);
+        if (!r->traced && !o.reclaim) carry_new_blocks(*r, *leaks, before, rescan);
     }
     long leaked = static_cast<long>(leaks->count - before);
     size_t usage = h->size > r->base_size ? h->size - r->base_size : 0;
@@ -183,7 +209,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
             leaked = static_cast<long>(write_leak_report(fd, s, own.items, own.count, o.stats));
             report_close(fd);
         }
-        if (rescan && r->traced) {
+        if (rescan) {
             // What this request found lost is reported once.
             for (size_t i = 0; i < own.count; ++i) {
                 const Leak& l = own.items[i];
@@ -199,20 +225,17 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
     if (options().reclaim) {
         h->release_blocks();
         r->table.clear();
-    } else if (r->traced) {
-        h->collect_runs_if_grown();
     } else {
-        h->merge_into(*p);
-        p->collect_runs_if_grown();
+        h->collect_runs_if_grown();
     }
     // ZendMM's chunk cache: keep about the average number of chunks recent
     // requests needed (avg = (avg + peak) / 2; cached while cached + 0.9 < avg).
     r->avg_chunks = (r->avg_chunks + static_cast<double>(peak_chunks)) / 2;
     double keep = r->avg_chunks - 0.9;
     h->trim_cache(keep > 0 ? static_cast<size_t>(keep) + 1 : 1);
-    // A traced heap's table stays attached while it holds carried blocks:
-    // their frees, from any context, must forget them.
-    if (!r->traced || options().reclaim) h->blocks = nullptr;
+    // The table stays attached while it holds carried blocks: their frees,
+    // from any context, must forget them.
+    if (options().reclaim) h->blocks = nullptr;
     h->request = nullptr;
     return leaked;
 }

@@ -18,6 +18,9 @@ struct Block_info {
 
 inline constexpr uint32_t k_block_runtime = 1;  // allocated by the C runtime for itself: never a leak
 inline constexpr uint32_t k_block_reported = 2;  // reported as a leak by an earlier request, still live
+// An untraced request heap's table holds only the blocks earlier requests
+// left live (carried): these, never the blocks of the request running.
+inline constexpr uint32_t k_block_carried = 4;
 
 class Block_table {
 public:

@@ -132,7 +132,8 @@ const char* Chunk::check() const {
             if (bin >= k_bins || (m & k_small_offset_mask) != 0) return "small run does not start at offset 0";
             for (unsigned i = 0; i < k_bin_pages[bin]; ++i) {
                 if (!page_used(p + i)) return "small run page marked free";
-                if (map[p + i] != (k_small | (i << 12) | bin)) return "small run page has a wrong map word";
+                if ((map[p + i] & ~k_small_slow_free) != (k_small | (i << 12) | bin))
+                    return "small run page has a wrong map word";
             }
             p += k_bin_pages[bin];
         } else if (m & k_large) {

@@ -6,8 +6,9 @@
 //
 //   0                         free page
 //   k_small | offset | bin    page of a small run; `offset` is the page's byte
-//                             offset from the run's first page (bits 12..26),
-//                             so slot arithmetic needs no second lookup
+//                             offset from the run's first page (bits 12..25),
+//                             so slot arithmetic needs no second lookup; bit
+//                             26: k_small_slow_free
 //   k_large | pages           first page of a large run of `pages` pages
 //   k_large_tail | offset     later page of a large run (pages from the first)
 //   k_large_freed             first page of a large run that was freed (until
@@ -29,7 +30,14 @@ inline constexpr uint32_t k_small = 0x80000000u;
 inline constexpr uint32_t k_large = 0x40000000u;
 inline constexpr uint32_t k_large_tail = 0x20000000u;
 inline constexpr uint32_t k_large_freed = 0x10000000u;
-inline constexpr uint32_t k_small_offset_mask = 0x07FFF000u;
+inline constexpr uint32_t k_small_offset_mask = 0x03FFF000u;
+// On a small page: the page holds a block the fast free must not take (an
+// untraced request heap's carried block: its free updates the heap's table).
+// The fast path adds it to the page's offset (`k_small_fast_offset_mask`),
+// which then matches no slot (offsets of real runs stay under 2^15): the
+// free declines into the slow path at no cost. Every other reader masks it.
+inline constexpr uint32_t k_small_slow_free = 0x04000000u;
+inline constexpr uint32_t k_small_fast_offset_mask = k_small_offset_mask | k_small_slow_free;
 inline constexpr uint32_t k_bin_mask = 0x1Fu;
 inline constexpr uint32_t k_pages_mask = 0x3FFu;
 

@@ -688,6 +688,14 @@ void Heap::free_owned_unchecked(void* p) {
     free_huge(Huge_header::of(p));
 }
 
+void Heap::slow_frees_in_page_of(const void* p) {
+    if (granule_of(p) != granule_chunk) return;
+    Chunk* c = Chunk::of(p);
+    if (c->heap != this) return;
+    uint32_t& info = c->map[Chunk::page_of(p)];
+    if (info & k_small) info |= k_small_slow_free;
+}
+
 bool Heap::size_matches(const void* p, size_t bytes) {
     size_t usable = usable_size(p);
     if (usable == 0) return true;  // not a block start: the free diagnoses it

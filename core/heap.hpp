@@ -151,6 +151,9 @@ public:
     // As free_small_fast, for a sized delete: also declines when `size` is
     // not a size this block's bin serves (the slow path then says so).
     inline bool free_small_sized_fast(void* p, size_t size);
+    // Frees of small blocks in p's page take the slow path from now on (p: a
+    // live block of this heap). For as long as the page holds its run.
+    void slow_frees_in_page_of(const void* p);
     // Does `size` fit the block p (a sized delete's claim)? For any zmm block.
     static bool size_matches(const void* p, size_t size);
 
@@ -325,8 +328,8 @@ inline bool Heap::free_small_fast(void* p, unsigned bin_claimed) {
     if (__builtin_expect(!(info & k_small), 0)) return false;
     unsigned bin = info & k_bin_mask;
     if (bin_claimed != k_bins && __builtin_expect(bin != bin_claimed, 0)) return false;
-    uint64_t offset = (a & (k_page_size - 1)) + (info & k_small_offset_mask);
-    if (__builtin_expect(!is_slot_start(offset, bin), 0)) return false;
+    uint64_t offset = (a & (k_page_size - 1)) + (info & k_small_fast_offset_mask);
+    if (__builtin_expect(!is_slot_start(offset, bin), 0)) return false;  // (or a k_small_slow_free page)
     Free_slot* s = static_cast<Free_slot*>(p);
     if (__builtin_expect(s->shadow == shadow_of(s, s->next), 0)) return false;
     Free_slot* head = free_slot[bin];

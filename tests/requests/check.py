@@ -647,8 +647,26 @@ def test_reach(prog):
         "huge_cache": (4, [("definite", 4)], 0),
         "huge_slack": (4, [("definite", 4)], 1),
         "dead_stack": (0, [], 1),
+        "reuse1": (1, [("definite", 1)], 0), "reuse2": (1, [("definite", 1)], 0),
         "suppress": (2, [("definite", 1), ("definite", 1)], 0),
     }
+    # Untraced requests (ZMM_BACKTRACE=0) keep their heap too, the blocks
+    # earlier requests left carried in a table: the same kinds and counts
+    # (runtime blocks and suppressions need backtraces: not compared).
+    ret_u, objs_u = run_reach({"ZMM_BACKTRACE": "0"})
+    for name, (n, groups, reachable) in want.items():
+        if name in ("threads", "suppress", "other_stack", "missed_stack", "dead_stack"):
+            continue
+        o = objs_u[name]
+        blocks_by_kind = {}  # without backtraces each block is a group of its own
+        for g in o["groups"]:
+            blocks_by_kind[g["kind"]] = blocks_by_kind.get(g["kind"], 0) + g["blocks"]
+        want_by_kind = {}
+        for k, b in groups:
+            want_by_kind[k] = want_by_kind.get(k, 0) + b
+        expect(ret_u[name] == n and o["leaks"] == n and o["reachable"] == reachable and
+               blocks_by_kind == want_by_kind,
+               f"untraced, {name}: zmm_request_end {ret_u[name]}, expected {n} lost, {reachable} reachable: {o}")
     for name, (n, groups, reachable) in want.items():
         expect(name in objs, f"no JSON object for request {name!r}")
         o = objs[name]

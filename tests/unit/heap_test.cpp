@@ -139,6 +139,26 @@ BOOST_AUTO_TEST_CASE(huge_mappings_are_reused) {
     BOOST_TEST(h->size == 0u);
 }
 
+// A page marked for slow frees (an untraced request's carried block): the
+// fast free declines every block of it, the slow free still works, and the
+// rest of the heap is unaffected.
+BOOST_AUTO_TEST_CASE(slow_frees_in_a_marked_page) {
+    Test_heap h;
+    char* a = static_cast<char*>(h->alloc(48));
+    char* b = static_cast<char*>(h->alloc(48));  // the same page
+    char* other = static_cast<char*>(h->alloc(2000));
+    BOOST_TEST_REQUIRE(Chunk::page_of(a) == Chunk::page_of(b));
+    h->slow_frees_in_page_of(a);
+    BOOST_TEST(h->check() == nullptr);
+    BOOST_TEST(Heap::usable_size(b) == 48u);
+    BOOST_TEST(!h->free_small_fast(b));
+    BOOST_TEST(h->free_small_fast(other));
+    h->free_owned(b);  // the slow path
+    h->free_owned(a);
+    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->check() == nullptr);
+}
+
 // A cached mapping serves a smaller block whole: its slack stays mapped
 // (no fault when a bigger block takes it again), growth uses it first, a
 // shrink or a move gives it back.
