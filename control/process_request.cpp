@@ -295,8 +295,9 @@ Heap* join() {
         return nullptr;
     }
     r->id = __atomic_load_n(&g_id, __ATOMIC_RELAXED);
-    // What earlier process-wide reports listed of this thread's blocks.
-    if (r->traced) {
+    // What earlier process-wide reports listed of this thread's blocks (all
+    // in its table: traced, or carried).
+    {
         Lock_guard guard(g_lock);
         for (size_t i = t_state.reported_seen; i < g_reported.count; ++i)
             if (Block_info* b = r->table.find(g_reported.items[i])) b->flags |= k_block_reported;

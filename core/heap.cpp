@@ -64,7 +64,7 @@ void Heap::init(uint64_t free_list_key) {
 // ============================================================================
 
 bool Heap::grow_real(size_t bytes) {
-    auto over = [&] { return bytes > limit || real_size - limit_base > limit - bytes; };
+    auto over = [&] { return bytes > limit || real_in_request() > limit - bytes; };
     if (over()) {
         collect();
         while (over()) {
@@ -90,7 +90,7 @@ Chunk* Heap::new_chunk() {
         size_t dirty = c->dirty_count();
         src->dirty_pages -= dirty;
         dirty_pages += dirty;
-        src->real_size -= k_chunk_size;
+        src->lower_real(k_chunk_size);
         count_real(k_chunk_size);
         from_cache = true;
     } else {
@@ -151,7 +151,7 @@ void Heap::unmap_chunk(Chunk* c) {
     dirty_pages -= c->dirty_count();
     registry_clear(c, k_chunk_size);
     os::unmap_heap(c, k_chunk_size);
-    real_size -= k_chunk_size;
+    lower_real(k_chunk_size);
     unmapped_bytes += k_chunk_size;
 }
 
@@ -232,7 +232,7 @@ void Heap::purge(bool only_aged) {
         }
         *link = h->next;
         huge_cache_pages -= h->map_size / k_page_size;
-        real_size -= h->map_size;
+        lower_real(h->map_size);
         unmapped_bytes += h->map_size;
         os::unmap_heap(h->map_base, h->map_size);
     }
@@ -474,7 +474,7 @@ void Heap::free_huge(Huge_header* h) {
         maybe_purge();
         return;
     }
-    real_size -= h->map_size;
+    lower_real(h->map_size);
     unmapped_bytes += h->map_size;
     os::unmap_heap(h->map_base, h->map_size);
 }
@@ -510,7 +510,7 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
         huge_bytes -= h->size - len;
         h->size = len;
         h->map_size -= cut;
-        real_size -= cut;
+        lower_real(cut);
         unmapped_bytes += cut;
         return block;
     }
@@ -543,7 +543,7 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
         size -= h->size;
         huge_bytes -= h->size;
         freed_bytes_large_huge += h->size;
-        real_size -= h->map_size;
+        lower_real(h->map_size);
         if (h->prev)
             h->prev->next = h->next;
         else
@@ -688,6 +688,12 @@ void Heap::free_owned_unchecked(void* p) {
     free_huge(Huge_header::of(p));
 }
 
+bool Heap::may_be_carried(const void* p) {
+    if (granule_of(p) != granule_chunk) return true;
+    uint32_t info = Chunk::of(p)->map[Chunk::page_of(p)];
+    return !(info & k_small) || (info & k_small_slow_free);
+}
+
 void Heap::slow_frees_in_page_of(const void* p) {
     if (granule_of(p) != granule_chunk) return;
     Chunk* c = Chunk::of(p);
@@ -822,8 +828,11 @@ size_t Heap::usable_size(const void* p) {
 
 void* Heap::realloc(void* p, size_t bytes) {
     requesting = bytes;
-    if (Huge_header* h = huge_header_checked(p); h && h->heap == this && bytes > k_max_large)
-        return realloc_huge(h, bytes);
+    if (Huge_header* h = huge_header_checked(p); h && h->heap == this && bytes > k_max_large) {
+        void* moved = realloc_huge(h, bytes);
+        if (moved && moved != p && blocks) blocks->erase(reinterpret_cast<uintptr_t>(p));  // as free_owned would
+        return moved;
+    }
     Granule g = granule_of(p);
     if (g == granule_chunk && Chunk::of(p)->heap == this) {
         Chunk* c = Chunk::of(p);
@@ -1046,7 +1055,7 @@ void Heap::merge_into(Heap& dst) {
     huge_bytes = 0;
     if (dst.size > dst.peak) dst.peak = dst.size;
     dst.count_real(moved_real);
-    real_size -= moved_real;
+    lower_real(moved_real);
     size = 0;
     if (!retired_next && dst.retired != this) {
         retired_next = dst.retired;

@@ -130,6 +130,10 @@ public:
     // Sets up a heap with no memory. `key` is the process's free-list key.
     void init(uint64_t free_list_key);
 
+    // Memory taken from the OS for the current request (over limit_base).
+    size_t real_in_request() const { return real_size > limit_base ? real_size - limit_base : 0; }
+    size_t real_peak_in_request() const { return real_peak > limit_base ? real_peak - limit_base : 0; }
+
     // ---- allocation ----
     // `size` (the request) only matters on the slow path of the empty heap.
     inline void* alloc_small(unsigned bin, size_t size);
@@ -154,6 +158,8 @@ public:
     // Frees of small blocks in p's page take the slow path from now on (p: a
     // live block of this heap). For as long as the page holds its run.
     void slow_frees_in_page_of(const void* p);
+    // False for a small block whose page is not so marked: it cannot be one.
+    static bool may_be_carried(const void* p);
     // Does `size` fit the block p (a sized delete's claim)? For any zmm block.
     static bool size_matches(const void* p, size_t size);
 
@@ -273,6 +279,12 @@ private:
     void count_alloc(size_t bytes) {
         size += bytes;
         if (size > peak) peak = size;
+    }
+    // Mapped memory given back: the request's baseline (limit_base, what
+    // earlier requests left mapped) cannot stay above what is mapped.
+    void lower_real(size_t bytes) {
+        real_size -= bytes;
+        if (limit_base > real_size) limit_base = real_size;
     }
     void count_real(size_t bytes) {
         real_size += bytes;

@@ -7,6 +7,7 @@
 #include <vector>
 #include <sys/mman.h>
 
+#include "block_table.hpp"
 #include "test_heap.hpp"
 
 using namespace zmm;
@@ -137,6 +138,28 @@ BOOST_AUTO_TEST_CASE(huge_mappings_are_reused) {
     h->free_owned(c);
     h->free_owned(d);
     BOOST_TEST(h->size == 0u);
+}
+
+// A huge block moved by realloc leaves the heap's block table, as a free
+// does (a request's carried block must not stay listed at an address the
+// kernel may hand out again).
+BOOST_AUTO_TEST_CASE(huge_realloc_move_forgets_the_old_address) {
+    Test_heap h;
+    Block_table table;
+    h->blocks = &table;
+    char* p = static_cast<char*>(h->alloc(3u << 20));
+    BOOST_TEST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(p), 3u << 20, 0, k_block_carried}));
+    Huge_header* hh = Huge_header::of(p);
+    char* end = hh->map_base + hh->map_size;
+    void* wall = mmap(end, k_page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    BOOST_TEST_REQUIRE(wall == static_cast<void*>(end));
+    char* q = static_cast<char*>(h->realloc(p, 9u << 20));
+    BOOST_TEST_REQUIRE(q != nullptr);
+    BOOST_TEST(static_cast<void*>(q) != static_cast<void*>(p));
+    BOOST_TEST(table.find(reinterpret_cast<uintptr_t>(p)) == nullptr);
+    h->free_owned(q);
+    h->blocks = nullptr;
+    munmap(wall, k_page_size);
 }
 
 // A page marked for slow frees (an untraced request's carried block): the
