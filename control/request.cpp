@@ -56,6 +56,7 @@ struct Collect_context {
     Request* request;
     Leak_list* leaks;
     bool rescan;
+    Mapped_array<uintptr_t>* carried;  // the carried blocks still live
 };
 
 // An untraced request's live block: carried from an earlier request (in the
@@ -65,6 +66,7 @@ void collect_leak(void* ctx, void* block, size_t rounded) {
     Leak l{reinterpret_cast<uintptr_t>(block), rounded, 0, Leak_kind::live, false};
     const Block_info* info = Heap::may_be_carried(block) ? c->request->table.find(l.address) : nullptr;
     if (info && (info->flags & k_block_carried)) {
+        c->carried->push(l.address);
         if (!c->rescan) return;  // reported, or counted, by the request that left it
         l.size = info->size;
         l.reported = info->flags & k_block_reported;
@@ -78,8 +80,18 @@ void collect_leak(void* ctx, void* block, size_t rounded) {
 // carried from earlier requests unless `rescan`.
 void gather_live_blocks(Request& r, Leak_list* leaks, bool rescan) {
     if (!r.traced) {
-        Collect_context ctx{&r, leaks, rescan};
+        Mapped_array<uintptr_t> carried;
+        Collect_context ctx{&r, leaks, rescan, &carried};
         r.heap->for_each_live_block(collect_leak, &ctx);
+        // The slow-free marks again, only where carried blocks still are (a
+        // page whose carried blocks were all freed is fast again). The new
+        // ones are marked by carry_new_blocks.
+        if (!options().reclaim) {
+            r.heap->clear_slow_free_marks();
+            for (size_t i = 0; i < carried.count; ++i)
+                r.heap->slow_frees_in_page_of(reinterpret_cast<void*>(carried.items[i]));
+        }
+        carried.release();
         return;
     }
     r.table.for_each_mutable([&](Block_info& b) {

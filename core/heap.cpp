@@ -688,6 +688,13 @@ void Heap::free_owned_unchecked(void* p) {
     free_huge(Huge_header::of(p));
 }
 
+void Heap::clear_slow_free_marks() {
+    Chunk* c = chunks;
+    for (size_t i = 0; i < chunks_count; ++i, c = c->next)
+        for (unsigned p = 1; p < k_chunk_pages; ++p)
+            if (c->map[p] & k_small) c->map[p] &= ~k_small_slow_free;
+}
+
 bool Heap::may_be_carried(const void* p) {
     if (granule_of(p) != granule_chunk) return true;
     uint32_t info = Chunk::of(p)->map[Chunk::page_of(p)];

@@ -158,6 +158,8 @@ public:
     // Frees of small blocks in p's page take the slow path from now on (p: a
     // live block of this heap). For as long as the page holds its run.
     void slow_frees_in_page_of(const void* p);
+    // Every page of this heap's chunks fast again.
+    void clear_slow_free_marks();
     // False for a small block whose page is not so marked: it cannot be one.
     static bool may_be_carried(const void* p);
     // Does `size` fit the block p (a sized delete's claim)? For any zmm block.

@@ -24,8 +24,9 @@
  *   dead_stack   a thread ran on a stack the program mapped, then unmapped;
  *                a table mapped at the same address holds the only pointer
  *                to a block: still reachable
- *   reuse1, 2    a block lost (reported, carried), then freed after all and
- *                its slot taken by a block lost: 1 definitely lost each
+ *   reuse1, 2    a block lost (reported, carried), then, a request later
+ *                (reuse_mid: nothing), freed after all and its slot taken
+ *                by a block lost: 1 definitely lost each
  *   suppress     two lost blocks, from suppress_me_please and keep_me
  *
  * Addresses the program must not keep are stored disguised (xor with a
@@ -241,6 +242,8 @@ int main(void) {
     zmm_request_begin("reuse1");
     g_hidden = HIDE(cleared(200));
     end("reuse1");
+    zmm_request_begin("reuse_mid");  // the carried block stays marked across an end
+    end("reuse_mid");
     zmm_request_begin("reuse2");
     free(SHOW(g_hidden));  // reported lost in reuse1, freed after all
     g_hidden = HIDE(cleared(200));
