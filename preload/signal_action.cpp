@@ -4,13 +4,14 @@
 // doing (a free list half popped, a page run half split). The program sees
 // its own handlers: a query returns what it installed, flags included.
 //
-// Handlers installed by raw system call, or by sigset(), are not wrapped;
-// zmm's slow paths still divert the allocations of those that land inside
-// them. signal() does not honour siginterrupt() (SA_RESTART is always set).
+// Handlers installed by raw system call are not wrapped; zmm's slow paths
+// still divert the allocations of those that land inside them. signal()
+// does not honour siginterrupt() (SA_RESTART is always set).
 
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <pthread.h>
 #include <cstdint>
 #include <ucontext.h>
 
@@ -139,6 +140,29 @@ extern "C" __attribute__((visibility("default"))) sighandler_t signal(int sig, s
 extern "C" __attribute__((visibility("default"))) sighandler_t bsd_signal(int sig, sighandler_t handler) {
     return install(sig, handler, SA_RESTART);
 }
+// System V's sigset(): SIG_HOLD blocks the signal; anything else installs
+// the disposition (no flags, nothing blocked in the handler) and unblocks
+// it. Returns SIG_HOLD if the signal was blocked, else the previous one.
+extern "C" __attribute__((visibility("default"))) sighandler_t sigset(int sig, sighandler_t disposition) {
+    if (sig <= 0 || sig >= _NSIG || disposition == SIG_ERR) {
+        errno = EINVAL;
+        return SIG_ERR;
+    }
+    sigset_t one, old_mask;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    struct sigaction old{};
+    if (disposition == SIG_HOLD) {
+        if (sigaction(sig, nullptr, &old) != 0 || pthread_sigmask(SIG_BLOCK, &one, &old_mask) != 0) return SIG_ERR;
+        return sigismember(&old_mask, sig) ? SIG_HOLD : old.sa_handler;
+    }
+    struct sigaction act{};
+    act.sa_handler = disposition;
+    sigemptyset(&act.sa_mask);
+    if (sigaction(sig, &act, &old) != 0 || pthread_sigmask(SIG_UNBLOCK, &one, &old_mask) != 0) return SIG_ERR;
+    return sigismember(&old_mask, sig) ? SIG_HOLD : old.sa_handler;
+}
+
 extern "C" __attribute__((visibility("default"))) sighandler_t ssignal(int sig, sighandler_t handler) {
     return install(sig, handler, SA_RESTART);
 }

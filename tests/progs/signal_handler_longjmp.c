@@ -1,8 +1,11 @@
 // The program's handlers are wrapped (preload's sigaction), and that must not
 // show: a query returns the handler and flags installed, signal() returns the
-// previous handler, SA_RESETHAND still resets. A handler left by siglongjmp
+// previous handler, sigset holds and releases, SA_RESETHAND still resets
+// (the same checks pass without zmm). A handler left by siglongjmp
 // must not leave the thread on the reentry path: what it allocates afterwards
 // is its request's again (counted by zmm_memory_usage).
+#define _GNU_SOURCE  // sigset (deprecated, and still used: its semantics are checked)
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 #include <zmm/zmm.h>
 
 #include <setjmp.h>
@@ -60,11 +63,21 @@ int main(void) {
     CHECK(signal(SIGUSR1, SIG_IGN) == plain);
     CHECK(signal(SIGUSR1, SIG_DFL) == SIG_IGN);
 
+    // System V's sigset: installs (wrapped: a query returns it), holds, releases.
+    CHECK(sigset(SIGUSR1, plain) == SIG_DFL);
+    CHECK(sigaction(SIGUSR1, NULL, &old) == 0 && old.sa_handler == plain);
+    CHECK(sigset(SIGUSR1, SIG_HOLD) == plain);
+    raise(SIGUSR1);  // pending while held
+    CHECK(g_runs == 2);
+    CHECK(sigset(SIGUSR1, plain) == SIG_HOLD);  // released: the pending one runs
+    CHECK(g_runs == 3);
+    CHECK(signal(SIGUSR1, SIG_DFL) == plain);
+
     sa.sa_handler = plain;
     sa.sa_flags = SA_RESETHAND;
     CHECK(sigaction(SIGUSR2, &sa, NULL) == 0);
     raise(SIGUSR2);
-    CHECK(g_runs == 3);
+    CHECK(g_runs == 4);
     CHECK(sigaction(SIGUSR2, NULL, &old) == 0);
     CHECK(old.sa_handler == SIG_DFL);
 
