@@ -64,7 +64,8 @@ struct Collect_context {
 void collect_leak(void* ctx, void* block, size_t rounded) {
     auto* c = static_cast<Collect_context*>(ctx);
     Leak l{reinterpret_cast<uintptr_t>(block), rounded, 0, Leak_kind::live, false};
-    const Block_info* info = Heap::may_be_carried(block) ? c->request->table.find(l.address) : nullptr;
+    // A carried block frees slowly (its page is marked): the others need no lookup.
+    const Block_info* info = Heap::frees_slowly(block) ? c->request->table.find(l.address) : nullptr;
     if (info && (info->flags & k_block_carried)) {
         c->carried->push(l.address);
         if (!c->rescan) return;  // reported, or counted, by the request that left it
@@ -87,9 +88,9 @@ void gather_live_blocks(Request& r, Leak_list* leaks, bool rescan) {
         // page whose carried blocks were all freed is fast again). The new
         // ones are marked by carry_new_blocks.
         if (!options().reclaim) {
-            r.heap->clear_slow_free_marks();
+            r.heap->clear_slow_free_pages();
             for (size_t i = 0; i < carried.count; ++i)
-                r.heap->slow_frees_in_page_of(reinterpret_cast<void*>(carried.items[i]));
+                r.heap->mark_slow_free_page(reinterpret_cast<void*>(carried.items[i]));
         }
         carried.release();
         return;
@@ -107,6 +108,14 @@ void gather_live_blocks(Request& r, Leak_list* leaks, bool rescan) {
 // thread's heap (end_on_thread): 16384 cost an end about 0.7 ms.
 constexpr size_t k_carried_merge = 16384;
 
+// The request heap's blocks and chunks go into the thread's own heap: still
+// valid, no longer tracked (reported or counted already); `h` starts empty.
+void merge_into_thread_heap(Heap& h, Block_table& table, Heap& persistent) {
+    h.blocks = nullptr;
+    table.clear();
+    h.merge_into(persistent);
+}
+
 // An untraced request's own live blocks (leaks[from..]), carried from now on:
 // into the table, their pages' frees made slow. Reported ones are those
 // every live block is (ZMM_LEAKS=all); with the scan, end_on_thread marks
@@ -120,11 +129,11 @@ void carry_new_blocks(Request& r, Leak_list& leaks, size_t from, bool rescan) {
         if (Block_info* b = r.table.find(l.address)) {  // ZMM_DEBUG's entry (its requested size), or carried
             if (!(b->flags & k_block_carried)) {
                 b->flags |= flags;
-                r.heap->slow_frees_in_page_of(block);
+                r.heap->mark_slow_free_page(block);
             }
             continue;
         }
-        if (r.table.insert(Block_info{l.address, l.size, 0, flags})) r.heap->slow_frees_in_page_of(block);
+        if (r.table.insert(Block_info{l.address, l.size, 0, flags})) r.heap->mark_slow_free_page(block);
     }
 }
 
@@ -165,7 +174,7 @@ Request* begin_on_thread(const char* name, bool process_wide) {
     // A request heap keeps what earlier requests leaked and its warm chunks.
     // Traced, every block is in its table; untraced, the table holds the
     // blocks carried from earlier requests (k_block_carried), whose frees
-    // take the slow path (Heap::slow_frees_in_page_of) and so leave it.
+    // take the slow path (Heap::mark_slow_free_page) and so leave it.
     // (Merging an untraced heap's chunks into the thread's heap, as before,
     // left each leaky request's chunk there: a new 2 MiB chunk per request.)
     r->base_size = h->size;
@@ -248,9 +257,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         // (valid, no longer classified) and the request heap starts empty.
         // Chunks left there: a few per k_carried_merge carried blocks, not
         // one per leaky request.
-        h->blocks = nullptr;
-        r->table.clear();
-        h->merge_into(*p);
+        merge_into_thread_heap(*h, r->table, *p);
         p->collect_runs_if_grown();
     } else {
         h->collect_runs_if_grown();
@@ -425,11 +432,10 @@ void thread_leaves_requests() {
     // that adopts this heap makes its own request heap).
     Heap* h = t_state.request_heap;
     Heap* p = t_state.persistent;
-    if (h && p) {
+    if (h && p && t_state.spare) {
         h->drain_remote();
-        h->blocks = nullptr;
-        if (t_state.spare) t_state.spare->table.release();
-        h->merge_into(*p);
+        merge_into_thread_heap(*h, t_state.spare->table, *p);
+        t_state.spare->table.release();
     }
 }
 

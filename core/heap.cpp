@@ -535,6 +535,7 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
     // The registry forgets the old range before mremap gives it back: once
     // it is unmapped another thread may map (and register) a block there.
     registry_clear(block, h->size, granule_huge_freed);
+    if (blocks) blocks->erase(reinterpret_cast<uintptr_t>(block));  // gone from here on, as a free
     if (!os::remap_to(block, h->size, fresh, len)) {
         registry_mark(block, h->size, granule_huge);
         memcpy(fresh, block, h->size);
@@ -688,20 +689,20 @@ void Heap::free_owned_unchecked(void* p) {
     free_huge(Huge_header::of(p));
 }
 
-void Heap::clear_slow_free_marks() {
+void Heap::clear_slow_free_pages() {
     Chunk* c = chunks;
     for (size_t i = 0; i < chunks_count; ++i, c = c->next)
         for (unsigned p = 1; p < k_chunk_pages; ++p)
             if (c->map[p] & k_small) c->map[p] &= ~k_small_slow_free;
 }
 
-bool Heap::may_be_carried(const void* p) {
+bool Heap::frees_slowly(const void* p) {
     if (granule_of(p) != granule_chunk) return true;
     uint32_t info = Chunk::of(p)->map[Chunk::page_of(p)];
     return !(info & k_small) || (info & k_small_slow_free);
 }
 
-void Heap::slow_frees_in_page_of(const void* p) {
+void Heap::mark_slow_free_page(const void* p) {
     if (granule_of(p) != granule_chunk) return;
     Chunk* c = Chunk::of(p);
     if (c->heap != this) return;
@@ -769,9 +770,8 @@ namespace {
 void rekey_list(Free_slot* s, uint64_t old_key, uint64_t new_key) {
     while (s) {
         Free_slot* next = s->next;
-        uintptr_t a = reinterpret_cast<uintptr_t>(s), n = reinterpret_cast<uintptr_t>(next);
-        if (s->shadow != (n ^ old_key ^ a)) return;
-        s->shadow = n ^ new_key ^ a;
+        if (s->shadow != Heap::shadow_with(old_key, s, next)) return;
+        s->shadow = Heap::shadow_with(new_key, s, next);
         s = next;
     }
 }
@@ -800,10 +800,9 @@ size_t Heap::live_block_size(const void* p) {
             if (m & k_small) {
                 unsigned bin = m & k_bin_mask;
                 uint64_t offset = (a & (k_page_size - 1)) + (m & k_small_offset_mask);
-                if (offset % k_bin_size[bin] != 0 || offset / k_bin_size[bin] >= k_bin_count[bin]) return 0;
+                if (!zmm::is_slot_start(offset, bin)) return 0;
                 auto* s = static_cast<const Free_slot*>(p);
-                const Heap* h = c->heap;
-                if (s->shadow == (reinterpret_cast<uintptr_t>(s->next) ^ h->key ^ a)) return 0;  // free
+                if (s->shadow == c->heap->shadow_of(s, s->next)) return 0;  // free
                 return k_bin_size[bin];
             }
             if ((m & k_large) && page_aligned(p)) return size_t{m & k_pages_mask} * k_page_size;
@@ -835,11 +834,8 @@ size_t Heap::usable_size(const void* p) {
 
 void* Heap::realloc(void* p, size_t bytes) {
     requesting = bytes;
-    if (Huge_header* h = huge_header_checked(p); h && h->heap == this && bytes > k_max_large) {
-        void* moved = realloc_huge(h, bytes);
-        if (moved && moved != p && blocks) blocks->erase(reinterpret_cast<uintptr_t>(p));  // as free_owned would
-        return moved;
-    }
+    if (Huge_header* h = huge_header_checked(p); h && h->heap == this && bytes > k_max_large)
+        return realloc_huge(h, bytes);
     Granule g = granule_of(p);
     if (g == granule_chunk && Chunk::of(p)->heap == this) {
         Chunk* c = Chunk::of(p);

@@ -155,13 +155,15 @@ public:
     // As free_small_fast, for a sized delete: also declines when `size` is
     // not a size this block's bin serves (the slow path then says so).
     inline bool free_small_sized_fast(void* p, size_t size);
-    // Frees of small blocks in p's page take the slow path from now on (p: a
-    // live block of this heap). For as long as the page holds its run.
-    void slow_frees_in_page_of(const void* p);
-    // Every page of this heap's chunks fast again.
-    void clear_slow_free_marks();
-    // False for a small block whose page is not so marked: it cannot be one.
-    static bool may_be_carried(const void* p);
+    // Slow-free pages (k_small_slow_free): frees of small blocks in the page
+    // of p (a live block of this heap) take the slow path from now on, for
+    // as long as the page holds its run.
+    void mark_slow_free_page(const void* p);
+    // Every page of this heap's chunks takes the fast free again.
+    void clear_slow_free_pages();
+    // Does freeing p always take the slow path? Large and huge blocks, and
+    // small ones in a slow-free page.
+    static bool frees_slowly(const void* p);
     // Does `size` fit the block p (a sized delete's claim)? For any zmm block.
     static bool size_matches(const void* p, size_t size);
 
@@ -249,9 +251,11 @@ public:
         return x <= bin_last_slot[bin];
     }
 
-    uintptr_t shadow_of(const Free_slot* s, const Free_slot* next) const {
+    // The second word of a free slot whose link is `next`, under `key`.
+    static uintptr_t shadow_with(uint64_t key, const Free_slot* s, const Free_slot* next) {
         return reinterpret_cast<uintptr_t>(next) ^ key ^ reinterpret_cast<uintptr_t>(s);
     }
+    uintptr_t shadow_of(const Free_slot* s, const Free_slot* next) const { return shadow_with(key, s, next); }
 
 private:
     void* alloc_small_slow(unsigned bin, size_t size);

@@ -11,8 +11,8 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
-#include <pthread.h>
 #include <cstdint>
+#include <pthread.h>
 #include <ucontext.h>
 
 #include "libc_symbols.hpp"
@@ -78,17 +78,13 @@ extern "C" __attribute__((visibility("default"))) int sigaction(int sig, const s
         errno = ENOSYS;
         return -1;
     }
-    // The wrapper itself comes back from interfaces zmm does not interpose
-    // (sigset): installing it again keeps the program's handler.
-    if (zmm::t_state.own_sigaction || sig <= 0 || sig >= _NSIG || (act && !is_function(act)) ||
-        (act && act->sa_sigaction == run_program_handler)) {
+    // Passed through: queries, dispositions that are not functions, zmm's own
+    // handlers, and the wrapper itself (read back by a raw rt_sigaction):
+    // installing it again keeps the program's handler.
+    if (!act || zmm::t_state.own_sigaction || sig <= 0 || sig >= _NSIG || !is_function(act) ||
+        act->sa_sigaction == run_program_handler) {
         int rc = real(sig, act, old);
         if (rc == 0 && old && sig > 0 && sig < _NSIG) as_program_sees(sig, old);
-        return rc;
-    }
-    if (!act) {
-        int rc = real(sig, nullptr, old);
-        if (rc == 0 && old) as_program_sees(sig, old);
         return rc;
     }
     struct sigaction wrapped = *act;

@@ -171,12 +171,12 @@ BOOST_AUTO_TEST_CASE(slow_frees_in_a_marked_page) {
     char* b = static_cast<char*>(h->alloc(48));  // the same page
     char* other = static_cast<char*>(h->alloc(2000));
     BOOST_TEST_REQUIRE(Chunk::page_of(a) == Chunk::page_of(b));
-    h->slow_frees_in_page_of(a);
+    h->mark_slow_free_page(a);
     BOOST_TEST(h->check() == nullptr);
     BOOST_TEST(Heap::usable_size(b) == 48u);
     BOOST_TEST(!h->free_small_fast(b));
     BOOST_TEST(h->free_small_fast(other));
-    h->clear_slow_free_marks();
+    h->clear_slow_free_pages();
     BOOST_TEST(h->free_small_fast(b));  // fast again
     h->free_owned(a);
     BOOST_TEST(h->size == 0u);
