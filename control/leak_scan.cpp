@@ -16,7 +16,6 @@
 #include "chunk_registry.hpp"
 #include "diag.hpp"
 #include "heap_pool.hpp"
-#include "loader_guard.hpp"
 #include "memory_map.hpp"
 #include "os.hpp"
 #include "process_request.hpp"
@@ -227,7 +226,7 @@ bool stopped(const Thread_state* s, uint32_t epoch) {
     return s->scan_ack.load(std::memory_order_acquire) == epoch;
 }
 
-// Is the mapping `r` (at index i of maps) a thread stack glibc keeps: an
+// Is the mapping `r` (one of maps) a thread stack glibc keeps: an
 // anonymous mapping with an inaccessible guard page right below it? (An
 // address in an exited thread's stack may since belong to anything.)
 bool looks_like_cached_stack(const Ranges& maps, const Range* r) {
@@ -247,10 +246,7 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count) {
     // a stopped thread might hold, and the descriptor for /proc/self/maps is
     // taken now (none left: no scan).
     Modules modules;
-    {
-        loader::Use use;
-        memory_map::collect_modules(modules, &own_marker);
-    }
+    memory_map::collect_modules(modules, &own_marker);
     int maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     if (maps_fd < 0 || os::internal_overflowed()) {
         if (maps_fd >= 0) close(maps_fd);
@@ -284,7 +280,7 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count) {
         if (s->scan_missed)
             signalled[i] = true;
         else
-            signalled[i] = syscall(SYS_tgkill, getpid(), threads[i].tid, g_stop_signal) == 0;
+            signalled[i] = os::tgkill(threads[i].tid, g_stop_signal) == 0;
     }
     // Up to a second for every thread; 10 ms for one that did not stop for
     // the last scan (its signal was blocked then, it likely is now).

@@ -7,8 +7,8 @@
 //
 // While the roots are read the other threads are stopped without ptrace
 // (which containers and seccomp forbid): each gets an internal real-time
-// signal whose handler records its stack pointer and thread pointer (its
-// registers are in the signal frame, on the stack it records) and waits on
+// signal whose handler records its stack pointer (its registers are in
+// the signal frame, on the stack it records) and waits on
 // a futex until the scan is over. A thread blocked in a system call is
 // stopped as well; the call resumes after (SA_RESTART) or returns EINTR
 // where the kernel never restarts it (nanosleep, poll and their kind). A

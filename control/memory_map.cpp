@@ -4,6 +4,8 @@
 #include <link.h>
 #include <unistd.h>
 
+#include "loader_guard.hpp"
+
 namespace zmm::memory_map {
 namespace {
 
@@ -100,6 +102,7 @@ int collect_module(dl_phdr_info* info, size_t, void* data) {
 
 void collect_modules(Modules& out, const void* own) {
     Module_query q{&out, reinterpret_cast<uintptr_t>(own)};
+    loader::Use use;  // the loader's lock: not across a fork
     dl_iterate_phdr(collect_module, &q);
 }
 

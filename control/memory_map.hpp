@@ -43,17 +43,8 @@ struct Ranges : Mapped_array<Range, 512> {
     }
     // The range containing a (ranges sorted, disjoint), or nullptr.
     const Range* containing(uintptr_t a) const {
-        size_t lo = 0, hi = count;
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            if (items[mid].hi <= a)
-                lo = mid + 1;
-            else if (items[mid].lo > a)
-                hi = mid;
-            else
-                return &items[mid];
-        }
-        return nullptr;
+        size_t i = first_after(a);
+        return i < count && items[i].lo <= a ? &items[i] : nullptr;
     }
     // The index of the first range ending after a.
     size_t first_after(uintptr_t a) const {

@@ -5,7 +5,6 @@
 #include <csignal>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -58,7 +57,6 @@ unsigned g_thread_count = 0;
 
 bool opened(uint64_t g) { return g & 1; }
 
-int tgkill(int tid, int sig) { return static_cast<int>(syscall(SYS_tgkill, getpid(), tid, sig)); }
 
 // ---- the calling thread's share ----
 
@@ -128,7 +126,7 @@ void on_request_signal(int, siginfo_t* info, void*) {
 void signal_threads() {
     Lock_guard guard(g_lock);
     for (unsigned i = 0; i < g_thread_count; ++i)
-        if (g_threads[i].state != &t_state) tgkill(g_threads[i].tid, g_switch_signal);
+        if (g_threads[i].state != &t_state) os::tgkill(g_threads[i].tid, g_switch_signal);
 }
 
 void report(uint64_t generation) {
@@ -165,8 +163,7 @@ void report(uint64_t generation) {
         Lock_guard guard(g_lock);
         for (size_t i = 0; i < leaks.count; ++i) {
             const Leak& l = leaks.items[i];
-            bool lost = l.kind == Leak_kind::definite || l.kind == Leak_kind::indirect || l.kind == Leak_kind::live;
-            if (lost && !l.reported) g_reported.push(l.address);
+            if (is_lost(l.kind) && !l.reported) g_reported.push(l.address);
         }
     }
     leaks.release();
@@ -263,10 +260,9 @@ int switch_signal() { return g_switch_signal; }
 
 const Thread_ref* lock_threads(unsigned* count, bool* unlisted) {
     g_lock.lock();
-    pid_t self = getpid();
     for (unsigned i = 0; i < g_thread_count;) {
         // Signal 0 checks the thread exists; its state is not read before.
-        if (syscall(SYS_tgkill, self, g_threads[i].tid, 0) != 0 && errno == ESRCH)
+        if (os::tgkill(g_threads[i].tid, 0) != 0 && errno == ESRCH)
             g_threads[i] = g_threads[--g_thread_count];
         else
             ++i;

@@ -239,7 +239,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
             // What this request found lost is reported once.
             for (size_t i = 0; i < own.count; ++i) {
                 const Leak& l = own.items[i];
-                if (l.kind == Leak_kind::indirect || l.kind == Leak_kind::definite || l.kind == Leak_kind::live)
+                if (is_lost(l.kind))
                     if (Block_info* b = r->table.find(l.address)) b->flags |= k_block_reported;
             }
         }
@@ -438,8 +438,6 @@ void thread_leaves_requests() {
         t_state.spare->table.release();
     }
 }
-
-void requests_after_fork_child() { process_request::after_fork_child(); }
 
 void start_requests() {
     if (bypassed()) return;

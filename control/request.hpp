@@ -48,7 +48,6 @@ void trace_allocation(Heap* heap, void* block, size_t size);
 // Thread exit: the thread's share of a process-wide request is handed over;
 // an API request left open is ended (and reported).
 void thread_leaves_requests();
-void requests_after_fork_child();
 
 // Start-up of the request machinery (process and signal modes); called from
 // the library constructor, outside the allocator.

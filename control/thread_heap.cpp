@@ -164,7 +164,7 @@ void after_fork_child() {
     // marker owner is not a thread's: it stays as it is.
     g_tool_lock.reset();
     g_reentry_lock.reset();
-    requests_after_fork_child();
+    process_request::after_fork_child();
 }
 
 void start_once() {

@@ -18,6 +18,9 @@ class Text;
 // request's share ends before the scan): neither leaked nor reachable.
 enum class Leak_kind : uint8_t { live = 0, reachable, indirect, definite, gone };
 
+// A leak the report lists as such (live: found without a scan), reported once.
+inline bool is_lost(Leak_kind k) { return k == Leak_kind::live || k == Leak_kind::indirect || k == Leak_kind::definite; }
+
 struct Leak {
     uintptr_t address;
     uint64_t size;   // requested (rounded when not traced)

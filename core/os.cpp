@@ -241,4 +241,6 @@ uint64_t random_u64() {
 
 int thread_id() { return static_cast<int>(syscall(SYS_gettid)); }
 
+int tgkill(int tid, int sig) { return static_cast<int>(syscall(SYS_tgkill, getpid(), tid, sig)); }
+
 }  // namespace zmm::os

@@ -83,5 +83,7 @@ uintptr_t current_break();
 
 uint64_t random_u64();
 int thread_id();
+// Sends sig to thread tid of this process; 0 or -1 (errno).
+int tgkill(int tid, int sig);
 
 }  // namespace zmm::os

@@ -211,7 +211,6 @@ const Module* module(uint32_t index) {
     return index < g_module_count ? &g_modules[index] : nullptr;
 }
 
-
 void before_fork() { g_lock.lock(); }
 void after_fork_parent() { g_lock.unlock(); }
 void after_fork_child() { g_lock.reset(); }

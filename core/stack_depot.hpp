@@ -33,7 +33,6 @@ unsigned get(uint32_t id, Frame* out, unsigned max);
 
 const Module* module(uint32_t index);
 
-
 // fork(): the depot's lock, taken before, released (parent) or reset (child).
 void before_fork();
 void after_fork_parent();
