@@ -82,7 +82,8 @@ bool resident_only_anonymous() {
     return sysinfo(&si) == 0 && si.totalswap == 0;
 }
 
-void add_internal(void* ctx, uintptr_t lo, uintptr_t hi) {
+// [lo, hi) is not read as a root (ctx: the skipped Ranges).
+void add_skipped(void* ctx, uintptr_t lo, uintptr_t hi) {
     static_cast<Ranges*>(ctx)->push(Range{lo, hi, true, false, true});
 }
 
@@ -312,28 +313,10 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count) {
     Ranges maps, skip;
     bool ok = memory_map::read_maps(maps_fd, maps);
     close(maps_fd);
-    os::for_each_internal(add_internal, &skip);
+    os::for_each_internal(add_skipped, &skip);
     for (size_t i = 0; i < modules.own.count; ++i) skip.push(modules.own.items[i]);
-    // Freed huge blocks the heaps keep for reuse: stale contents.
-    for (Heap* h = heap_pool::all_heaps(); h; h = h->all_next) {
-        size_t k = 0;
-        for (const Huge_header* c = h->huge_cache; c && k < 4096; c = c->next, ++k) {
-            if (granule_of(reinterpret_cast<const char*>(c) + k_page_size) != granule_huge_freed ||
-                c->magic != k_huge_magic)
-                break;
-            uintptr_t lo = reinterpret_cast<uintptr_t>(c->map_base);
-            skip.push(Range{lo, lo + c->map_size, true, false, true});
-        }
-        // Live huge blocks in a bigger cached mapping: the slack after them
-        // holds an old block's contents too.
-        k = 0;
-        for (const Huge_header* c = h->huge; c && k < (1u << 20); c = c->next, ++k) {
-            if (c->magic != k_huge_magic) break;
-            uintptr_t lo = reinterpret_cast<uintptr_t>(c) + k_page_size + c->size;
-            uintptr_t hi = reinterpret_cast<uintptr_t>(c->map_base) + c->map_size;
-            if (lo < hi) skip.push(Range{lo, hi, true, false, true});
-        }
-    }
+    // Huge mappings the heaps keep whose contents are stale (cached, slack).
+    for (Heap* h = heap_pool::all_heaps(); h; h = h->all_next) h->for_each_stale_huge_range(add_skipped, &skip);
     // Live stacks are read from their stack pointers, not as mappings.
     auto skip_stack_of = [&](uintptr_t a) {
         if (const Range* r = maps.containing(a)) skip.push(*r);

@@ -818,6 +818,23 @@ size_t Heap::live_block_size(const void* p) {
     }
 }
 
+void Heap::for_each_stale_huge_range(void (*fn)(void*, uintptr_t, uintptr_t), void* ctx) const {
+    size_t k = 0;
+    for (const Huge_header* c = huge_cache; c && k < 4096; c = c->next, ++k) {
+        if (granule_of(reinterpret_cast<const char*>(c) + k_page_size) != granule_huge_freed || c->magic != k_huge_magic)
+            break;
+        uintptr_t lo = reinterpret_cast<uintptr_t>(c->map_base);
+        fn(ctx, lo, lo + c->map_size);
+    }
+    k = 0;
+    for (const Huge_header* c = huge; c && k < (size_t{1} << 20); c = c->next, ++k) {
+        if (c->magic != k_huge_magic) break;
+        uintptr_t lo = reinterpret_cast<uintptr_t>(c) + k_page_size + c->size;
+        uintptr_t hi = reinterpret_cast<uintptr_t>(c->map_base) + c->map_size;
+        if (lo < hi) fn(ctx, lo, hi);
+    }
+}
+
 size_t Heap::usable_size(const void* p) {
     Granule g = granule_of(p);
     if (g == granule_chunk) {

@@ -216,6 +216,12 @@ public:
     void reset_for_request(size_t new_limit);
 
     // ---- queries ----
+    // Calls fn(ctx, lo, hi) for each range of this heap's huge mappings that
+    // holds no live block, only stale contents: the cached mappings, and the
+    // slack after a live block in a bigger one. Walks defensively (the leak
+    // scan reads another thread's heap): stops at a header that does not
+    // check out.
+    void for_each_stale_huge_range(void (*fn)(void* ctx, uintptr_t lo, uintptr_t hi), void* ctx) const;
     // Usable size of any zmm block, or 0 if p is not zmm's.
     static size_t usable_size(const void* p);
     // The usable size of the live block that starts at p, or 0 when p is not
