@@ -7,27 +7,18 @@
 // the fork is done.
 #pragma once
 
-#include <atomic>
+#include "gate.hpp"
 
 namespace zmm::loader {
 
 namespace detail {
-extern std::atomic<int> g_users;
-extern std::atomic<bool> g_forking;
-void wait_for_fork();
+extern Gate g_gate;  // closed while fork() runs
 }  // namespace detail
 
 // Around a call into the loader. Nests.
 struct Use {
-    Use() {
-        for (;;) {
-            detail::g_users.fetch_add(1, std::memory_order_seq_cst);
-            if (!detail::g_forking.load(std::memory_order_seq_cst)) return;
-            detail::g_users.fetch_sub(1, std::memory_order_seq_cst);
-            detail::wait_for_fork();
-        }
-    }
-    ~Use() { detail::g_users.fetch_sub(1, std::memory_order_release); }
+    Use() { detail::g_gate.enter(); }
+    ~Use() { detail::g_gate.leave(); }
     Use(const Use&) = delete;
     Use& operator=(const Use&) = delete;
 };

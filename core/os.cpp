@@ -2,12 +2,13 @@
 
 #include <atomic>
 #include <cerrno>
-#include <sched.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "gate.hpp"
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -56,40 +57,23 @@ void untrack(void* p) {
 
 // The unmap guard (hold_heap_mappings).
 namespace {
-std::atomic<int> g_unmapping{0};
-std::atomic<bool> g_held{false};
+Gate g_unmaps;  // closed while the heap's mappings are held
 std::atomic<void (*)()> g_wait_hook{nullptr};
 
 struct Unmap_guard {
-    Unmap_guard() {
-        for (;;) {
-            g_unmapping.fetch_add(1, std::memory_order_seq_cst);
-            if (!g_held.load(std::memory_order_seq_cst)) return;
-            g_unmapping.fetch_sub(1, std::memory_order_seq_cst);
-            while (g_held.load(std::memory_order_acquire)) {
-                if (auto hook = g_wait_hook.load(std::memory_order_relaxed)) hook();
-                sched_yield();
-            }
-        }
-    }
-    ~Unmap_guard() { g_unmapping.fetch_sub(1, std::memory_order_release); }
+    Unmap_guard() { g_unmaps.enter(g_wait_hook.load(std::memory_order_relaxed)); }
+    ~Unmap_guard() { g_unmaps.leave(); }
 };
 
 }  // namespace
 
-void hold_heap_mappings() {
-    g_held.store(true, std::memory_order_seq_cst);
-    while (g_unmapping.load(std::memory_order_seq_cst) != 0) sched_yield();
-}
+void hold_heap_mappings() { g_unmaps.close(); }
 
 void set_unmap_wait_hook(void (*hook)()) { g_wait_hook.store(hook, std::memory_order_relaxed); }
 
-void release_heap_mappings() { g_held.store(false, std::memory_order_release); }
+void release_heap_mappings() { g_unmaps.open(); }
 
-void reset_heap_mappings_hold() {
-    g_held.store(false, std::memory_order_relaxed);
-    g_unmapping.store(0, std::memory_order_relaxed);
-}
+void reset_heap_mappings_hold() { g_unmaps.reset(); }
 
 void* map_heap(size_t size) {
     void* p = mmap(nullptr, round_page(size), PROT_READ | PROT_WRITE,
