@@ -22,6 +22,7 @@
 #include "reachability.hpp"
 #include "request_internal.hpp"
 #include "spin_lock.hpp"
+#include "reentry.hpp"
 #include "thread_heap.hpp"
 
 namespace zmm::leak_scan {

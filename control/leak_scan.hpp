@@ -49,24 +49,6 @@ int stop_signal();
 // (its heap lists mid-update) is taken here, when it leaves.
 void stop_if_pending();
 
-// Marks an allocator slow path, or zmm's own heap updates outside one (a
-// request's end): the process-wide request's switch and the leak scan's
-// stop wait until the thread leaves it.
-// It also marks the thread as inside the allocator (reentry, thread_heap.hpp).
-struct Busy_section {
-    Busy_section() {
-        if (t_state.handler_depth) reentry::still_inside();  // a handler left by siglongjmp
-        ++t_state.busy;
-        ++t_state.in_allocator;
-    }
-    ~Busy_section() {
-        --t_state.in_allocator;
-        if (--t_state.busy == 0 && t_state.stop_pending) stop_if_pending();
-    }
-    Busy_section(const Busy_section&) = delete;
-    Busy_section& operator=(const Busy_section&) = delete;
-};
-
 // fork(): no scan runs across it (its lock is taken before, released in
 // the parent); the child has no scan running and no thread stopped.
 void before_fork();

@@ -18,6 +18,7 @@
 #include "request_internal.hpp"
 #include "spin_lock.hpp"
 #include "symbolize.hpp"
+#include "reentry.hpp"
 #include "thread_heap.hpp"
 
 namespace zmm::process_request {

@@ -1,6 +1,7 @@
 #include "request.hpp"
 
 #include "process_request.hpp"
+#include "reentry.hpp"
 #include "request_internal.hpp"
 
 #include <atomic>
@@ -208,7 +209,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
     {
         // The heap changes (remote frees drained): a scan's stop waits until
         // this is done, never while the report runs (the scan itself).
-        leak_scan::Busy_section busy;
+        Busy_section busy;
         h->drain_remote();
         gather_live_blocks(*r, leaks, rescan);
         if (!r->traced && !o.reclaim) carry_new_blocks(*r, *leaks, before, rescan);
@@ -246,7 +247,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         if (leaked) g_leaky_requests.fetch_add(1, std::memory_order_relaxed);
         own.release();
     }
-    leak_scan::Busy_section tail;  // the heap changes again
+    Busy_section tail;  // the heap changes again
     size_t peak_chunks = (h->real_peak_in_request() + k_chunk_size - 1) / k_chunk_size;
     if (options().reclaim) {
         h->release_blocks();
@@ -281,7 +282,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
 int request_begin(const char* name) {
     if (bypassed() || t_state.request) return -1;
     if (options().backtrace > 0) backtrace::prepare();  // outside the allocator: may load libunwind
-    leak_scan::Busy_section busy;  // the heaps change
+    Busy_section busy;  // the heaps change
     Request* r = begin_on_thread(name, false);
     if (!r) return -1;
     int id = static_cast<int>(r->id & 0x7fffffff);
@@ -316,7 +317,7 @@ size_t memory_peak_usage(bool real) { return usage_figure(real, true); }
 int set_memory_limit(size_t bytes) {
     if (bypassed()) return -1;
     if (Request* r = t_state.request) {
-        leak_scan::Busy_section busy;
+        Busy_section busy;
         Heap* h = r->heap;
         if (h->real_in_request() > bytes) {
             h->trim_cache(0);  // ZendMM drops cached chunks first

@@ -11,16 +11,11 @@
 #include "spin_lock.hpp"
 
 #include <atomic>
-#include <sys/syscall.h>
-#include <cerrno>
-#include <csignal>
-#include <cstring>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
 
-#include "debug_checks.hpp"
 #include "diag.hpp"
 #include "heap_pool.hpp"
 #include "leak_scan.hpp"
@@ -28,6 +23,7 @@
 #include "options.hpp"
 #include "os.hpp"
 #include "process_request.hpp"
+#include "reentry.hpp"
 #include "request.hpp"
 #include "symbolize.hpp"
 #include "stack_depot.hpp"
@@ -59,28 +55,11 @@ void apply_options() {
     set_report_path(o.log_path.text[0] ? o.log_path.text : nullptr);
 }
 
-// Blocks every signal (the raw system call: zmm's own signals too) until
-// destroyed.
-class Signals_blocked {
-public:
-    Signals_blocked() {
-        sigset_t all;
-        sigfillset(&all);
-        syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, &old_, _NSIG / 8);
-    }
-    ~Signals_blocked() { syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old_, nullptr, _NSIG / 8); }
-    Signals_blocked(const Signals_blocked&) = delete;
-    Signals_blocked& operator=(const Signals_blocked&) = delete;
-
-private:
-    sigset_t old_;
-};
-
 void on_thread_exit(void* heap) {
     // Other destructors may still allocate after this one: they get a heap
     // again through the slow path (and this destructor runs again).
     {
-        leak_scan::Busy_section busy;  // the heaps change: a handler's allocation goes elsewhere
+        Busy_section busy;  // the heaps change: a handler's allocation goes elsewhere
         thread_leaves_requests();
     }
     Heap* h = static_cast<Heap*>(heap);
@@ -93,33 +72,6 @@ void on_thread_exit(void* heap) {
         heap_pool::abandon(h);
     }
 }
-
-// The reentry heap (namespace reentry): made at start-up, never pooled.
-Spin_lock g_reentry_lock;
-Heap* g_reentry = nullptr;
-const void* const k_reentry_idle = reinterpret_cast<const void*>(3);  // a marker (heap_pool::is_thread_token)
-
-// The reentry heap, owned by the calling thread, with signals blocked.
-class Reentry_scope {
-public:
-    Reentry_scope() {
-        g_reentry_lock.lock();
-        if (g_reentry) {
-            g_reentry->owner.store(thread_token(), std::memory_order_release);
-            g_reentry->drain_remote();  // its blocks freed from outside
-        }
-    }
-    ~Reentry_scope() {
-        if (g_reentry) g_reentry->owner.store(k_reentry_idle, std::memory_order_release);
-        g_reentry_lock.unlock();
-    }
-    Reentry_scope(const Reentry_scope&) = delete;
-    Reentry_scope& operator=(const Reentry_scope&) = delete;
-    Heap* heap() const { return g_reentry; }
-
-private:
-    Signals_blocked quiet_;  // first: held across the lock
-};
 
 // The tool heap (Tool_scope): made on first use, never pooled.
 Spin_lock g_tool_lock;
@@ -137,7 +89,7 @@ void before_fork() {
     leak_scan::before_fork();
     process_request::before_fork();
     g_tool_lock.lock();
-    g_reentry_lock.lock();
+    reentry::before_fork();
     symbolize::before_fork();
     stack_depot::before_fork();
     loader::before_fork();
@@ -148,7 +100,7 @@ void after_fork_parent() {
     loader::after_fork();
     stack_depot::after_fork_parent();
     symbolize::after_fork_parent();
-    g_reentry_lock.unlock();
+    reentry::after_fork_parent();
     g_tool_lock.unlock();
     process_request::after_fork_parent();
     leak_scan::after_fork_parent();
@@ -163,7 +115,7 @@ void after_fork_child() {
     // The tool heap was idle at the fork (its lock was held here), and its
     // marker owner is not a thread's: it stays as it is.
     g_tool_lock.reset();
-    g_reentry_lock.reset();
+    reentry::after_fork_child();
     process_request::after_fork_child();
 }
 
@@ -176,7 +128,7 @@ void start_once() {
     }
     g_options_loaded = load_options(environ);
     apply_options();
-    if (!g_bypass) g_reentry = heap_pool::new_request_heap(k_reentry_idle);
+    if (!g_bypass) reentry::start();
     g_exit_key_ok = pthread_key_create(&g_exit_key, on_thread_exit) == 0;
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
     g_state.store(started, std::memory_order_release);
@@ -261,67 +213,6 @@ Tool_scope::~Tool_scope() {
     }
     --t_state.tool_depth;
 }
-
-namespace reentry {
-
-bool still_inside() {
-    if (t_state.handler_depth == 0) return true;
-    uintptr_t here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
-    // Only handlers run on the alternate stack; on the thread's stack,
-    // handler frames are below the frame they interrupted.
-    if (here >= t_state.handler_alt_lo && here < t_state.handler_alt_hi) return true;
-    if (!t_state.handler_on_alt && here <= t_state.handler_frame) return true;
-    // Left by siglongjmp, to the program's code: outside any allocator call
-    // (one the handler interrupted was abandoned with it). The heap is
-    // derived again from what the thread holds, not restored: a request may
-    // have switched meanwhile.
-    t_state.handler_depth = 0;
-    t_state.in_allocator = 0;
-    t_state.busy = 0;
-    if (t_state.tool_heap) {
-        t_heap = fast_path_heap(t_state.tool_heap);
-    } else if (t_state.request) {
-        t_heap = &g_empty_heap;  // the slow path checks the request, and traces
-    } else {
-        t_heap = t_state.persistent ? fast_path_heap(t_state.persistent) : &g_empty_heap;
-    }
-    return false;
-}
-
-void* alloc(size_t size, size_t alignment, bool zeroed) {
-    Reentry_scope scope;
-    Heap* h = scope.heap();
-    if (!h) {
-        errno = ENOMEM;
-        return nullptr;
-    }
-    if (zeroed) return h->alloc_zeroed(size);
-    return alignment ? h->alloc_aligned(alignment, size) : h->alloc(size);
-}
-
-bool free(void* p) {
-    Heap* owner = Heap::owner_of(p);
-    if (!owner) return false;
-    if (options().debug) debug_checks::on_free(p);  // as free's own path, before the free
-    if (owner == g_reentry) {
-        Reentry_scope scope;
-        Heap::free_any(p, thread_token());
-    } else {
-        Heap::free_remote(owner, p);  // drained by its owner, even when that is this thread
-    }
-    return true;
-}
-
-void* realloc(void* p, size_t size) {
-    void* q = alloc(size, 0, false);
-    if (!q) return nullptr;
-    size_t old = Heap::usable_size(p);
-    memcpy(q, p, old < size ? old : size);
-    free(p);
-    return q;
-}
-
-}  // namespace reentry
 
 Heap* thread_heap() {
     if (Heap* h = t_heap; h != &g_empty_heap) return h;

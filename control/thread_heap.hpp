@@ -32,7 +32,7 @@ struct Thread_state {
     int busy;              // > 0 inside an allocator slow path (see process_request)
     // > 0 while the thread's heaps may be mid-update (a Busy_section), 0 again
     // inside a Tool_scope (whose allocations go to the tool heap): an entry
-    // into the allocator that finds it set interrupted zmm (reentry below).
+    // into the allocator that finds it set interrupted zmm (reentry.hpp).
     int in_allocator;
     // Inside the program's signal handlers (Handler_scope): how deep, and
     // what the outermost one found.
@@ -94,72 +94,6 @@ private:
     Heap* saved_ = nullptr;
     int saved_in_allocator_ = 0;
     bool active_ = false;
-};
-
-// Allocations and frees that arrive while the thread is inside zmm's
-// allocator (t_state.in_allocator): a signal handler that interrupted a slow
-// path, which POSIX leaves undefined and programs do anyway, or a memory
-// limit handler that allocates. The thread's heaps may be mid-update: these
-// are served by the reentry heap, one process-wide heap under a lock held
-// with every signal blocked (so that no handler on the same thread can wait
-// for it), and blocks of any other heap are freed through its remote stack.
-// Never traced, never a request's.
-namespace reentry {
-// False again after a handler left by siglongjmp (see Handler_scope).
-bool still_inside();
-inline bool inside() { return t_state.in_allocator > 0 && still_inside(); }
-void* alloc(size_t size, size_t alignment, bool zeroed);  // alignment 0: malloc's
-// False when p is not zmm's (the caller deals with foreign pointers).
-bool free(void* p);
-void* realloc(void* p, size_t size);  // p is zmm's
-}  // namespace reentry
-
-// Wraps each signal handler the program installs (preload's sigaction):
-// while it runs, every allocation and free of the thread goes through the
-// reentry path, whatever the handler interrupted (POSIX leaves malloc in a
-// handler undefined; programs do it, and glibc can deadlock there). A
-// handler left by siglongjmp leaves the scope unclosed: the next allocator
-// entry that finds itself off the alternate stack and above the handler's
-// frame (or off the alternate stack, if the handler ran on it) closes it.
-class Handler_scope {
-public:
-    // `alt_lo`..`alt_hi`: the alternate signal stack at delivery (empty if none).
-    Handler_scope(uintptr_t alt_lo, uintptr_t alt_hi) {
-        if (t_state.handler_depth) reentry::still_inside();  // an earlier handler left by siglongjmp
-        if (t_state.handler_depth == 0) {
-            uintptr_t here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
-            t_state.handler_frame = here;
-            t_state.handler_alt_lo = alt_lo;
-            t_state.handler_alt_hi = alt_hi;
-            t_state.handler_on_alt = here >= alt_lo && here < alt_hi;
-            t_state.handler_saved_heap = t_heap;
-            t_state.handler_saved_in_allocator = t_state.in_allocator;
-        }
-        t_heap = &g_empty_heap;  // the fast paths miss, into the slow paths' reentry check
-        ++t_state.in_allocator;
-        std::atomic_signal_fence(std::memory_order_seq_cst);  // the fields above, before the depth says so
-        ++t_state.handler_depth;
-        std::atomic_signal_fence(std::memory_order_seq_cst);
-    }
-    ~Handler_scope() {
-        std::atomic_signal_fence(std::memory_order_seq_cst);
-        if (t_state.handler_depth == 0) return;  // closed meanwhile (siglongjmp inside, then back)
-        --t_state.in_allocator;
-        // The outermost puts back the heap it found (or the empty heap, if
-        // a request switch came meanwhile: process_request).
-        if (--t_state.handler_depth == 0) t_heap = t_state.handler_saved_heap;
-    }
-    Handler_scope(const Handler_scope&) = delete;
-    Handler_scope& operator=(const Handler_scope&) = delete;
-};
-
-// zmm's own handlers (the leak scan's stop, the request signal) are
-// installed in one of these: not wrapped.
-struct Own_sigaction {
-    Own_sigaction() { t_state.own_sigaction = true; }
-    ~Own_sigaction() { t_state.own_sigaction = false; }
-    Own_sigaction(const Own_sigaction&) = delete;
-    Own_sigaction& operator=(const Own_sigaction&) = delete;
 };
 
 // The heap the calling thread allocates from now (its request heap during a

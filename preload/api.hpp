@@ -5,7 +5,7 @@
 
 #include <cstddef>
 
-#include "leak_scan.hpp"
+#include "reentry.hpp"
 #include "thread_heap.hpp"
 
 namespace zmm::api {
@@ -13,7 +13,7 @@ namespace zmm::api {
 // Marks the calling thread as inside an allocator slow path, for the
 // process-wide request's signal handler and the leak scan's stop (which must
 // not catch a heap mid-update).
-using Busy = leak_scan::Busy_section;
+using Busy = Busy_section;
 
 void* malloc_slow(size_t size);
 void free_slow(void* p);
@@ -21,7 +21,7 @@ void free_slow(void* p);
 // A miss of the fast path (an empty bin list) takes the slow path, never the
 // heap's own refill directly: the slow path marks the thread as inside the
 // allocator first, so that a signal handler's allocation landing there is
-// served elsewhere (see reentry in thread_heap.hpp).
+// served elsewhere (reentry.hpp).
 __attribute__((always_inline)) inline void* malloc(size_t size) {
     Heap* h = t_heap;
     if (__builtin_expect(size <= k_max_small, 1))

@@ -24,7 +24,7 @@
 namespace zmm::api {
 
 // The slow paths below first ask whether the thread was already inside the
-// allocator (reentry, thread_heap.hpp): a signal handler's call, served away
+// allocator (reentry.hpp): a signal handler's call, served away
 // from the heaps the interrupted call may be changing.
 
 // An allocation that found the thread inside the allocator (or in a signal

@@ -1,5 +1,5 @@
 // sigaction and signal: each handler the program installs runs inside a
-// Handler_scope (thread_heap.hpp), so that what it allocates or frees never
+// Handler_scope (reentry.hpp), so that what it allocates or frees never
 // touches the heap of the thread it interrupted, whatever that thread was
 // doing (a free list half popped, a page run half split). The program sees
 // its own handlers: a query returns what it installed, flags included.
@@ -16,6 +16,7 @@
 #include <ucontext.h>
 
 #include "libc_symbols.hpp"
+#include "reentry.hpp"
 #include "thread_heap.hpp"
 
 namespace {
