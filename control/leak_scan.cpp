@@ -122,12 +122,11 @@ struct Root_scan {
     const Modules& modules;
     const Ranges& skip;  // sorted, disjoint: internal mappings, zmm's data, stacks
     bool copied;         // read through the kernel (threads run on)
-    bool resident_only;  // anonymous memory: resident pages only (no swap)
 
     void mapping(const Range& m) {
         if (!m.scannable) return;
         if (m.anonymous) {
-            pieces(m.lo, m.hi, resident_only);
+            pieces(m.lo, m.hi, reach.resident_only());  // anonymous memory: resident pages only (no swap)
             return;
         }
         for (size_t i = 0; i < modules.writable.count; ++i) {
@@ -341,16 +340,13 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count) {
     // since its request ended is `gone`.
     Reachability reach;
     ok = ok && reach.prepare(leaks, count);
-    bool resident = resident_only_anonymous();
-    reach.set_resident_only(resident);
+    reach.set_resident_only(resident_only_anonymous());
     if (ok) {
+        Root_scan roots{reach, modules, skip, running};
         auto stack = [&](uintptr_t sp) {
             const Range* r = maps.containing(sp);
             if (!r || granule_of(reinterpret_cast<void*>(sp)) != granule_none) return;  // a fiber stack in a block: read with the heap
-            if (running)
-                read_copied(reach, sp, r->hi);
-            else
-                reach.scan_root(reinterpret_cast<void*>(sp), reinterpret_cast<void*>(r->hi));
+            roots.read(sp, r->hi, false);
         };
         stack(own_sp);
         for (unsigned i = 0; i < n; ++i) {
@@ -369,7 +365,6 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count) {
                 if (home) read_copied(reach, home->lo, home->hi);
             }
         }
-        Root_scan roots{reach, modules, skip, running, resident};
         for (size_t i = 0; i < maps.count; ++i) roots.mapping(maps.items[i]);
         for (Heap* h = heap_pool::all_heaps(); h; h = h->all_next)
             if (!h->internal) reach.scan_heap(*h);  // the tool heap holds zmm's, not the program's

@@ -47,6 +47,7 @@ public:
     // Huge blocks of the heaps are read that way too (a sparse calloc'd
     // table of gigabytes is not faulted in).
     void set_resident_only(bool on) { resident_only_ = on; }
+    bool resident_only() const { return resident_only_; }
     // Roots: every live block of `heap` that is not a candidate (small slots
     // that are not free, large runs, huge blocks). The heap's lists are
     // walked defensively: a chunk or huge block the registry does not vouch
