@@ -57,7 +57,6 @@ struct Collect_context {
     Request* request;
     Leak_list* leaks;
     bool rescan;
-    Mapped_array<uintptr_t>* carried;  // the carried blocks still live
 };
 
 // An untraced request's live block: carried from an earlier request (in the
@@ -65,10 +64,9 @@ struct Collect_context {
 void collect_leak(void* ctx, void* block, size_t rounded) {
     auto* c = static_cast<Collect_context*>(ctx);
     Leak l{reinterpret_cast<uintptr_t>(block), rounded, 0, Leak_kind::live, false};
-    // A carried block frees slowly (its page is marked): the others need no lookup.
-    const Block_info* info = Heap::frees_slowly(block) ? c->request->table.find(l.address) : nullptr;
+    // Only a block that may be carried needs the lookup.
+    const Block_info* info = Heap::may_be_carried(block) ? c->request->table.find(l.address) : nullptr;
     if (info && (info->flags & k_block_carried)) {
-        c->carried->push(l.address);
         if (!c->rescan) return;  // reported, or counted, by the request that left it
         l.size = info->size;
         l.reported = info->flags & k_block_reported;
@@ -82,18 +80,8 @@ void collect_leak(void* ctx, void* block, size_t rounded) {
 // carried from earlier requests unless `rescan`.
 void gather_live_blocks(Request& r, Leak_list* leaks, bool rescan) {
     if (!r.traced) {
-        Mapped_array<uintptr_t> carried;
-        Collect_context ctx{&r, leaks, rescan, &carried};
+        Collect_context ctx{&r, leaks, rescan};
         r.heap->for_each_live_block(collect_leak, &ctx);
-        // The slow-free marks again, only where carried blocks still are (a
-        // page whose carried blocks were all freed is fast again). The new
-        // ones are marked by carry_new_blocks.
-        if (!options().reclaim) {
-            r.heap->clear_slow_free_pages();
-            for (size_t i = 0; i < carried.count; ++i)
-                r.heap->mark_slow_free_page(reinterpret_cast<void*>(carried.items[i]));
-        }
-        carried.release();
         return;
     }
     r.table.for_each_mutable([&](Block_info& b) {
@@ -130,11 +118,11 @@ void carry_new_blocks(Request& r, Leak_list& leaks, size_t from, bool rescan) {
         if (Block_info* b = r.table.find(l.address)) {  // ZMM_DEBUG's entry (its requested size), or carried
             if (!(b->flags & k_block_carried)) {
                 b->flags |= flags;
-                r.heap->mark_slow_free_page(block);
+                r.heap->mark_carried(block);
             }
             continue;
         }
-        if (r.table.insert(Block_info{l.address, l.size, 0, flags})) r.heap->mark_slow_free_page(block);
+        if (r.table.insert(Block_info{l.address, l.size, 0, flags})) r.heap->mark_carried(block);
     }
 }
 
@@ -175,10 +163,9 @@ Request* begin_on_thread(const char* name, bool process_wide) {
     // A request heap keeps what earlier requests leaked and its warm chunks.
     // Traced, every block is in its table; untraced, the table holds the
     // blocks carried from earlier requests (k_block_carried), whose frees
-    // take the slow path (Heap::mark_slow_free_page) and so leave it.
+    // take the slow path (Heap::mark_carried) and so leave it.
     // (Merging an untraced heap's chunks into the thread's heap, as before,
     // left each leaky request's chunk there: a new 2 MiB chunk per request.)
-    r->base_size = h->size;
     h->blocks = &r->table;
     h->request = r;
     t_state.request = r;
@@ -215,8 +202,8 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         if (!r->traced && !o.reclaim) carry_new_blocks(*r, *leaks, before, rescan);
     }
     long leaked = static_cast<long>(leaks->count - before);
-    size_t usage = h->size > r->base_size ? h->size - r->base_size : 0;
-    size_t peak = h->peak > r->base_size ? h->peak - r->base_size : 0;
+    size_t usage = h->size > h->base_size ? h->size - h->base_size : 0;
+    size_t peak = h->peak > h->base_size ? h->peak - h->base_size : 0;
     size_t real = h->real_in_request(), real_peak = h->real_peak_in_request();
     if (totals) {
         totals->usage += usage;
@@ -303,7 +290,7 @@ size_t usage_figure(bool real, bool peak) {
         Heap* h = r->heap;
         if (real) return peak ? h->real_peak_in_request() : h->real_in_request();
         size_t v = peak ? h->peak : h->size;
-        return v > r->base_size ? v - r->base_size : 0;
+        return v > h->base_size ? v - h->base_size : 0;
     }
     Heap_stats s;
     heap_pool::total_stats(s);

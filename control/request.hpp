@@ -27,7 +27,6 @@ struct Request {
     int tid;
     uint64_t begin_ns;
     double avg_chunks;  // ZendMM's avg_chunks_count, for the chunk cache
-    size_t base_size;   // bytes of earlier requests' leaks still in the heap at begin
 };
 
 // The API (zmm.h).

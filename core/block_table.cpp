@@ -45,7 +45,7 @@ const Block_info* Block_table::find(uintptr_t p) const {
     }
 }
 
-bool Block_table::erase(uintptr_t p) {
+bool Block_table::erase(uintptr_t p, Block_info* was) {
     if (!count_) return false;
     size_t mask = capacity_ - 1;
     size_t i = index_of(p);
@@ -53,6 +53,7 @@ bool Block_table::erase(uintptr_t p) {
         if (slots_[i].address == p) break;
         if (slots_[i].address == 0) return false;
     }
+    if (was) *was = slots_[i];
     // Backward shift: pull later entries of the probe run into the hole.
     size_t hole = i;
     for (size_t j = (i + 1) & mask; slots_[j].address; j = (j + 1) & mask) {

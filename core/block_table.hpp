@@ -32,8 +32,8 @@ public:
     // false when the OS refuses memory to grow the table (the block is then
     // simply not traced).
     bool insert(const Block_info& info);
-    // Forgets p; returns whether it was there.
-    bool erase(uintptr_t p);
+    // Forgets p; returns whether it was there (and its entry, in `was`).
+    bool erase(uintptr_t p, Block_info* was = nullptr);
     const Block_info* find(uintptr_t p) const;
     Block_info* find(uintptr_t p) {
         return const_cast<Block_info*>(static_cast<const Block_table*>(this)->find(p));

@@ -5,6 +5,7 @@ namespace zmm {
 void Chunk::init(Heap* owner, uint32_t number, Pages pages) {
     heap = owner;
     next = prev = nullptr;
+    if (pages == Pages::fresh) carried = nullptr;  // else dropped when it left its heap's list
     num = number;
     free_pages = k_chunk_pages - 1;
     for (auto& w : free_map) w = 0;

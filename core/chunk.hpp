@@ -32,7 +32,9 @@ inline constexpr uint32_t k_large_tail = 0x20000000u;
 inline constexpr uint32_t k_large_freed = 0x10000000u;
 inline constexpr uint32_t k_small_offset_mask = 0x03FFF000u;
 // On a small page: the page holds a block the fast free must not take (an
-// untraced request heap's carried block: its free updates the heap's table).
+// untraced request heap's carried block: its free updates the heap's table;
+// Chunk::carried says which slots, so that the others are freed on a short
+// path, Heap::free_in_carried_page).
 // The fast path adds it to the page's offset (`k_small_fast_offset_mask`),
 // which then matches no slot (offsets of real runs stay under 2^15): the
 // free declines into the slow path at no cost. Every other reader masks it.
@@ -56,6 +58,17 @@ struct Chunk {
     // program frees and soon reuses are not faulted in again.
     uint64_t aged_map[k_chunk_pages / 64];
     uint32_t map[k_chunk_pages];
+    // One bit per 16 bytes, set where a block carried from an earlier request
+    // starts (an untraced request heap, Heap::mark_carried), or null: none
+    // yet. Mapped when the first one is marked, unmapped when the chunk
+    // leaves its heap's list.
+    uint64_t* carried;
+    static constexpr size_t k_carried_bitmap_bytes = k_chunk_size / 16 / 8;
+    static size_t carried_bit(uintptr_t a) { return (a & (k_chunk_size - 1)) >> 4; }
+    bool carried_at(uintptr_t a) const {
+        size_t bit = carried_bit(a);
+        return (carried[bit / 64] >> (bit % 64)) & 1;
+    }
 
     static Chunk* of(const void* p) {
         return reinterpret_cast<Chunk*>(reinterpret_cast<uintptr_t>(p) & ~(k_chunk_size - 1));

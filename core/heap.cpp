@@ -145,9 +145,11 @@ void Heap::unlink_chunk(Chunk* c) {
         if (chunks == c) chunks = c->next;
     }
     --chunks_count;
+    drop_carried(c);  // to the cache (empty), to another heap, or released
 }
 
 void Heap::unmap_chunk(Chunk* c) {
+    drop_carried(c);
     dirty_pages -= c->dirty_count();
     registry_clear(c, k_chunk_size);
     os::unmap_heap(c, k_chunk_size);
@@ -349,14 +351,6 @@ void Heap::free_small(void* p, uint32_t info) {
     free_small_unchecked(s, bin);
 }
 
-void Heap::free_small_unchecked(Free_slot* s, unsigned bin) {
-    Free_slot* head = free_slot[bin];
-    s->next = head;
-    s->shadow = shadow_of(s, head);
-    free_slot[bin] = s;
-    size -= k_bin_size[bin];
-    small_frees[bin]++;
-}
 
 // ============================================================================
 // Huge
@@ -534,8 +528,8 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
     if (!fresh) return nullptr;
     // The registry forgets the old range before mremap gives it back: once
     // it is unmapped another thread may map (and register) a block there.
+    if (blocks) forget(block);  // gone from here on, as a free
     registry_clear(block, h->size, granule_huge_freed);
-    if (blocks) blocks->erase(reinterpret_cast<uintptr_t>(block));  // gone from here on, as a free
     if (!os::remap_to(block, h->size, fresh, len)) {
         registry_mark(block, h->size, granule_huge);
         memcpy(fresh, block, h->size);
@@ -655,7 +649,7 @@ static void check_block_start(void* p) {
 }
 
 void Heap::free_owned(void* p) {
-    if (blocks) blocks->erase(reinterpret_cast<uintptr_t>(p));
+    if (blocks) forget(p);
     Granule g = granule_of(p);
     if (g == granule_chunk) {
         Chunk* c = Chunk::of(p);
@@ -678,7 +672,7 @@ void Heap::free_owned(void* p) {
 // A block that came off the remote stack: it was checked when pushed, and its
 // second word now holds a valid shadow (the remote link's).
 void Heap::free_owned_unchecked(void* p) {
-    if (blocks) blocks->erase(reinterpret_cast<uintptr_t>(p));
+    if (blocks) forget(p);
     if (granule_of(p) == granule_chunk) {
         Chunk* c = Chunk::of(p);
         unsigned page = Chunk::page_of(p);
@@ -689,25 +683,76 @@ void Heap::free_owned_unchecked(void* p) {
     free_huge(Huge_header::of(p));
 }
 
-void Heap::clear_slow_free_pages() {
-    Chunk* c = chunks;
-    for (size_t i = 0; i < chunks_count; ++i, c = c->next)
-        for (unsigned p = 1; p < k_chunk_pages; ++p)
-            if (c->map[p] & k_small) c->map[p] &= ~k_small_slow_free;
+bool Heap::free_in_carried_page(void* p, uint32_t info) {
+    if (!(info & k_small_slow_free)) return false;
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    unsigned bin = info & k_bin_mask;
+    if (!is_slot_start((a & (k_page_size - 1)) + (info & k_small_offset_mask), bin)) return false;
+    const Chunk* c = Chunk::of(p);
+    if (!c->carried || c->carried_at(a)) return false;  // carried (or no bitmap): the table forgets it
+    Free_slot* s = static_cast<Free_slot*>(p);
+    if (s->shadow == shadow_of(s, s->next)) return false;  // the slow path diagnoses it
+    push_free(s, bin);
+    return true;
 }
 
-bool Heap::frees_slowly(const void* p) {
-    if (granule_of(p) != granule_chunk) return true;
-    uint32_t info = Chunk::of(p)->map[Chunk::page_of(p)];
-    return !(info & k_small) || (info & k_small_slow_free);
+void Heap::forget(void* p) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    Block_info was;
+    if (!blocks->erase(a, &was) || !(was.flags & k_block_carried)) return;
+    unmark_carried(a);
+    // Not the running request's bytes: its usage and peak (net of
+    // base_size) stay as they were once the free below lowers `size`.
+    size_t bytes = usable_size(p);
+    base_size -= bytes < base_size ? bytes : base_size;
+    peak -= bytes < peak ? bytes : peak;
 }
 
-void Heap::mark_slow_free_page(const void* p) {
-    if (granule_of(p) != granule_chunk) return;
+void Heap::mark_carried(const void* p) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    if (!is_chunk_granule(a)) return;  // huge: its free takes the slow path anyway
     Chunk* c = Chunk::of(p);
     if (c->heap != this) return;
     uint32_t& info = c->map[Chunk::page_of(p)];
-    if (info & k_small) info |= k_small_slow_free;
+    if (!(info & k_small)) return;  // large: as huge
+    // Without a bitmap (the OS refused one) the page's frees all go to the
+    // table: slower, still right.
+    if (!c->carried) c->carried = static_cast<uint64_t*>(os::map(Chunk::k_carried_bitmap_bytes));
+    if (c->carried) {
+        size_t bit = Chunk::carried_bit(a);
+        c->carried[bit / 64] |= uint64_t{1} << (bit % 64);
+    }
+    info |= k_small_slow_free;
+}
+
+void Heap::unmark_carried(uintptr_t a) {
+    if (!is_chunk_granule(a)) return;
+    Chunk* c = Chunk::of(reinterpret_cast<void*>(a));
+    uint32_t& info = c->map[Chunk::page_of(reinterpret_cast<void*>(a))];
+    if (!(info & k_small_slow_free) || !c->carried) return;
+    size_t bit = Chunk::carried_bit(a);
+    c->carried[bit / 64] &= ~(uint64_t{1} << (bit % 64));
+    // The page's bits: 4 KiB / 16 = 256, four words.
+    const uint64_t* page_bits = c->carried + (bit & ~size_t{255}) / 64;
+    if (!(page_bits[0] | page_bits[1] | page_bits[2] | page_bits[3])) info &= ~k_small_slow_free;
+}
+
+void Heap::drop_carried(Chunk* c) {
+    if (!c->carried) return;
+    os::unmap(c->carried, Chunk::k_carried_bitmap_bytes);
+    c->carried = nullptr;
+    for (unsigned p = 1; p < k_chunk_pages; ++p)
+        if (c->map[p] & k_small) c->map[p] &= ~k_small_slow_free;
+}
+
+bool Heap::may_be_carried(const void* p) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    if (!is_chunk_granule(a)) return true;
+    const Chunk* c = Chunk::of(p);
+    uint32_t info = c->map[Chunk::page_of(p)];
+    if (!(info & k_small)) return true;
+    if (!(info & k_small_slow_free)) return false;
+    return !c->carried || c->carried_at(a);
 }
 
 bool Heap::size_matches(const void* p, size_t bytes) {
@@ -850,6 +895,22 @@ size_t Heap::usable_size(const void* p) {
 }
 
 void* Heap::realloc(void* p, size_t bytes) {
+    const Block_info* b = blocks && p ? blocks->find(reinterpret_cast<uintptr_t>(p)) : nullptr;
+    if (!b || !(b->flags & k_block_carried)) return realloc_block(p, bytes);
+    // A carried block is not the running request's memory, nor is what it
+    // grows or shrinks by in place: base_size and peak move with it, so
+    // that the request's usage and peak stay. (Moved, it was freed: forget.)
+    size_t before = usable_size(p), peak_before = peak;
+    void* q = realloc_block(p, bytes);
+    if (q == p) {
+        size_t after = usable_size(p);
+        base_size += after - before;  // modulo 2^64: a shrink lowers both
+        peak = peak_before + (after - before);
+    }
+    return q;
+}
+
+void* Heap::realloc_block(void* p, size_t bytes) {
     requesting = bytes;
     if (Huge_header* h = huge_header_checked(p); h && h->heap == this && bytes > k_max_large)
         return realloc_huge(h, bytes);
@@ -989,50 +1050,34 @@ size_t Heap::collect() {
     return released;
 }
 
-bool Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), void* ctx) {
+void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), void* ctx) {
     if (has_remote()) drain_remote();
-    // One bit per 16 bytes of each chunk: set where a free slot starts.
-    constexpr size_t k_bitmap_words = k_chunk_size / 16 / 64;
-    size_t n = chunks_count;
-    uint64_t* bitmaps = nullptr;
-    if (n) {
-        bitmaps = static_cast<uint64_t*>(os::map(n * k_bitmap_words * sizeof(uint64_t)));
-        if (!bitmaps) return false;
-        Chunk* c = chunks;
-        for (size_t i = 0; i < n; ++i, c = c->next) c->num = static_cast<uint32_t>(i);  // bitmap index
-        for (unsigned b = 0; b < k_bins; ++b)
-            for (Free_slot* s = free_slot[b]; s; s = s->next) {
-                Chunk* sc = Chunk::of(s);
-                size_t bit = (reinterpret_cast<uintptr_t>(s) & (k_chunk_size - 1)) >> 4;
-                bitmaps[sc->num * k_bitmap_words + bit / 64] |= uint64_t{1} << (bit % 64);
-            }
-        c = chunks;
-        for (size_t i = 0; i < n; ++i, c = c->next) {
-            const uint64_t* bits = bitmaps + i * k_bitmap_words;
-            for (unsigned p = 1; p < k_chunk_pages;) {
-                uint32_t m = c->map[p];
-                if (m & k_small) {
-                    unsigned bin = m & k_bin_mask;
-                    char* run = c->page_address(p);
-                    for (unsigned k = 0; k < k_bin_count[bin]; ++k) {
-                        char* slot = run + size_t{k} * k_bin_size[bin];
-                        size_t bit = (reinterpret_cast<uintptr_t>(slot) & (k_chunk_size - 1)) >> 4;
-                        if (!((bits[bit / 64] >> (bit % 64)) & 1)) fn(ctx, slot, k_bin_size[bin]);
-                    }
-                    p += k_bin_pages[bin];
-                } else if (m & k_large) {
-                    unsigned count = m & k_pages_mask;
-                    fn(ctx, c->page_address(p), size_t{count} * k_page_size);
-                    p += count;
-                } else {
-                    ++p;
+    // A slot is free when its second word is its link's shadow, as the
+    // double-free check has it: every slot of a run is given one when the
+    // run is cut, and an allocation clears it.
+    Chunk* c = chunks;
+    for (size_t i = 0; i < chunks_count; ++i, c = c->next) {
+        for (unsigned p = 1; p < k_chunk_pages;) {
+            uint32_t m = c->map[p];
+            if (m & k_small) {
+                unsigned bin = m & k_bin_mask;
+                char* slot = c->page_address(p);
+                const size_t slot_size = k_bin_size[bin];
+                for (unsigned k = 0; k < k_bin_count[bin]; ++k, slot += slot_size) {
+                    auto* s = reinterpret_cast<Free_slot*>(slot);
+                    if (s->shadow != shadow_of(s, s->next)) fn(ctx, slot, slot_size);
                 }
+                p += k_bin_pages[bin];
+            } else if (m & k_large) {
+                unsigned count = m & k_pages_mask;
+                fn(ctx, c->page_address(p), size_t{count} * k_page_size);
+                p += count;
+            } else {
+                ++p;
             }
         }
-        os::unmap(bitmaps, n * k_bitmap_words * sizeof(uint64_t));
     }
     for (Huge_header* h = huge; h; h = h->next) fn(ctx, h->block(), h->size);
-    return true;
 }
 
 void Heap::merge_into(Heap& dst) {
@@ -1122,6 +1167,7 @@ void Heap::release_blocks() {
 
 void Heap::reset_for_request(size_t new_limit) {
     peak = size;
+    base_size = size;
     limit_base = real_size - cached_count * k_chunk_size - huge_cache_pages * k_page_size;
     real_peak = real_size;
     limit = new_limit;

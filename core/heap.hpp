@@ -74,6 +74,10 @@ public:
     Free_slot* free_slot[k_bins];
     size_t size;  // bytes in live blocks, as ZendMM counts them (rounded)
     size_t peak;
+    // A request heap's bytes in blocks earlier requests left (carried) at
+    // the request's begin, less those freed since: the request's own usage
+    // is size - base_size, its peak peak - base_size.
+    size_t base_size;
     uint64_t small_allocs[k_bins];
     uint64_t small_frees[k_bins];
     // Read-only once set up, and so in lines of their own: other threads'
@@ -152,18 +156,30 @@ public:
     // `bin`, when given, is the bin the caller claims (a sized delete): a
     // block of another bin declines too.
     inline bool free_small_fast(void* p, unsigned bin_claimed = k_bins);
-    // As free_small_fast, for a sized delete: also declines when `size` is
-    // not a size this block's bin serves (the slow path then says so).
-    inline bool free_small_sized_fast(void* p, size_t size);
-    // Slow-free pages (k_small_slow_free): frees of small blocks in the page
-    // of p (a live block of this heap) take the slow path from now on, for
-    // as long as the page holds its run.
-    void mark_slow_free_page(const void* p);
-    // Every page of this heap's chunks takes the fast free again.
-    void clear_slow_free_pages();
-    // Does freeing p always take the slow path? Large and huge blocks, and
-    // small ones in a slow-free page.
-    static bool frees_slowly(const void* p);
+    // The fast free's way out (p is a small block of this heap, of the bin
+    // claimed, in a page whose map word is `info`, and its slot test
+    // failed): true when p is a slot in a page with carried blocks
+    // (k_small_slow_free), not carried itself, not free, and it was freed
+    // as the fast path would. As safe as the fast path outside a slow path.
+    bool free_in_carried_page(void* p, uint32_t info);
+    // free_small_fast's main line, for the preload's inline fast path: 0
+    // when freed; the page's map word when only the slot test failed (an
+    // interior pointer, or a page with carried blocks: free_in_carried_page
+    // may still take it, out of line); k_fast_free_declined otherwise.
+    inline uint32_t try_free_small(void* p, unsigned bin_claimed = k_bins);
+    static constexpr uint32_t k_fast_free_declined = 1;  // never a small page's map word (k_small)
+    // Carried blocks (an untraced request heap's blocks that earlier
+    // requests left live, in its table `blocks`): their frees must take the
+    // slow path, which makes the table forget them. mark_carried makes p (a
+    // live block of this heap) one: a small block's bit in its chunk's
+    // carried bitmap, and its page's k_small_slow_free, which sends every
+    // free in the page off the fast path. Its free clears both (the page's
+    // once it holds no carried block).
+    void mark_carried(const void* p);
+    // Can p (a live block of a heap) be a carried one? False only when it
+    // is surely not: a small block in a page without carried blocks, or
+    // whose bit is clear.
+    static bool may_be_carried(const void* p);
     // Does `size` fit the block p (a sized delete's claim)? For any zmm block.
     static bool size_matches(const void* p, size_t size);
 
@@ -191,9 +207,8 @@ public:
     }
 
     // ---- requests ----
-    // Calls fn for every live block (its address and rounded size). Needs
-    // temporary memory from the OS; false if refused.
-    bool for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), void* ctx);
+    // Calls fn for every live block (its address and rounded size).
+    void for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), void* ctx);
     // Moves every chunk with live blocks, every huge block and the free lists
     // into `dst` (a heap of the same thread), after giving back wholly free
     // runs; empty chunks stay in this heap's cache. This heap is then empty
@@ -277,11 +292,18 @@ private:
     size_t collect_small_runs();
     void unmap_chunk(Chunk* c);
     void free_small(void* p, uint32_t info);
-    void free_small_unchecked(Free_slot* s, unsigned bin);
+    void free_small_unchecked(Free_slot* s, unsigned bin) { push_free(s, bin); }
+    inline void push_free(Free_slot* s, unsigned bin);
+    // p leaves the table, and is no longer carried.
+    void forget(void* p);
+    void unmark_carried(uintptr_t a);
+    // Unmaps c's carried bitmap, and clears its pages' slow-free marks.
+    static void drop_carried(Chunk* c);
     void free_large(Chunk* c, unsigned page, unsigned pages);
     void free_huge(Huge_header* h);
     void free_owned_unchecked(void* p);
     void* realloc_huge(Huge_header* h, size_t size);
+    void* realloc_block(void* p, size_t size);  // realloc, less a carried block's accounting
     bool grow_real(size_t bytes);
     static void drain_stack(Free_slot* s);
     void link_chunk(Chunk* c);
@@ -343,30 +365,36 @@ inline void* Heap::pop_small(unsigned bin) {
     return s;
 }
 
-inline bool Heap::free_small_fast(void* p, unsigned bin_claimed) {
+inline uint32_t Heap::try_free_small(void* p, unsigned bin_claimed) {
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    if (__builtin_expect(!is_chunk_granule(a), 0)) return false;
+    if (__builtin_expect(!is_chunk_granule(a), 0)) return k_fast_free_declined;
     Chunk* c = Chunk::of(p);
-    if (__builtin_expect(c->heap != this, 0)) return false;
+    if (__builtin_expect(c->heap != this, 0)) return k_fast_free_declined;
     uint32_t info = c->map[Chunk::page_of(p)];
-    if (__builtin_expect(!(info & k_small), 0)) return false;
+    if (__builtin_expect(!(info & k_small), 0)) return k_fast_free_declined;
     unsigned bin = info & k_bin_mask;
-    if (bin_claimed != k_bins && __builtin_expect(bin != bin_claimed, 0)) return false;
+    if (bin_claimed != k_bins && __builtin_expect(bin != bin_claimed, 0)) return k_fast_free_declined;
     uint64_t offset = (a & (k_page_size - 1)) + (info & k_small_fast_offset_mask);
-    if (__builtin_expect(!is_slot_start(offset, bin), 0)) return false;  // (or a k_small_slow_free page)
+    if (__builtin_expect(!is_slot_start(offset, bin), 0)) return info;
     Free_slot* s = static_cast<Free_slot*>(p);
-    if (__builtin_expect(s->shadow == shadow_of(s, s->next), 0)) return false;
+    if (__builtin_expect(s->shadow == shadow_of(s, s->next), 0)) return k_fast_free_declined;
+    push_free(s, bin);
+    return 0;
+}
+
+inline bool Heap::free_small_fast(void* p, unsigned bin_claimed) {
+    uint32_t r = try_free_small(p, bin_claimed);
+    return r == 0 || (r != k_fast_free_declined && free_in_carried_page(p, r));
+}
+
+inline void Heap::push_free(Free_slot* s, unsigned bin) {
     Free_slot* head = free_slot[bin];
     s->next = head;
     s->shadow = shadow_of(s, head);
     free_slot[bin] = s;
     size -= bin_size[bin];
     small_frees[bin]++;
-    return true;
 }
 
-inline bool Heap::free_small_sized_fast(void* p, size_t size) {
-    return size <= k_max_small && free_small_fast(p, size_to_bin(size));
-}
 
 }  // namespace zmm

@@ -86,6 +86,14 @@ static void free_inside(void* p) {
     free_foreign(p);
 }
 
+__attribute__((noinline)) void free_slot_test_failed(void* p, uint32_t info) {
+    if (!t_heap->free_in_carried_page(p, info)) free_slow(p);
+}
+
+__attribute__((noinline)) void free_sized_slot_test_failed(void* p, size_t size, const void* site, uint32_t info) {
+    if (!t_heap->free_in_carried_page(p, info)) free_sized_slow(p, size, site);
+}
+
 void free_slow(void* p) {
     if (p == nullptr) return;
     if (reentry::inside()) {
@@ -96,26 +104,32 @@ void free_slow(void* p) {
     free_inside(p);
 }
 
+namespace {
 // A sized delete whose size does not fit the block: reported once per call
-// site (the return address), and the block is freed by what zmm knows of it.
-void free_sized_slow(void* p, size_t size, const void* site) {
-    if (p && !Heap::size_matches(p, size)) {
-        static const void* reported[64];
-        static unsigned count;
-        bool seen = false;
-        for (unsigned i = 0; i < count && !seen; ++i) seen = reported[i] == site;
-        if (!seen) {
-            if (count < 64) reported[count++] = site;
-            Text t;
-            t.str("zmm: sized delete with a wrong size for ").hex(reinterpret_cast<uintptr_t>(p)).str(" (")
-                .dec(size).str(" bytes, the block has ").dec(Heap::usable_size(p)).str("), called from ")
-                .hex(reinterpret_cast<uintptr_t>(site)).chr('\n');
-            int fd = report_open();
-            t.flush(fd);
-            report_close(fd);
-        }
-    }
+// site (the return address); the block is then freed by what zmm knows of it.
+__attribute__((noinline, cold)) void report_wrong_size(void* p, size_t size, const void* site) {
+    static const void* reported[64];
+    static unsigned count;
+    for (unsigned i = 0; i < count; ++i)
+        if (reported[i] == site) return;
+    if (count < 64) reported[count++] = site;
+    Text t;
+    t.str("zmm: sized delete with a wrong size for ").hex(reinterpret_cast<uintptr_t>(p)).str(" (")
+        .dec(size).str(" bytes, the block has ").dec(Heap::usable_size(p)).str("), called from ")
+        .hex(reinterpret_cast<uintptr_t>(site)).chr('\n');
+    int fd = report_open();
+    t.flush(fd);
+    report_close(fd);
+}
+
+__attribute__((noinline)) void free_sized_checked(void* p, size_t size, const void* site) {
+    if (p && !Heap::size_matches(p, size)) report_wrong_size(p, size, site);
     free(p);
+}
+}  // namespace
+
+void free_sized_slow(void* p, size_t size, const void* site) {
+    free_sized_checked(p, size, site);
 }
 
 void* calloc(size_t n, size_t size) {

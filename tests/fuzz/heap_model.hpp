@@ -36,6 +36,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "block_table.hpp"
 #include "heap.hpp"
 #include "reachability.hpp"
 
@@ -197,6 +198,7 @@ struct Block {
     size_t usable;
     uint64_t seed;
     uint8_t heap;  // accounting owner: the heap whose size counts it
+    bool carried;  // left live by an earlier request of heap R (in `carried`)
 };
 
 // Freed by a thread that does not own the block's heap: on a remote stack.
@@ -205,6 +207,7 @@ struct Pending {
     size_t usable;
     uint8_t heap;   // accounting owner
     uint8_t stack;  // whose remote stack it was pushed onto
+    bool carried;
 };
 
 enum class Mode { single, multi };
@@ -223,6 +226,9 @@ struct World {
     unsigned n_live;
     Pending pending[k_max_pending];
     unsigned n_pending;
+    // Heap R's table while it carries blocks (control/request.cpp's untraced
+    // requests: an end that keeps the heap, its live blocks carried).
+    Block_table carried;
     size_t live_bytes;
     uint64_t next_seed;
     unsigned sweep;
@@ -354,6 +360,27 @@ struct World {
             for (unsigned i = 0; i < n_pending; ++i)
                 if (pending[i].heap == id) model += pending[i].usable;
             if (h.size != model) fail("%s: heap %s size %zu, the model says %zu", when, heap_name(id), h.size, model);
+            if (id == heap_r && in_request) {
+                size_t own = 0;
+                for (unsigned i = 0; i < n_live; ++i)
+                    if (live[i].heap == id && !live[i].carried) own += live[i].usable;
+                for (unsigned i = 0; i < n_pending; ++i)
+                    if (pending[i].heap == id && !pending[i].carried) own += pending[i].usable;
+                if (h.size - h.base_size != own)
+                    fail("%s: the request's usage %zu (size %zu - base %zu), its own blocks add up to %zu", when,
+                         h.size - h.base_size, h.size, h.base_size, own);
+            }
+            if (id == heap_r && h.blocks) {  // the table holds exactly the carried blocks still live
+                size_t n = 0;
+                for (unsigned i = 0; i < n_live; ++i)
+                    if (live[i].heap == id && live[i].carried) {
+                        ++n;
+                        if (!carried.find(reinterpret_cast<uintptr_t>(live[i].p))) fail("%s: carried %p is not in the table", when, live[i].p);
+                        if (!Heap::may_be_carried(live[i].p)) fail("%s: carried %p is not marked", when, live[i].p);
+                    }
+                for (unsigned i = 0; i < n_pending; ++i) n += pending[i].heap == id && pending[i].carried;
+                if (carried.size() != n) fail("%s: the table holds %zu blocks, %zu are carried", when, carried.size(), n);
+            }
             if (h.peak < h.size) fail("%s: heap %s peak %zu < size %zu", when, heap_name(id), h.peak, h.size);
             size_t dirty = 0, chunks = 0, cached = 0, huge_bytes = 0, huge_map = 0, cache_pages = 0;
             if (Chunk* c = h.chunks) {
@@ -404,7 +431,7 @@ struct World {
             unsigned id;
             unsigned seen;
         } ctx{this, id, 0};
-        bool ok = heaps[id].for_each_live_block(
+        heaps[id].for_each_live_block(
             [](void* c, void* block, size_t size) {
                 auto* x = static_cast<Ctx*>(c);
                 World* w = x->w;
@@ -422,7 +449,6 @@ struct World {
                 w->fail("for_each_live_block(%s) lists %p+%zu, which is not live", heap_name(x->id), block, size);
             },
             &ctx);
-        if (!ok) fail("for_each_live_block(%s) failed", heap_name(id));
         sync_remote();  // it drains first
         unsigned want = 0;
         for (unsigned i = 0; i < n_live; ++i) want += live[i].heap == id;
@@ -448,7 +474,7 @@ struct World {
                 size_t bad = first_nonzero(p + off, len);
                 if (bad != SIZE_MAX) fail("%s: %p (usable %zu) not zero at offset %zu", what, p, usable, off + bad);
             });
-        Block b{p, req, usable, next_seed++ * 0x2545F4914F6CDD1Dull, static_cast<uint8_t>(heap)};
+        Block b{p, req, usable, next_seed++ * 0x2545F4914F6CDD1Dull, static_cast<uint8_t>(heap), false};
         for_regions(usable, usable, [&](size_t off, size_t len) { fill_region(p, b.seed, off, len); });
         live[n_live++] = b;
         live_bytes += usable;
@@ -500,13 +526,14 @@ struct World {
         unsigned mine = heap_of_thread(thread);
         if (mine != k_heaps && heaps[mine].free_small_fast(b.p)) {
             if (b.heap != mine) fail("free_small_fast(%p) on heap %s took a block of heap %s", b.p, heap_name(mine), heap_name(b.heap));
+            if (b.carried) fail("free_small_fast(%p) took a carried block", b.p);
         } else {
             Heap* owner = Heap::free_any(b.p, token(thread));
             if (owner != &heaps[b.heap]) fail("free_any(%p) returned heap %s, expected %s", b.p, heap_name(index_of(owner)), heap_name(b.heap));
         }
         remove_live(i);
         if (thread_of(b.heap) != thread) {
-            pending[n_pending++] = Pending{b.p, b.usable, b.heap, b.heap};
+            pending[n_pending++] = Pending{b.p, b.usable, b.heap, b.heap, b.carried};
             live_bytes += b.usable;
         }
     }
@@ -550,11 +577,14 @@ struct World {
         });
         remove_live(i);
         if (q != b.p && thread_of(b.heap) != thread) {  // the old block went onto its heap's remote stack
-            pending[n_pending++] = Pending{b.p, b.usable, b.heap, b.heap};
+            pending[n_pending++] = Pending{b.p, b.usable, b.heap, b.heap, b.carried};
             live_bytes += b.usable;
         }
         if (q == b.p && b.heap != id) fail("realloc(%p) on heap %s kept a block of heap %s in place", b.p, heap_name(id), heap_name(b.heap));
         add_block(id, q, size, 0, true, false, "realloc");
+        // In place, a carried block stays carried (its table entry stays),
+        // with what it grew or shrank by.
+        if (q == b.p && b.carried) live[n_live - 1].carried = true;
     }
 
     void op_rewrite(Reader& in) {
@@ -655,38 +685,56 @@ struct World {
                 r.drain_remote();
                 sync_remote();
             }
-            if (r.size != 0) fail("request begin: request heap size %zu", r.size);
+            size_t held = 0;  // what earlier requests left carried
+            for (unsigned i = 0; i < n_live; ++i) held += live[i].heap == heap_r ? live[i].usable : 0;
+            if (r.size != held) fail("request begin: request heap size %zu, carried %zu", r.size, held);
             r.reset_for_request(r_limit);
             r.chunk_source = &a;
             in_request = true;
             return;
         }
-        bool release = how & 1;
-        size_t keep = (how >> 1) % 3;
-        log("request end (%s, keep %zu cached chunks)", release ? "release blocks" : "merge into A", keep);
+        // 0, 2: merge; 1: release (ZMM_RECLAIM=1); 3: keep, live blocks carried (untraced)
+        bool release = (how & 3) == 1, carry = (how & 3) == 3;
+        size_t keep = (how >> 2) % 3;
+        log("request end (%s, keep %zu cached chunks)", carry ? "carry" : release ? "release blocks" : "merge into A", keep);
         r.drain_remote();
         sync_remote();
         check_enumeration(heap_r);
         check_reachability(how);
-        if (release) {
+        if (carry) {
+            // control/request.cpp's carry_new_blocks: the table, the marks.
+            r.blocks = &carried;
+            for (unsigned i = 0; i < n_live; ++i) {
+                Block& b = live[i];
+                if (b.heap != heap_r || b.carried) continue;
+                if (!carried.insert(Block_info{reinterpret_cast<uintptr_t>(b.p), b.usable, 0, k_block_carried}))
+                    fail("request end: the table refused %p", b.p);
+                r.mark_carried(b.p);
+                b.carried = true;
+            }
+        } else if (release) {
             r.release_blocks();
+            r.blocks = nullptr;
+            carried.clear();
             for (unsigned i = 0; i < n_live;)
                 if (live[i].heap == heap_r)
                     remove_live(i);
                 else
                     ++i;
         } else {
+            r.blocks = nullptr;  // control/request.cpp's merge_into_thread_heap
+            carried.clear();
             r.merge_into(a);
             for (unsigned i = 0; i < n_live; ++i)
-                if (live[i].heap == heap_r) live[i].heap = heap_a;
+                if (live[i].heap == heap_r) live[i].heap = heap_a, live[i].carried = false;
             for (unsigned i = 0; i < n_pending; ++i)
-                if (pending[i].heap == heap_r) pending[i].heap = heap_a;
+                if (pending[i].heap == heap_r) pending[i].heap = heap_a, pending[i].carried = false;
             a.collect_runs_if_grown();
             sync_remote();
         }
         r.trim_cache(keep);
         in_request = false;
-        if (r.size != 0) fail("request end: request heap size %zu", r.size);
+        if (!carry && r.size != 0) fail("request end: request heap size %zu", r.size);
     }
 
     // ---- the program ----

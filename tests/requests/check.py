@@ -754,6 +754,7 @@ TESTS = {
     "usage": test_usage,
     "repro_demangle": test_repro_demangle,
     "repro_leak_freed_later": lambda prog: test_selfcheck(prog, env={"ZMM_LEAKS": "0"}),
+    "carried": lambda prog: test_selfcheck(prog, env={"ZMM_BACKTRACE": "0", "ZMM_LEAKS": "all", "ZMM_LOG": os.devnull}),
 }
 
 

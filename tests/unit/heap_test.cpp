@@ -66,8 +66,8 @@ BOOST_AUTO_TEST_CASE(fast_free_matches_general_free) {
     void* large = h->alloc(10000);
     BOOST_TEST(!h->free_small_fast(large));  // not small
     BOOST_TEST(!h->free_small_fast(static_cast<char*>(h->alloc(64)) + 16));  // interior
-    int on_stack = 0;
-    BOOST_TEST(!h->free_small_fast(&on_stack));
+    alignas(16) char on_stack[64] = {};
+    BOOST_TEST(!h->free_small_fast(on_stack));
     BOOST_TEST(!h->free_small_fast(nullptr));
     h->free_owned(large);
 }
@@ -162,25 +162,51 @@ BOOST_AUTO_TEST_CASE(huge_realloc_move_forgets_the_old_address) {
     munmap(wall, k_page_size);
 }
 
-// A page marked for slow frees (an untraced request's carried block): the
-// fast free declines every block of it, the slow free still works, and the
-// rest of the heap is unaffected.
-BOOST_AUTO_TEST_CASE(slow_frees_in_a_marked_page) {
+// A carried block (an untraced request's, in the heap's table) marks its
+// page: the fast free still takes the page's other blocks (off its main
+// line) but not the carried one, whose free goes through the table and,
+// with the page's last carried block gone, clears the page's mark.
+BOOST_AUTO_TEST_CASE(carried_blocks_mark_their_page) {
     Test_heap h;
+    Block_table table;
+    h->blocks = &table;
     char* a = static_cast<char*>(h->alloc(48));
     char* b = static_cast<char*>(h->alloc(48));  // the same page
+    char* c = static_cast<char*>(h->alloc(48));
+    char* d = static_cast<char*>(h->alloc(48));
     char* other = static_cast<char*>(h->alloc(2000));
-    BOOST_TEST_REQUIRE(Chunk::page_of(a) == Chunk::page_of(b));
-    h->mark_slow_free_page(a);
+    BOOST_TEST_REQUIRE(Chunk::page_of(a) == Chunk::page_of(d));
+    for (char* p : {a, c}) {
+        BOOST_TEST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(p), 48, 0, k_block_carried}));
+        h->mark_carried(p);
+    }
     BOOST_TEST(h->check() == nullptr);
     BOOST_TEST(Heap::usable_size(b) == 48u);
-    BOOST_TEST(!h->free_small_fast(b));
+    BOOST_TEST(Heap::may_be_carried(a));
+    BOOST_TEST(!Heap::may_be_carried(b));
+    BOOST_TEST(!Heap::may_be_carried(other));
     BOOST_TEST(h->free_small_fast(other));
-    h->clear_slow_free_pages();
-    BOOST_TEST(h->free_small_fast(b));  // fast again
+    // The page's other blocks still free on the fast path (its way out);
+    // the carried one, a wrong bin, an interior pointer do not.
+    BOOST_TEST(!h->free_small_fast(a));
+    BOOST_TEST(!h->free_small_fast(d, size_to_bin(16)));
+    BOOST_TEST(!h->free_small_fast(d + 16));
+    BOOST_TEST(h->free_small_fast(d, size_to_bin(48)));
+    BOOST_TEST(h->free_small_fast(b));
+    BOOST_TEST(!h->free_small_fast(b));  // already free: the slow path says so
+    // The carried ones through the general path: the table forgets them.
     h->free_owned(a);
+    BOOST_TEST(table.size() == 1u);
+    void* again = h->alloc(48);  // a's slot (LIFO), in the page that still holds c
+    BOOST_TEST((Chunk::of(again)->map[Chunk::page_of(again)] & k_small_slow_free) != 0);
+    BOOST_TEST(h->free_small_fast(again));
+    BOOST_TEST(Heap::may_be_carried(c));
+    h->free_owned(c);
+    BOOST_TEST(table.size() == 0u);
+    BOOST_TEST((Chunk::of(c)->map[Chunk::page_of(c)] & k_small_slow_free) == 0);  // fast again
     BOOST_TEST(h->size == 0u);
     BOOST_TEST(h->check() == nullptr);
+    h->blocks = nullptr;
 }
 
 // A cached mapping serves a smaller block whole: its slack stays mapped
