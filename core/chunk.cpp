@@ -5,7 +5,9 @@ namespace zmm {
 void Chunk::init(Heap* owner, uint32_t number, Pages pages) {
     heap = owner;
     next = prev = nullptr;
-    if (pages == Pages::fresh) carried = nullptr;  // else dropped when it left its heap's list
+    for (auto& f : carried_filter) f = 0;
+    for (auto& n : carried_count) n = 0;
+    has_carried = false;
     num = number;
     free_pages = k_chunk_pages - 1;
     for (auto& w : free_map) w = 0;

@@ -33,8 +33,8 @@ inline constexpr uint32_t k_large_freed = 0x10000000u;
 inline constexpr uint32_t k_small_offset_mask = 0x03FFF000u;
 // On a small page: the page holds a block the fast free must not take (an
 // untraced request heap's carried block: its free updates the heap's table;
-// Chunk::carried says which slots, so that the others are freed on a short
-// path, Heap::free_in_carried_page).
+// Chunk::carried_filter says which slots may be, so that the others are
+// freed on a short path, Heap::free_in_carried_page).
 // The fast path adds it to the page's offset (`k_small_fast_offset_mask`),
 // which then matches no slot (offsets of real runs stay under 2^15): the
 // free declines into the slow path at no cost. Every other reader masks it.
@@ -58,16 +58,19 @@ struct Chunk {
     // program frees and soon reuses are not faulted in again.
     uint64_t aged_map[k_chunk_pages / 64];
     uint32_t map[k_chunk_pages];
-    // One bit per 16 bytes, set where a block carried from an earlier request
-    // starts (an untraced request heap, Heap::mark_carried), or null: none
-    // yet. Mapped when the first one is marked, unmapped when the chunk
-    // leaves its heap's list.
-    uint64_t* carried;
-    static constexpr size_t k_carried_bitmap_bytes = k_chunk_size / 16 / 8;
-    static size_t carried_bit(uintptr_t a) { return (a & (k_chunk_size - 1)) >> 4; }
-    bool carried_at(uintptr_t a) const {
-        size_t bit = carried_bit(a);
-        return (carried[bit / 64] >> (bit % 64)) & 1;
+    // Per page, the blocks carried from earlier requests (an untraced
+    // request heap, Heap::mark_carried): a 16-bit filter of their addresses
+    // (a clear bit: surely not carried) and their count, 255 meaning too
+    // many to count (the page then stays marked until the chunk leaves its
+    // heap). In the header: nothing to map, nothing to give back.
+    uint16_t carried_filter[k_chunk_pages];
+    uint8_t carried_count[k_chunk_pages];
+    bool has_carried;
+    static unsigned carried_bit(uintptr_t a) {
+        return static_cast<unsigned>(((a >> 4) * 0x9E3779B97F4A7C15ull) >> 60);
+    }
+    bool maybe_carried(uintptr_t a) const {
+        return (carried_filter[page_of(reinterpret_cast<const void*>(a))] >> carried_bit(a)) & 1;
     }
 
     static Chunk* of(const void* p) {

@@ -149,7 +149,6 @@ void Heap::unlink_chunk(Chunk* c) {
 }
 
 void Heap::unmap_chunk(Chunk* c) {
-    drop_carried(c);
     dirty_pages -= c->dirty_count();
     registry_clear(c, k_chunk_size);
     os::unmap_heap(c, k_chunk_size);
@@ -688,8 +687,7 @@ bool Heap::free_in_carried_page(void* p, uint32_t info) {
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
     unsigned bin = info & k_bin_mask;
     if (!is_slot_start((a & (k_page_size - 1)) + (info & k_small_offset_mask), bin)) return false;
-    const Chunk* c = Chunk::of(p);
-    if (!c->carried || c->carried_at(a)) return false;  // carried (or no bitmap): the table forgets it
+    if (Chunk::of(p)->maybe_carried(a)) return false;  // perhaps carried: the table forgets it
     Free_slot* s = static_cast<Free_slot*>(p);
     if (s->shadow == shadow_of(s, s->next)) return false;  // the slow path diagnoses it
     push_free(s, bin);
@@ -703,6 +701,8 @@ void Heap::forget(void* p) {
     unmark_carried(a);
     // Not the running request's bytes: its usage and peak (net of
     // base_size) stay as they were once the free below lowers `size`.
+    // Outside a request the heap's peak is the process's: it stays.
+    if (!request) return;
     size_t bytes = usable_size(p);
     base_size -= bytes < base_size ? bytes : base_size;
     peak -= bytes < peak ? bytes : peak;
@@ -715,34 +715,33 @@ void Heap::mark_carried(const void* p) {
     if (c->heap != this) return;
     uint32_t& info = c->map[Chunk::page_of(p)];
     if (!(info & k_small)) return;  // large: as huge
-    // Without a bitmap (the OS refused one) the page's frees all go to the
-    // table: slower, still right.
-    if (!c->carried) c->carried = static_cast<uint64_t*>(os::map(Chunk::k_carried_bitmap_bytes));
-    if (c->carried) {
-        size_t bit = Chunk::carried_bit(a);
-        c->carried[bit / 64] |= uint64_t{1} << (bit % 64);
-    }
+    unsigned page = Chunk::page_of(p);
+    c->carried_filter[page] |= static_cast<uint16_t>(1u << Chunk::carried_bit(a));
+    if (c->carried_count[page] < 255) ++c->carried_count[page];
+    c->has_carried = true;
     info |= k_small_slow_free;
 }
 
 void Heap::unmark_carried(uintptr_t a) {
     if (!is_chunk_granule(a)) return;
     Chunk* c = Chunk::of(reinterpret_cast<void*>(a));
-    uint32_t& info = c->map[Chunk::page_of(reinterpret_cast<void*>(a))];
-    if (!(info & k_small_slow_free) || !c->carried) return;
-    size_t bit = Chunk::carried_bit(a);
-    c->carried[bit / 64] &= ~(uint64_t{1} << (bit % 64));
-    // The page's bits: 4 KiB / 16 = 256, four words.
-    const uint64_t* page_bits = c->carried + (bit & ~size_t{255}) / 64;
-    if (!(page_bits[0] | page_bits[1] | page_bits[2] | page_bits[3])) info &= ~k_small_slow_free;
+    unsigned page = Chunk::page_of(reinterpret_cast<void*>(a));
+    uint32_t& info = c->map[page];
+    if (!(info & k_small) || !(info & k_small_slow_free)) return;
+    uint8_t& count = c->carried_count[page];
+    if (count == 255 || --count) return;  // (too many to count: marked for good)
+    c->carried_filter[page] = 0;
+    info &= ~k_small_slow_free;
 }
 
 void Heap::drop_carried(Chunk* c) {
-    if (!c->carried) return;
-    os::unmap(c->carried, Chunk::k_carried_bitmap_bytes);
-    c->carried = nullptr;
-    for (unsigned p = 1; p < k_chunk_pages; ++p)
+    if (!c->has_carried) return;
+    for (unsigned p = 1; p < k_chunk_pages; ++p) {
         if (c->map[p] & k_small) c->map[p] &= ~k_small_slow_free;
+        c->carried_filter[p] = 0;
+        c->carried_count[p] = 0;
+    }
+    c->has_carried = false;
 }
 
 bool Heap::may_be_carried(const void* p) {
@@ -752,7 +751,7 @@ bool Heap::may_be_carried(const void* p) {
     uint32_t info = c->map[Chunk::page_of(p)];
     if (!(info & k_small)) return true;
     if (!(info & k_small_slow_free)) return false;
-    return !c->carried || c->carried_at(a);
+    return c->maybe_carried(a);
 }
 
 bool Heap::size_matches(const void* p, size_t bytes) {
@@ -902,7 +901,7 @@ void* Heap::realloc(void* p, size_t bytes) {
     // that the request's usage and peak stay. (Moved, it was freed: forget.)
     size_t before = usable_size(p), peak_before = peak;
     void* q = realloc_block(p, bytes);
-    if (q == p) {
+    if (q == p && request) {  // (outside a request the heap's peak is the process's)
         size_t after = usable_size(p);
         base_size += after - before;  // modulo 2^64: a shrink lowers both
         peak = peak_before + (after - before);

@@ -171,8 +171,8 @@ public:
     // Carried blocks (an untraced request heap's blocks that earlier
     // requests left live, in its table `blocks`): their frees must take the
     // slow path, which makes the table forget them. mark_carried makes p (a
-    // live block of this heap) one: a small block's bit in its chunk's
-    // carried bitmap, and its page's k_small_slow_free, which sends every
+    // live block of this heap) one: a small block's bit in its page's
+    // carried filter, and the page's k_small_slow_free, which sends every
     // free in the page off the fast path. Its free clears both (the page's
     // once it holds no carried block).
     void mark_carried(const void* p);
@@ -297,7 +297,7 @@ private:
     // p leaves the table, and is no longer carried.
     void forget(void* p);
     void unmark_carried(uintptr_t a);
-    // Unmaps c's carried bitmap, and clears its pages' slow-free marks.
+    // Forgets c's carried blocks: filters, counts, slow-free marks.
     static void drop_carried(Chunk* c);
     void free_large(Chunk* c, unsigned page, unsigned pages);
     void free_huge(Huge_header* h);

@@ -32,18 +32,20 @@ __attribute__((always_inline)) inline void* malloc(size_t size) {
 // The fast path's slot test failed (Heap::try_free_small): a page with
 // carried blocks, or an interior pointer. Out of line, a tail call, so that
 // the fast path keeps no frame.
-void free_slot_test_failed(void* p, uint32_t info);
+// `h` is the heap the fast path tried (t_heap may have changed since: a
+// signal's request switch).
+void free_slot_test_failed(Heap* h, void* p, uint32_t info);
 
 __attribute__((always_inline)) inline void free(void* p) {
     Heap* h = t_heap;
     uint32_t r = h->try_free_small(p);
     if (__builtin_expect(r == 0, 1)) return;
-    if (r != Heap::k_fast_free_declined) return free_slot_test_failed(p, r);
+    if (r != Heap::k_fast_free_declined) return free_slot_test_failed(h, p, r);
     free_slow(p);
 }
 
 void free_sized_slow(void* p, size_t size, const void* site);
-void free_sized_slot_test_failed(void* p, size_t size, const void* site, uint32_t info);
+void free_sized_slot_test_failed(Heap* h, void* p, size_t size, const void* site, uint32_t info);
 
 // operator delete(void*, size_t): the size is checked, never trusted.
 // `site` is the caller's return address, to report a wrong size once per site.
@@ -52,7 +54,7 @@ __attribute__((always_inline)) inline void free_sized(void* p, size_t size, cons
     if (__builtin_expect(size <= k_max_small, 1)) {
         uint32_t r = h->try_free_small(p, size_to_bin(size));
         if (__builtin_expect(r == 0, 1)) return;
-        if (r != Heap::k_fast_free_declined) return free_sized_slot_test_failed(p, size, site, r);
+        if (r != Heap::k_fast_free_declined) return free_sized_slot_test_failed(h, p, size, site, r);
     }
     free_sized_slow(p, size, site);
 }

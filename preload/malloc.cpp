@@ -86,12 +86,12 @@ static void free_inside(void* p) {
     free_foreign(p);
 }
 
-__attribute__((noinline)) void free_slot_test_failed(void* p, uint32_t info) {
-    if (!t_heap->free_in_carried_page(p, info)) free_slow(p);
+__attribute__((noinline)) void free_slot_test_failed(Heap* h, void* p, uint32_t info) {
+    if (!h->free_in_carried_page(p, info)) free_slow(p);
 }
 
-__attribute__((noinline)) void free_sized_slot_test_failed(void* p, size_t size, const void* site, uint32_t info) {
-    if (!t_heap->free_in_carried_page(p, info)) free_sized_slow(p, size, site);
+__attribute__((noinline)) void free_sized_slot_test_failed(Heap* h, void* p, size_t size, const void* site, uint32_t info) {
+    if (!h->free_in_carried_page(p, info)) free_sized_slow(p, size, site);
 }
 
 void free_slow(void* p) {

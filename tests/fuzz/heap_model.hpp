@@ -689,6 +689,7 @@ struct World {
             for (unsigned i = 0; i < n_live; ++i) held += live[i].heap == heap_r ? live[i].usable : 0;
             if (r.size != held) fail("request begin: request heap size %zu, carried %zu", r.size, held);
             r.reset_for_request(r_limit);
+            r.request = this;  // (control's Request: only whether there is one matters to core)
             r.chunk_source = &a;
             in_request = true;
             return;
@@ -733,6 +734,7 @@ struct World {
             sync_remote();
         }
         r.trim_cache(keep);
+        r.request = nullptr;
         in_request = false;
         if (!carry && r.size != 0) fail("request end: request heap size %zu", r.size);
     }

@@ -9,8 +9,9 @@
  * (LIFO): a block of this request at the address of a carried one, which
  * must be reported as this request's leak, not taken for the carried one.
  * Each request must report exactly its two blocks, its usage must count
- * what it holds, and a double free of a block in such a page must still be
- * diagnosed. Prints "FAIL ..." or "ok". */
+ * what it holds, the process's peak must not fall when carried blocks are
+ * freed outside a request, and a double free of a block in such a page must
+ * still be diagnosed. Prints "FAIL ..." or "ok". */
 #include <zmm/zmm.h>
 
 #include <stdio.h>
@@ -62,11 +63,15 @@ int main(void) {
         long leaked = zmm_request_end();
         if (leaked != 2) fail("leaks of a request", leaked, 2);
     }
-    /* Everything freed, outside any request, then a clean request. */
+    /* Everything freed, outside any request (the process's peak stays),
+     * then a clean request. */
+    size_t peak_before = zmm_memory_peak_usage(0);
     for (int i = 0; i < REQUESTS; ++i) {
         free(kept_a[i]);
         free(kept_b[i]);
     }
+    if (zmm_memory_peak_usage(0) < peak_before)
+        fail("the process's peak after freeing carried blocks", (long)zmm_memory_peak_usage(0), (long)peak_before);
     zmm_request_begin("clean");
     for (int k = 0; k < CHURN; ++k) churn[k] = malloc(48);
     for (int k = 0; k < CHURN; ++k) free(churn[k]);
