@@ -58,7 +58,6 @@ void after_fork_child();
 // Installs the stop signal's handler. From start-up, outside the allocator.
 void start();
 
-
 // Sets the kind of each of `leaks` (block starts). Outside the allocator, on
 // a thread with a heap. The calling thread's stack is read from
 // t_state.scan_from when set (an API call records the program's frame

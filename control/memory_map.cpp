@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "loader_guard.hpp"
+#include "size_class.hpp"
 
 namespace zmm::memory_map {
 namespace {
@@ -17,8 +18,7 @@ int hex_digit(char c) {
 
 }  // namespace
 
-// Every mapping of the process (/proc/self/maps), in address order:
-// "lo-hi perms offset dev inode path".
+// Each line of /proc/self/maps: "lo-hi perms offset dev inode path".
 bool read_maps(int fd, Ranges& out) {
     char buf[8192];
     uintptr_t lo = 0, hi = 0, inode = 0;
@@ -91,8 +91,8 @@ int collect_module(dl_phdr_info* info, size_t, void* data) {
     for (unsigned i = 0; i < info->dlpi_phnum; ++i) {
         const ElfW(Phdr)& ph = info->dlpi_phdr[i];
         if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_W)) continue;
-        uintptr_t lo = (info->dlpi_addr + ph.p_vaddr) & ~uintptr_t{4095};
-        uintptr_t hi = (info->dlpi_addr + ph.p_vaddr + ph.p_memsz + 4095) & ~uintptr_t{4095};
+        uintptr_t lo = (info->dlpi_addr + ph.p_vaddr) & ~(k_page_size - 1);
+        uintptr_t hi = (info->dlpi_addr + ph.p_vaddr + ph.p_memsz + k_page_size - 1) & ~(k_page_size - 1);
         (is_own ? m->own : m->writable).push(Range{lo, hi, false, true, true});
     }
     return 0;

@@ -58,7 +58,6 @@ unsigned g_thread_count = 0;
 
 bool opened(uint64_t g) { return g & 1; }
 
-
 // ---- the calling thread's share ----
 
 void end_share() {
@@ -67,20 +66,14 @@ void end_share() {
 }
 
 // Was the thread interrupted inside zmm (its fast path, a slow path, a
-// backtrace capture, a report)? Then its heaps are mid-update: it will end
-// its share itself at its next slow path.
+// backtrace capture, a report) or inside a program's signal handler (whose
+// allocations are served elsewhere)? Then it will end its share itself at
+// its next slow path.
 bool inside_allocator(void* context) {
     if (t_state.busy > 0 || t_state.depth > 0 || t_state.handler_depth > 0) return true;
     auto* uc = static_cast<ucontext_t*>(context);
     uintptr_t pc = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
     return pc >= g_own_lo && pc < g_own_hi;
-}
-
-// The thread's next allocation takes the slow path: now, and after the
-// program's signal handler it may be in (which puts back the heap it found).
-void force_slow_path() {
-    t_heap = &g_empty_heap;
-    if (t_state.handler_depth > 0) t_state.handler_saved_heap = &g_empty_heap;
 }
 
 void on_switch(int, siginfo_t* info, void* context) {
@@ -90,11 +83,11 @@ void on_switch(int, siginfo_t* info, void* context) {
         uint64_t g = g_generation.load(std::memory_order_acquire);
         if (r && r->process_wide && r->generation != g) {
             if (inside_allocator(context))
-                force_slow_path();  // its next allocation ends the share
+                Handler_scope::send_to_slow_path();  // its next allocation ends the share
             else
                 end_share();
         } else if (opened(g) && !r && t_state.persistent && !t_state.no_requests) {
-            force_slow_path();  // its next allocation joins
+            Handler_scope::send_to_slow_path();  // its next allocation joins
         }
     }
     errno = saved;
@@ -164,7 +157,7 @@ void report(uint64_t generation) {
         Lock_guard guard(g_lock);
         for (size_t i = 0; i < leaks.count; ++i) {
             const Leak& l = leaks.items[i];
-            if (is_lost(l.kind) && !l.reported) g_reported.push(l.address);
+            if (is_listed_leak(l.kind) && !l.reported) g_reported.push(l.address);
         }
     }
     leaks.release();

@@ -52,7 +52,8 @@ bool still_inside() {
     // Only handlers run on the alternate stack; on the thread's stack,
     // handler frames are below the frame they interrupted.
     if (here >= t_state.handler_alt_lo && here < t_state.handler_alt_hi) return true;
-    if (!t_state.handler_on_alt && here <= t_state.handler_frame) return true;
+    bool handler_on_alt = t_state.handler_frame >= t_state.handler_alt_lo && t_state.handler_frame < t_state.handler_alt_hi;
+    if (!handler_on_alt && here <= t_state.handler_frame) return true;
     // Left by siglongjmp, to the program's code: outside any allocator call
     // (one the handler interrupted was abandoned with it). The heap is
     // derived again from what the thread holds, not restored: a request may

@@ -75,9 +75,7 @@ public:
             t_state.handler_frame = here;
             t_state.handler_alt_lo = alt_lo;
             t_state.handler_alt_hi = alt_hi;
-            t_state.handler_on_alt = here >= alt_lo && here < alt_hi;
             t_state.handler_saved_heap = t_heap;
-            t_state.handler_saved_in_allocator = t_state.in_allocator;
         }
         t_heap = &g_empty_heap;  // the fast paths miss, into the slow paths' reentry check
         ++t_state.in_allocator;
@@ -95,6 +93,14 @@ public:
     }
     Handler_scope(const Handler_scope&) = delete;
     Handler_scope& operator=(const Handler_scope&) = delete;
+
+    // The thread's next allocation takes the slow path (a request switch):
+    // now, and after the program's signal handler it may be in, whose scope
+    // would put back the heap it found.
+    static void send_to_slow_path() {
+        t_heap = &g_empty_heap;
+        if (t_state.handler_depth > 0) t_state.handler_saved_heap = &g_empty_heap;
+    }
 };
 
 // zmm's own handlers (the leak scan's stop, the request signal) are
@@ -122,6 +128,27 @@ struct Busy_section {
     }
     Busy_section(const Busy_section&) = delete;
     Busy_section& operator=(const Busy_section&) = delete;
+};
+
+// The program's code called from inside the allocator (a memory-limit
+// handler): outside the allocator as far as the markers go while it runs.
+// It may leave by longjmp, never to come back: the markers then stay clear,
+// as they should for a thread back in the program.
+class Program_code_section {
+public:
+    Program_code_section() : busy_(t_state.busy), in_allocator_(t_state.in_allocator) {
+        t_state.busy = 0;
+        t_state.in_allocator = 0;
+    }
+    ~Program_code_section() {
+        t_state.busy = busy_;
+        t_state.in_allocator = in_allocator_;
+    }
+    Program_code_section(const Program_code_section&) = delete;
+    Program_code_section& operator=(const Program_code_section&) = delete;
+
+private:
+    int busy_, in_allocator_;
 };
 
 }  // namespace zmm

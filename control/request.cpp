@@ -21,7 +21,6 @@
 #include "leak_report.hpp"
 #include "options.hpp"
 #include "os.hpp"
-#include "spin_lock.hpp"
 #include "stack_depot.hpp"
 #include "symbolize.hpp"
 #include "thread_heap.hpp"
@@ -99,9 +98,9 @@ constexpr size_t k_carried_merge = 16384;
 
 // The request heap's blocks and chunks go into the thread's own heap: still
 // valid, no longer tracked (reported or counted already); `h` starts empty.
-void merge_into_thread_heap(Heap& h, Block_table& table, Heap& persistent) {
+void merge_into_thread_heap(Heap& h, Heap& persistent) {
+    if (h.blocks) h.blocks->clear();
     h.blocks = nullptr;
-    table.clear();
     h.merge_into(persistent);
 }
 
@@ -163,9 +162,9 @@ Request* begin_on_thread(const char* name, bool process_wide) {
     // A request heap keeps what earlier requests leaked and its warm chunks.
     // Traced, every block is in its table; untraced, the table holds the
     // blocks carried from earlier requests (k_block_carried), whose frees
-    // take the slow path (Heap::mark_carried) and so leave it.
-    // (Merging an untraced heap's chunks into the thread's heap, as before,
-    // left each leaky request's chunk there: a new 2 MiB chunk per request.)
+    // take the slow path (Heap::mark_carried) and so leave it. (Merged into
+    // the thread's heap instead, each leaky request's chunk would stay there:
+    // a new 2 MiB chunk per request.)
     h->blocks = &r->table;
     h->request = r;
     t_state.request = r;
@@ -202,8 +201,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         if (!r->traced && !o.reclaim) carry_new_blocks(*r, *leaks, before, rescan);
     }
     long leaked = static_cast<long>(leaks->count - before);
-    size_t usage = h->size > h->base_size ? h->size - h->base_size : 0;
-    size_t peak = h->peak > h->base_size ? h->peak - h->base_size : 0;
+    size_t usage = h->size_in_request(), peak = h->peak_in_request();
     size_t real = h->real_in_request(), real_peak = h->real_peak_in_request();
     if (totals) {
         totals->usage += usage;
@@ -227,7 +225,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
             // What this request found lost is reported once.
             for (size_t i = 0; i < own.count; ++i) {
                 const Leak& l = own.items[i];
-                if (is_lost(l.kind))
+                if (is_listed_leak(l.kind))
                     if (Block_info* b = r->table.find(l.address)) b->flags |= k_block_reported;
             }
         }
@@ -245,7 +243,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         // (valid, no longer classified) and the request heap starts empty.
         // Chunks left there: a few per k_carried_merge carried blocks, not
         // one per leaky request.
-        merge_into_thread_heap(*h, r->table, *p);
+        merge_into_thread_heap(*h, *p);
         p->collect_runs_if_grown();
     } else {
         h->collect_runs_if_grown();
@@ -289,8 +287,7 @@ size_t usage_figure(bool real, bool peak) {
     if (Request* r = t_state.request) {
         Heap* h = r->heap;
         if (real) return peak ? h->real_peak_in_request() : h->real_in_request();
-        size_t v = peak ? h->peak : h->size;
-        return v > h->base_size ? v - h->base_size : 0;
+        return peak ? h->peak_in_request() : h->size_in_request();
     }
     Heap_stats s;
     heap_pool::total_stats(s);
@@ -360,15 +357,12 @@ bool heap_limit_exceeded(Heap& heap, size_t requested) {
     if (!r) return false;
     size_t limit = heap.limit;
     if (auto handler = t_state.limit_handler) {
-        // The program's code, outside the allocator as far as zmm's markers
-        // go: it allocates from the heap (no page of it changed yet) and may
-        // leave by longjmp, as PHP's bailout does, never to return here.
-        int busy = t_state.busy, inside = t_state.in_allocator;
-        t_state.busy = 0;
-        t_state.in_allocator = 0;
-        handler(limit, requested, t_state.limit_arg);
-        t_state.busy = busy;
-        t_state.in_allocator = inside;
+        // It allocates from the heap (no page of it changed yet) and may
+        // leave by longjmp, as PHP's bailout does.
+        {
+            Program_code_section program;
+            handler(limit, requested, t_state.limit_arg);
+        }
         if (heap.limit != limit) return true;  // the handler raised it
     }
     if (options().limit_action == Limit_action::enomem) return false;
@@ -398,14 +392,6 @@ bool heap_limit_exceeded(Heap& heap, size_t requested) {
 // Threads, fork, start and exit
 // ============================================================================
 
-}  // namespace zmm
-
-namespace zmm {
-
-// ============================================================================
-// Threads, fork, start and exit
-// ============================================================================
-
 void thread_leaves_requests() {
     leak_scan::Program_frame frame;
     Request* r = t_state.request;
@@ -421,8 +407,7 @@ void thread_leaves_requests() {
     Heap* h = t_state.request_heap;
     Heap* p = t_state.persistent;
     if (h && p && t_state.spare) {
-        h->drain_remote();
-        merge_into_thread_heap(*h, t_state.spare->table, *p);
+        merge_into_thread_heap(*h, *p);
         t_state.spare->table.release();
     }
 }

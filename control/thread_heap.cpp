@@ -81,10 +81,10 @@ const void* const k_tool_idle = reinterpret_cast<const void*>(2);  // a marker (
 // Every lock of zmm's is taken before fork() and released (parent) or reset
 // (child) after, so that no child inherits one held by a thread that is not
 // there. The order is the order they nest in: the scan's, the thread list's,
-// the tool heap's, the symbolizer's, the stack depot's; then zmm's calls
-// into the loader finish (their holders may hold any of the above, never
-// the reverse; glibc does not reset the loader's own locks in the child);
-// last the heap pool's (the others may allocate).
+// the tool heap's, the reentry heap's, the symbolizer's, the stack depot's;
+// then zmm's calls into the loader finish (their holders may hold any of
+// the above, never the reverse; glibc does not reset the loader's own locks
+// in the child); last the heap pool's (the others may allocate).
 void before_fork() {
     leak_scan::before_fork();
     process_request::before_fork();

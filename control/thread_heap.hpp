@@ -4,9 +4,10 @@
 // TLS of the preloaded library: it exists before the first malloc, reading it
 // is one instruction pair, no __tls_get_addr, no allocation). It points at
 // the thread's own (persistent) heap, or at its request heap during an
-// untraced request, or at g_empty_heap: no heap yet, zmm bypassed, or a
-// traced request (every allocation then takes the slow path, which records
-// where it came from).
+// untraced request, or at the tool heap inside a Tool_scope, or at
+// g_empty_heap: no heap yet, zmm bypassed, a traced request (every
+// allocation then takes the slow path, which records where it came from), or
+// a program's signal handler running (reentry.hpp).
 #pragma once
 
 #include <atomic>
@@ -29,7 +30,7 @@ struct Thread_state {
     void* limit_arg;
     uint64_t process_generation;  // the process-wide request this thread joined
     int depth;             // > 0 while zmm captures a backtrace or reports
-    int busy;              // > 0 inside an allocator slow path (see process_request)
+    int busy;              // > 0 inside a Busy_section (reentry.hpp)
     // > 0 while the thread's heaps may be mid-update (a Busy_section), 0 again
     // inside a Tool_scope (whose allocations go to the tool heap): an entry
     // into the allocator that finds it set interrupted zmm (reentry.hpp).
@@ -39,9 +40,7 @@ struct Thread_state {
     int handler_depth;
     uintptr_t handler_frame;
     uintptr_t handler_alt_lo, handler_alt_hi;  // the alternate signal stack
-    bool handler_on_alt;   // the outermost handler runs on it
     Heap* handler_saved_heap;
-    int handler_saved_in_allocator;
     bool own_sigaction;    // zmm installs a handler of its own (not wrapped)
     bool no_requests;      // zmm's own threads never join a request
     // The leak scan (leak_scan.cpp): an address in the thread's stack, and,

@@ -18,8 +18,9 @@ struct Block_info {
 
 inline constexpr uint32_t k_block_runtime = 1;  // allocated by the C runtime for itself: never a leak
 inline constexpr uint32_t k_block_reported = 2;  // reported as a leak by an earlier request, still live
-// An untraced request heap's table holds only the blocks earlier requests
-// left live (carried): these, never the blocks of the request running.
+// In an untraced request heap's table: a block earlier requests left live
+// (carried), never one of the request running (whose table holds nothing
+// else, or every block's requested size under ZMM_DEBUG).
 inline constexpr uint32_t k_block_carried = 4;
 
 class Block_table {

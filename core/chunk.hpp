@@ -69,7 +69,7 @@ struct Chunk {
     static unsigned carried_bit(uintptr_t a) {
         return static_cast<unsigned>(((a >> 4) * 0x9E3779B97F4A7C15ull) >> 60);
     }
-    bool maybe_carried(uintptr_t a) const {
+    bool carried_filter_has(uintptr_t a) const {
         return (carried_filter[page_of(reinterpret_cast<const void*>(a))] >> carried_bit(a)) & 1;
     }
 

@@ -347,9 +347,8 @@ void Heap::free_small(void* p, uint32_t info) {
     if (!is_slot_start(offset, bin)) misuse(Misuse::interior_pointer, p);
     Free_slot* s = static_cast<Free_slot*>(p);
     if (s->shadow == shadow_of(s, s->next)) misuse(Misuse::double_free, p);
-    free_small_unchecked(s, bin);
+    push_free(s, bin);
 }
-
 
 // ============================================================================
 // Huge
@@ -676,7 +675,7 @@ void Heap::free_owned_unchecked(void* p) {
         Chunk* c = Chunk::of(p);
         unsigned page = Chunk::page_of(p);
         uint32_t info = c->map[page];
-        if (info & k_small) return free_small_unchecked(static_cast<Free_slot*>(p), info & k_bin_mask);
+        if (info & k_small) return push_free(static_cast<Free_slot*>(p), info & k_bin_mask);
         return free_large(c, page, info & k_pages_mask);
     }
     free_huge(Huge_header::of(p));
@@ -687,7 +686,7 @@ bool Heap::free_in_carried_page(void* p, uint32_t info) {
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
     unsigned bin = info & k_bin_mask;
     if (!is_slot_start((a & (k_page_size - 1)) + (info & k_small_offset_mask), bin)) return false;
-    if (Chunk::of(p)->maybe_carried(a)) return false;  // perhaps carried: the table forgets it
+    if (Chunk::of(p)->carried_filter_has(a)) return false;  // perhaps carried: the table forgets it
     Free_slot* s = static_cast<Free_slot*>(p);
     if (s->shadow == shadow_of(s, s->next)) return false;  // the slow path diagnoses it
     push_free(s, bin);
@@ -713,9 +712,9 @@ void Heap::mark_carried(const void* p) {
     if (!is_chunk_granule(a)) return;  // huge: its free takes the slow path anyway
     Chunk* c = Chunk::of(p);
     if (c->heap != this) return;
-    uint32_t& info = c->map[Chunk::page_of(p)];
-    if (!(info & k_small)) return;  // large: as huge
     unsigned page = Chunk::page_of(p);
+    uint32_t& info = c->map[page];
+    if (!(info & k_small)) return;  // large: as huge
     c->carried_filter[page] |= static_cast<uint16_t>(1u << Chunk::carried_bit(a));
     if (c->carried_count[page] < 255) ++c->carried_count[page];
     c->has_carried = true;
@@ -751,7 +750,7 @@ bool Heap::may_be_carried(const void* p) {
     uint32_t info = c->map[Chunk::page_of(p)];
     if (!(info & k_small)) return true;
     if (!(info & k_small_slow_free)) return false;
-    return c->maybe_carried(a);
+    return c->carried_filter_has(a);
 }
 
 bool Heap::size_matches(const void* p, size_t bytes) {

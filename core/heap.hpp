@@ -74,10 +74,6 @@ public:
     Free_slot* free_slot[k_bins];
     size_t size;  // bytes in live blocks, as ZendMM counts them (rounded)
     size_t peak;
-    // A request heap's bytes in blocks earlier requests left (carried) at
-    // the request's begin, less those freed since: the request's own usage
-    // is size - base_size, its peak peak - base_size.
-    size_t base_size;
     uint64_t small_allocs[k_bins];
     uint64_t small_frees[k_bins];
     // Read-only once set up, and so in lines of their own: other threads'
@@ -106,6 +102,10 @@ public:
     size_t real_peak;
     size_t limit;      // on real_size - limit_base, as ZendMM's memory_limit
     size_t limit_base; // mapped bytes that hold earlier requests' leaks: not this request's
+    // A request heap's bytes in blocks earlier requests left (carried) at
+    // the request's begin, less those freed since: the request's own usage
+    // is size - base_size, its peak peak - base_size.
+    size_t base_size;
     size_t requesting; // the allocation being served by a slow path, for the limit's message
     size_t chunks_at_collect;  // see collect_runs
     // A request heap takes empty chunks from its thread's heap's cache too
@@ -127,13 +127,19 @@ public:
     // thread pushed onto their remote stacks late are drained with ours.
     Heap* retired;
     Heap* retired_next;
-    Block_table* blocks;  // traced request heaps: every live block's origin
+    // A request heap's table: traced, every live block's origin; untraced,
+    // the blocks carried from earlier requests; ZMM_DEBUG, every block's
+    // requested size.
+    Block_table* blocks;
     void* request;        // the request this heap serves (control's), or null
     bool internal;        // zmm's own (the tool heap): not the program's memory
 
     // Sets up a heap with no memory. `key` is the process's free-list key.
     void init(uint64_t free_list_key);
 
+    // Bytes in the current request's own blocks (over base_size), and their peak.
+    size_t size_in_request() const { return size > base_size ? size - base_size : 0; }
+    size_t peak_in_request() const { return peak > base_size ? peak - base_size : 0; }
     // Memory taken from the OS for the current request (over limit_base).
     size_t real_in_request() const { return real_size > limit_base ? real_size - limit_base : 0; }
     size_t real_peak_in_request() const { return real_peak > limit_base ? real_peak - limit_base : 0; }
@@ -172,9 +178,9 @@ public:
     // requests left live, in its table `blocks`): their frees must take the
     // slow path, which makes the table forget them. mark_carried makes p (a
     // live block of this heap) one: a small block's bit in its page's
-    // carried filter, and the page's k_small_slow_free, which sends every
-    // free in the page off the fast path. Its free clears both (the page's
-    // once it holds no carried block).
+    // carried filter, the page's count, and the page's k_small_slow_free,
+    // which sends every free in the page off the fast path's main line. Its
+    // free lowers the count; the last one clears the filter and the mark.
     void mark_carried(const void* p);
     // Can p (a live block of a heap) be a carried one? False only when it
     // is surely not: a small block in a page without carried blocks, or
@@ -292,7 +298,6 @@ private:
     size_t collect_small_runs();
     void unmap_chunk(Chunk* c);
     void free_small(void* p, uint32_t info);
-    void free_small_unchecked(Free_slot* s, unsigned bin) { push_free(s, bin); }
     inline void push_free(Free_slot* s, unsigned bin);
     // p leaves the table, and is no longer carried.
     void forget(void* p);
@@ -395,6 +400,5 @@ inline void Heap::push_free(Free_slot* s, unsigned bin) {
     size -= bin_size[bin];
     small_frees[bin]++;
 }
-
 
 }  // namespace zmm

@@ -98,11 +98,6 @@ size_t group_leaks(Leak* leaks, size_t count, Group* groups) {
     return n;
 }
 
-}  // namespace
-
-
-namespace {
-
 // How the text report (`name`) and the JSON (`key`) call each kind, by
 // Leak_kind's value.
 struct Kind_words {

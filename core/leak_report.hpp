@@ -19,7 +19,7 @@ class Text;
 enum class Leak_kind : uint8_t { live = 0, reachable, indirect, definite, gone };
 
 // A leak the report lists as such (live: found without a scan), reported once.
-inline bool is_lost(Leak_kind k) { return k == Leak_kind::live || k == Leak_kind::indirect || k == Leak_kind::definite; }
+inline bool is_listed_leak(Leak_kind k) { return k == Leak_kind::live || k == Leak_kind::indirect || k == Leak_kind::definite; }
 
 struct Leak {
     uintptr_t address;

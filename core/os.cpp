@@ -181,12 +181,8 @@ bool resident_pages(const void* p, size_t size, unsigned char* vec) {
 }
 
 bool is_mapped(const void* p) {
-    int saved = errno;
     unsigned char vec;
-    void* page = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(p) & ~(k_page - 1));
-    bool mapped = mincore(page, k_page, &vec) == 0;
-    errno = saved;
-    return mapped;
+    return resident_pages(reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(p) & ~(k_page - 1)), k_page, &vec);
 }
 
 void write_all(int fd, const char* s, size_t n) {

@@ -5,15 +5,9 @@
 
 #include <cstddef>
 
-#include "reentry.hpp"
 #include "thread_heap.hpp"
 
 namespace zmm::api {
-
-// Marks the calling thread as inside an allocator slow path, for the
-// process-wide request's signal handler and the leak scan's stop (which must
-// not catch a heap mid-update).
-using Busy = Busy_section;
 
 void* malloc_slow(size_t size);
 void free_slow(void* p);
@@ -29,32 +23,33 @@ __attribute__((always_inline)) inline void* malloc(size_t size) {
     return malloc_slow(size);
 }
 
-// The fast path's slot test failed (Heap::try_free_small): a page with
-// carried blocks, or an interior pointer. Out of line, a tail call, so that
-// the fast path keeps no frame.
-// `h` is the heap the fast path tried (t_heap may have changed since: a
-// signal's request switch).
-void free_slot_test_failed(Heap* h, void* p, uint32_t info);
+// The fast path's slot test failed (Heap::try_free_small, the page's map
+// word `info`): a block in a page with carried blocks, freed on the side
+// path if it can be, else (an interior pointer too) on the slow path. Out of
+// line, a tail call, so that the fast path keeps no frame. `h` is the heap
+// the fast path tried (t_heap may have changed since: a signal's request
+// switch).
+void free_in_marked_page(Heap* h, void* p, uint32_t info);
 
 __attribute__((always_inline)) inline void free(void* p) {
     Heap* h = t_heap;
     uint32_t r = h->try_free_small(p);
     if (__builtin_expect(r == 0, 1)) return;
-    if (r != Heap::k_fast_free_declined) return free_slot_test_failed(h, p, r);
+    if (r != Heap::k_fast_free_declined) return free_in_marked_page(h, p, r);
     free_slow(p);
 }
 
 void free_sized_slow(void* p, size_t size, const void* site);
-void free_sized_slot_test_failed(Heap* h, void* p, size_t size, const void* site, uint32_t info);
 
 // operator delete(void*, size_t): the size is checked, never trusted.
 // `site` is the caller's return address, to report a wrong size once per site.
+// (A block whose slot test fails is of the bin claimed: its size fits.)
 __attribute__((always_inline)) inline void free_sized(void* p, size_t size, const void* site) {
     Heap* h = t_heap;
     if (__builtin_expect(size <= k_max_small, 1)) {
         uint32_t r = h->try_free_small(p, size_to_bin(size));
         if (__builtin_expect(r == 0, 1)) return;
-        if (r != Heap::k_fast_free_declined) return free_sized_slot_test_failed(h, p, size, site, r);
+        if (r != Heap::k_fast_free_declined) return free_in_marked_page(h, p, r);
     }
     free_sized_slow(p, size, site);
 }

@@ -17,6 +17,7 @@
 #include "heap_pool.hpp"
 #include "libc_symbols.hpp"
 #include "options.hpp"
+#include "reentry.hpp"
 #include "request.hpp"
 
 #define ZMM_EXPORT extern "C" __attribute__((visibility("default")))
@@ -57,13 +58,13 @@ static void* malloc_inside(size_t size) {
         return p;
     }
     void* p = h->alloc(size);
-    if (h->blocks) trace_allocation(h, p, size);
+    if (h->request) trace_allocation(h, p, size);
     return p;
 }
 
 void* malloc_slow(size_t size) {
     if (reentry::inside()) return reentered_alloc(size, 0, false);
-    Busy busy;
+    Busy_section busy;
     return malloc_inside(size);
 }
 
@@ -86,12 +87,8 @@ static void free_inside(void* p) {
     free_foreign(p);
 }
 
-__attribute__((noinline)) void free_slot_test_failed(Heap* h, void* p, uint32_t info) {
+__attribute__((noinline)) void free_in_marked_page(Heap* h, void* p, uint32_t info) {
     if (!h->free_in_carried_page(p, info)) free_slow(p);
-}
-
-__attribute__((noinline)) void free_sized_slot_test_failed(Heap* h, void* p, size_t size, const void* site, uint32_t info) {
-    if (!h->free_in_carried_page(p, info)) free_sized_slow(p, size, site);
 }
 
 void free_slow(void* p) {
@@ -100,7 +97,7 @@ void free_slow(void* p) {
         if (!reentry::free(p)) free_foreign(p);
         return;
     }
-    Busy busy;
+    Busy_section busy;
     free_inside(p);
 }
 
@@ -121,15 +118,11 @@ __attribute__((noinline, cold)) void report_wrong_size(void* p, size_t size, con
     t.flush(fd);
     report_close(fd);
 }
-
-__attribute__((noinline)) void free_sized_checked(void* p, size_t size, const void* site) {
-    if (p && !Heap::size_matches(p, size)) report_wrong_size(p, size, site);
-    free(p);
-}
 }  // namespace
 
 void free_sized_slow(void* p, size_t size, const void* site) {
-    free_sized_checked(p, size, site);
+    if (p && !Heap::size_matches(p, size)) report_wrong_size(p, size, site);
+    free(p);
 }
 
 void* calloc(size_t n, size_t size) {
@@ -144,7 +137,7 @@ void* calloc(size_t n, size_t size) {
         return p;
     }
     if (reentry::inside()) return reentered_alloc(bytes, 0, true);
-    Busy busy;
+    Busy_section busy;
     Heap* h = thread_heap();
     if (!h) {
         if (bypassed()) return libc::functions().calloc(n, size);
@@ -157,7 +150,7 @@ void* calloc(size_t n, size_t size) {
         return p;
     }
     void* p = h->alloc_zeroed(bytes);
-    if (h->blocks) trace_allocation(h, p, bytes);
+    if (h->request) trace_allocation(h, p, bytes);
     return p;
 }
 
@@ -174,9 +167,10 @@ void* realloc(void* p, size_t size) {
         free(p);
         return nullptr;
     }
-    if (reentry::inside() && Heap::owner_of(p)) return reentry::realloc(p, size);
-    Busy busy;
-    if (Heap::owner_of(p) && options().debug) {  // always a new block: the old one is checked and poisoned
+    const bool ours = Heap::owner_of(p) != nullptr;
+    if (reentry::inside() && ours) return reentry::realloc(p, size);
+    Busy_section busy;
+    if (ours && options().debug) {  // always a new block: the old one is checked and poisoned
         size_t old = debug_checks::requested_size(p);
         void* q = malloc_inside(size);
         if (!q) return nullptr;
@@ -184,10 +178,10 @@ void* realloc(void* p, size_t size) {
         free_inside(p);
         return q;
     }
-    if (Heap::owner_of(p)) {
+    if (ours) {
         if (Heap* h = thread_heap()) {
             void* q = h->realloc(p, size);
-            if (h->blocks) trace_allocation(h, q, size);
+            if (h->request) trace_allocation(h, q, size);
             return q;
         }
         // bypassed, and the block is still zmm's: move it to glibc
@@ -208,7 +202,7 @@ void* realloc(void* p, size_t size) {
 
 void* aligned(size_t alignment, size_t size) {
     if (reentry::inside()) return reentered_alloc(size, alignment, false);
-    Busy busy;
+    Busy_section busy;
     Heap* h = thread_heap();
     if (!h) {
         if (bypassed()) return libc::functions().memalign(alignment, size);
@@ -224,7 +218,7 @@ void* aligned(size_t alignment, size_t size) {
         return p;
     }
     void* p = h->alloc_aligned(alignment, size);
-    if (h->blocks) trace_allocation(h, p, size);
+    if (h->request) trace_allocation(h, p, size);
     return p;
 }
 
@@ -352,7 +346,7 @@ ZMM_EXPORT struct mallinfo mallinfo() {
 
 ZMM_EXPORT int malloc_trim(size_t pad) {
     if (bypassed()) return libc::functions().malloc_trim ? libc::functions().malloc_trim(pad) : 0;
-    api::Busy busy;
+    Busy_section busy;
     return heap_pool::collect_all(t_heap == &g_empty_heap ? nullptr : t_heap) > 0 ? 1 : 0;
 }
 

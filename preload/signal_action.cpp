@@ -63,11 +63,12 @@ bool is_function(const struct sigaction* act) {
     return act->sa_handler != SIG_DFL && act->sa_handler != SIG_IGN && act->sa_handler != SIG_HOLD;
 }
 
-// The kernel's view of `old`, translated back to the program's handler.
-void as_program_sees(int sig, struct sigaction* old) {
+// The kernel's view of `old`, translated back to the program's handler
+// (`fn`, taking siginfo if `info`) when it is the wrapper.
+void as_program_sees(struct sigaction* old, void* fn, bool info) {
     if (old->sa_sigaction != run_program_handler) return;
-    old->sa_sigaction = reinterpret_cast<Info_handler>(g_handlers[sig].fn.load(std::memory_order_acquire));
-    if (!g_handlers[sig].info.load(std::memory_order_relaxed)) old->sa_flags &= ~SA_SIGINFO;
+    old->sa_sigaction = reinterpret_cast<Info_handler>(fn);
+    if (!info) old->sa_flags &= ~SA_SIGINFO;
 }
 
 }  // namespace
@@ -85,7 +86,9 @@ extern "C" __attribute__((visibility("default"))) int sigaction(int sig, const s
     if (!act || zmm::t_state.own_sigaction || sig <= 0 || sig >= _NSIG || !is_function(act) ||
         act->sa_sigaction == run_program_handler) {
         int rc = real(sig, act, old);
-        if (rc == 0 && old && sig > 0 && sig < _NSIG) as_program_sees(sig, old);
+        if (rc == 0 && old && sig > 0 && sig < _NSIG)
+            as_program_sees(old, g_handlers[sig].fn.load(std::memory_order_acquire),
+                            g_handlers[sig].info.load(std::memory_order_relaxed));
         return rc;
     }
     struct sigaction wrapped = *act;
@@ -105,10 +108,7 @@ extern "C" __attribute__((visibility("default"))) int sigaction(int sig, const s
         g_handlers[sig].fn.store(previous, std::memory_order_release);
         return rc;
     }
-    if (old && old->sa_sigaction == run_program_handler) {
-        old->sa_sigaction = reinterpret_cast<Info_handler>(previous);
-        if (!previous_info) old->sa_flags &= ~SA_SIGINFO;
-    }
+    if (old) as_program_sees(old, previous, previous_info);
     return rc;
 }
 
@@ -130,13 +130,13 @@ sighandler_t install(int sig, sighandler_t handler, int flags) {
 }
 }  // namespace
 
-// BSD semantics, as glibc's signal(): restarted calls, the signal blocked in its handler.
+// BSD semantics, as glibc's signal(): restarted calls, the signal blocked in
+// its handler; bsd_signal and ssignal are the same.
 extern "C" __attribute__((visibility("default"))) sighandler_t signal(int sig, sighandler_t handler) {
     return install(sig, handler, SA_RESTART);
 }
-extern "C" __attribute__((visibility("default"))) sighandler_t bsd_signal(int sig, sighandler_t handler) {
-    return install(sig, handler, SA_RESTART);
-}
+extern "C" __attribute__((visibility("default"), alias("signal"))) sighandler_t bsd_signal(int, sighandler_t) noexcept;
+extern "C" __attribute__((visibility("default"), alias("signal"))) sighandler_t ssignal(int, sighandler_t) noexcept;
 // System V's sigset(): SIG_HOLD blocks the signal; anything else installs
 // the disposition (no flags, nothing blocked in the handler) and unblocks
 // it. Returns SIG_HOLD if the signal was blocked, else the previous one.
@@ -148,26 +148,19 @@ extern "C" __attribute__((visibility("default"))) sighandler_t sigset(int sig, s
     sigset_t one, old_mask;
     sigemptyset(&one);
     sigaddset(&one, sig);
-    struct sigaction old{};
-    if (disposition == SIG_HOLD) {
-        if (sigaction(sig, nullptr, &old) != 0 || pthread_sigmask(SIG_BLOCK, &one, &old_mask) != 0) return SIG_ERR;
-        return sigismember(&old_mask, sig) ? SIG_HOLD : old.sa_handler;
-    }
-    struct sigaction act{};
+    const bool hold = disposition == SIG_HOLD;
+    struct sigaction act{}, old{};
     act.sa_handler = disposition;
     sigemptyset(&act.sa_mask);
-    if (sigaction(sig, &act, &old) != 0 || pthread_sigmask(SIG_UNBLOCK, &one, &old_mask) != 0) return SIG_ERR;
+    if (sigaction(sig, hold ? nullptr : &act, &old) != 0 ||
+        pthread_sigmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &one, &old_mask) != 0)
+        return SIG_ERR;
     return sigismember(&old_mask, sig) ? SIG_HOLD : old.sa_handler;
 }
 
-extern "C" __attribute__((visibility("default"))) sighandler_t ssignal(int sig, sighandler_t handler) {
-    return install(sig, handler, SA_RESTART);
-}
 // System V semantics: reset to the default on delivery, not blocked in the
 // handler (what signal() binds to in a strict ISO C program).
 extern "C" __attribute__((visibility("default"))) sighandler_t sysv_signal(int sig, sighandler_t handler) {
     return install(sig, handler, SA_RESETHAND | SA_NODEFER);
 }
-extern "C" __attribute__((visibility("default"))) sighandler_t __sysv_signal(int sig, sighandler_t handler) {
-    return install(sig, handler, SA_RESETHAND | SA_NODEFER);
-}
+extern "C" __attribute__((visibility("default"), alias("sysv_signal"))) sighandler_t __sysv_signal(int, sighandler_t) noexcept;
