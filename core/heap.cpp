@@ -1,5 +1,6 @@
 #include "heap.hpp"
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -310,7 +311,11 @@ void Heap::free_large(Chunk* c, unsigned page, unsigned count) {
 void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
     if (this == &g_empty_heap) return heap_missing(size_wanted);
     requesting = size_wanted;
-    if (has_remote()) {
+    if (remote_bin[bin].load(std::memory_order_relaxed)) {
+        take_remote_bin(bin);
+        if (free_slot[bin]) return alloc_small(bin, size_wanted);
+    }
+    if (has_remote_stack()) {
         drain_remote();
         if (free_slot[bin]) return alloc_small(bin, size_wanted);
     }
@@ -782,18 +787,87 @@ void Heap::free_remote(Heap* owner_heap, void* p) {
                                                       std::memory_order_relaxed));
 }
 
-Heap* Heap::free_any(void* p, const void* current_owner) {
+Heap* Heap::free_any(void* p, const void* current_owner, Heap* outbox) {
     Heap* h = owner_of(p);
     if (!h) {
         if (granule_of(p) == granule_none) return nullptr;
         check_block_start(p);  // a freed huge block, or inside a live one: diagnosed
         return nullptr;
     }
-    if (h->owner.load(std::memory_order_relaxed) == current_owner)
+    const void* owner = h->owner.load(std::memory_order_relaxed);
+    if (owner == current_owner)
         h->free_owned(p);
+    else if (outbox && h->takes_chains && owner)  // (an abandoned heap: free_remote, reclaimed at once)
+        outbox->send_remote(h, p);
     else
         free_remote(h, p);
     return h;
+}
+
+namespace {
+constexpr auto k_outbox_limit = [] {
+    std::array<uint32_t, k_bins> t{};
+    for (unsigned b = 0; b < k_bins; ++b) t[b] = outbox_chain_limit(b);
+    return t;
+}();
+}  // namespace
+
+void Heap::send_remote(Heap* to, void* p) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    uint32_t info = is_chunk_granule(a) && Chunk::page_of(p) ? Chunk::of(p)->map[Chunk::page_of(p)] : 0;
+    if (!(info & k_small)) return free_remote(to, p);
+    unsigned bin = info & k_bin_mask;
+    if (!is_slot_start((a & (k_page_size - 1)) + (info & k_small_offset_mask), bin))
+        misuse(Misuse::interior_pointer, p);
+    Free_slot* s = static_cast<Free_slot*>(p);
+    if (s->shadow == to->shadow_of(s, s->next)) misuse(Misuse::double_free, p);
+    Outbox_chain& o = outbox[bin];
+    if (o.to != to) {
+        if (o.head) send_chain(o, bin);
+        o.to = to;
+    }
+    if (!o.head) {
+        o.tail = s;
+        ++outbox_chains;
+    }
+    s->next = o.head;
+    s->shadow = to->shadow_of(s, o.head);
+    o.head = s;
+    if (++o.count >= k_outbox_limit[bin]) send_chain(o, bin);
+}
+
+void Heap::send_chain(Outbox_chain& o, unsigned bin) {
+    Heap* to = o.to;
+    to->remote_bin_count[bin].fetch_add(o.count, std::memory_order_relaxed);
+    Free_slot* head = to->remote_bin[bin].load(std::memory_order_relaxed);
+    do {
+        o.tail->next = head;
+        o.tail->shadow = to->shadow_of(o.tail, head);
+    } while (!to->remote_bin[bin].compare_exchange_weak(head, o.head, std::memory_order_release,
+                                                         std::memory_order_relaxed));
+    o.head = o.tail = nullptr;
+    o.count = 0;
+    --outbox_chains;
+}
+
+void Heap::flush_outbox() {
+    for (unsigned b = 0; b < k_bins && outbox_chains; ++b)
+        if (outbox[b].head) send_chain(outbox[b], b);
+}
+
+void Heap::take_remote_bin(unsigned bin) {
+    Free_slot* list = remote_bin[bin].exchange(nullptr, std::memory_order_acquire);
+    uint32_t n = remote_bin_count[bin].exchange(0, std::memory_order_relaxed);
+    size -= size_t{n} * bin_size[bin];
+    small_frees[bin] += n;
+    if (!list) return;
+    if (Free_slot* head = free_slot[bin]) {
+        Free_slot* tail = list;
+        while (tail->next) tail = tail->next;
+        tail->next = head;
+        tail->shadow = shadow_of(tail, head);
+    }
+    free_slot[bin] = list;
 }
 
 // Each block goes to the heap that owns it now: a block pushed onto a
@@ -821,12 +895,18 @@ void rekey_list(Free_slot* s, uint64_t old_key, uint64_t new_key) {
 }  // namespace
 
 void Heap::rekey(uint64_t new_key) {
-    for (unsigned b = 0; b < k_bins; ++b) rekey_list(free_slot[b], key, new_key);
+    for (unsigned b = 0; b < k_bins; ++b) {
+        rekey_list(free_slot[b], key, new_key);
+        rekey_list(remote_bin[b].load(std::memory_order_acquire), key, new_key);
+        rekey_list(outbox[b].head, key, new_key);  // (its blocks' heaps are rekeyed with this one)
+    }
     rekey_list(remote.load(std::memory_order_acquire), key, new_key);
     key = new_key;
 }
 
 void Heap::drain_remote() {
+    for (unsigned b = 0; b < k_bins; ++b)
+        if (remote_bin[b].load(std::memory_order_relaxed)) take_remote_bin(b);
     drain_stack(remote.exchange(nullptr, std::memory_order_acquire));
     for (Heap* r = retired; r; r = r->retired_next)
         if (r->remote.load(std::memory_order_relaxed)) drain_stack(r->remote.exchange(nullptr, std::memory_order_acquire));
@@ -1196,26 +1276,31 @@ void Heap::release_all() {
 void Heap::stats(Heap_stats& out) const {
     memset(&out, 0, sizeof out);
     uint64_t small_bytes = 0, small_live = 0;
+    size_t sent = 0;  // freed into this heap, not yet taken (remote_bin)
     for (unsigned b = 0; b < k_bins; ++b) {
         out.small_allocs[b] = small_allocs[b];
         // A block allocated here may be freed into another heap (requests
-        // merge): per heap the difference can go negative; sums are right.
-        out.small_in_use[b] = small_allocs[b] - small_frees[b];
+        // merge), or sit in another heap's outbox: per heap the difference
+        // can go negative; sums are right.
+        uint64_t gone = remote_bin_count[b].load(std::memory_order_relaxed) + outbox[b].count;
+        out.small_in_use[b] = small_allocs[b] - small_frees[b] - gone;
+        sent += size_t{remote_bin_count[b].load(std::memory_order_relaxed)} * k_bin_size[b];
+        sent += size_t{outbox[b].count} * k_bin_size[b];
         small_bytes += small_allocs[b] * k_bin_size[b];
         small_live += out.small_in_use[b] * k_bin_size[b];
     }
     out.huge_in_use_bytes = huge_bytes;
-    out.large_in_use_bytes = size - small_live - huge_bytes;
+    out.large_in_use_bytes = size - sent - small_live - huge_bytes;
     out.large_allocs = large_allocs;
     out.huge_allocs = huge_allocs;
-    out.size = size;
+    out.size = size - sent;
     out.peak = peak;
     out.real_size = real_size;
     out.real_peak = real_peak;
     out.chunks = chunks_count;
     out.cached_chunks = cached_count;
     out.bytes_allocated = small_bytes + bytes_allocated_slow;
-    out.bytes_freed = out.bytes_allocated - size;
+    out.bytes_freed = out.bytes_allocated - out.size;
     out.purged_bytes = purged_bytes;
     out.unmapped_bytes = unmapped_bytes;
 }

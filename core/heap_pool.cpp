@@ -61,6 +61,7 @@ Heap* acquire(const void* owner) {
     } else {
         h = new_heap_locked();
         if (!h) return nullptr;
+        h->takes_chains = g_tuning.batch_remote_frees;
     }
     h->owner.store(owner, std::memory_order_release);
     for (Heap* r = h->retired; r; r = r->retired_next) r->owner.store(owner, std::memory_order_release);
@@ -75,6 +76,7 @@ Heap* new_request_heap(const void* owner) {
 }
 
 void abandon(Heap* heap) {
+    heap->flush_outbox();
     heap->drain_remote();
     Lock_guard guard(g_lock);
     for (Heap* r = heap->retired; r; r = r->retired_next) r->owner.store(nullptr, std::memory_order_release);

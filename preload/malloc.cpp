@@ -79,7 +79,7 @@ static void free_foreign(void* p) {
 // free's slow path, inside the allocator already.
 static void free_inside(void* p) {
     if (__builtin_expect(options().debug, 0)) debug_checks::on_free(p);
-    if (Heap* owner = Heap::free_any(p, thread_token())) {
+    if (Heap* owner = Heap::free_any(p, thread_token(), t_state.persistent)) {
         if (owner->owner.load(std::memory_order_relaxed) == nullptr)
             heap_pool::reclaim_if_abandoned(owner, thread_token());
         return;
@@ -347,6 +347,7 @@ ZMM_EXPORT struct mallinfo mallinfo() {
 ZMM_EXPORT int malloc_trim(size_t pad) {
     if (bypassed()) return libc::functions().malloc_trim ? libc::functions().malloc_trim(pad) : 0;
     Busy_section busy;
+    if (Heap* own = t_state.persistent) own->flush_outbox();
     return heap_pool::collect_all(t_heap == &g_empty_heap ? nullptr : t_heap) > 0 ? 1 : 0;
 }
 

@@ -112,6 +112,27 @@ BOOST_AUTO_TEST_CASE(double_free_through_remote_stack) {
     BOOST_TEST(h->size == 0u);
 }
 
+// A block waiting in another thread's outbox chain is a free slot of its
+// heap: freed again from any thread, it is a double free.
+BOOST_AUTO_TEST_CASE(double_free_through_an_outbox) {
+    Test_heap h, sender;
+    h->takes_chains = true;
+    void* p = h->alloc(100);
+    char* q = static_cast<char*>(h->alloc(100));
+    char other_thread = 0;
+    Heap::free_any(p, &other_thread, &sender.heap);  // into the sender's outbox
+    BOOST_TEST(sender->outbox_chains == 1u);
+    BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { Heap::free_any(p, &other_thread, &sender.heap); }));
+    BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { h->free_owned(p); }));
+    BOOST_TEST(diagnosed(Misuse::interior_pointer, q + 16, [&] { Heap::free_any(q + 16, &other_thread, &sender.heap); }));
+    sender->flush_outbox();
+    BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { Heap::free_any(p, &other_thread, &sender.heap); }));
+    h->drain_remote();
+    BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { h->free_owned(p); }));
+    h->free_owned(q);
+    BOOST_TEST(h->size == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(interior_pointers) {
     Test_heap h;
     char* small = static_cast<char*>(h->alloc(100));

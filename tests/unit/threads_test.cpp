@@ -1,6 +1,7 @@
 // Remote frees from several threads, and heap adoption after a thread exits.
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 #include <vector>
@@ -68,6 +69,142 @@ BOOST_AUTO_TEST_CASE(remote_frees_while_owner_allocates) {
         h->drain_remote();
     }
     freer.join();
+    h->drain_remote();
+    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->check() == nullptr);
+}
+
+// Small blocks freed by another thread wait in its outbox, by bin, until a
+// chain is full (or flushed), then go to their heap's bin stack in one push;
+// the owner takes a stack whole when its bin runs out. Usage counts them
+// freed once they are sent.
+BOOST_AUTO_TEST_CASE(remote_small_frees_travel_in_chains) {
+    Test_heap h, sender;
+    h->takes_chains = true;
+    const unsigned bin = size_to_bin(100);
+    const uint32_t per_chain = outbox_chain_limit(bin);
+    BOOST_TEST(per_chain == (4096 + 111) / 112);  // 100 B: the 112-byte bin
+    std::vector<void*> blocks;
+    for (uint32_t i = 0; i < 3 * per_chain + 5; ++i) blocks.push_back(h->alloc(100));
+    void* big = h->alloc(10000);
+    const size_t used = h->size;
+    char other_thread = 0;
+    for (uint32_t i = 0; i + 1 < per_chain; ++i) Heap::free_any(blocks[i], &other_thread, &sender.heap);
+    BOOST_TEST(sender->outbox[bin].count == per_chain - 1);
+    BOOST_TEST(sender->outbox[bin].to == &h.heap);
+    BOOST_TEST(h->remote_bin[bin].load() == nullptr);
+    Heap_stats s;
+    h->stats(s);
+    BOOST_TEST(s.size == used);  // (in the sender's stats, the blocks count as gone)
+    Heap::free_any(blocks[per_chain - 1], &other_thread, &sender.heap);  // the chain is full: sent
+    BOOST_TEST(sender->outbox[bin].count == 0u);
+    BOOST_TEST(sender->outbox_chains == 0u);
+    BOOST_TEST(h->remote_bin[bin].load() == blocks[per_chain - 1]);
+    BOOST_TEST(h->remote_bin_count[bin].load() == per_chain);
+    h->stats(s);
+    BOOST_TEST(s.size == used - per_chain * k_bin_size[bin]);
+    BOOST_TEST(h->size == used);  // not taken yet
+    // A large block goes to the remote stack as before.
+    Heap::free_any(big, &other_thread, &sender.heap);
+    BOOST_TEST(h->remote.load() == big);
+    for (uint32_t i = per_chain; i < 3 * per_chain + 5; ++i) Heap::free_any(blocks[i], &other_thread, &sender.heap);
+    BOOST_TEST(sender->outbox[bin].count == 5u);
+    sender->flush_outbox();
+    BOOST_TEST(sender->outbox_chains == 0u);
+    BOOST_TEST(h->remote_bin_count[bin].load() == 3 * per_chain + 5);
+    // The owner's bin is empty: its next allocation takes the whole stack,
+    // newest chain first, and reuses a slot another thread freed.
+    std::vector<void*> rest;  // the run's unused slots
+    while (h->free_slot[bin]) rest.push_back(h->pop_small(bin));
+    const size_t before = h->size;
+    void* again = h->alloc(100);
+    BOOST_TEST(again == blocks[3 * per_chain + 4]);
+    BOOST_TEST(h->remote_bin[bin].load() == nullptr);
+    BOOST_TEST(h->size == before - (3 * per_chain + 5) * k_bin_size[bin] + k_bin_size[bin]);
+    // Every slot is on the free list, once: allocating them all gives each back.
+    std::vector<void*> taken{again};
+    for (uint32_t i = 1; i < 3 * per_chain + 5; ++i) taken.push_back(h->alloc(100));
+    std::sort(taken.begin(), taken.end());
+    std::vector<void*> sorted = blocks;
+    std::sort(sorted.begin(), sorted.end());
+    BOOST_TEST(taken == sorted);
+    for (void* p : taken) h->free_owned(p);
+    for (void* p : rest) h->free_owned(p);
+    h->drain_remote();
+    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->check() == nullptr);
+}
+
+// A chain whose heap's bin is not empty joins its free list; a heap not
+// taking chains (a request heap) gets its blocks on the remote stack.
+BOOST_AUTO_TEST_CASE(chains_join_a_free_list_and_skip_request_heaps) {
+    Test_heap h, sender, request;
+    h->takes_chains = true;
+    char other_thread = 0;
+    void* a = h->alloc(40);
+    void* b = h->alloc(40);
+    const unsigned bin = size_to_bin(40);
+    Heap::free_any(a, &other_thread, &sender.heap);
+    sender->flush_outbox();
+    h->free_owned(b);
+    h->drain_remote();
+    BOOST_TEST(h->free_slot[bin] == a);
+    BOOST_TEST(h->size == 0u);
+    void* r = request->alloc(40);
+    Heap::free_any(r, &other_thread, &sender.heap);
+    BOOST_TEST(sender->outbox_chains == 0u);
+    BOOST_TEST(request->remote.load() == r);
+    request->drain_remote();
+    BOOST_TEST(request->size == 0u);
+}
+
+// A forked child's new key reaches the chains: in outboxes and on stacks.
+BOOST_AUTO_TEST_CASE(rekey_rewrites_chains) {
+    Test_heap h, sender;
+    h->takes_chains = true;
+    char other_thread = 0;
+    std::vector<void*> blocks;
+    for (int i = 0; i < 200; ++i) blocks.push_back(h->alloc(24));
+    for (int i = 0; i < 150; ++i) Heap::free_any(blocks[i], &other_thread, &sender.heap);
+    BOOST_TEST(h->remote_bin[size_to_bin(24)].load() != nullptr);
+    BOOST_TEST(sender->outbox_chains == 1u);
+    const uint64_t fresh = 0x0123456789abcdefull;
+    h->rekey(fresh);
+    sender->rekey(fresh);
+    sender->flush_outbox();
+    for (int i = 150; i < 200; ++i) h->free_owned(blocks[i]);
+    h->drain_remote();
+    BOOST_TEST(h->size == 0u);
+    for (int i = 0; i < 400; ++i) blocks.push_back(h->alloc(24));  // pops every slot: checked shadows
+    BOOST_TEST(h->check() == nullptr);
+}
+
+// Threads freeing into one heap through their outboxes while its owner
+// allocates and frees: every block comes back once.
+BOOST_AUTO_TEST_CASE(chains_from_several_threads) {
+    Test_heap h;
+    h->takes_chains = true;
+    constexpr int k_threads = 4, k_per_thread = 20000;
+    std::vector<std::vector<void*>> blocks(k_threads);
+    Rng rng(7);
+    for (int t = 0; t < k_threads; ++t)
+        for (int i = 0; i < k_per_thread; ++i) blocks[t].push_back(h->alloc(1 + rng.below(3072)));
+    std::atomic<int> running{k_threads};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < k_threads; ++t)
+        threads.emplace_back([&, t] {
+            Test_heap own;  // the thread's persistent heap: its outbox
+            for (void* p : blocks[t]) Heap::free_any(p, &own.token, &own.heap);
+            own->flush_outbox();
+            --running;
+        });
+    std::vector<void*> mine;
+    while (running.load() > 0) {
+        for (int i = 0; i < 500; ++i) mine.push_back(h->alloc(16 + (i % 300) * 8));
+        for (void* p : mine) h->free_owned(p);
+        mine.clear();
+    }
+    for (auto& th : threads) th.join();
     h->drain_remote();
     BOOST_TEST(h->size == 0u);
     BOOST_TEST(h->check() == nullptr);
