@@ -166,6 +166,7 @@ Request* begin_on_thread(const char* name, bool process_wide) {
     // the thread's heap instead, each leaky request's chunk would stay there:
     // a new 2 MiB chunk per request.)
     h->blocks = &r->table;
+    h->table_only_carried = !r->traced && !options().debug;
     h->request = r;
     t_state.request = r;
     t_heap = r->traced ? &g_empty_heap : fast_path_heap(h);

@@ -166,6 +166,9 @@ public:
     // requested size.
     Block_table* blocks;
     void* request;        // the request this heap serves (control's), or null
+    // `blocks` holds only carried blocks (an untraced request's, without
+    // ZMM_DEBUG's sizes): a block may_be_carried rules out is not in it.
+    bool table_only_carried;
     bool internal;        // zmm's own (the tool heap): not the program's memory
     // A thread's persistent heap: the chains of small blocks its thread
     // freed into other heaps, not yet sent (send_remote), by bin.
@@ -206,6 +209,11 @@ public:
     // (k_small_slow_free), not carried itself, not free, and it was freed
     // as the fast path would. As safe as the fast path outside a slow path.
     bool free_in_carried_page(void* p, uint32_t info);
+    // The same for a block whose filter bit is set: the table says whether
+    // it is carried (false: the slow path forgets it). The caller is inside
+    // the allocator (a signal handler's free must not change the table
+    // under the lookup).
+    bool free_in_carried_page_looked_up(void* p, uint32_t info);
     // free_small_fast's main line, for the preload's inline fast path: 0
     // when freed; the page's map word when only the slot test failed (an
     // interior pointer, or a page with carried blocks: free_in_carried_page
@@ -353,9 +361,15 @@ private:
     size_t collect_small_runs();
     void unmap_chunk(Chunk* c);
     void free_small(void* p, uint32_t info);
+    template <bool look_up>
+    bool free_in_carried_page_as(void* p, uint32_t info);
     inline void push_free(Free_slot* s, unsigned bin);
     // p leaves the table, and is no longer carried.
     void forget(void* p);
+    // Can p be in `blocks`? (The frees of an untraced request skip the lookup.)
+    bool may_be_in_table(const void* p) const {
+        return blocks && (!table_only_carried || may_be_carried(p));
+    }
     void unmark_carried(uintptr_t a);
     // Forgets c's carried blocks: filters, counts, slow-free marks.
     static void drop_carried(Chunk* c);

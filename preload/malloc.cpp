@@ -88,7 +88,12 @@ static void free_inside(void* p) {
 }
 
 __attribute__((noinline)) void free_in_marked_page(Heap* h, void* p, uint32_t info) {
-    if (!h->free_in_carried_page(p, info)) free_slow(p);
+    if (h->free_in_carried_page(p, info)) return;
+    if (!reentry::inside()) {
+        Busy_section busy;
+        if (h->free_in_carried_page_looked_up(p, info)) return;
+    }
+    free_slow(p);
 }
 
 void free_slow(void* p) {
