@@ -5,8 +5,9 @@
 #include "diag.hpp"
 
 namespace zmm {
-namespace {
 constinit Options g_options;
+
+namespace {
 
 // "NAME=value" → value, when the entry is that variable.
 const char* value_of(const char* entry, const char* name) {
@@ -18,8 +19,6 @@ const char* value_of(const char* entry, const char* name) {
 }
 }  // namespace
 
-
-const Options& options() { return g_options; }
 
 bool load_options(char** env) {
     if (!env) return false;

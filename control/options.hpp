@@ -160,12 +160,11 @@ struct Options {
 };
 
 // The options in force (the defaults until load_options ran).
-const Options& options();
+extern Options g_options;  // (set by load_options)
+inline const Options& options() { return g_options; }
 
 // Parses the environment `env` (normally environ) into the process options.
 // Returns false if env is null (too early in start-up: call again later).
 bool load_options(char** env);
-
-
 
 }  // namespace zmm

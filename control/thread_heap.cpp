@@ -137,8 +137,6 @@ void start_once() {
 
 }  // namespace
 
-const void* thread_token() { return &t_state; }
-
 Heap* fast_path_heap(Heap* h) { return options().debug ? &g_empty_heap : h; }
 
 void start() {

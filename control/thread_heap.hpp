@@ -64,7 +64,7 @@ extern constinit thread_local Thread_state t_state __attribute__((tls_model("ini
 // The identity of the calling thread for heap ownership: the address of its
 // TLS state (unique among live threads, stable across fork in the forking
 // thread, needs no system call).
-const void* thread_token();
+inline const void* thread_token() { return &t_state; }
 
 // The heap the fast path may use for h: h itself, or the empty heap when
 // every allocation must take the slow path (ZMM_DEBUG=1).

@@ -315,8 +315,8 @@ void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
         take_remote_bin(bin);
         if (free_slot[bin]) return alloc_small(bin, size_wanted);
     }
-    if (has_remote_stack()) {
-        drain_remote();
+    if (has_remote_stack()) {  // (other bins' chains wait for their bins to run out)
+        drain_remote_stacks();
         if (free_slot[bin]) return alloc_small(bin, size_wanted);
     }
     Chunk* c;
@@ -806,7 +806,7 @@ Heap* Heap::free_any(void* p, const void* current_owner, Heap* outbox) {
     const void* owner = h->owner.load(std::memory_order_relaxed);
     if (owner == current_owner)
         h->free_owned(p);
-    else if (outbox && h->takes_chains && owner)  // (an abandoned heap: free_remote, reclaimed at once)
+    else if (outbox && h->takes_chains && owner && g_tuning.batch_remote_frees)  // (abandoned: reclaimed at once)
         outbox->send_remote(h, p);
     else
         free_remote(h, p);
@@ -846,17 +846,24 @@ void Heap::send_remote(Heap* to, void* p) {
 }
 
 void Heap::send_chain(Outbox_chain& o, unsigned bin) {
+    // The outbox forgets the chain first: a signal handler that leaves this
+    // by siglongjmp (the thread is busy, its frees go elsewhere) loses a
+    // chain at worst, never pushes one twice.
     Heap* to = o.to;
-    to->remote_bin_count[bin].fetch_add(o.count, std::memory_order_relaxed);
-    Free_slot* head = to->remote_bin[bin].load(std::memory_order_relaxed);
-    do {
-        o.tail->next = head;
-        o.tail->shadow = to->shadow_of(o.tail, head);
-    } while (!to->remote_bin[bin].compare_exchange_weak(head, o.head, std::memory_order_release,
-                                                         std::memory_order_relaxed));
+    Free_slot* first = o.head;
+    Free_slot* last = o.tail;
+    uint32_t count = o.count;
     o.head = o.tail = nullptr;
     o.count = 0;
     --outbox_chains;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    to->remote_bin_count[bin].fetch_add(count, std::memory_order_relaxed);
+    Free_slot* head = to->remote_bin[bin].load(std::memory_order_relaxed);
+    do {
+        last->next = head;
+        last->shadow = to->shadow_of(last, head);
+    } while (!to->remote_bin[bin].compare_exchange_weak(head, first, std::memory_order_release,
+                                                         std::memory_order_relaxed));
 }
 
 void Heap::flush_outbox() {
@@ -870,9 +877,10 @@ void Heap::take_remote_bin(unsigned bin) {
     size -= size_t{n} * bin_size[bin];
     small_frees[bin] += n;
     if (!list) return;
-    if (Free_slot* head = free_slot[bin]) {
+    if (Free_slot* head = free_slot[bin]) {  // (full drains only: the slow path takes an empty bin's)
         Free_slot* tail = list;
-        while (tail->next) tail = tail->next;
+        for (Free_slot* next; (next = tail->next); tail = next)
+            if (tail->shadow != shadow_of(tail, next)) misuse(Misuse::heap_corrupted, tail);
         tail->next = head;
         tail->shadow = shadow_of(tail, head);
     }
@@ -907,7 +915,8 @@ void Heap::rekey(uint64_t new_key) {
     for (unsigned b = 0; b < k_bins; ++b) {
         rekey_list(free_slot[b], key, new_key);
         rekey_list(remote_bin[b].load(std::memory_order_acquire), key, new_key);
-        rekey_list(outbox[b].head, key, new_key);  // (its blocks' heaps are rekeyed with this one)
+        // (Chains to an orphan, which keeps the old key, are never taken.)
+        rekey_list(outbox[b].head, key, new_key);
     }
     rekey_list(remote.load(std::memory_order_acquire), key, new_key);
     key = new_key;
@@ -916,6 +925,10 @@ void Heap::rekey(uint64_t new_key) {
 void Heap::drain_remote() {
     for (unsigned b = 0; b < k_bins; ++b)
         if (remote_bin[b].load(std::memory_order_relaxed)) take_remote_bin(b);
+    drain_remote_stacks();
+}
+
+void Heap::drain_remote_stacks() {
     drain_stack(remote.exchange(nullptr, std::memory_order_acquire));
     for (Heap* r = retired; r; r = r->retired_next)
         if (r->remote.load(std::memory_order_relaxed)) drain_stack(r->remote.exchange(nullptr, std::memory_order_acquire));
@@ -1285,24 +1298,29 @@ void Heap::release_all() {
 void Heap::stats(Heap_stats& out) const {
     memset(&out, 0, sizeof out);
     uint64_t small_bytes = 0, small_live = 0;
-    size_t sent = 0;  // freed into this heap, not yet taken (remote_bin)
+    // Blocks sent here in chains and not yet taken are freed: the owner's
+    // counters first, then the count (taking lowers the count before the
+    // counters: read the other way round, a block could be subtracted
+    // twice). Those still in a sender's outbox count as in use.
+    const size_t heap_size = size;
+    size_t sent = 0;
     for (unsigned b = 0; b < k_bins; ++b) {
         out.small_allocs[b] = small_allocs[b];
+        uint64_t frees = small_frees[b];
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        uint64_t waiting = remote_bin_count[b].load(std::memory_order_acquire);
         // A block allocated here may be freed into another heap (requests
-        // merge), or sit in another heap's outbox: per heap the difference
-        // can go negative; sums are right.
-        uint64_t gone = remote_bin_count[b].load(std::memory_order_relaxed) + outbox[b].count;
-        out.small_in_use[b] = small_allocs[b] - small_frees[b] - gone;
-        sent += size_t{remote_bin_count[b].load(std::memory_order_relaxed)} * k_bin_size[b];
-        sent += size_t{outbox[b].count} * k_bin_size[b];
+        // merge): per heap the difference can go negative; sums are right.
+        out.small_in_use[b] = small_allocs[b] - frees - waiting;
+        sent += waiting * k_bin_size[b];
         small_bytes += small_allocs[b] * k_bin_size[b];
         small_live += out.small_in_use[b] * k_bin_size[b];
     }
+    out.size = heap_size > sent ? heap_size - sent : 0;
     out.huge_in_use_bytes = huge_bytes;
-    out.large_in_use_bytes = size - sent - small_live - huge_bytes;
+    out.large_in_use_bytes = out.size - small_live - huge_bytes;
     out.large_allocs = large_allocs;
     out.huge_allocs = huge_allocs;
-    out.size = size - sent;
     out.peak = peak;
     out.real_size = real_size;
     out.real_peak = real_peak;

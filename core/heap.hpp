@@ -343,6 +343,7 @@ public:
 
 private:
     void* alloc_small_slow(unsigned bin, size_t size);
+    void drain_remote_stacks();  // drain_remote but the chains
     bool has_remote_stack() const {
         return remote.load(std::memory_order_relaxed) != nullptr || retired != nullptr;
     }

@@ -351,8 +351,10 @@ ZMM_EXPORT struct mallinfo mallinfo() {
 
 ZMM_EXPORT int malloc_trim(size_t pad) {
     if (bypassed()) return libc::functions().malloc_trim ? libc::functions().malloc_trim(pad) : 0;
+    // (A signal handler's trim leaves alone the outbox of the free it interrupted.)
+    bool reentered = reentry::inside();
     Busy_section busy;
-    if (Heap* own = t_state.persistent) own->flush_outbox();
+    if (Heap* own = t_state.persistent; own && !reentered) own->flush_outbox();
     return heap_pool::collect_all(t_heap == &g_empty_heap ? nullptr : t_heap) > 0 ? 1 : 0;
 }
 
