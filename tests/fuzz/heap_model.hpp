@@ -3,7 +3,9 @@
 //
 // The model is a table of live blocks (address, requested size, usable size,
 // owning heap, the seed of the pattern written into it) and of blocks freed
-// from another "thread" that wait on a heap's remote stack. After every
+// from another "thread" that wait on a heap's remote stack, or (small blocks
+// of a thread's heap, freed by the other thread) in that thread's outbox
+// chain and then on the owner's per-bin stack. After every
 // operation the harness checks what it touched (pattern intact, usable size,
 // alignment, owner, no overlap with any other block) and the heaps'
 // accounting (size is the sum of the usable sizes the model holds for that
@@ -15,10 +17,11 @@
 // Two targets share this interpreter:
 //   fuzz_heap   one heap (thread A) plus a thread B that owns no heap: its
 //               frees go onto A's remote stack.
-//   fuzz_heaps  heaps A and B (two threads) and a request heap R of thread A
-//               (request begin/end: release_blocks or merge_into A, as
-//               control/request.cpp does); cross-heap frees and reallocs,
-//               drain_remote.
+//   fuzz_heaps  heaps A and B (two threads, taking chains) and a request
+//               heap R of thread A (request begin/end: release_blocks or
+//               merge_into A, as control/request.cpp does); cross-heap frees
+//               (through the freeing thread's outbox) and reallocs,
+//               flush_outbox, drain_remote.
 //
 // Input layout: 2 configuration bytes (purge budget, chunk cache, huge
 // pages, memory limit), then operations: one opcode byte (bit 7: which
@@ -208,6 +211,7 @@ struct Pending {
     uint8_t heap;   // accounting owner
     uint8_t stack;  // whose remote stack it was pushed onto
     bool carried;
+    uint8_t sender;  // chained: the heap whose outbox took it (k_heaps: not chained)
 };
 
 enum class Mode { single, multi };
@@ -293,7 +297,9 @@ struct World {
         for (unsigned i = 0; i < k_heaps; ++i) {
             heaps[i].init(0x5bd1e9955bd1e995ull);
             heaps[i].owner.store(token(thread_of(i)));
+            heaps[i].takes_chains = m == Mode::multi && i != heap_r;  // (threads' persistent heaps)
         }
+        g_tuning.batch_remote_frees = true;
         // control gives the limit to request heaps; a single heap gets it itself
         r_limit = limit;
         if (m == Mode::single) heaps[heap_a].limit = limit;
@@ -335,12 +341,30 @@ struct World {
                      pending[i].p, pending[i].usable, heap_name(pending[i].stack));
     }
 
+    static bool on_list(const Free_slot* s, const void* p) {
+        for (unsigned n = 0; s && n < 100000; s = s->next, ++n)
+            if (s == p) return true;
+        return false;
+    }
+    // A chained block still in its sender's outbox or on its heap's bin stack.
+    bool in_chain(const Pending& b) const {
+        unsigned bin = size_to_bin(b.usable);
+        return on_list(heaps[b.sender].outbox[bin].head, b.p) ||
+               on_list(heaps[b.stack].remote_bin[bin].load(std::memory_order_relaxed), b.p);
+    }
+    bool in_outbox(const Pending& b) const {
+        return b.sender != k_heaps && on_list(heaps[b.sender].outbox[size_to_bin(b.usable)].head, b.p);
+    }
+
     // A heap's remote stack empty means whatever the model had on it was
-    // drained (allocation slow paths and collect() drain on their own).
+    // drained (allocation slow paths and collect() drain on their own); a
+    // chained block is taken when it is neither in an outbox nor on a stack.
     void sync_remote() {
         for (unsigned i = 0; i < n_pending;) {
             Heap& s = heaps[pending[i].stack];
-            if (s.remote.load(std::memory_order_relaxed) == nullptr) {
+            bool taken = pending[i].sender != k_heaps ? !in_chain(pending[i])
+                                                      : s.remote.load(std::memory_order_relaxed) == nullptr;
+            if (taken) {
                 live_bytes -= pending[i].usable;
                 pending[i] = pending[--n_pending];
             } else {
@@ -528,13 +552,19 @@ struct World {
             if (b.heap != mine) fail("free_small_fast(%p) on heap %s took a block of heap %s", b.p, heap_name(mine), heap_name(b.heap));
             if (b.carried) fail("free_small_fast(%p) took a carried block", b.p);
         } else {
-            Heap* owner = Heap::free_any(b.p, token(thread));
+            // The thread's persistent heap holds its outbox (the preload's
+            // t_state.persistent); thread B has none in fuzz_heap.
+            Heap* outbox = mode == Mode::multi ? &heaps[thread == 1 ? heap_b : heap_a] : nullptr;
+            Heap* owner = Heap::free_any(b.p, token(thread), outbox);
             if (owner != &heaps[b.heap]) fail("free_any(%p) returned heap %s, expected %s", b.p, heap_name(index_of(owner)), heap_name(b.heap));
         }
         remove_live(i);
         if (thread_of(b.heap) != thread) {
-            pending[n_pending++] = Pending{b.p, b.usable, b.heap, b.heap, b.carried};
+            bool chained = mode == Mode::multi && heaps[b.heap].takes_chains && b.usable <= k_max_small;
+            uint8_t sender = chained ? static_cast<uint8_t>(thread == 1 ? heap_b : heap_a) : uint8_t{k_heaps};
+            pending[n_pending++] = Pending{b.p, b.usable, b.heap, b.heap, b.carried, sender};
             live_bytes += b.usable;
+            if (chained && !in_chain(pending[n_pending - 1])) fail("free(%p) by the other thread: not in a chain", b.p);
         }
     }
 
@@ -577,7 +607,7 @@ struct World {
         });
         remove_live(i);
         if (q != b.p && thread_of(b.heap) != thread) {  // the old block went onto its heap's remote stack
-            pending[n_pending++] = Pending{b.p, b.usable, b.heap, b.heap, b.carried};
+            pending[n_pending++] = Pending{b.p, b.usable, b.heap, b.heap, b.carried, uint8_t{k_heaps}};
             live_bytes += b.usable;
         }
         if (q == b.p && b.heap != id) fail("realloc(%p) on heap %s kept a block of heap %s in place", b.p, heap_name(id), heap_name(b.heap));
@@ -603,6 +633,7 @@ struct World {
         sync_remote();
         for (unsigned i = 0; i < n_pending; ++i) {
             bool retired_into = id == heap_a && pending[i].stack == heap_r && r_retired;
+            if (in_outbox(pending[i])) continue;  // (not sent yet)
             if (pending[i].stack == id || retired_into)
                 fail("drain_remote on heap %s left %p on heap %s's stack", heap_name(id), pending[i].p, heap_name(pending[i].stack));
         }
@@ -610,6 +641,16 @@ struct World {
 
     void op_drain(unsigned thread, Reader& in) {
         uint8_t which = in.u8();
+        if ((which & 6) == 6 && mode == Mode::multi) {  // the thread sends its outbox's chains
+            Heap& own = heaps[thread == 1 ? heap_b : heap_a];
+            log("flush_outbox of thread %c", thread ? 'B' : 'A');
+            own.flush_outbox();
+            if (own.outbox_chains) fail("flush_outbox left %u chains", own.outbox_chains);
+            for (unsigned i = 0; i < n_pending; ++i)
+                if (pending[i].sender == index_of(&own) && in_outbox(pending[i])) fail("flush_outbox kept %p", pending[i].p);
+            sync_remote();
+            return;
+        }
         unsigned id = thread == 1 ? heap_b : (which & 1) && r_retired ? heap_r : heap_a;
         if (!heap_active(id)) id = heap_a;
         drain(id);
@@ -781,6 +822,8 @@ struct World {
         check_heaps("at the end");
         check_all("at the end");
         while (n_live) free_block(n_live - 1, thread_of(live[n_live - 1].heap));
+        heaps[heap_a].flush_outbox();
+        heaps[heap_b].flush_outbox();
         for (unsigned id = 0; id < k_heaps; ++id)
             if (heap_active(id)) drain(id);
         sync_remote();
