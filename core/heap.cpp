@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "heap_pool.hpp"
 #include "os.hpp"
 
 namespace zmm {
@@ -864,6 +865,10 @@ void Heap::send_chain(Outbox_chain& o, unsigned bin) {
         last->shadow = to->shadow_of(last, head);
     } while (!to->remote_bin[bin].compare_exchange_weak(head, first, std::memory_order_release,
                                                          std::memory_order_relaxed));
+    // Its thread left since the chain began: taken now, not when a new
+    // thread adopts the heap (as a direct free into it would be).
+    if (to->owner.load(std::memory_order_relaxed) == nullptr)
+        heap_pool::reclaim_if_abandoned(to, owner.load(std::memory_order_relaxed));
 }
 
 void Heap::flush_outbox() {

@@ -247,4 +247,30 @@ BOOST_AUTO_TEST_CASE(abandoned_heaps_are_adopted) {
     BOOST_TEST(heap_pool::heaps_count() == before + 1);  // one heap served both threads
 }
 
+// A chain whose heap's thread left while the chain waited in an outbox is
+// taken at once (its blocks are free for the heap's next thread, and for
+// malloc_trim), as a direct free into an abandoned heap is.
+BOOST_AUTO_TEST_CASE(chains_into_an_abandoned_heap_are_reclaimed) {
+    std::vector<void*> blocks;
+    Heap* first = nullptr;
+    std::thread a([&] {
+        char token = 0;
+        Heap* h = heap_pool::acquire(&token);
+        first = h;
+        for (int i = 0; i < 10; ++i) blocks.push_back(h->alloc(64));
+        h->takes_chains = true;
+        char other = 0;
+        Test_heap sender;
+        sender->owner.store(&other);
+        for (void* p : blocks) Heap::free_any(p, &other, &sender.heap);  // (10 blocks: one chain, not full)
+        BOOST_TEST(sender->outbox_chains == 1u);
+        heap_pool::abandon(h);  // the thread leaves, the chain still in the outbox
+        sender->flush_outbox();
+        BOOST_TEST(h->remote_bin[size_to_bin(64)].load() == nullptr);
+        BOOST_TEST(h->size == 0u);
+    });
+    a.join();
+    BOOST_TEST(first->owner.load() == nullptr);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
