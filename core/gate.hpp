@@ -1,11 +1,17 @@
 // A gate for short crossings by any number of threads at once, which one
 // thread can close: close() waits for the crossings under way, and none
-// starts until open(). Two atomics: usable before any constructor, reset in
-// a forked child. Guards zmm's calls into the loader against fork
-// (loader_guard) and the heap's unmaps against a leak scan reading them (os).
+// starts until open(). Usable before any constructor, reset in a forked
+// child. Guards zmm's calls into the loader against fork (loader_guard) and
+// the heap's unmaps against a leak scan reading them (os).
+//
+// The crossings are counted in shards, one cache line each, picked by the
+// thread: every traced allocation crosses the loader gate, and one shared
+// counter made two threads' captures take turns on its line (two threads
+// ran traced allocations no faster than one).
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <sched.h>
 
 namespace zmm {
@@ -13,34 +19,49 @@ namespace zmm {
 class Gate {
 public:
     // Waits while the gate is closed, calling `while_waiting` (if any) at
-    // each turn. Nests.
-    void enter(void (*while_waiting)() = nullptr) {
+    // each turn. Nests. Returns the shard to give back to leave().
+    unsigned enter(void (*while_waiting)() = nullptr) {
+        unsigned k = shard_of_thread();
         for (;;) {
-            users_.fetch_add(1, std::memory_order_seq_cst);
-            if (!closed_.load(std::memory_order_seq_cst)) return;
-            users_.fetch_sub(1, std::memory_order_seq_cst);
+            users_[k].n.fetch_add(1, std::memory_order_seq_cst);
+            if (!closed_.load(std::memory_order_seq_cst)) return k;
+            users_[k].n.fetch_sub(1, std::memory_order_seq_cst);
             while (closed_.load(std::memory_order_acquire)) {
                 if (while_waiting) while_waiting();
                 sched_yield();
             }
         }
     }
-    void leave() { users_.fetch_sub(1, std::memory_order_release); }
+    void leave(unsigned shard) { users_[shard].n.fetch_sub(1, std::memory_order_release); }
 
     void close() {
         closed_.store(true, std::memory_order_seq_cst);
-        while (users_.load(std::memory_order_seq_cst) != 0) sched_yield();
+        for (auto& u : users_)
+            while (u.n.load(std::memory_order_seq_cst) != 0) sched_yield();
     }
     void open() { closed_.store(false, std::memory_order_release); }
     // A forked child: the crossings under way were other threads'.
     void reset() {
         closed_.store(false, std::memory_order_relaxed);
-        users_.store(0, std::memory_order_relaxed);
+        for (auto& u : users_) u.n.store(0, std::memory_order_relaxed);
     }
 
 private:
-    std::atomic<int> users_{0};
-    std::atomic<bool> closed_{false};
+    static constexpr unsigned k_shards = 16;
+    // Threads take shards in turn, at their first crossing of any gate.
+    static unsigned shard_of_thread() {
+        static constinit thread_local unsigned t_shard __attribute__((tls_model("initial-exec"))) = ~0u;
+        if (__builtin_expect(t_shard == ~0u, 0)) {
+            static constinit std::atomic<unsigned> next{0};
+            t_shard = next.fetch_add(1, std::memory_order_relaxed) % k_shards;
+        }
+        return t_shard;
+    }
+    struct alignas(64) Shard {
+        std::atomic<int> n{0};
+    };
+    Shard users_[k_shards];
+    alignas(64) std::atomic<bool> closed_{false};
 };
 
 }  // namespace zmm

@@ -17,10 +17,13 @@ extern Gate g_gate;  // closed while fork() runs
 
 // Around a call into the loader. Nests.
 struct Use {
-    Use() { detail::g_gate.enter(); }
-    ~Use() { detail::g_gate.leave(); }
+    Use() : shard_(detail::g_gate.enter()) {}
+    ~Use() { detail::g_gate.leave(shard_); }
     Use(const Use&) = delete;
     Use& operator=(const Use&) = delete;
+
+private:
+    unsigned shard_;
 };
 
 // fork(): before (waits for the calls under way), after (parent and child).

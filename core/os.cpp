@@ -61,8 +61,9 @@ Gate g_unmaps;  // closed while the heap's mappings are held
 std::atomic<void (*)()> g_wait_hook{nullptr};
 
 struct Unmap_guard {
-    Unmap_guard() { g_unmaps.enter(g_wait_hook.load(std::memory_order_relaxed)); }
-    ~Unmap_guard() { g_unmaps.leave(); }
+    Unmap_guard() : shard(g_unmaps.enter(g_wait_hook.load(std::memory_order_relaxed))) {}
+    ~Unmap_guard() { g_unmaps.leave(shard); }
+    unsigned shard;
 };
 
 }  // namespace

@@ -11,8 +11,12 @@
 namespace zmm::stack_depot {
 namespace {
 
-// Records live in one reserved region, bump-allocated; an id is the record's
-// offset in 8-byte units (so 0 is never a record).
+// Records are bump-allocated in segments that never move, so that a stack
+// seen before is found without the lock: a bucket's head is published
+// (release) after the record it names is written, and a record never
+// changes after. An id is a record's place: its segment, then its offset
+// in 8-byte units (so 0 is never a record). New stacks take the lock.
+// (The lock on every put made two threads' traced allocations take turns.)
 struct Record {
     uint32_t hash;
     uint32_t next;  // id of the next record in the same bucket
@@ -21,18 +25,21 @@ struct Record {
     Frame frame[1];  // `frames` of them
 };
 
-// The records: one region, grown by doubling up to k_region (address space
-// counts under RLIMIT_AS, so it is not reserved whole up front).
-constexpr size_t k_region = size_t{256} << 20;
-constexpr size_t k_first_region = size_t{4} << 20;
+// Segments of 4 MiB, mapped as needed (address space counts under
+// RLIMIT_AS: not reserved up front), 256 MiB in all.
+constexpr unsigned k_segment_shift = 22;
+constexpr size_t k_segment = size_t{1} << k_segment_shift;
+constexpr unsigned k_max_segments = 64;
+constexpr unsigned k_unit_shift = 3;  // ids count 8-byte units
+constexpr unsigned k_units_shift = k_segment_shift - k_unit_shift;
 constexpr size_t k_buckets = size_t{1} << 16;
 constexpr size_t k_max_modules = 4096;
 
 Spin_lock g_lock;
-char* g_region = nullptr;
-size_t g_capacity = 0;
-size_t g_used = 8;  // offset 0 is "no stack"
-uint32_t* g_buckets = nullptr;
+char* g_segments[k_max_segments];  // published with release, read with acquire
+unsigned g_segment_count = 0;
+size_t g_used = 8;  // in the last segment; offset 0 of segment 0 is "no stack"
+uint32_t* g_buckets = nullptr;  // published last (ready)
 size_t g_count = 0;
 
 Module* g_modules = nullptr;
@@ -51,37 +58,39 @@ void drop(T*& p, size_t bytes) {
 }
 
 // Sets up the tables (all or none: the OS may refuse, and a later call
-// tries again).
+// tries again). Under the lock.
 bool ready() {
-    if (g_region) return true;
-    g_region = static_cast<char*>(os::map(k_first_region));
-    g_buckets = static_cast<uint32_t*>(os::map(k_buckets * sizeof(uint32_t)));
+    if (g_buckets) return true;
+    char* first = static_cast<char*>(os::map(k_segment));
+    auto* buckets = static_cast<uint32_t*>(os::map(k_buckets * sizeof(uint32_t)));
     g_modules = static_cast<Module*>(os::map(k_max_modules * sizeof(Module)));
     g_current = static_cast<uint32_t*>(os::map(k_max_modules * sizeof(uint32_t)));
-    if (!g_region || !g_buckets || !g_modules || !g_current) {
-        drop(g_region, k_first_region);
-        drop(g_buckets, k_buckets * sizeof(uint32_t));
+    if (!first || !buckets || !g_modules || !g_current) {
+        drop(first, k_segment);
+        drop(buckets, k_buckets * sizeof(uint32_t));
         drop(g_modules, k_max_modules * sizeof(Module));
         drop(g_current, k_max_modules * sizeof(uint32_t));
         return false;
     }
-    g_capacity = k_first_region;
+    __atomic_store_n(&g_segments[0], first, __ATOMIC_RELEASE);
+    g_segment_count = 1;
+    __atomic_store_n(&g_buckets, buckets, __ATOMIC_RELEASE);
     return true;
 }
 
-// Room for `bytes` more: the region doubled (copied) if need be.
-bool room_for(size_t bytes) {
-    if (g_used + bytes <= g_capacity) return true;
-    size_t cap = g_capacity;
-    while (cap < g_used + bytes) cap *= 2;
-    if (cap > k_region) return false;
-    char* bigger = static_cast<char*>(os::map(cap));
-    if (!bigger) return false;
-    memcpy(bigger, g_region, g_used);
-    os::unmap(g_region, g_capacity);
-    g_region = bigger;
-    g_capacity = cap;
-    return true;
+// A new record's id with room for `bytes`: in the last segment, else in a
+// new one. 0 when the OS refuses or the depot is full. Under the lock.
+uint32_t reserve(size_t bytes) {
+    if (g_used + bytes > k_segment) {
+        if (g_segment_count == k_max_segments) return 0;
+        char* next = static_cast<char*>(os::map(k_segment));
+        if (!next) return 0;
+        __atomic_store_n(&g_segments[g_segment_count++], next, __ATOMIC_RELEASE);
+        g_used = 0;
+    }
+    uint32_t id = static_cast<uint32_t>(((g_segment_count - 1) << k_units_shift) | (g_used >> k_unit_shift));
+    g_used += bytes;
+    return id;
 }
 
 uint32_t hash_of(const uintptr_t* pcs, unsigned n) {
@@ -94,7 +103,22 @@ uint32_t hash_of(const uintptr_t* pcs, unsigned n) {
     return static_cast<uint32_t>(h);
 }
 
-Record* record(uint32_t id) { return reinterpret_cast<Record*>(g_region + size_t{id} * 8); }
+Record* record(uint32_t id) {
+    char* segment = __atomic_load_n(&g_segments[id >> k_units_shift], __ATOMIC_ACQUIRE);
+    return reinterpret_cast<Record*>(segment + (size_t{id & ((1u << k_units_shift) - 1)} << k_unit_shift));
+}
+
+// The id of the stored stack equal to pcs[0..n), or 0, from a bucket's head.
+uint32_t find(uint32_t head, uint32_t hash, const uintptr_t* pcs, unsigned n) {
+    for (uint32_t id = head; id; id = record(id)->next) {
+        const Record* r = record(id);
+        if (r->hash != hash || r->frames != n) continue;
+        bool same = true;
+        for (unsigned i = 0; i < n && same; ++i) same = r->frame[i].pc == pcs[i];
+        if (same) return id;
+    }
+    return 0;
+}
 
 struct Scan {
     unsigned long long adds, subs;
@@ -173,35 +197,31 @@ uint32_t put(const uintptr_t* pcs, unsigned n) {
     if (n == 0) return 0;
     if (n > k_max_frames) n = k_max_frames;
     uint32_t hash = hash_of(pcs, n);
+    // Seen before: no lock.
+    if (uint32_t* buckets = __atomic_load_n(&g_buckets, __ATOMIC_ACQUIRE)) {
+        uint32_t head = __atomic_load_n(&buckets[hash & (k_buckets - 1)], __ATOMIC_ACQUIRE);
+        if (uint32_t id = find(head, hash, pcs, n)) return id;
+    }
     Lock_guard guard(g_lock);
     if (!ready()) return 0;
     uint32_t& bucket = g_buckets[hash & (k_buckets - 1)];
-    for (uint32_t id = bucket; id; id = record(id)->next) {
-        Record* r = record(id);
-        if (r->hash != hash || r->frames != n) continue;
-        bool same = true;
-        for (unsigned i = 0; i < n && same; ++i) same = r->frame[i].pc == pcs[i];
-        if (same) return id;
-    }
+    if (uint32_t id = find(bucket, hash, pcs, n)) return id;  // (another thread's, since)
     size_t bytes = (offsetof(Record, frame) + n * sizeof(Frame) + 7) & ~size_t{7};
-    if (!room_for(bytes)) return 0;
-    uint32_t id = static_cast<uint32_t>(g_used / 8);
+    uint32_t id = reserve(bytes);
+    if (!id) return 0;
     Record* r = record(id);
-    g_used += bytes;
     r->hash = hash;
     r->frames = n;
     for (unsigned i = 0; i < n; ++i) r->frame[i] = {pcs[i], module_of_locked(pcs[i])};
     r->next = bucket;
-    bucket = id;
+    __atomic_store_n(&bucket, id, __ATOMIC_RELEASE);
     ++g_count;
     return id;
 }
 
 unsigned get(uint32_t id, Frame* out, unsigned max) {
-    if (id == 0) return 0;
-    Lock_guard guard(g_lock);  // the region may move as it grows
-    if (!g_region) return 0;
-    Record* r = record(id);
+    if (id == 0 || !__atomic_load_n(&g_buckets, __ATOMIC_ACQUIRE)) return 0;
+    const Record* r = record(id);  // (ids come from put: their records are written)
     unsigned n = r->frames < max ? r->frames : max;
     for (unsigned i = 0; i < n; ++i) out[i] = r->frame[i];
     return n;

@@ -1,0 +1,92 @@
+// The stack depot: one id per distinct stack, found again without the lock,
+// across segments, from several threads at once.
+#include <boost/test/unit_test.hpp>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "stack_depot.hpp"
+
+using namespace zmm;
+
+namespace {
+// A stack unique to (seed, n): made-up program counters.
+std::vector<uintptr_t> stack_of(uint32_t seed, unsigned n) {
+    std::vector<uintptr_t> pcs(n);
+    for (unsigned i = 0; i < n; ++i) pcs[i] = 0x400000u + uintptr_t{seed} * 4096 + i * 16;
+    return pcs;
+}
+
+bool holds(uint32_t id, const std::vector<uintptr_t>& pcs) {
+    stack_depot::Frame out[stack_depot::k_max_frames];
+    unsigned n = stack_depot::get(id, out, stack_depot::k_max_frames);
+    if (n != pcs.size()) return false;
+    for (unsigned i = 0; i < n; ++i)
+        if (out[i].pc != pcs[i]) return false;
+    return true;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(stack_depot_tests)
+
+BOOST_AUTO_TEST_CASE(one_id_per_stack) {
+    auto a = stack_of(1, 16), b = stack_of(2, 16), a_short = stack_of(1, 15);
+    uint32_t ia = stack_depot::put(a.data(), 16);
+    BOOST_TEST(ia != 0u);
+    BOOST_TEST(stack_depot::put(a.data(), 16) == ia);
+    uint32_t ib = stack_depot::put(b.data(), 16);
+    BOOST_TEST(ib != ia);
+    uint32_t is = stack_depot::put(a_short.data(), 15);  // a prefix is another stack
+    BOOST_TEST(is != ia);
+    BOOST_TEST(holds(ia, a));
+    BOOST_TEST(holds(ib, b));
+    BOOST_TEST(holds(is, a_short));
+    BOOST_TEST(stack_depot::put(a.data(), 0) == 0u);
+}
+
+// 64-frame records are about 1 KiB: 9000 of them fill more than two 4 MiB
+// segments; every one keeps its id and its frames.
+BOOST_AUTO_TEST_CASE(records_span_segments) {
+    constexpr uint32_t k_stacks = 9000;
+    std::vector<uint32_t> ids(k_stacks);
+    size_t before = stack_depot::count();
+    for (uint32_t s = 0; s < k_stacks; ++s) {
+        auto pcs = stack_of(100000 + s, stack_depot::k_max_frames);
+        ids[s] = stack_depot::put(pcs.data(), stack_depot::k_max_frames);
+        BOOST_TEST_REQUIRE(ids[s] != 0u);
+    }
+    BOOST_TEST(stack_depot::count() == before + k_stacks);
+    BOOST_TEST((ids.back() >> 19) >= 2u);  // (an id's segment is its high bits)
+    for (uint32_t s = 0; s < k_stacks; s += 97) {
+        auto pcs = stack_of(100000 + s, stack_depot::k_max_frames);
+        BOOST_TEST(holds(ids[s], pcs));
+        BOOST_TEST(stack_depot::put(pcs.data(), stack_depot::k_max_frames) == ids[s]);
+    }
+}
+
+// Threads putting the same stacks at once agree on every id.
+BOOST_AUTO_TEST_CASE(threads_agree_on_ids) {
+    constexpr int k_threads = 4;
+    constexpr uint32_t k_stacks = 2000;
+    std::vector<std::vector<uint32_t>> ids(k_threads, std::vector<uint32_t>(k_stacks));
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < k_threads; ++t)
+        ts.emplace_back([&, t] {
+            for (int round = 0; round < 3; ++round)
+                for (uint32_t k = 0; k < k_stacks; ++k) {
+                    uint32_t s = (k * 7 + t * 13) % k_stacks;  // each thread in its own order
+                    auto pcs = stack_of(200000 + s, 8 + s % 24);
+                    uint32_t id = stack_depot::put(pcs.data(), static_cast<unsigned>(pcs.size()));
+                    if (!holds(id, pcs)) ++wrong;
+                    if (round == 0) ids[t][s] = id;
+                    else if (ids[t][s] != id) ++wrong;
+                }
+        });
+    for (auto& th : ts) th.join();
+    BOOST_TEST(wrong.load() == 0);
+    for (int t = 1; t < k_threads; ++t) BOOST_TEST(ids[t] == ids[0]);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
