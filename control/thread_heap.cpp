@@ -98,7 +98,7 @@ void before_fork() {
 }
 void after_fork_parent() {
     heap_pool::after_fork_parent();
-    loader::after_fork();
+    loader::after_fork_parent();
     stack_depot::after_fork_parent();
     symbolize::after_fork_parent();
     reentry::after_fork_parent();
@@ -108,7 +108,7 @@ void after_fork_parent() {
 }
 void after_fork_child() {
     heap_pool::after_fork_child(thread_token());
-    loader::after_fork();
+    loader::after_fork_child();
     stack_depot::after_fork_child();
     symbolize::after_fork_child();
     os::reset_heap_mappings_hold();

@@ -19,7 +19,9 @@ namespace zmm {
 class Gate {
 public:
     // Waits while the gate is closed, calling `while_waiting` (if any) at
-    // each turn. Nests. Returns the shard to give back to leave().
+    // each turn. Returns the shard to give back to leave(). A crossing must
+    // not enter again inside itself: a close() between the two would wait
+    // for the outer one while the inner one waits for open().
     unsigned enter(void (*while_waiting)() = nullptr) {
         unsigned k = shard_of_thread();
         for (;;) {
@@ -57,11 +59,11 @@ private:
         }
         return t_shard;
     }
-    struct alignas(64) Shard {
+    struct alignas(128) Shard {  // (the adjacent-line prefetcher pairs 64-byte lines)
         std::atomic<int> n{0};
     };
     Shard users_[k_shards];
-    alignas(64) std::atomic<bool> closed_{false};
+    alignas(128) std::atomic<bool> closed_{false};
 };
 
 }  // namespace zmm

@@ -8,7 +8,9 @@ Gate g_gate;
 
 void before_fork() { detail::g_gate.close(); }
 
-// In the child the other threads (and their calls) are gone.
-void after_fork() { detail::g_gate.open(); }
+void after_fork_parent() { detail::g_gate.open(); }
+// In the child the other threads (and their calls) are gone: a count one
+// of them had raised when memory was copied would close the next fork.
+void after_fork_child() { detail::g_gate.reset(); }
 
 }  // namespace zmm::loader

@@ -28,6 +28,7 @@ private:
 
 // fork(): before (waits for the calls under way), after (parent and child).
 void before_fork();
-void after_fork();
+void after_fork_parent();
+void after_fork_child();
 
 }  // namespace zmm::loader

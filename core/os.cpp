@@ -63,6 +63,8 @@ std::atomic<void (*)()> g_wait_hook{nullptr};
 struct Unmap_guard {
     Unmap_guard() : shard(g_unmaps.enter(g_wait_hook.load(std::memory_order_relaxed))) {}
     ~Unmap_guard() { g_unmaps.leave(shard); }
+    Unmap_guard(const Unmap_guard&) = delete;
+    Unmap_guard& operator=(const Unmap_guard&) = delete;
     unsigned shard;
 };
 

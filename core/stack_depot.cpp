@@ -221,7 +221,10 @@ uint32_t put(const uintptr_t* pcs, unsigned n) {
 
 unsigned get(uint32_t id, Frame* out, unsigned max) {
     if (id == 0 || !__atomic_load_n(&g_buckets, __ATOMIC_ACQUIRE)) return 0;
-    const Record* r = record(id);  // (ids come from put: their records are written)
+    // (Ids come from put, their records written; one that did not is 0 frames.)
+    if ((id >> k_units_shift) >= k_max_segments || !__atomic_load_n(&g_segments[id >> k_units_shift], __ATOMIC_ACQUIRE))
+        return 0;
+    const Record* r = record(id);
     unsigned n = r->frames < max ? r->frames : max;
     for (unsigned i = 0; i < n; ++i) out[i] = r->frame[i];
     return n;

@@ -65,15 +65,20 @@ BOOST_AUTO_TEST_CASE(records_span_segments) {
     }
 }
 
-// Threads putting the same stacks at once agree on every id.
+// Threads putting the same stacks at once, from a common start, agree on
+// every id; each stack is stored once.
 BOOST_AUTO_TEST_CASE(threads_agree_on_ids) {
     constexpr int k_threads = 4;
     constexpr uint32_t k_stacks = 2000;
     std::vector<std::vector<uint32_t>> ids(k_threads, std::vector<uint32_t>(k_stacks));
-    std::atomic<int> wrong{0};
+    std::atomic<int> wrong{0}, ready{0};
+    size_t before = stack_depot::count();
     std::vector<std::thread> ts;
     for (int t = 0; t < k_threads; ++t)
         ts.emplace_back([&, t] {
+            ++ready;
+            while (ready.load() < k_threads) {
+            }
             for (int round = 0; round < 3; ++round)
                 for (uint32_t k = 0; k < k_stacks; ++k) {
                     uint32_t s = (k * 7 + t * 13) % k_stacks;  // each thread in its own order
@@ -87,6 +92,14 @@ BOOST_AUTO_TEST_CASE(threads_agree_on_ids) {
     for (auto& th : ts) th.join();
     BOOST_TEST(wrong.load() == 0);
     for (int t = 1; t < k_threads; ++t) BOOST_TEST(ids[t] == ids[0]);
+    BOOST_TEST(stack_depot::count() == before + k_stacks);
+}
+
+BOOST_AUTO_TEST_CASE(ids_it_never_gave_are_empty) {
+    stack_depot::Frame out[4];
+    BOOST_TEST(stack_depot::get(0, out, 4) == 0u);
+    BOOST_TEST(stack_depot::get(63u << 19, out, 4) == 0u);  // a segment never mapped
+    BOOST_TEST(stack_depot::get(~0u, out, 4) == 0u);        // past the last segment
 }
 
 BOOST_AUTO_TEST_SUITE_END()
