@@ -31,6 +31,9 @@ inline constexpr uint32_t k_large = 0x40000000u;
 inline constexpr uint32_t k_large_tail = 0x20000000u;
 inline constexpr uint32_t k_large_freed = 0x10000000u;
 inline constexpr uint32_t k_small_offset_mask = 0x03FFF000u;
+// The offset of address `a` from the start of its small run (`info`: the
+// map word of a's page), for the slot test.
+inline uint64_t offset_in_run(uintptr_t a, uint32_t info) { return (a & (k_page_size - 1)) + (info & k_small_offset_mask); }
 // On a small page: the page holds a block the fast free must not take (an
 // untraced request heap's carried block: its free updates the heap's table;
 // Chunk::carried_filter says which slots may be, so that the others are

@@ -312,8 +312,8 @@ void Heap::free_large(Chunk* c, unsigned page, unsigned count) {
 void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
     if (this == &g_empty_heap) return heap_missing(size_wanted);
     requesting = size_wanted;
-    if (remote_bin[bin].load(std::memory_order_relaxed)) {
-        take_remote_bin(bin);
+    if (remote_chains[bin].load(std::memory_order_relaxed)) {
+        take_remote_chains(bin);
         if (free_slot[bin]) return alloc_small(bin, size_wanted);
     }
     if (has_remote_stack()) {  // (other bins' chains wait for their bins to run out)
@@ -349,8 +349,7 @@ void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
 
 void Heap::free_small(void* p, uint32_t info) {
     unsigned bin = info & k_bin_mask;
-    uint64_t offset = (reinterpret_cast<uintptr_t>(p) & (k_page_size - 1)) + (info & k_small_offset_mask);
-    if (!is_slot_start(offset, bin)) misuse(Misuse::interior_pointer, p);
+    if (!is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), bin)) misuse(Misuse::interior_pointer, p);
     Free_slot* s = static_cast<Free_slot*>(p);
     if (s->shadow == shadow_of(s, s->next)) misuse(Misuse::double_free, p);
     push_free(s, bin);
@@ -631,8 +630,7 @@ static void check_block_start(void* p) {
         if (page == 0) misuse(Misuse::unknown_pointer, p);
         if (info & k_small) {
             unsigned bin = info & k_bin_mask;
-            uint64_t offset = (reinterpret_cast<uintptr_t>(p) & (k_page_size - 1)) + (info & k_small_offset_mask);
-            if (!is_slot_start(offset, bin)) misuse(Misuse::interior_pointer, p);
+            if (!is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), bin)) misuse(Misuse::interior_pointer, p);
             return;
         }
         if (page_aligned(p) && (info & k_large)) return;
@@ -685,27 +683,6 @@ void Heap::free_owned_unchecked(void* p) {
         return free_large(c, page, info & k_pages_mask);
     }
     free_huge(Huge_header::of(p));
-}
-
-bool Heap::free_in_carried_page(void* p, uint32_t info) { return free_in_carried_page_as<false>(p, info); }
-bool Heap::free_in_carried_page_looked_up(void* p, uint32_t info) { return free_in_carried_page_as<true>(p, info); }
-
-template <bool look_up>
-bool Heap::free_in_carried_page_as(void* p, uint32_t info) {
-    if (!(info & k_small_slow_free)) return false;
-    uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    unsigned bin = info & k_bin_mask;
-    if (!is_slot_start((a & (k_page_size - 1)) + (info & k_small_offset_mask), bin)) return false;
-    if (Chunk::of(p)->carried_filter_has(a)) {  // perhaps carried: the table forgets it
-        // (A filter of 16 bits per page: with 3 carried blocks in it, one
-        // free in 6 of the page's others; bench_requests, 20% of the frees
-        // in marked pages, at a whole slow path each.)
-        if (!look_up || !blocks || blocks->find(a)) return false;
-    }
-    Free_slot* s = static_cast<Free_slot*>(p);
-    if (s->shadow == shadow_of(s, s->next)) return false;  // the slow path diagnoses it
-    push_free(s, bin);
-    return true;
 }
 
 void Heap::forget(void* p) {
@@ -785,16 +762,29 @@ Heap* Heap::owner_of(const void* p) {
     return nullptr;
 }
 
-void Heap::free_remote(Heap* owner_heap, void* p) {
+namespace {
+// p, about to go onto another heap's stack: diagnosed unless it is the
+// start of one of `to`'s live blocks.
+Free_slot* checked_for_remote(const Heap* to, void* p) {
     check_block_start(p);
     Free_slot* s = static_cast<Free_slot*>(p);
-    if (s->shadow == owner_heap->shadow_of(s, s->next)) misuse(Misuse::double_free, p);
-    Free_slot* head = owner_heap->remote.load(std::memory_order_relaxed);
+    if (s->shadow == to->shadow_of(s, s->next)) misuse(Misuse::double_free, p);
+    return s;
+}
+
+// Pushes the linked blocks first .. last onto `stack`, one of `to`'s.
+void push_chain(std::atomic<Free_slot*>& stack, const Heap* to, Free_slot* first, Free_slot* last) {
+    Free_slot* head = stack.load(std::memory_order_relaxed);
     do {
-        s->next = head;
-        s->shadow = owner_heap->shadow_of(s, head);
-    } while (!owner_heap->remote.compare_exchange_weak(head, s, std::memory_order_release,
-                                                      std::memory_order_relaxed));
+        last->next = head;
+        last->shadow = to->shadow_of(last, head);
+    } while (!stack.compare_exchange_weak(head, first, std::memory_order_release, std::memory_order_relaxed));
+}
+}  // namespace
+
+void Heap::free_remote(Heap* owner_heap, void* p) {
+    Free_slot* s = checked_for_remote(owner_heap, p);
+    push_chain(owner_heap->remote, owner_heap, s, s);
 }
 
 Heap* Heap::free_any(void* p, const void* current_owner, Heap* outbox) {
@@ -805,12 +795,16 @@ Heap* Heap::free_any(void* p, const void* current_owner, Heap* outbox) {
         return nullptr;
     }
     const void* owner = h->owner.load(std::memory_order_relaxed);
-    if (owner == current_owner)
+    if (owner == current_owner) {
         h->free_owned(p);
-    else if (outbox && h->takes_chains && owner && g_tuning.batch_remote_frees)  // (abandoned: reclaimed at once)
-        outbox->send_remote(h, p);
-    else
+    } else if (outbox && h->takes_chains && owner && g_tuning.batch_remote_frees) {
+        // (A heap made before ZMM_DEBUG was read takes chains: the tuning says.)
+        outbox->free_through_outbox(h, p);
+    } else {
         free_remote(h, p);
+        // Its thread is gone: drained now, not when a new thread adopts it.
+        if (!owner) heap_pool::reclaim_if_abandoned(h, current_owner);
+    }
     return h;
 }
 
@@ -822,24 +816,17 @@ constexpr auto k_outbox_limit = [] {
 }();
 }  // namespace
 
-void Heap::send_remote(Heap* to, void* p) {
-    uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    uint32_t info = is_chunk_granule(a) && Chunk::page_of(p) ? Chunk::of(p)->map[Chunk::page_of(p)] : 0;
-    if (!(info & k_small)) return free_remote(to, p);
+void Heap::free_through_outbox(Heap* to, void* p) {
+    Free_slot* s = checked_for_remote(to, p);
+    uint32_t info = is_chunk_granule(reinterpret_cast<uintptr_t>(p)) ? Chunk::of(p)->map[Chunk::page_of(p)] : 0;
+    if (!(info & k_small)) return push_chain(to->remote, to, s, s);
     unsigned bin = info & k_bin_mask;
-    if (!is_slot_start((a & (k_page_size - 1)) + (info & k_small_offset_mask), bin))
-        misuse(Misuse::interior_pointer, p);
-    Free_slot* s = static_cast<Free_slot*>(p);
-    if (s->shadow == to->shadow_of(s, s->next)) misuse(Misuse::double_free, p);
     Outbox_chain& o = outbox[bin];
     if (o.to != to) {
         if (o.head) send_chain(o, bin);
         o.to = to;
     }
-    if (!o.head) {
-        o.tail = s;
-        ++outbox_chains;
-    }
+    if (!o.head) o.tail = s;
     s->next = o.head;
     s->shadow = to->shadow_of(s, o.head);
     o.head = s;
@@ -856,15 +843,9 @@ void Heap::send_chain(Outbox_chain& o, unsigned bin) {
     uint32_t count = o.count;
     o.head = o.tail = nullptr;
     o.count = 0;
-    --outbox_chains;
     std::atomic_signal_fence(std::memory_order_seq_cst);
-    to->remote_bin_count[bin].fetch_add(count, std::memory_order_relaxed);
-    Free_slot* head = to->remote_bin[bin].load(std::memory_order_relaxed);
-    do {
-        last->next = head;
-        last->shadow = to->shadow_of(last, head);
-    } while (!to->remote_bin[bin].compare_exchange_weak(head, first, std::memory_order_release,
-                                                         std::memory_order_relaxed));
+    to->remote_chain_blocks[bin].fetch_add(count, std::memory_order_relaxed);
+    push_chain(to->remote_chains[bin], to, first, last);
     // Its thread left since the chain began: taken now, not when a new
     // thread adopts the heap (as a direct free into it would be).
     if (to->owner.load(std::memory_order_relaxed) == nullptr)
@@ -872,13 +853,19 @@ void Heap::send_chain(Outbox_chain& o, unsigned bin) {
 }
 
 void Heap::flush_outbox() {
-    for (unsigned b = 0; b < k_bins && outbox_chains; ++b)
+    for (unsigned b = 0; b < k_bins; ++b)
         if (outbox[b].head) send_chain(outbox[b], b);
 }
 
-void Heap::take_remote_bin(unsigned bin) {
-    Free_slot* list = remote_bin[bin].exchange(nullptr, std::memory_order_acquire);
-    uint32_t n = remote_bin_count[bin].exchange(0, std::memory_order_relaxed);
+unsigned Heap::outbox_chains() const {
+    unsigned n = 0;
+    for (const Outbox_chain& o : outbox) n += o.head != nullptr;
+    return n;
+}
+
+void Heap::take_remote_chains(unsigned bin) {
+    Free_slot* list = remote_chains[bin].exchange(nullptr, std::memory_order_acquire);
+    uint32_t n = remote_chain_blocks[bin].exchange(0, std::memory_order_relaxed);
     size -= size_t{n} * bin_size[bin];
     small_frees[bin] += n;
     if (!list) return;
@@ -919,7 +906,7 @@ void rekey_list(Free_slot* s, uint64_t old_key, uint64_t new_key) {
 void Heap::rekey(uint64_t new_key) {
     for (unsigned b = 0; b < k_bins; ++b) {
         rekey_list(free_slot[b], key, new_key);
-        rekey_list(remote_bin[b].load(std::memory_order_acquire), key, new_key);
+        rekey_list(remote_chains[b].load(std::memory_order_acquire), key, new_key);
         // (Chains to an orphan, which keeps the old key, are never taken.)
         rekey_list(outbox[b].head, key, new_key);
     }
@@ -929,7 +916,7 @@ void Heap::rekey(uint64_t new_key) {
 
 void Heap::drain_remote() {
     for (unsigned b = 0; b < k_bins; ++b)
-        if (remote_bin[b].load(std::memory_order_relaxed)) take_remote_bin(b);
+        if (remote_chains[b].load(std::memory_order_relaxed)) take_remote_chains(b);
     drain_remote_stacks();
 }
 
@@ -949,8 +936,7 @@ size_t Heap::live_block_size(const void* p) {
             uint32_t m = c->map[page];
             if (m & k_small) {
                 unsigned bin = m & k_bin_mask;
-                uint64_t offset = (a & (k_page_size - 1)) + (m & k_small_offset_mask);
-                if (!zmm::is_slot_start(offset, bin)) return 0;
+                if (!zmm::is_slot_start(offset_in_run(a, m), bin)) return 0;
                 auto* s = static_cast<const Free_slot*>(p);
                 if (s->shadow == c->heap->shadow_of(s, s->next)) return 0;  // free
                 return k_bin_size[bin];
@@ -1004,7 +990,8 @@ void* Heap::realloc(void* p, size_t bytes) {
     if (!b || !(b->flags & k_block_carried)) return realloc_block(p, bytes);
     // A carried block is not the running request's memory, nor is what it
     // grows or shrinks by in place: base_size and peak move with it, so
-    // that the request's usage and peak stay. (Moved, it was freed: forget.)
+    // that the request's usage and peak stay. (Moved, the old block's free
+    // has made the table forget it.)
     size_t before = usable_size(p), peak_before = peak;
     void* q = realloc_block(p, bytes);
     if (q == p && request) {  // (outside a request the heap's peak is the process's)
@@ -1313,7 +1300,7 @@ void Heap::stats(Heap_stats& out) const {
         out.small_allocs[b] = small_allocs[b];
         uint64_t frees = small_frees[b];
         std::atomic_signal_fence(std::memory_order_seq_cst);
-        uint64_t waiting = remote_bin_count[b].load(std::memory_order_acquire);
+        uint64_t waiting = remote_chain_blocks[b].load(std::memory_order_acquire);
         // A block allocated here may be freed into another heap (requests
         // merge): per heap the difference can go negative; sums are right.
         out.small_in_use[b] = small_allocs[b] - frees - waiting;

@@ -4,8 +4,9 @@
 // link in its second word), the chunks it owns, cached empty chunks, its huge
 // blocks, and ZendMM's counters (size/peak: bytes in blocks; real_size/
 // real_peak: bytes mapped). Only the owner thread touches anything but
-// `remote`, the atomic stack other threads push their frees onto, and
-// `remote_bin`, where they push chains of small blocks (Outbox_chain).
+// `owner`, `remote`, the atomic stack other threads push their frees onto,
+// and `remote_chains`/`remote_chain_blocks`, where they push chains of
+// small blocks (Outbox_chain).
 //
 // Block kinds by size (ZendMM): small 0..3072 from bins, large 3073 .. 2 MiB -
 // 4 KiB as page runs inside a chunk, huge above that as their own 2 MiB aligned
@@ -48,7 +49,7 @@ inline constexpr uint64_t k_huge_magic = 0x7a6d6d2d68756765ull;  // "zmm-huge"
 
 // Small blocks a thread freed into another thread's heap, gathered by bin
 // in the freeing thread's outbox (its persistent heap's `outbox`) and pushed
-// onto the owner's `remote_bin` stack of that bin a chain at a time: one
+// onto the owner's `remote_chains` stack of that bin a chain at a time: one
 // atomic push per chain instead of one per block, and the owner takes a
 // whole stack as its bin's free list without walking it (a stack walked
 // block by block was a cache miss per block, serially: a quarter of
@@ -123,8 +124,8 @@ public:
     // Chains of small blocks other threads freed, per bin, and how many
     // blocks they sent (counted before the chain is pushed: taken with the
     // stack, the count covers at least the blocks taken).
-    alignas(64) std::atomic<Free_slot*> remote_bin[k_bins];
-    std::atomic<uint32_t> remote_bin_count[k_bins];
+    alignas(64) std::atomic<Free_slot*> remote_chains[k_bins];
+    std::atomic<uint32_t> remote_chain_blocks[k_bins];
 
     // ---- cold ----
     alignas(64) Chunk* chunks;  // owned chunks, in a circular list
@@ -171,9 +172,9 @@ public:
     bool table_only_carried;
     bool internal;        // zmm's own (the tool heap): not the program's memory
     // A thread's persistent heap: the chains of small blocks its thread
-    // freed into other heaps, not yet sent (send_remote), by bin.
+    // freed into other heaps (free_through_outbox), by bin, not yet sent
+    // (send_chain).
     Outbox_chain outbox[k_bins];
-    unsigned outbox_chains;  // of them not empty
 
     // Sets up a heap with no memory. `key` is the process's free-list key.
     void init(uint64_t free_list_key);
@@ -208,13 +209,13 @@ public:
     // failed): true when p is a slot in a page with carried blocks
     // (k_small_slow_free), not carried itself, not free, and it was freed
     // as the fast path would. As safe as the fast path outside a slow path.
-    bool free_in_carried_page(void* p, uint32_t info);
-    // The same for a block whose filter bit is set: the table says whether
-    // it is carried (false: the slow path forgets it). The caller is inside
-    // the allocator (a signal handler's free must not change the table
-    // under the lookup).
-    bool free_in_carried_page_looked_up(void* p, uint32_t info);
-    // free_small_fast's main line, for the preload's inline fast path: 0
+    // With `look_up`, a block whose filter bit is set too, unless the table
+    // has it (the slow path forgets it); the caller is then inside the
+    // allocator (a signal handler's free must not change the table under
+    // the lookup).
+    inline bool free_in_carried_page(void* p, uint32_t info, bool look_up = false);
+    // free_small_fast's main line, for the preload's inline fast path (which
+    // calls it, not free_small_fast: tests and the fuzz model do): 0
     // when freed; the page's map word when only the slot test failed (an
     // interior pointer, or a page with carried blocks: free_in_carried_page
     // may still take it, out of line); k_fast_free_declined otherwise.
@@ -242,30 +243,35 @@ public:
     static void free_remote(Heap* owner_heap, void* p);
     // Frees p, a block of `to` (another thread's heap, takes_chains): a
     // small block joins this heap's outbox chain for its bin (this is the
-    // calling thread's persistent heap), anything else goes to free_remote.
-    void send_remote(Heap* to, void* p);
+    // calling thread's persistent heap), anything else goes onto `to`'s
+    // remote stack.
+    void free_through_outbox(Heap* to, void* p);
     // Sends every outbox chain to its heap (the thread stops, or reports).
     void flush_outbox();
+    unsigned outbox_chains() const;  // the outbox's chains not empty
     // Frees any pointer the registry knows: locally if its heap's owner is
     // `current_owner` (the caller's thread token), else to the heap's
     // remote stacks, through `outbox` (the caller's persistent heap, or
-    // null: no chains) when it takes chains. Returns the block's heap, or
-    // nullptr if p is not zmm's.
+    // null: no chains) when it takes chains; a heap whose thread is gone is
+    // drained at once (heap_pool::reclaim_if_abandoned). Returns the
+    // block's heap, or nullptr if p is not zmm's.
     static Heap* free_any(void* p, const void* current_owner, Heap* outbox = nullptr);
 
     // A new free-list key (a forked child, as ZendMM's zend_mm_refresh_key_child):
-    // every free slot's shadow, on the free lists and the remote stack, is
+    // every free slot's shadow, on the free lists, the remote stacks and
+    // in the outbox, is
     // rewritten with it. A link whose shadow is already wrong ends its list's
     // walk (that list stays corrupted, and is diagnosed when reached).
     void rekey(uint64_t new_key);
 
-    // Frees what other threads pushed onto this heap's remote stacks (and the
-    // stacks of its retired request heaps), each block into its owner.
+    // Takes what other threads sent: the chains into this heap's bins, and
+    // the remote stack (and those of its retired request heaps) block by
+    // block, each block into the heap that owns it now.
     void drain_remote();
     bool has_remote() const {
         if (has_remote_stack()) return true;
         for (unsigned b = 0; b < k_bins; ++b)
-            if (remote_bin[b].load(std::memory_order_relaxed)) return true;
+            if (remote_chains[b].load(std::memory_order_relaxed)) return true;
         return false;
     }
 
@@ -348,7 +354,7 @@ private:
         return remote.load(std::memory_order_relaxed) != nullptr || retired != nullptr;
     }
     // Takes the bin's remote chains as free slots.
-    void take_remote_bin(unsigned bin);
+    void take_remote_chains(unsigned bin);
     void send_chain(Outbox_chain& o, unsigned bin);
     void* alloc_large(size_t size);
     void* alloc_huge(size_t size, size_t alignment, bool use_cache = true);
@@ -362,8 +368,6 @@ private:
     size_t collect_small_runs();
     void unmap_chunk(Chunk* c);
     void free_small(void* p, uint32_t info);
-    template <bool look_up>
-    bool free_in_carried_page_as(void* p, uint32_t info);
     inline void push_free(Free_slot* s, unsigned bin);
     // p leaves the table, and is no longer carried.
     void forget(void* p);
@@ -463,6 +467,24 @@ inline uint32_t Heap::try_free_small(void* p, unsigned bin_claimed) {
 inline bool Heap::free_small_fast(void* p, unsigned bin_claimed) {
     uint32_t r = try_free_small(p, bin_claimed);
     return r == 0 || (r != k_fast_free_declined && free_in_carried_page(p, r));
+}
+
+inline bool Heap::free_in_carried_page(void* p, uint32_t info, bool look_up) {
+    if (!(info & k_small_slow_free)) return false;
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    unsigned bin = info & k_bin_mask;
+    if (!is_slot_start(offset_in_run(a, info), bin)) return false;
+    // Perhaps carried (the slow path's table forgets it), unless the table
+    // says not: with 3 carried blocks a page's 16-bit filter takes 1 in 6 of
+    // its other frees (bench_requests: 20% of the frees in marked pages,
+    // each a whole slow path without the lookup).
+    if (Chunk::of(p)->carried_filter_has(a)) {
+        if (!look_up || !blocks || blocks->find(a)) return false;
+    }
+    Free_slot* s = static_cast<Free_slot*>(p);
+    if (s->shadow == shadow_of(s, s->next)) return false;  // the slow path diagnoses it
+    push_free(s, bin);
+    return true;
 }
 
 inline void Heap::push_free(Free_slot* s, unsigned bin) {

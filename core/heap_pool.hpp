@@ -27,15 +27,16 @@ Heap* new_request_heap(const void* owner);
 
 // A heap whose owner is gone and that is not in the pool because its state
 // may be inconsistent (a thread that was inside malloc when another forked):
-// never adopted; frees into it still work (remote stack).
+// never adopted; frees into it still work (remote stacks).
 inline const void* const k_orphan = reinterpret_cast<const void*>(1);
 
 // Owner values below a page are markers, not threads (k_orphan, and the
 // embedder's own, such as the tool heap's "idle"): fork leaves them alone.
 inline bool is_thread_token(const void* owner) { return reinterpret_cast<uintptr_t>(owner) >= 4096; }
 
-// Frees into an abandoned heap are pushed onto its remote stack; this drains
-// it from the freeing thread if the heap is still unowned, so that memory
+// Frees into an abandoned heap are pushed onto its remote stacks (a free's
+// own, or a chain another thread's outbox held meanwhile); this drains them
+// from the freeing thread if the heap is still unowned, so that memory
 // freed into dead threads' heaps does not wait for a new thread.
 void reclaim_if_abandoned(Heap* heap, const void* current_owner);
 

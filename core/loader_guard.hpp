@@ -15,7 +15,7 @@ namespace detail {
 extern Gate g_gate;  // closed while fork() runs
 }  // namespace detail
 
-// Around a call into the loader. Nests.
+// Around a call into the loader; not nested (gate.hpp).
 struct Use {
     Use() : shard_(detail::g_gate.enter()) {}
     ~Use() { detail::g_gate.leave(shard_); }

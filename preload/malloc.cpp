@@ -79,19 +79,14 @@ static void free_foreign(void* p) {
 // free's slow path, inside the allocator already.
 static void free_inside(void* p) {
     if (__builtin_expect(options().debug, 0)) debug_checks::on_free(p);
-    if (Heap* owner = Heap::free_any(p, thread_token(), t_state.persistent)) {
-        if (owner->owner.load(std::memory_order_relaxed) == nullptr)
-            heap_pool::reclaim_if_abandoned(owner, thread_token());
-        return;
-    }
-    free_foreign(p);
+    if (!Heap::free_any(p, thread_token(), t_state.persistent)) free_foreign(p);
 }
 
-__attribute__((noinline)) void free_in_marked_page(Heap* h, void* p, uint32_t info) {
+__attribute__((noinline)) void free_in_carried_page(Heap* h, void* p, uint32_t info) {
     if (h->free_in_carried_page(p, info)) return;
     if (!reentry::inside()) {
         Busy_section busy;
-        if (h->free_in_carried_page_looked_up(p, info)) return;
+        if (h->free_in_carried_page(p, info, true)) return;
     }
     free_slow(p);
 }

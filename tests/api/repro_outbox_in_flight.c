@@ -1,4 +1,4 @@
-/* Regression tests for zmm's outbox chains (core/heap.cpp, send_remote):
+/* Regression tests for zmm's outbox chains (core/heap.cpp, free_through_outbox):
  * small blocks a thread frees into another thread's heap wait in the freeing
  * thread's outbox, then travel to the owner as a chain.
  *

@@ -350,7 +350,7 @@ struct World {
     bool in_chain(const Pending& b) const {
         unsigned bin = size_to_bin(b.usable);
         return on_list(heaps[b.sender].outbox[bin].head, b.p) ||
-               on_list(heaps[b.stack].remote_bin[bin].load(std::memory_order_relaxed), b.p);
+               on_list(heaps[b.stack].remote_chains[bin].load(std::memory_order_relaxed), b.p);
     }
     bool in_outbox(const Pending& b) const {
         return b.sender != k_heaps && on_list(heaps[b.sender].outbox[size_to_bin(b.usable)].head, b.p);
@@ -645,7 +645,7 @@ struct World {
             Heap& own = heaps[thread == 1 ? heap_b : heap_a];
             log("flush_outbox of thread %c", thread ? 'B' : 'A');
             own.flush_outbox();
-            if (own.outbox_chains) fail("flush_outbox left %u chains", own.outbox_chains);
+            if (own.outbox_chains()) fail("flush_outbox left %u chains", own.outbox_chains());
             for (unsigned i = 0; i < n_pending; ++i)
                 if (pending[i].sender == index_of(&own) && in_outbox(pending[i])) fail("flush_outbox kept %p", pending[i].p);
             sync_remote();

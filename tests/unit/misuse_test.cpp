@@ -121,7 +121,7 @@ BOOST_AUTO_TEST_CASE(double_free_through_an_outbox) {
     char* q = static_cast<char*>(h->alloc(100));
     char other_thread = 0;
     Heap::free_any(p, &other_thread, &sender.heap);  // into the sender's outbox
-    BOOST_TEST(sender->outbox_chains == 1u);
+    BOOST_TEST(sender->outbox_chains() == 1u);
     BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { Heap::free_any(p, &other_thread, &sender.heap); }));
     BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { h->free_owned(p); }));
     BOOST_TEST(diagnosed(Misuse::interior_pointer, q + 16, [&] { Heap::free_any(q + 16, &other_thread, &sender.heap); }));

@@ -1,4 +1,5 @@
-// Remote frees from several threads, and heap adoption after a thread exits.
+// Remote frees from several threads (onto the remote stack, and in chains
+// through the freeing thread's outbox), and heap adoption after a thread exits.
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
@@ -92,15 +93,15 @@ BOOST_AUTO_TEST_CASE(remote_small_frees_travel_in_chains) {
     for (uint32_t i = 0; i + 1 < per_chain; ++i) Heap::free_any(blocks[i], &other_thread, &sender.heap);
     BOOST_TEST(sender->outbox[bin].count == per_chain - 1);
     BOOST_TEST(sender->outbox[bin].to == &h.heap);
-    BOOST_TEST(h->remote_bin[bin].load() == nullptr);
+    BOOST_TEST(h->remote_chains[bin].load() == nullptr);
     Heap_stats s;
     h->stats(s);
     BOOST_TEST(s.size == used);  // (in the sender's stats, the blocks count as gone)
     Heap::free_any(blocks[per_chain - 1], &other_thread, &sender.heap);  // the chain is full: sent
     BOOST_TEST(sender->outbox[bin].count == 0u);
-    BOOST_TEST(sender->outbox_chains == 0u);
-    BOOST_TEST(h->remote_bin[bin].load() == blocks[per_chain - 1]);
-    BOOST_TEST(h->remote_bin_count[bin].load() == per_chain);
+    BOOST_TEST(sender->outbox_chains() == 0u);
+    BOOST_TEST(h->remote_chains[bin].load() == blocks[per_chain - 1]);
+    BOOST_TEST(h->remote_chain_blocks[bin].load() == per_chain);
     h->stats(s);
     BOOST_TEST(s.size == used - per_chain * k_bin_size[bin]);
     BOOST_TEST(h->size == used);  // not taken yet
@@ -110,8 +111,8 @@ BOOST_AUTO_TEST_CASE(remote_small_frees_travel_in_chains) {
     for (uint32_t i = per_chain; i < 3 * per_chain + 5; ++i) Heap::free_any(blocks[i], &other_thread, &sender.heap);
     BOOST_TEST(sender->outbox[bin].count == 5u);
     sender->flush_outbox();
-    BOOST_TEST(sender->outbox_chains == 0u);
-    BOOST_TEST(h->remote_bin_count[bin].load() == 3 * per_chain + 5);
+    BOOST_TEST(sender->outbox_chains() == 0u);
+    BOOST_TEST(h->remote_chain_blocks[bin].load() == 3 * per_chain + 5);
     // The owner's bin is empty: its next allocation takes the whole stack,
     // newest chain first, and reuses a slot another thread freed.
     std::vector<void*> rest;  // the run's unused slots
@@ -119,7 +120,7 @@ BOOST_AUTO_TEST_CASE(remote_small_frees_travel_in_chains) {
     const size_t before = h->size;
     void* again = h->alloc(100);
     BOOST_TEST(again == blocks[3 * per_chain + 4]);
-    BOOST_TEST(h->remote_bin[bin].load() == nullptr);
+    BOOST_TEST(h->remote_chains[bin].load() == nullptr);
     BOOST_TEST(h->size == before - (3 * per_chain + 5) * k_bin_size[bin] + k_bin_size[bin]);
     // Every slot is on the free list, once: allocating them all gives each back.
     std::vector<void*> taken{again};
@@ -152,7 +153,7 @@ BOOST_AUTO_TEST_CASE(chains_join_a_free_list_and_skip_request_heaps) {
     BOOST_TEST(h->size == 0u);
     void* r = request->alloc(40);
     Heap::free_any(r, &other_thread, &sender.heap);
-    BOOST_TEST(sender->outbox_chains == 0u);
+    BOOST_TEST(sender->outbox_chains() == 0u);
     BOOST_TEST(request->remote.load() == r);
     request->drain_remote();
     BOOST_TEST(request->size == 0u);
@@ -166,8 +167,8 @@ BOOST_AUTO_TEST_CASE(rekey_rewrites_chains) {
     std::vector<void*> blocks;
     for (int i = 0; i < 200; ++i) blocks.push_back(h->alloc(24));
     for (int i = 0; i < 150; ++i) Heap::free_any(blocks[i], &other_thread, &sender.heap);
-    BOOST_TEST(h->remote_bin[size_to_bin(24)].load() != nullptr);
-    BOOST_TEST(sender->outbox_chains == 1u);
+    BOOST_TEST(h->remote_chains[size_to_bin(24)].load() != nullptr);
+    BOOST_TEST(sender->outbox_chains() == 1u);
     const uint64_t fresh = 0x0123456789abcdefull;
     h->rekey(fresh);
     sender->rekey(fresh);
@@ -259,14 +260,12 @@ BOOST_AUTO_TEST_CASE(chains_into_an_abandoned_heap_are_reclaimed) {
         first = h;
         for (int i = 0; i < 10; ++i) blocks.push_back(h->alloc(64));
         h->takes_chains = true;
-        char other = 0;
-        Test_heap sender;
-        sender->owner.store(&other);
-        for (void* p : blocks) Heap::free_any(p, &other, &sender.heap);  // (10 blocks: one chain, not full)
-        BOOST_TEST(sender->outbox_chains == 1u);
+        Test_heap sender;  // another thread's heap: its outbox
+        for (void* p : blocks) Heap::free_any(p, &sender.token, &sender.heap);  // (10 blocks: one chain, not full)
+        BOOST_TEST(sender->outbox_chains() == 1u);
         heap_pool::abandon(h);  // the thread leaves, the chain still in the outbox
         sender->flush_outbox();
-        BOOST_TEST(h->remote_bin[size_to_bin(64)].load() == nullptr);
+        BOOST_TEST(h->remote_chains[size_to_bin(64)].load() == nullptr);
         BOOST_TEST(h->size == 0u);
     });
     a.join();
