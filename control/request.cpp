@@ -56,6 +56,7 @@ struct Collect_context {
     Request* request;
     Leak_list* leaks;
     bool rescan;
+    size_t own_bytes;  // in the request's own blocks listed
 };
 
 // An untraced request's live block: carried from an earlier request (in the
@@ -69,6 +70,8 @@ void collect_leak(void* ctx, void* block, size_t rounded) {
         if (!c->rescan) return;  // reported, or counted, by the request that left it
         l.size = info->size;
         l.reported = info->flags & k_block_reported;
+    } else {
+        c->own_bytes += rounded;
     }
     c->leaks->push(l);
 }
@@ -79,7 +82,16 @@ void collect_leak(void* ctx, void* block, size_t rounded) {
 // carried from earlier requests unless `rescan`.
 void gather_live_blocks(Request& r, Leak_list* leaks, bool rescan) {
     if (!r.traced) {
-        Collect_context ctx{&r, leaks, rescan};
+        // Without the rescan only the request's own blocks are wanted: the
+        // walk skips the runs that cannot hold one. They add up to the
+        // request's usage; should they not (the per-bin counts are wrong),
+        // the whole heap is walked.
+        size_t before = leaks->count;
+        Collect_context ctx{&r, leaks, rescan, 0};
+        r.heap->for_each_live_block(collect_leak, &ctx, !rescan);
+        if (rescan || ctx.own_bytes == r.heap->size_in_request()) return;
+        leaks->count = before;
+        ctx.own_bytes = 0;
         r.heap->for_each_live_block(collect_leak, &ctx);
         return;
     }

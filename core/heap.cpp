@@ -697,6 +697,10 @@ void Heap::forget(void* p) {
     size_t bytes = usable_size(p);
     base_size -= bytes < base_size ? bytes : base_size;
     peak -= bytes < peak ? bytes : peak;
+    if (granule_of(p) == granule_chunk) {
+        uint32_t info = Chunk::of(p)->map[Chunk::page_of(p)];
+        if (info & k_small) --carried_small[info & k_bin_mask];
+    }
 }
 
 void Heap::mark_carried(const void* p) {
@@ -1142,8 +1146,24 @@ size_t Heap::collect() {
     return released;
 }
 
-void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), void* ctx) {
+void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), void* ctx, bool own_runs) {
     if (has_remote()) drain_remote();
+    // Per bin, how many live blocks are left to find. Walking a request's
+    // own runs: none in a bin without own blocks, else every block its
+    // counters say is live, an upper bound (request heaps take no chains,
+    // so every free is counted by now; blocks only leave them uncounted, in
+    // chunks merged away). Otherwise: no bound (a thread's heap holds
+    // blocks merged from request heaps, which its counters never saw).
+    uint64_t to_find[k_bins];
+    bool any = false;
+    for (unsigned b = 0; b < k_bins; ++b) {
+        uint64_t live = small_allocs[b] - small_frees[b];
+        to_find[b] = !own_runs ? UINT64_MAX : live != carried_small[b] ? live : 0;
+        any |= to_find[b] != 0;
+    }
+    // Nothing of the request's own is live, large and huge blocks included
+    // (size counts them all): no walk.
+    if (own_runs && !any && size == base_size) return;
     // A slot is free when its second word is its link's shadow, as the
     // double-free check has it: every slot of a run is given one when the
     // run is cut, and an allocation clears it.
@@ -1153,13 +1173,17 @@ void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), 
             uint32_t m = c->map[p];
             if (m & k_small) {
                 unsigned bin = m & k_bin_mask;
-                char* slot = c->page_address(p);
+                p += k_bin_pages[bin];
+                if (to_find[bin] == 0) continue;
+                char* slot = c->page_address(p - k_bin_pages[bin]);
                 const size_t slot_size = k_bin_size[bin];
                 for (unsigned k = 0; k < k_bin_count[bin]; ++k, slot += slot_size) {
                     auto* s = reinterpret_cast<Free_slot*>(slot);
-                    if (s->shadow != shadow_of(s, s->next)) fn(ctx, slot, slot_size);
+                    if (s->shadow != shadow_of(s, s->next)) {
+                        fn(ctx, slot, slot_size);
+                        if (--to_find[bin] == 0) break;
+                    }
                 }
-                p += k_bin_pages[bin];
             } else if (m & k_large) {
                 unsigned count = m & k_pages_mask;
                 fn(ctx, c->page_address(p), size_t{count} * k_page_size);
@@ -1260,6 +1284,7 @@ void Heap::release_blocks() {
 void Heap::reset_for_request(size_t new_limit) {
     peak = size;
     base_size = size;
+    for (unsigned b = 0; b < k_bins; ++b) carried_small[b] = small_allocs[b] - small_frees[b];
     limit_base = real_size - cached_count * k_chunk_size - huge_cache_pages * k_page_size;
     real_peak = real_size;
     limit = new_limit;

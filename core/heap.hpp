@@ -141,6 +141,11 @@ public:
     // the request's begin, less those freed since: the request's own usage
     // is size - base_size, its peak peak - base_size.
     size_t base_size;
+    // Per bin, the small blocks live at the request's begin (carried: the
+    // slots allocated less those freed, then), less the carried ones freed
+    // since: small_allocs - small_frees - carried_small is the running
+    // request's own live blocks of the bin.
+    uint64_t carried_small[k_bins];
     size_t requesting; // the allocation being served by a slow path, for the limit's message
     size_t chunks_at_collect;  // see collect_runs
     // A request heap takes empty chunks from its thread's heap's cache too
@@ -277,7 +282,13 @@ public:
 
     // ---- requests ----
     // Calls fn for every live block (its address and rounded size).
-    void for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), void* ctx);
+    // `own_runs`: on a request heap, may skip small runs of bins that hold
+    // none of the running request's own blocks (allocated since
+    // reset_for_request), and a bin's later runs once all its live blocks
+    // are listed; carried blocks in the runs it walks are listed too. A
+    // request that leaked nothing walks nothing.
+    void for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), void* ctx,
+                             bool own_runs = false);
     // Moves every chunk with live blocks, every huge block and the free lists
     // into `dst` (a heap of the same thread), after giving back wholly free
     // runs; empty chunks stay in this heap's cache. This heap is then empty

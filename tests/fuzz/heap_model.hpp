@@ -479,6 +479,31 @@ struct World {
         if (ctx.seen != want) fail("for_each_live_block(%s) listed %u blocks, %u are live", heap_name(id), ctx.seen, want);
     }
 
+    // The request end's walk (own_runs) must list every block of the
+    // request's own, and only live blocks of R (carried ones it may list).
+    void check_own_enumeration() {
+        struct Ctx {
+            World* w;
+            unsigned own;
+        } ctx{this, 0};
+        heaps[heap_r].for_each_live_block(
+            [](void* c, void* block, size_t) {
+                auto* x = static_cast<Ctx*>(c);
+                World* w = x->w;
+                for (unsigned i = 0; i < w->n_live; ++i)
+                    if (w->live[i].p == block) {
+                        if (w->live[i].heap != heap_r) w->fail("own walk lists %p of heap %s", block, heap_name(w->live[i].heap));
+                        x->own += !w->live[i].carried;
+                        return;
+                    }
+                w->fail("own walk lists %p, which is not live", block);
+            },
+            &ctx, true);
+        unsigned want = 0;
+        for (unsigned i = 0; i < n_live; ++i) want += live[i].heap == heap_r && !live[i].carried;
+        if (ctx.own != want) fail("own walk listed %u of the request's own blocks, %u are live", ctx.own, want);
+    }
+
     // ---- operations ----
     void add_block(unsigned heap, char* p, size_t req, size_t align, bool exact, bool zeroed, const char* what) {
         size_t usable = Heap::usable_size(p);
@@ -742,6 +767,7 @@ struct World {
         r.drain_remote();
         sync_remote();
         check_enumeration(heap_r);
+        check_own_enumeration();
         check_reachability(how);
         if (carry) {
             // control/request.cpp's carry_new_blocks: the table, the marks.

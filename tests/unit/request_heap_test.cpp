@@ -169,4 +169,61 @@ BOOST_AUTO_TEST_CASE(traced_heap_forgets_freed_blocks) {
     h->blocks = nullptr;
 }
 
+// A request end's walk of its own runs: every block the running request
+// left, in whichever bin, with carried blocks of earlier requests about
+// (freed or not); nothing at all once the request freed all its own.
+BOOST_AUTO_TEST_CASE(own_runs_walk_finds_the_request_s_own_blocks) {
+    Test_heap h;
+    Block_table table;
+    h->blocks = &table;
+    char token = 0;
+    h->request = &token;  // (core asks only whether there is one)
+    Rng rng(11);
+    // Request 1 leaves blocks of three bins, and a large one: carried.
+    std::vector<void*> carried;
+    for (size_t size : {24, 40, 72, 24, 5000}) carried.push_back(h->alloc(size));
+    for (void* p : carried) {
+        BOOST_TEST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(p), Heap::usable_size(p), 0, k_block_carried}));
+        h->mark_carried(p);
+    }
+    h->reset_for_request(SIZE_MAX);
+    auto own_walk = [&] {
+        std::set<void*> out;
+        h->for_each_live_block(
+            [](void* ctx, void* block, size_t) { static_cast<std::set<void*>*>(ctx)->insert(block); }, &out, true);
+        return out;
+    };
+    // Request 2: a clean one (a carried block freed, one moved by realloc).
+    std::vector<void*> mine;
+    for (int i = 0; i < 2000; ++i) mine.push_back(h->alloc(1 + rng.below(3072)));
+    h->free_owned(carried[1]);
+    carried[1] = nullptr;
+    carried[2] = h->realloc(carried[2], 300);  // moved: now the request's own
+    mine.push_back(carried[2]);
+    carried[2] = nullptr;
+    for (void* p : mine) h->free_owned(p);
+    mine.clear();
+    BOOST_TEST(h->size_in_request() == 0u);
+    BOOST_TEST(own_walk().empty());
+    // Its leaks: one in a bin of carried blocks, one in the bin of the
+    // carried block freed, one alone, one large.
+    for (int i = 0; i < 500; ++i) mine.push_back(h->alloc(1 + rng.below(3072)));
+    void* leak_with_carried = h->alloc(24);
+    void* leak_alone = h->alloc(40);
+    void* leak_large = h->alloc(20000);
+    for (void* p : mine) h->free_owned(p);
+    std::set<void*> seen = own_walk();
+    for (void* p : {leak_with_carried, leak_alone, leak_large}) BOOST_TEST(seen.count(p) == 1u);
+    for (void* p : seen)
+        BOOST_TEST((p == leak_with_carried || p == leak_alone || p == leak_large || table.find(reinterpret_cast<uintptr_t>(p))));
+    BOOST_TEST(h->size_in_request() == Heap::usable_size(leak_with_carried) + Heap::usable_size(leak_alone) +
+                                           Heap::usable_size(leak_large));
+    for (void* p : {leak_with_carried, leak_alone, leak_large}) h->free_owned(p);
+    for (void* p : carried)
+        if (p) h->free_owned(p);
+    BOOST_TEST(table.size() == 0u);
+    h->request = nullptr;
+    h->blocks = nullptr;
+}
+
 BOOST_AUTO_TEST_SUITE_END()
