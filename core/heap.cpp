@@ -739,6 +739,20 @@ void Heap::drop_carried(Chunk* c) {
     c->has_carried = false;
 }
 
+bool Heap::is_carried(const void* p) const {
+    if (!blocks || !may_be_carried(p)) return false;
+    const Block_info* b = blocks->find(reinterpret_cast<uintptr_t>(p));
+    return b && (b->flags & k_block_carried);
+}
+
+bool Heap::free_unless_carried(void* p, uint32_t info) {
+    if (!blocks || blocks->find(reinterpret_cast<uintptr_t>(p))) return false;
+    Free_slot* s = static_cast<Free_slot*>(p);
+    if (s->shadow == shadow_of(s, s->next)) return false;  // the slow path diagnoses it
+    push_free(s, info & k_bin_mask);
+    return true;
+}
+
 bool Heap::may_be_carried(const void* p) {
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
     if (!is_chunk_granule(a)) return true;
@@ -1154,11 +1168,14 @@ void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), 
     // so every free is counted by now; blocks only leave them uncounted, in
     // chunks merged away). Otherwise: no bound (a thread's heap holds
     // blocks merged from request heaps, which its counters never saw).
-    uint64_t to_find[k_bins];
+    // And the request's own blocks left to find: once they are all found,
+    // the bin's other live blocks are carried ones.
+    uint64_t to_find[k_bins], own_left[k_bins];
     bool any = false;
     for (unsigned b = 0; b < k_bins; ++b) {
         uint64_t live = small_allocs[b] - small_frees[b];
         to_find[b] = !own_runs ? UINT64_MAX : live != carried_small[b] ? live : 0;
+        own_left[b] = !own_runs ? UINT64_MAX : live - carried_small[b];
         any |= to_find[b] != 0;
     }
     // Nothing of the request's own is live, large and huge blocks included
@@ -1182,6 +1199,10 @@ void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), 
                     if (s->shadow != shadow_of(s, s->next)) {
                         fn(ctx, slot, slot_size);
                         if (--to_find[bin] == 0) break;
+                        if (own_runs && !is_carried(slot) && --own_left[bin] == 0) {
+                            to_find[bin] = 0;
+                            break;
+                        }
                     }
                 }
             } else if (m & k_large) {

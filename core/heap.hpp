@@ -211,14 +211,18 @@ public:
     inline bool free_small_fast(void* p, unsigned bin_claimed = k_bins);
     // The fast free's way out (p is a small block of this heap, of the bin
     // claimed, in a page whose map word is `info`, and its slot test
-    // failed): true when p is a slot in a page with carried blocks
-    // (k_small_slow_free), not carried itself, not free, and it was freed
-    // as the fast path would. As safe as the fast path outside a slow path.
-    // With `look_up`, a block whose filter bit is set too, unless the table
-    // has it (the slow path forgets it); the caller is then inside the
-    // allocator (a signal handler's free must not change the table under
-    // the lookup).
-    inline bool free_in_carried_page(void* p, uint32_t info, bool look_up = false);
+    // failed): `freed` when p is a slot in a page with carried blocks
+    // (k_small_slow_free), whose filter bit is clear (not carried), not
+    // free, and it was freed as the fast path would; `filter_hit` when only
+    // the filter bit stood in the way; else `declined`. As safe as the fast
+    // path outside a slow path.
+    enum class Side_free : uint8_t { freed, filter_hit, declined };
+    inline Side_free free_in_carried_page(void* p, uint32_t info);
+    // After a filter hit: p freed as above unless the table has it (carried:
+    // the slow path forgets it) or it is free already. The caller is inside
+    // the allocator (a signal handler's free must not change the table
+    // under the lookup).
+    bool free_unless_carried(void* p, uint32_t info);
     // free_small_fast's main line, for the preload's inline fast path (which
     // calls it, not free_small_fast: tests and the fuzz model do): 0
     // when freed; the page's map word when only the slot test failed (an
@@ -238,6 +242,8 @@ public:
     // is surely not: a small block in a page without carried blocks, or
     // whose bit is clear.
     static bool may_be_carried(const void* p);
+    // Is p (a live block of this heap) carried? The table's answer.
+    bool is_carried(const void* p) const;
     // Does `size` fit the block p (a sized delete's claim)? For any zmm block.
     static bool size_matches(const void* p, size_t size);
 
@@ -477,25 +483,23 @@ inline uint32_t Heap::try_free_small(void* p, unsigned bin_claimed) {
 
 inline bool Heap::free_small_fast(void* p, unsigned bin_claimed) {
     uint32_t r = try_free_small(p, bin_claimed);
-    return r == 0 || (r != k_fast_free_declined && free_in_carried_page(p, r));
+    return r == 0 || (r != k_fast_free_declined && free_in_carried_page(p, r) == Side_free::freed);
 }
 
-inline bool Heap::free_in_carried_page(void* p, uint32_t info, bool look_up) {
-    if (!(info & k_small_slow_free)) return false;
+inline Heap::Side_free Heap::free_in_carried_page(void* p, uint32_t info) {
+    if (!(info & k_small_slow_free)) return Side_free::declined;
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
     unsigned bin = info & k_bin_mask;
-    if (!is_slot_start(offset_in_run(a, info), bin)) return false;
-    // Perhaps carried (the slow path's table forgets it), unless the table
-    // says not: with 3 carried blocks a page's 16-bit filter takes 1 in 6 of
-    // its other frees (bench_requests: 20% of the frees in marked pages,
-    // each a whole slow path without the lookup).
-    if (Chunk::of(p)->carried_filter_has(a)) {
-        if (!look_up || !blocks || blocks->find(a)) return false;
-    }
+    if (!is_slot_start(offset_in_run(a, info), bin)) return Side_free::declined;
+    // Perhaps carried (the slow path's table forgets it): the caller asks
+    // the table (free_unless_carried). A page's 16-bit filter fills up as
+    // its carried blocks grow in number (bench_requests: a fifth of the
+    // frees in marked pages).
+    if (Chunk::of(p)->carried_filter_has(a)) return Side_free::filter_hit;
     Free_slot* s = static_cast<Free_slot*>(p);
-    if (s->shadow == shadow_of(s, s->next)) return false;  // the slow path diagnoses it
+    if (s->shadow == shadow_of(s, s->next)) return Side_free::declined;  // the slow path diagnoses it
     push_free(s, bin);
-    return true;
+    return Side_free::freed;
 }
 
 inline void Heap::push_free(Free_slot* s, unsigned bin) {
