@@ -146,7 +146,7 @@ void report(uint64_t generation) {
     size_t reported = leaks.count;
     if (o.leaks == Leaks_mode::lost) s.scan = leak_scan::classify(leaks.items, leaks.count);
     if (o.leaks != Leaks_mode::none) {
-        symbolize::prepare();
+        symbolize::prepare(options().symbolizer.text);
         Tool_scope tool;  // symbolizing allocates: zmm's memory, not the program's
         int fd = report_open();
         reported = write_leak_report(fd, s, leaks.items, leaks.count, o.stats);

@@ -228,7 +228,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
                           o.suppressions.text};
         if (rescan) s.scan = leak_scan::classify(own.items, own.count);
         if (o.leaks != Leaks_mode::none) {
-            symbolize::prepare();
+            symbolize::prepare(options().symbolizer.text);
             Tool_scope tool;  // symbolizing allocates: zmm's memory, not the program's
             int fd = report_open();
             leaked = static_cast<long>(write_leak_report(fd, s, own.items, own.count, o.stats));
@@ -392,7 +392,7 @@ bool heap_limit_exceeded(Heap& heap, size_t requested) {
         .str(", tid ").dec(static_cast<uint64_t>(r->tid)).str("), the allocation came from:\n");
     uintptr_t pcs[stack_depot::k_max_frames];
     unsigned n = backtrace::capture(pcs, 32);
-    symbolize::prepare();
+    symbolize::prepare(options().symbolizer.text);
     Tool_scope tool;
     write_frames(t, stack_depot::put(pcs, n));
     t.flush(fd);

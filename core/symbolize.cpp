@@ -2,142 +2,268 @@
 
 #include "loader_guard.hpp"
 
-#include <cstdlib>
+#include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <dlfcn.h>
-#include <elfutils/libdwfl.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "dwarf_names.hpp"
 #include "os.hpp"
 #include "spin_lock.hpp"
+#include "symbolizer_protocol.hpp"
 
-extern "C" char* __cxa_demangle(const char* mangled, char* buf, size_t* len, int* status) __attribute__((weak));
+extern char** environ;
 
 namespace zmm::symbolize {
 namespace {
 
-// libdw's entry points, looked up once.
-struct Libdw {
-    decltype(&dwfl_begin) begin;
-    decltype(&dwfl_report_begin_add) report_begin_add;
-    decltype(&dwfl_report_elf) report_elf;
-    decltype(&dwfl_report_end) report_end;
-    decltype(&dwfl_addrmodule) addrmodule;
-    decltype(&dwfl_module_addrname) addrname;
-    decltype(&dwfl_module_getsrc) getsrc;
-    decltype(&dwfl_lineinfo) lineinfo;
-    Dwfl_Callbacks callbacks;
-    bool ok;
-};
-
 Spin_lock g_lock;
-Libdw g_dw;
-bool g_dw_tried = false;
-char* g_debuginfo_path = nullptr;
 char g_exe[512];
 
-// One Dwfl per module: a module dlclose'd and another loaded at its address
-// keep their own names.
+// ---- in the process (ZMM_SYMBOLIZER=0, or the helper failed) ----
+
+// libdw tried (prepare or a lookup): loaded outside the tool heap.
+bool g_in_process_ready = false;
+
+// One libdw session per module: a module dlclose'd and another loaded at its
+// address keep their own names.
 constexpr unsigned k_max_modules = 4096;
-Dwfl* g_per_module[k_max_modules];
+dwarf_names::Module* g_per_module[k_max_modules];
 
-template <class F>
-bool resolve(void* lib, const char* name, F& out) {
-    out = reinterpret_cast<F>(dlsym(lib, name));
-    return out != nullptr;
-}
-
-void load_libdw() {
-    g_dw_tried = true;
-    void* lib = dlopen("libdw.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!lib) return;
-    Libdw d{};
-    bool ok = resolve(lib, "dwfl_begin", d.begin) && resolve(lib, "dwfl_report_begin_add", d.report_begin_add) &&
-              resolve(lib, "dwfl_report_elf", d.report_elf) && resolve(lib, "dwfl_report_end", d.report_end) &&
-              resolve(lib, "dwfl_addrmodule", d.addrmodule) && resolve(lib, "dwfl_module_addrname", d.addrname) &&
-              resolve(lib, "dwfl_module_getsrc", d.getsrc) && resolve(lib, "dwfl_lineinfo", d.lineinfo) &&
-              resolve(lib, "dwfl_build_id_find_elf", d.callbacks.find_elf) &&
-              resolve(lib, "dwfl_standard_find_debuginfo", d.callbacks.find_debuginfo) &&
-              resolve(lib, "dwfl_offline_section_address", d.callbacks.section_address);
-    d.callbacks.debuginfo_path = &g_debuginfo_path;
-    d.ok = ok;
-    g_dw = d;
-}
-
-}  // namespace
-
-void before_fork() { g_lock.lock(); }
-void after_fork_parent() { g_lock.unlock(); }
-void after_fork_child() { g_lock.reset(); }
-
-void prepare() {
-    if (g_dw_tried) return;
-    Lock_guard guard(g_lock);
-    loader::Use use;
-    if (!g_dw_tried) load_libdw();
-}
-
-namespace {
-
-Dwfl* dwfl_for(uint32_t index, const stack_depot::Module& m) {
+dwarf_names::Module* module_names(uint32_t index, const stack_depot::Module& m) {
     if (index >= k_max_modules) return nullptr;
-    if (g_per_module[index]) return g_per_module[index];
-    Dwfl* d = g_dw.begin(&g_dw.callbacks);
-    if (!d) return nullptr;
-    g_dw.report_begin_add(d);
-    const char* path = m.path[0] ? m.path : executable_path();
-    g_dw.report_elf(d, path, path, -1, m.base, false);
-    g_dw.report_end(d, nullptr, nullptr);
-    g_per_module[index] = d;
-    return d;
+    if (!g_per_module[index]) g_per_module[index] = dwarf_names::open_module(m.path[0] ? m.path : executable_path(), m.base);
+    return g_per_module[index];
 }
 
-void copy(char* out, size_t n, const char* s) {
-    size_t len = strlen(s);
-    if (len >= n) len = n - 1;
-    memcpy(out, s, len);
-    out[len] = 0;
+// ---- the helper process, zmm-symbolizer ----
+//
+// Started at the first frame to name, and never the program's child: a
+// clone that shares our memory and raises no SIGCHLD starts it (a second
+// clone, which execs it) and exits, so that the helper belongs to init and
+// the program's wait(-1) and SIGCHLD handler never see either. The helper
+// gets its end of a socket pair as fd 3 and ends when our end is closed.
+// Given up for good (names then come from this process) when it cannot be
+// started or stops answering.
+struct Helper {
+    int fd = -1;
+    pid_t pid = 0;    // the helper, for a kill when it stops answering
+    pid_t owner = 0;  // the process that started it (a fork's child has none)
+    dev_t dev = 0;    // fd's socket: the program may have closed fd and
+    ino_t ino = 0;    // reused its number since
+    bool off = false; // ZMM_SYMBOLIZER=0, or given up
+};
+Helper g_helper;
+char g_helper_path[1024];  // ZMM_SYMBOLIZER, or "" (beside libzmm.so)
+
+// Seconds the helper may take over one answer (the first may read a large
+// debug file) before it is given up.
+constexpr int k_answer_timeout_ms = 60 * 1000;
+
+bool fd_is_ours(int fd, dev_t dev, ino_t ino) {
+    struct stat st;
+    return fd >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == dev && st.st_ino == ino;
 }
 
-using Demangle_fn = char* (*)(const char*, char*, size_t*, int*);
+// Closes our end (if the number is still ours). `kill_it`: the helper is
+// alive but stuck (a dead one's pid may be another process's by now).
+void stop_helper(bool kill_it) {
+    Helper& h = g_helper;
+    if (fd_is_ours(h.fd, h.dev, h.ino)) close(h.fd);
+    if (kill_it && h.pid > 0) kill(h.pid, SIGKILL);
+    h.fd = -1;
+    h.pid = 0;
+    h.owner = 0;
+}
 
-// libstdc++'s demangler, if the process has one by now: bound at load time
-// when the program links libstdc++, else looked up (a C++ library dlopen'ed
-// later brings it).
-Demangle_fn demangler() {
-    if (__cxa_demangle) return __cxa_demangle;
-    static Demangle_fn found = nullptr;
-    static bool tried = false;
-    if (!found && !tried) {
-        found = reinterpret_cast<Demangle_fn>(dlsym(RTLD_DEFAULT, "__cxa_demangle"));
-        if (!found) {  // a C++ program without libstdc++ loaded: bring one, privately
-            tried = true;
-            if (void* lib = dlopen("libstdc++.so.6", RTLD_NOW | RTLD_LOCAL))
-                found = reinterpret_cast<Demangle_fn>(dlsym(lib, "__cxa_demangle"));
+void give_up(bool kill_it) {
+    stop_helper(kill_it);
+    g_helper.off = true;
+}
+
+// The helper binary: ZMM_SYMBOLIZER, else zmm-symbolizer beside libzmm.so.
+bool helper_binary(char* out, size_t n) {
+    if (g_helper_path[0]) {
+        dwarf_names::copy(out, n, g_helper_path);
+        return true;
+    }
+    Dl_info info;
+    if (!dladdr(reinterpret_cast<void*>(&locate), &info) || !info.dli_fname) return false;
+    const char* slash = strrchr(info.dli_fname, '/');
+    size_t dir = slash ? static_cast<size_t>(slash - info.dli_fname) + 1 : 0;
+    static const char k_name[] = "zmm-symbolizer";
+    if (dir + sizeof k_name > n) return false;
+    memcpy(out, info.dli_fname, dir);
+    memcpy(out + dir, k_name, sizeof k_name);
+    return true;
+}
+
+// The program's errno, through the failed calls of a start.
+struct Errno_keeper {
+    int saved = errno;
+    ~Errno_keeper() { errno = saved; }
+};
+
+struct Spawn {
+    const char* path;
+    char* const* argv;
+    char* const* envp;
+    int child_end;
+    char* stack_top;  // the second clone's
+    pid_t helper;     // set by the first clone
+};
+
+// The second clone, on its own stack, sharing our memory until execve:
+// system calls only (no errno, no libc state).
+int exec_helper(void* arg) {
+    const Spawn* s = static_cast<const Spawn*>(arg);
+    if (s->child_end == static_cast<int>(k_symbolizer_fd))
+        syscall(SYS_fcntl, s->child_end, F_SETFD, 0);
+    else
+        syscall(SYS_dup2, s->child_end, k_symbolizer_fd);
+    // None of the program's files: a pipe it waits to see closed, a socket
+    // it listens on, its terminal. (The helper closes them itself where
+    // close_range is missing.)
+    syscall(SYS_close_range, k_symbolizer_fd + 1, ~0u, 0);
+    long null = syscall(SYS_open, "/dev/null", O_RDWR);
+    if (null >= 0) {
+        for (int std = 0; std < 3; ++std)
+            if (null != std) syscall(SYS_dup2, null, std);
+        if (null > 2 && null != static_cast<long>(k_symbolizer_fd)) syscall(SYS_close, null);
+    }
+    syscall(SYS_execve, s->path, s->argv, s->envp);
+    syscall(SYS_exit, 127);
+    return 127;
+}
+
+// The first clone: starts the second (which runs until its execve, this
+// one waiting), says its pid, and exits, leaving it to init. Its own exit
+// signal is none, and it never execs: invisible to the program's waits.
+int start_exec_helper(void* arg) {
+    Spawn* s = static_cast<Spawn*>(arg);
+    s->helper = clone(exec_helper, s->stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD, s);
+    syscall(SYS_exit, 0);
+    return 0;
+}
+
+bool start_helper() {
+    Helper& h = g_helper;
+    Errno_keeper keep;
+    char path[1024];
+    if (!helper_binary(path, sizeof path) || access(path, X_OK) != 0) return false;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return false;
+    // Our end out of the way of the program's small numbers.
+    int ours = fcntl(sv[0], F_DUPFD_CLOEXEC, 600);
+    if (ours >= 0) {
+        close(sv[0]);
+    } else {
+        ours = sv[0];
+    }
+    // The environment less LD_PRELOAD (the helper must not run on zmm), and
+    // a stack for the clone: mapped, no malloc.
+    size_t n_env = 0;
+    for (char** e = environ; e && *e; ++e) ++n_env;
+    const size_t k_stack = 32 * 1024;  // two stacks
+    size_t env_bytes = (n_env + 1) * sizeof(char*);
+    char* area = static_cast<char*>(os::map(2 * k_stack + env_bytes));
+    if (!area) {
+        close(ours);
+        close(sv[1]);
+        return false;
+    }
+    char** envp = reinterpret_cast<char**>(area + 2 * k_stack);
+    size_t k = 0;
+    for (char** e = environ; e && *e; ++e)
+        if (strncmp(*e, "LD_PRELOAD=", 11) != 0) envp[k++] = *e;
+    envp[k] = nullptr;
+    char* argv[] = {path, nullptr};
+    Spawn s{path, argv, envp, sv[1], area + 2 * k_stack, -1};
+    // No signal handler of the program may run in the clones (they share
+    // our memory): all blocked until execve, which keeps the mask (the
+    // helper clears it).
+    sigset_t all, old;
+    sigfillset(&all);
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, _NSIG / 8);
+    pid_t first = clone(start_exec_helper, area + k_stack, CLONE_VM | CLONE_VFORK, &s);  // exit signal none
+    if (first > 0) {
+        int status;
+        while (waitpid(first, &status, __WCLONE) < 0 && errno == EINTR) {
         }
     }
-    return found;
-}
-
-void set_function(Location& out, const char* name) {
-    if (!name) return;
-    Demangle_fn demangle = name[0] == '_' && name[1] == 'Z' ? demangler() : nullptr;
-    if (demangle) {
-        int status = -1;
-        char* d = demangle(name, nullptr, nullptr, &status);
-        if (status == 0 && d) {
-            copy(out.function, sizeof out.function, d);
-            free(d);
-            return;
-        }
-        free(d);
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, nullptr, _NSIG / 8);
+    os::unmap(area, 2 * k_stack + env_bytes);
+    close(sv[1]);
+    pid_t pid = first > 0 ? s.helper : -1;
+    struct stat st;
+    if (pid <= 0 || fstat(ours, &st) != 0) {
+        close(ours);
+        return false;
     }
-    copy(out.function, sizeof out.function, name);
+    h.fd = ours;
+    h.pid = pid;
+    h.owner = getpid();
+    h.dev = st.st_dev;
+    h.ino = st.st_ino;
+    return true;
 }
 
-const char* basename_of(const char* path) {
-    const char* slash = strrchr(path, '/');
-    return slash ? slash + 1 : path;
+// A helper of this process, still reachable on our fd; started if none.
+bool helper_ready() {
+    Helper& h = g_helper;
+    if (h.off) return false;
+    if (h.fd >= 0 && h.owner == getpid() && fd_is_ours(h.fd, h.dev, h.ino)) return true;
+    // None yet, a fork's child (the parent's helper is not ours), or the
+    // program closed our fd: a new one.
+    stop_helper(false);
+    if (start_helper()) return true;
+    g_helper.off = true;
+    return false;
+}
+
+bool receive_all(int fd, void* buf, size_t n, bool& stuck) {
+    char* p = static_cast<char*>(buf);
+    while (n) {
+        struct pollfd pfd{fd, POLLIN, 0};
+        int ready = poll(&pfd, 1, k_answer_timeout_ms);
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready == 0) stuck = true;
+        if (ready <= 0) return false;
+        ssize_t r = recv(fd, p, n, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        p += r;
+        n -= static_cast<size_t>(r);
+    }
+    return true;
+}
+
+// The helper's names for `at` in the module at `path`, loaded at `base`.
+// `stuck`: no answer in time (the helper is alive).
+bool ask_helper(const char* path, uintptr_t base, uintptr_t at, Location& out, bool& stuck) {
+    int fd = g_helper.fd;
+    size_t len = strlen(path);
+    if (len > k_symbolizer_max_path) return false;
+    Symbolizer_question q{k_symbolizer_magic, static_cast<uint32_t>(len), base, at};
+    Symbolizer_answer a;
+    if (!symbolizer_send(fd, &q, sizeof q) || !symbolizer_send(fd, path, len) || !receive_all(fd, &a, sizeof a, stuck))
+        return false;
+    if (a.magic != k_symbolizer_magic || a.function_length >= sizeof out.function || a.file_length >= sizeof out.file)
+        return false;
+    if (!receive_all(fd, out.function, a.function_length, stuck) || !receive_all(fd, out.file, a.file_length, stuck))
+        return false;
+    out.function[a.function_length] = 0;
+    out.file[a.file_length] = 0;
+    out.line = a.line;
+    return true;
 }
 
 // Reports repeat frames (the same callers under many groups): each pc is
@@ -158,7 +284,34 @@ Cached* cache_slot(uintptr_t pc) {
     return &g_cache[(pc * 0x9E3779B97F4A7C15ull) >> (64 - 11)];
 }
 
+const char* basename_of(const char* path) {
+    const char* slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+void prepare_in_process() {
+    if (g_in_process_ready) return;
+    loader::Use use;
+    dwarf_names::load();
+    g_in_process_ready = true;
+}
+
 }  // namespace
+
+void before_fork() { g_lock.lock(); }
+void after_fork_parent() { g_lock.unlock(); }
+void after_fork_child() {
+    g_lock.reset();
+    // The helper is the parent's: the child starts its own when it reports.
+    stop_helper(false);
+}
+
+void prepare(const char* helper) {
+    Lock_guard guard(g_lock);
+    if (helper && helper[0] == '0' && helper[1] == 0) g_helper.off = true;
+    else if (helper) dwarf_names::copy(g_helper_path, sizeof g_helper_path, helper);
+    if (g_helper.off) prepare_in_process();
+}
 
 const char* executable_path() {
     if (!g_exe[0]) {
@@ -186,26 +339,27 @@ void locate(const stack_depot::Frame& frame, Location& out) {
         out = slot->location;
         return;
     }
-    loader::Use use;  // libdw, dladdr, dlopen of the demangler
-    if (!g_dw_tried) load_libdw();
-    if (m && g_dw.ok) {
-        if (Dwfl* d = dwfl_for(frame.module, *m)) {
-            if (Dwfl_Module* mod = g_dw.addrmodule(d, at)) {
-                set_function(out, g_dw.addrname(mod, at));
-                if (Dwfl_Line* line = g_dw.getsrc(mod, at)) {
-                    int lineno = 0;
-                    const char* file = g_dw.lineinfo(line, nullptr, &lineno, nullptr, nullptr, nullptr);
-                    if (file) {
-                        copy(out.file, sizeof out.file, file);
-                        out.line = static_cast<unsigned>(lineno);
-                    }
-                }
+    loader::Use use;  // dladdr, and libdw's dlopen in the process
+    if (m) {
+        bool named = false;
+        if (!g_helper.off && helper_ready()) {
+            bool stuck = false;
+            named = ask_helper(m->path[0] ? m->path : executable_path(), m->base, at, out, stuck);
+            if (!named) give_up(stuck);
+        }
+        if (!named && g_helper.off) {
+            if (!g_in_process_ready) {
+                dwarf_names::load();
+                g_in_process_ready = true;
             }
+            dwarf_names::lookup(module_names(frame.module, *m), at, out.function, sizeof out.function, out.file,
+                                sizeof out.file, &out.line);
         }
     }
     if (!out.function[0]) {
         Dl_info info;
-        if (dladdr(reinterpret_cast<void*>(at), &info) && info.dli_sname) set_function(out, info.dli_sname);
+        if (dladdr(reinterpret_cast<void*>(at), &info) && info.dli_sname)
+            dwarf_names::set_function(out.function, sizeof out.function, info.dli_sname);
     }
     if (slot) *slot = Cached{frame.pc, frame.module, out};
 }

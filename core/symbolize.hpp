@@ -1,11 +1,15 @@
 // Names for the frames of a report: function (demangled), file:line where
 // debug information exists, module+offset always.
 //
-// Only when reporting, never inside the allocator: it may allocate (through
-// the program's malloc, i.e. zmm's own heap) and opens files. Uses elfutils'
-// libdw, loaded on first use (dlopen), which reads .symtab (static functions
-// of an executable linked without -rdynamic included), .gnu_debugdata and
-// separate debug files; without libdw, names come from dladdr.
+// Only when reporting, never inside the allocator: it opens files and may
+// allocate (zmm's own heap). The names come from a helper process,
+// zmm-symbolizer (beside libzmm.so; ZMM_SYMBOLIZER names another), which
+// reads .symtab (static functions of an executable linked without -rdynamic
+// included), .gnu_debugdata and separate debug files with elfutils' libdw:
+// its tables stay out of the program's memory (LeakSanitizer's
+// llvm-symbolizer model). Without the helper (ZMM_SYMBOLIZER=0, or it
+// cannot be started or stops answering) libdw is loaded into the process
+// (dlopen); without libdw, names come from dladdr.
 #pragma once
 
 #include <cstdint>
@@ -30,9 +34,12 @@ void before_fork();
 void after_fork_parent();
 void after_fork_child();
 
-// Loads libdw now (locate() would on first use): outside the tool heap, so
-// that the loader's records of libdw stay with the program's.
-void prepare();
+// Before a report: `helper` is ZMM_SYMBOLIZER ("" for zmm-symbolizer
+// beside libzmm.so, "0" for none). Without a helper, loads libdw now
+// (locate() would on first use): outside the tool heap, so that the
+// loader's records of libdw stay with the program's. The helper itself
+// starts at the first locate().
+void prepare(const char* helper);
 
 // The path of the main executable ("" for dl_iterate_phdr's first object).
 const char* executable_path();
