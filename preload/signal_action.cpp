@@ -5,8 +5,10 @@
 // its own handlers: a query returns what it installed, flags included.
 //
 // Handlers installed by raw system call are not wrapped; zmm's slow paths
-// still divert the allocations of those that land inside them. signal()
-// does not honour siginterrupt() (SA_RESTART is always set).
+// still divert the allocations of those that land inside them.
+// siginterrupt() is interposed too: glibc's rewrites the kernel's action
+// behind the program's copy here, and its record of interrupting signals,
+// which glibc's signal() consults, is private to glibc.
 
 #include <atomic>
 #include <cerrno>
@@ -130,10 +132,40 @@ sighandler_t install(int sig, sighandler_t handler, int flags) {
 }
 }  // namespace
 
-// BSD semantics, as glibc's signal(): restarted calls, the signal blocked in
-// its handler; bsd_signal and ssignal are the same.
+namespace {
+// Signals siginterrupt(sig, 1) asked to interrupt system calls: signal()
+// then installs their handlers without SA_RESTART, as glibc's does.
+std::atomic<uint64_t> g_interrupting[(_NSIG + 63) / 64];
+bool interrupting(int sig) {
+    return sig > 0 && sig < _NSIG && (g_interrupting[sig / 64].load(std::memory_order_relaxed) >> (sig % 64) & 1);
+}
+}  // namespace
+
+// BSD semantics, as glibc's signal(): restarted calls (unless siginterrupt
+// said otherwise), the signal blocked in its handler; bsd_signal and
+// ssignal are the same.
 extern "C" __attribute__((visibility("default"))) sighandler_t signal(int sig, sighandler_t handler) {
-    return install(sig, handler, SA_RESTART);
+    return install(sig, handler, interrupting(sig) ? 0 : SA_RESTART);
+}
+
+// The signal's system calls interrupted (flag 1) or restarted (0), now and
+// for later signal() calls: its SA_RESTART flag, through the interposed
+// sigaction, so that the program's copy and the kernel's agree.
+extern "C" __attribute__((visibility("default"))) int siginterrupt(int sig, int flag) {
+    struct sigaction act;
+    if (sig <= 0 || sig >= _NSIG || sigaction(sig, nullptr, &act) != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    const uint64_t bit = uint64_t{1} << (sig % 64);
+    if (flag) {
+        g_interrupting[sig / 64].fetch_or(bit, std::memory_order_relaxed);
+        act.sa_flags &= ~SA_RESTART;
+    } else {
+        g_interrupting[sig / 64].fetch_and(~bit, std::memory_order_relaxed);
+        act.sa_flags |= SA_RESTART;
+    }
+    return sigaction(sig, &act, nullptr);
 }
 extern "C" __attribute__((visibility("default"), alias("signal"))) sighandler_t bsd_signal(int, sighandler_t) noexcept;
 extern "C" __attribute__((visibility("default"), alias("signal"))) sighandler_t ssignal(int, sighandler_t) noexcept;
