@@ -83,13 +83,18 @@ void collect_leak(void* ctx, void* block, size_t rounded) {
 void gather_live_blocks(Request& r, Leak_list* leaks, bool rescan) {
     if (!r.traced) {
         // Without the rescan only the request's own blocks are wanted: the
-        // walk skips the runs that cannot hold one. They add up to the
-        // request's usage; should they not (the per-bin counts are wrong),
-        // the whole heap is walked.
+        // walk skips the runs that cannot hold one (unless a carried block
+        // is missing from the table). They add up to the request's usage.
+        // Should they fall short with no free of another thread's or a
+        // signal handler's waiting (one that came during the walk: its
+        // block looked free, its bytes are still counted), or exceed it,
+        // the per-bin counts are wrong: the whole heap is walked.
         size_t before = leaks->count;
         Collect_context ctx{&r, leaks, rescan, 0};
-        r.heap->for_each_live_block(collect_leak, &ctx, !rescan);
-        if (rescan || ctx.own_bytes == r.heap->size_in_request()) return;
+        const bool own_runs = !rescan && !r.heap->carried_untracked;
+        r.heap->for_each_live_block(collect_leak, &ctx, own_runs);
+        const size_t usage = r.heap->size_in_request();
+        if (!own_runs || ctx.own_bytes == usage || (ctx.own_bytes < usage && r.heap->has_remote())) return;
         leaks->count = before;
         ctx.own_bytes = 0;
         r.heap->for_each_live_block(collect_leak, &ctx);
@@ -113,6 +118,7 @@ constexpr size_t k_carried_merge = 16384;
 void merge_into_thread_heap(Heap& h, Heap& persistent) {
     if (h.blocks) h.blocks->clear();
     h.blocks = nullptr;
+    h.carried_untracked = false;
     h.merge_into(persistent);
 }
 
@@ -133,7 +139,10 @@ void carry_new_blocks(Request& r, Leak_list& leaks, size_t from, bool rescan) {
             }
             continue;
         }
-        if (r.table.insert(Block_info{l.address, l.size, 0, flags})) r.heap->mark_carried(block);
+        if (r.table.insert(Block_info{l.address, l.size, 0, flags}))
+            r.heap->mark_carried(block);
+        else
+            r.heap->carried_untracked = true;
     }
 }
 

@@ -146,6 +146,11 @@ public:
     // since: small_allocs - small_frees - carried_small is the running
     // request's own live blocks of the bin.
     uint64_t carried_small[k_bins];
+    // A block left live by a request could not join the table (no memory
+    // for it): its free will not lower carried_small, so a request end must
+    // walk every run (control's gather_live_blocks). Until the heap is
+    // merged away.
+    bool carried_untracked;
     size_t requesting; // the allocation being served by a slow path, for the limit's message
     size_t chunks_at_collect;  // see collect_runs
     // A request heap takes empty chunks from its thread's heap's cache too
