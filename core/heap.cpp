@@ -835,10 +835,17 @@ constexpr auto k_outbox_limit = [] {
 }  // namespace
 
 void Heap::free_through_outbox(Heap* to, void* p) {
-    Free_slot* s = checked_for_remote(to, p);
-    uint32_t info = is_chunk_granule(reinterpret_cast<uintptr_t>(p)) ? Chunk::of(p)->map[Chunk::page_of(p)] : 0;
-    if (!(info & k_small)) return push_chain(to->remote, to, s, s);
-    unsigned bin = info & k_bin_mask;
+    // A small slot's start (the common case, checked once here), else the
+    // general check and the remote stack.
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    const uint32_t info = is_chunk_granule(a) && Chunk::page_of(p) != 0 ? Chunk::of(p)->map[Chunk::page_of(p)] : 0;
+    const unsigned bin = info & k_bin_mask;
+    if (!(info & k_small) || !is_slot_start(offset_in_run(a, info), bin)) {
+        Free_slot* s = checked_for_remote(to, p);
+        return push_chain(to->remote, to, s, s);
+    }
+    Free_slot* s = static_cast<Free_slot*>(p);
+    if (s->shadow == to->shadow_of(s, s->next)) misuse(Misuse::double_free, p);
     Outbox_chain& o = outbox[bin];
     if (o.to != to) {
         if (o.head) send_chain(o, bin);
