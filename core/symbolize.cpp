@@ -3,12 +3,15 @@
 #include "loader_guard.hpp"
 
 #include <cerrno>
+#include <cstdlib>
+#include <ctime>
 #include <csignal>
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -89,19 +92,58 @@ void give_up(bool kill_it) {
     g_helper.off = true;
 }
 
+// The file mapped at `address`, as the kernel names it (absolute, whatever
+// path the loader was given and wherever the program has moved since), from
+// /proc/self/maps.
+bool mapped_file_of(uintptr_t address, char* out, size_t n) {
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char buf[8192];
+    size_t have = 0;
+    bool found = false, eof = false;
+    while (!found) {
+        char* nl = static_cast<char*>(memchr(buf, '\n', have));
+        if (!nl) {
+            if (eof || have == sizeof buf) break;  // (a line longer than the buffer: give up)
+            ssize_t r = read(fd, buf + have, sizeof buf - have);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) eof = true;
+            else have += static_cast<size_t>(r);
+            continue;
+        }
+        *nl = 0;
+        char* end;
+        uintptr_t lo = strtoul(buf, &end, 16);
+        uintptr_t hi = *end == '-' ? strtoul(end + 1, &end, 16) : 0;
+        if (address >= lo && address < hi) {
+            const char* path = strchr(end, '/');
+            if (path) {
+                dwarf_names::copy(out, n, path);
+                found = true;
+            }
+            break;
+        }
+        size_t used = static_cast<size_t>(nl + 1 - buf);
+        memmove(buf, nl + 1, have - used);
+        have -= used;
+    }
+    close(fd);
+    return found;
+}
+
 // The helper binary: ZMM_SYMBOLIZER, else zmm-symbolizer beside libzmm.so.
 bool helper_binary(char* out, size_t n) {
     if (g_helper_path[0]) {
         dwarf_names::copy(out, n, g_helper_path);
         return true;
     }
-    Dl_info info;
-    if (!dladdr(reinterpret_cast<void*>(&locate), &info) || !info.dli_fname) return false;
-    const char* slash = strrchr(info.dli_fname, '/');
-    size_t dir = slash ? static_cast<size_t>(slash - info.dli_fname) + 1 : 0;
+    char lib[1024];
+    if (!mapped_file_of(reinterpret_cast<uintptr_t>(&locate), lib, sizeof lib)) return false;
+    const char* slash = strrchr(lib, '/');
+    size_t dir = slash ? static_cast<size_t>(slash - lib) + 1 : 0;
     static const char k_name[] = "zmm-symbolizer";
     if (dir + sizeof k_name > n) return false;
-    memcpy(out, info.dli_fname, dir);
+    memcpy(out, lib, dir);
     memcpy(out + dir, k_name, sizeof k_name);
     return true;
 }
@@ -154,11 +196,32 @@ int start_exec_helper(void* arg) {
     return 0;
 }
 
+// Whether this process may start a helper. Not when it is PID 1 or a
+// child subreaper: the helper, orphaned by design, would be its child, and
+// show in its wait(-1). Not under a seccomp filter unless ZMM_SYMBOLIZER
+// names the helper: a filter may kill the process for clone or execve
+// (systemd's SystemCallFilter does by default).
+bool helper_allowed() {
+    if (getpid() == 1) return false;
+    int subreaper = 0;
+    if (prctl(PR_GET_CHILD_SUBREAPER, &subreaper, 0, 0, 0) != 0 || subreaper) return false;
+    if (g_helper_path[0]) return true;
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return false;
+    buf[n] = 0;
+    const char* seccomp = strstr(buf, "\nSeccomp:");
+    return seccomp && strtol(seccomp + 9, nullptr, 10) == 0;
+}
+
 bool start_helper() {
     Helper& h = g_helper;
     Errno_keeper keep;
     char path[1024];
-    if (!helper_binary(path, sizeof path) || access(path, X_OK) != 0) return false;
+    if (!helper_allowed() || !helper_binary(path, sizeof path) || access(path, X_OK) != 0) return false;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return false;
     // Our end out of the way of the program's small numbers.
@@ -168,9 +231,10 @@ bool start_helper() {
     } else {
         ours = sv[0];
     }
-    // The environment less LD_PRELOAD (the helper must not run on zmm), and
+    // The environment less LD_PRELOAD and ZMM_* (the helper must not run on
+    // zmm), and
     // a stack for the clone: mapped, no malloc.
-    size_t n_env = 0;
+    size_t n_env = 1;  // and ZMM_ALLOC=0
     for (char** e = environ; e && *e; ++e) ++n_env;
     const size_t k_stack = 32 * 1024;  // two stacks
     size_t env_bytes = (n_env + 1) * sizeof(char*);
@@ -181,9 +245,13 @@ bool start_helper() {
         return false;
     }
     char** envp = reinterpret_cast<char**>(area + 2 * k_stack);
+    // (Preloaded system-wide, /etc/ld.so.preload, zmm is off in it: the
+    // helper never reports, so never starts a helper of its own.)
+    static char k_zmm_off[] = "ZMM_ALLOC=0";
     size_t k = 0;
+    envp[k++] = k_zmm_off;
     for (char** e = environ; e && *e; ++e)
-        if (strncmp(*e, "LD_PRELOAD=", 11) != 0) envp[k++] = *e;
+        if (strncmp(*e, "LD_PRELOAD=", 11) != 0 && strncmp(*e, "ZMM_", 4) != 0) envp[k++] = *e;
     envp[k] = nullptr;
     char* argv[] = {path, nullptr};
     Spawn s{path, argv, envp, sv[1], area + 2 * k_stack, -1};
@@ -229,11 +297,20 @@ bool helper_ready() {
     return false;
 }
 
-bool receive_all(int fd, void* buf, size_t n, bool& stuck) {
+int64_t now_ms() {
+    timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return int64_t{t.tv_sec} * 1000 + t.tv_nsec / 1000000;
+}
+
+// Receives n bytes by `deadline` (now_ms): signals that interrupt the wait
+// (the program's timers, other threads' leak scans) do not extend it.
+bool receive_all(int fd, void* buf, size_t n, int64_t deadline, bool& stuck) {
     char* p = static_cast<char*>(buf);
     while (n) {
         struct pollfd pfd{fd, POLLIN, 0};
-        int ready = poll(&pfd, 1, k_answer_timeout_ms);
+        int64_t left = deadline - now_ms();
+        int ready = left > 0 ? poll(&pfd, 1, static_cast<int>(left)) : 0;
         if (ready < 0 && errno == EINTR) continue;
         if (ready == 0) stuck = true;
         if (ready <= 0) return false;
@@ -254,11 +331,14 @@ bool ask_helper(const char* path, uintptr_t base, uintptr_t at, Location& out, b
     if (len > k_symbolizer_max_path) return false;
     Symbolizer_question q{k_symbolizer_magic, static_cast<uint32_t>(len), base, at};
     Symbolizer_answer a;
-    if (!symbolizer_send(fd, &q, sizeof q) || !symbolizer_send(fd, path, len) || !receive_all(fd, &a, sizeof a, stuck))
+    const int64_t deadline = now_ms() + k_answer_timeout_ms;
+    if (!symbolizer_send(fd, &q, sizeof q) || !symbolizer_send(fd, path, len) ||
+        !receive_all(fd, &a, sizeof a, deadline, stuck))
         return false;
     if (a.magic != k_symbolizer_magic || a.function_length >= sizeof out.function || a.file_length >= sizeof out.file)
         return false;
-    if (!receive_all(fd, out.function, a.function_length, stuck) || !receive_all(fd, out.file, a.file_length, stuck))
+    if (!receive_all(fd, out.function, a.function_length, deadline, stuck) ||
+        !receive_all(fd, out.file, a.file_length, deadline, stuck))
         return false;
     out.function[a.function_length] = 0;
     out.file[a.file_length] = 0;

@@ -46,12 +46,12 @@ CURRENT = []
 ZENDMM = {"ZMM_LEAKS": "all"}  # the runs of the current test, shown on failure
 
 
-def run(argv, env=None, timeout=120):
+def run(argv, env=None, timeout=120, cwd=None):
     full = {k: v for k, v in os.environ.items() if not k.startswith("ZMM_") and k != "LD_PRELOAD"}
     shown = {"LD_PRELOAD": LIB, **(env or {})}
     full.update(shown)
     proc = subprocess.run(argv, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          timeout=timeout, text=True, errors="replace")
+                          timeout=timeout, text=True, errors="replace", cwd=cwd)
     r = Run(argv, shown, proc)
     CURRENT.append(r)
     return r
@@ -631,6 +631,34 @@ def test_symbolizer(prog, leaks_prog):
         expect(f0["file"].endswith("symbolizer.c") and f0["line"] > 0,
                f"report '{rep.name}': frame #0 at {f0['file']}:{f0['line']}")
         expect("main" in [f["function"] for f in rep.groups[0]["frames"]], f"report '{rep.name}': no main")
+    for mode in ("subreaper", "chdir"):
+        r = run([prog, mode], {"ZMM_LEAKS": "all"})
+        expect_status(r, 0)
+        expect_ok_lines(r)
+        reports, _ = parse_reports(r.err)
+        expect(len(reports) == 1 and reports[0].groups[0]["frames"][0]["function"] == "planted_leak",
+               f"{mode}: the report does not name planted_leak")
+    # The relative preload path and the program's chdir("/"): run from the
+    # library's directory.
+    libdir = os.path.dirname(LIB)
+    r = run([os.path.abspath(prog), "chdir"], {"ZMM_LEAKS": "all", "LD_PRELOAD": "./" + os.path.basename(LIB)},
+            cwd=libdir)
+    expect_status(r, 0)
+    expect_ok_lines(r)
+    # The helper's environment: zmm off in it (a system-wide preload), no
+    # LD_PRELOAD, no other ZMM_ option.
+    with tempfile.TemporaryDirectory() as tmp:
+        dump, wrapper = os.path.join(tmp, "env"), os.path.join(tmp, "helper")
+        with open(wrapper, "w") as f:
+            f.write(f"#!/bin/sh\nenv > {dump}\nexec {libdir}/zmm-symbolizer\n")
+        os.chmod(wrapper, 0o755)
+        r = run([prog, "chdir"], {"ZMM_LEAKS": "all", "ZMM_SYMBOLIZER": wrapper})
+        expect_status(r, 0)
+        expect_ok_lines(r)
+        env = dict(line.split("=", 1) for line in open(dump).read().splitlines() if "=" in line)
+        expect(env.get("ZMM_ALLOC") == "0", f"the helper runs without ZMM_ALLOC=0: {env.get('ZMM_ALLOC')!r}")
+        expect("LD_PRELOAD" not in env and not [k for k in env if k.startswith("ZMM_") and k != "ZMM_ALLOC"],
+               f"the helper's environment keeps the preload or zmm's options: {sorted(env)}")
     for env in ({"ZMM_SYMBOLIZER": "0"}, {"ZMM_SYMBOLIZER": "/nonexistent/zmm-symbolizer"}):
         r = run([leaks_prog], env)
         expect_status(r, 0)

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -71,14 +72,52 @@ static int socket_fds(int* out, int max) {
     return n;
 }
 
-int main(void) {
+// Under a seccomp filter zmm names frames inside the process (a filter may
+// kill a process that clones or execs).
+static int seccomp_filtered(void) {
+    FILE* f = fopen("/proc/self/status", "r");
+    char line[256];
+    int mode = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "Seccomp:", 8) == 0) mode = atoi(line + 8);
+    if (f) fclose(f);
+    return mode != 0;
+}
+
+// symbolizer subreaper: a child subreaper gets no helper (it would be its
+// child): names from inside, still no child visible. symbolizer chdir: the
+// helper is found beside libzmm.so after the program left the directory a
+// relative LD_PRELOAD names.
+static int other_mode(const char* mode) {
+    if (strcmp(mode, "subreaper") == 0) {
+        CHECK(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0, "prctl");
+        leaky_request("subreaper");
+        errno = 0;
+        CHECK(waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD, "a subreaper sees a child (errno %d)", errno);
+        CHECK(maps_contain("libdw"), "a subreaper: libdw is not mapped (a helper was started?)");
+    } else if (strcmp(mode, "chdir") == 0) {
+        CHECK(chdir("/") == 0, "chdir");
+        leaky_request("chdir");
+        CHECK(!maps_contain("libdw") || seccomp_filtered(), "after chdir: libdw is mapped (no helper found)");
+    } else {
+        printf("FAIL unknown mode %s\n", mode);
+        return 2;
+    }
+    if (!failed) printf("ok\n");
+    return 0;
+}
+
+int main(int argc, char** argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
+    if (argc > 1) return other_mode(argv[1]);
     // A pipe the program waits to see closed: the helper must not hold it.
     int p[2];
     CHECK(pipe(p) == 0, "pipe");
 
     leaky_request("first");
-    CHECK(!maps_contain("libdw"), "libdw is mapped in the program after a report");
+    const int helper = !seccomp_filtered();
+    if (!helper) printf("seccomp filter: names from inside the process\n");
+    CHECK(maps_contain("libdw") == !helper, "libdw %s mapped in the program after a report", helper ? "is" : "is not");
     errno = 0;
     CHECK(waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD, "waitpid(-1) sees a child (errno %d)", errno);
     close(p[1]);
@@ -91,7 +130,7 @@ int main(void) {
     // file of its own: zmm must not write there, and starts a new helper.
     int socks[8];
     int n = socket_fds(socks, 8);
-    CHECK(n == 1, "%d sockets after the first report, expected 1 (the helper's)", n);
+    CHECK(n == helper, "%d sockets after the first report, expected %d (the helper's)", n, helper);
     char file_name[] = "/tmp/zmm-symbolizer-test-XXXXXX";
     int file = mkstemp(file_name);
     CHECK(file >= 0, "mkstemp");
