@@ -2,6 +2,9 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
@@ -186,6 +189,52 @@ bool resident_pages(const void* p, size_t size, unsigned char* vec) {
 bool is_mapped(const void* p) {
     unsigned char vec;
     return resident_pages(reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(p) & ~(k_page - 1)), k_page, &vec);
+}
+
+bool mapping_of(uintptr_t address, uintptr_t* lo, uintptr_t* hi, char* path, size_t path_size) {
+    int saved = errno;
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        errno = saved;
+        return false;
+    }
+    char buf[8192];
+    size_t have = 0;
+    bool found = false, eof = false;
+    for (;;) {
+        char* nl = static_cast<char*>(memchr(buf, '\n', have));
+        if (!nl) {
+            if (eof || have == sizeof buf) break;  // (a line longer than the buffer: give up)
+            ssize_t r = read(fd, buf + have, sizeof buf - have);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) eof = true;
+            else have += static_cast<size_t>(r);
+            continue;
+        }
+        *nl = 0;
+        char* end;
+        uintptr_t a = strtoul(buf, &end, 16);
+        uintptr_t b = *end == '-' ? strtoul(end + 1, &end, 16) : 0;
+        if (address >= a && address < b) {
+            *lo = a;
+            *hi = b;
+            if (path && path_size) {
+                const char* slash = strchr(end, '/');
+                size_t len = slash ? strlen(slash) : 0;
+                if (len >= path_size) len = path_size - 1;
+                if (len) memcpy(path, slash, len);
+                path[len] = 0;
+            }
+            found = true;
+            break;
+        }
+        size_t used = static_cast<size_t>(nl + 1 - buf);
+        memmove(buf, nl + 1, have - used);
+        have -= used;
+    }
+    close(fd);
+    errno = saved;
+    return found;
 }
 
 void write_all(int fd, const char* s, size_t n) {

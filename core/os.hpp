@@ -78,6 +78,11 @@ bool resident_pages(const void* p, size_t size, unsigned char* vec);
 // write(2) until done or an error other than EINTR.
 void write_all(int fd, const char* s, size_t n);
 
+// The mapping that holds `address`, from /proc/self/maps (no allocation):
+// its bounds, and (if `path`) the file the kernel names for it ("" for an
+// anonymous one). False if it cannot be read or no mapping holds it.
+bool mapping_of(uintptr_t address, uintptr_t* lo, uintptr_t* hi, char* path, size_t path_size);
+
 // The current program break (brk), or 0.
 uintptr_t current_break();
 

@@ -92,53 +92,17 @@ void give_up(bool kill_it) {
     g_helper.off = true;
 }
 
-// The file mapped at `address`, as the kernel names it (absolute, whatever
-// path the loader was given and wherever the program has moved since), from
-// /proc/self/maps.
-bool mapped_file_of(uintptr_t address, char* out, size_t n) {
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    char buf[8192];
-    size_t have = 0;
-    bool found = false, eof = false;
-    while (!found) {
-        char* nl = static_cast<char*>(memchr(buf, '\n', have));
-        if (!nl) {
-            if (eof || have == sizeof buf) break;  // (a line longer than the buffer: give up)
-            ssize_t r = read(fd, buf + have, sizeof buf - have);
-            if (r < 0 && errno == EINTR) continue;
-            if (r <= 0) eof = true;
-            else have += static_cast<size_t>(r);
-            continue;
-        }
-        *nl = 0;
-        char* end;
-        uintptr_t lo = strtoul(buf, &end, 16);
-        uintptr_t hi = *end == '-' ? strtoul(end + 1, &end, 16) : 0;
-        if (address >= lo && address < hi) {
-            const char* path = strchr(end, '/');
-            if (path) {
-                dwarf_names::copy(out, n, path);
-                found = true;
-            }
-            break;
-        }
-        size_t used = static_cast<size_t>(nl + 1 - buf);
-        memmove(buf, nl + 1, have - used);
-        have -= used;
-    }
-    close(fd);
-    return found;
-}
-
 // The helper binary: ZMM_SYMBOLIZER, else zmm-symbolizer beside libzmm.so.
 bool helper_binary(char* out, size_t n) {
     if (g_helper_path[0]) {
         dwarf_names::copy(out, n, g_helper_path);
         return true;
     }
+    // libzmm.so's file as the kernel names it: absolute, whatever path the
+    // loader was given and wherever the program has moved since.
     char lib[1024];
-    if (!mapped_file_of(reinterpret_cast<uintptr_t>(&locate), lib, sizeof lib)) return false;
+    uintptr_t lo, hi;
+    if (!os::mapping_of(reinterpret_cast<uintptr_t>(&locate), &lo, &hi, lib, sizeof lib) || !lib[0]) return false;
     const char* slash = strrchr(lib, '/');
     size_t dir = slash ? static_cast<size_t>(slash - lib) + 1 : 0;
     static const char k_name[] = "zmm-symbolizer";
