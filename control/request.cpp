@@ -288,7 +288,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
 
 int request_begin(const char* name) {
     if (bypassed() || t_state.request) return -1;
-    if (options().backtrace > 0) backtrace::prepare();  // outside the allocator: may load libunwind
+    if (options().backtrace > 0) backtrace::prepare(options().fast_unwind);  // outside the allocator: may load libunwind
     Busy_section busy;  // the heaps change
     Request* r = begin_on_thread(name, false);
     if (!r) return -1;
@@ -437,7 +437,7 @@ void thread_leaves_requests() {
 void start_requests() {
     if (bypassed()) return;
     const Options& o = options();
-    if (o.backtrace > 0 && o.request != Request_mode::api) backtrace::prepare();
+    if (o.backtrace > 0 && o.request != Request_mode::api) backtrace::prepare(options().fast_unwind);
     if (o.leaks == Leaks_mode::lost) leak_scan::start();
     process_request::start();
 }

@@ -1,5 +1,6 @@
 #include "backtrace.hpp"
 
+#include "fast_unwind.hpp"
 #include "loader_guard.hpp"
 
 #include <atomic>
@@ -12,6 +13,7 @@ namespace {
 using Backtrace_fn = int (*)(void**, int);
 std::atomic<Backtrace_fn> g_unw_backtrace{nullptr};
 uintptr_t g_own_lo = 0, g_own_hi = 0;
+std::atomic<bool> g_fast{true};  // fast_unwind first (ZMM_FAST_UNWIND)
 
 struct Range_query {
     uintptr_t address;
@@ -55,7 +57,8 @@ void set_own_range(uintptr_t lo, uintptr_t hi) {
 
 bool prepared() { return g_unw_backtrace.load(std::memory_order_acquire) != nullptr; }
 
-bool prepare() {
+bool prepare(bool fast) {
+    g_fast.store(fast, std::memory_order_relaxed);
     if (g_unw_backtrace.load(std::memory_order_acquire)) return true;
     loader::Use use;
     void* lib = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
@@ -77,22 +80,23 @@ unsigned capture(uintptr_t* out, unsigned max) {
     Backtrace_fn fn = g_unw_backtrace.load(std::memory_order_acquire);
     if (!fn || max == 0) return 0;
     constexpr unsigned k_room = 64;  // the allocator's own frames come first
-    void* raw[k_room];
-    int n;
-    {
+    uintptr_t raw[k_room];
+    // zmm's own frames above the program's are a handful (malloc, its slow
+    // path, the tracing): unwinding more is time lost.
+    const unsigned want = max + 8 < k_room ? max + 8 : k_room;
+    int n = g_fast.load(std::memory_order_relaxed) ? fast_unwind::capture(raw, want) : -1;
+    if (n < 0) {
         loader::Use use;  // libunwind looks up each frame with dl_iterate_phdr
-        // zmm's own frames above the program's are a handful (malloc, its
-        // slow path, the tracing): unwinding more is time lost.
-        n = fn(raw, static_cast<int>(max + 8 < k_room ? max + 8 : k_room));
+        n = fn(reinterpret_cast<void**>(raw), static_cast<int>(want));
     }
     unsigned kept = 0, i = 0;
     // skip capture() itself and the allocator's frames
     for (; i < static_cast<unsigned>(n > 0 ? n : 0); ++i) {
-        uintptr_t pc = reinterpret_cast<uintptr_t>(raw[i]);
+        uintptr_t pc = raw[i];
         if (!(pc >= g_own_lo && pc < g_own_hi) && pc != reinterpret_cast<uintptr_t>(&capture)) break;
     }
     if (g_own_lo == 0 && i == 0 && n > 0) i = 1;  // no range set: drop capture() itself
-    for (; i < static_cast<unsigned>(n) && kept < max; ++i) out[kept++] = reinterpret_cast<uintptr_t>(raw[i]);
+    for (; i < static_cast<unsigned>(n) && kept < max; ++i) out[kept++] = raw[i];
     return kept;
 }
 

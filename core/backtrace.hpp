@@ -1,5 +1,6 @@
-// Backtrace capture with libunwind, which follows the unwind tables
-// (Debian's binaries have no frame pointers).
+// Backtrace capture from the unwind tables (Debian's binaries have no frame
+// pointers): fast_unwind's cached per-address rules, and libunwind for any
+// stack those do not cover (or all, with set_fast(false)).
 //
 // libunwind is loaded privately (dlopen RTLD_LOCAL) the first time it is
 // needed, outside the allocator: its libunwind.so.8 also defines
@@ -16,7 +17,8 @@ namespace zmm::backtrace {
 
 // Loads and warms up libunwind. Call outside the allocator (it may allocate).
 // false if libunwind is not available: captures then return 0 frames.
-bool prepare();
+// `fast` false: every capture through libunwind (ZMM_FAST_UNWIND=0).
+bool prepare(bool fast = true);
 bool prepared();
 
 // Frames whose address is in [lo, hi) are the allocator's own and are not

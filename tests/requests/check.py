@@ -615,8 +615,9 @@ def test_symbolizer(prog, leaks_prog):
     """Names from the helper process: three reports (the first, one after
     the program took over the helper's fd number, a forked child's), each
     naming planted_leak at symbolizer.c:LINE; then leaks.cpp's report with
-    names from inside the process (ZMM_SYMBOLIZER=0), and with a helper
-    that does not exist (names from inside too)."""
+    names from inside the process (ZMM_SYMBOLIZER=0), with a helper that
+    does not exist (names from inside too), and with every backtrace from
+    libunwind (ZMM_FAST_UNWIND=0)."""
     r = run([prog], {"ZMM_LEAKS": "all"})
     expect_status(r, 0)
     expect_ok_lines(r)
@@ -659,7 +660,8 @@ def test_symbolizer(prog, leaks_prog):
         expect(env.get("ZMM_ALLOC") == "0", f"the helper runs without ZMM_ALLOC=0: {env.get('ZMM_ALLOC')!r}")
         expect("LD_PRELOAD" not in env and not [k for k in env if k.startswith("ZMM_") and k != "ZMM_ALLOC"],
                f"the helper's environment keeps the preload or zmm's options: {sorted(env)}")
-    for env in ({"ZMM_SYMBOLIZER": "0"}, {"ZMM_SYMBOLIZER": "/nonexistent/zmm-symbolizer"}):
+    for env in ({"ZMM_SYMBOLIZER": "0"}, {"ZMM_SYMBOLIZER": "/nonexistent/zmm-symbolizer"},
+                {"ZMM_FAST_UNWIND": "0"}):
         r = run([leaks_prog], env)
         expect_status(r, 0)
         check_leaks_text(r.err, parse_leaks_stdout(r), os.path.basename(leaks_prog))

@@ -1,0 +1,521 @@
+#include "fast_unwind.hpp"
+
+#include <atomic>
+#include <link.h>
+
+#include "loader_guard.hpp"
+#include "os.hpp"
+
+namespace zmm::fast_unwind {
+namespace {
+
+// ---- rules ----
+//
+// A return address's rule, 17 bits (a user-space address takes the other
+// 47 of a cache entry):
+//   bit 16     the CFA is the frame pointer (rbp) plus the offset, else the
+//              stack pointer (rsp) plus it
+//   bits 3-15  the CFA's offset, in 8-byte units (frames under 64 KiB)
+//   bits 0-2   where the caller's rbp was saved, CFA minus 8 times this
+//              (the return address and up to six registers pushed before
+//              it); 0: not saved (rbp is the caller's)
+// The return address of the caller is at CFA - 8 (checked in the CIE).
+constexpr unsigned k_rule_bits = 17;
+constexpr uint32_t k_rbp_base = 1u << 16;
+constexpr unsigned k_offset_shift = 3;
+constexpr uint32_t k_offset_units = 8190;    // (8190 and 8191 with slot 7: the two below)
+constexpr uint32_t k_unsupported = 0x1FFFF;
+constexpr uint32_t k_outermost = 0x1FFFE;    // the return address is undefined: the stack's end
+
+constexpr unsigned k_rsp = 7, k_rbp = 6, k_ra = 16;  // DWARF register numbers
+
+// ---- reading .eh_frame ----
+
+struct Reader {
+    const uint8_t* p;
+    const uint8_t* end;
+    bool ok = true;
+
+    bool need(size_t n) {
+        if (static_cast<size_t>(end - p) < n) ok = false;
+        return ok;
+    }
+    template <class T>
+    T fixed() {
+        T v{};
+        if (!need(sizeof v)) return v;
+        __builtin_memcpy(&v, p, sizeof v);
+        p += sizeof v;
+        return v;
+    }
+    uint64_t uleb() {
+        uint64_t v = 0;
+        for (unsigned shift = 0; need(1); shift += 7) {
+            uint8_t b = *p++;
+            if (shift < 64) v |= uint64_t{b & 0x7fu} << shift;
+            if (!(b & 0x80)) return v;
+        }
+        return 0;
+    }
+    int64_t sleb() {
+        int64_t v = 0;
+        unsigned shift = 0;
+        for (; need(1);) {
+            uint8_t b = *p++;
+            if (shift < 64) v |= static_cast<int64_t>(uint64_t{b & 0x7fu} << shift);
+            shift += 7;
+            if (!(b & 0x80)) {
+                if (shift < 64 && (b & 0x40)) v |= -(int64_t{1} << shift);
+                return v;
+            }
+        }
+        return 0;
+    }
+    // A pointer in DWARF's exception-header encoding `enc`; `data` is the
+    // base of DW_EH_PE_datarel.
+    uintptr_t encoded(uint8_t enc, uintptr_t data = 0) {
+        if (enc == 0xff) return 0;  // omitted
+        const uintptr_t here = reinterpret_cast<uintptr_t>(p);
+        uintptr_t v = 0;
+        switch (enc & 0x0f) {
+        case 0x00: v = fixed<uint64_t>(); break;
+        case 0x01: v = uleb(); break;
+        case 0x02: v = fixed<uint16_t>(); break;
+        case 0x03: v = fixed<uint32_t>(); break;
+        case 0x04: v = fixed<uint64_t>(); break;
+        case 0x09: v = static_cast<uintptr_t>(sleb()); break;
+        case 0x0a: v = static_cast<uintptr_t>(static_cast<int64_t>(fixed<int16_t>())); break;
+        case 0x0b: v = static_cast<uintptr_t>(static_cast<int64_t>(fixed<int32_t>())); break;
+        case 0x0c: v = fixed<uint64_t>(); break;
+        default: ok = false; return 0;
+        }
+        switch (enc & 0x70) {
+        case 0x00: break;
+        case 0x10: v += here; break;
+        case 0x30: v += data; break;
+        default: ok = false; return 0;
+        }
+        if (enc & 0x80) ok = false;  // indirect: not for code addresses
+        return v;
+    }
+};
+
+// The module holding a code address: its mapped extent (what the tables
+// may point into) and its .eh_frame_hdr.
+struct Module {
+    uintptr_t pc;
+    uintptr_t lo, hi;
+    uintptr_t eh_frame_hdr;
+};
+
+int find_module(dl_phdr_info* info, size_t, void* data) {
+    auto* m = static_cast<Module*>(data);
+    bool holds = false;
+    uintptr_t lo = UINTPTR_MAX, hi = 0, hdr = 0;
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+        uintptr_t a = info->dlpi_addr + ph.p_vaddr;
+        if (ph.p_type == PT_LOAD) {
+            if (a < lo) lo = a;
+            if (a + ph.p_memsz > hi) hi = a + ph.p_memsz;
+            if ((ph.p_flags & PF_X) && m->pc >= a && m->pc < a + ph.p_memsz) holds = true;
+        } else if (ph.p_type == PT_GNU_EH_FRAME) {
+            hdr = a;
+        }
+    }
+    if (!holds) return 0;
+    m->lo = lo;
+    m->hi = hi;
+    m->eh_frame_hdr = hdr;
+    return 1;
+}
+
+// The CFA rule state while the instructions run.
+struct State {
+    unsigned cfa_reg;
+    int64_t cfa_offset;
+    int64_t rbp_at;  // rbp saved at CFA + rbp_at; 0: not saved
+    int64_t ra_at;   // the return address at CFA + ra_at; 1: undefined
+    bool bad;
+};
+
+struct Cie {
+    uint64_t code_align;
+    int64_t data_align;
+    uint8_t fde_encoding;
+    bool augmented;  // 'z': FDEs carry augmentation data
+    const uint8_t* instructions;
+    const uint8_t* end;
+};
+
+bool read_cie(const uint8_t* at, const Module& m, Cie& cie) {
+    Reader r{at, reinterpret_cast<const uint8_t*>(m.hi)};
+    uint32_t length = r.fixed<uint32_t>();
+    if (!r.ok || length == 0 || length == 0xffffffff) return false;
+    const uint8_t* end = r.p + length;
+    if (end > r.end) return false;
+    r.end = end;
+    if (r.fixed<uint32_t>() != 0) return false;  // a CIE's id
+    uint8_t version = r.fixed<uint8_t>();
+    if (version != 1 && version != 3) return false;
+    const char* aug = reinterpret_cast<const char*>(r.p);
+    size_t aug_len = 0;
+    while (r.need(aug_len + 1) && aug[aug_len]) ++aug_len;
+    if (!r.ok) return false;
+    r.p += aug_len + 1;
+    cie.code_align = r.uleb();
+    cie.data_align = r.sleb();
+    uint64_t ra = version == 1 ? r.fixed<uint8_t>() : r.uleb();
+    if (ra != k_ra) return false;
+    cie.fde_encoding = 0;  // absptr
+    cie.augmented = aug[0] == 'z';
+    if (cie.augmented) {
+        uint64_t len = r.uleb();
+        const uint8_t* data_end = r.p + len;
+        if (!r.need(len)) return false;
+        for (size_t i = 1; i < aug_len; ++i) {
+            switch (aug[i]) {
+            case 'R': cie.fde_encoding = r.fixed<uint8_t>(); break;
+            case 'P': {
+                uint8_t enc = r.fixed<uint8_t>();
+                Reader skip = r;
+                skip.encoded(static_cast<uint8_t>(enc & 0x7f));  // the personality: only its size matters
+                r.p = skip.p;
+                break;
+            }
+            case 'L': r.fixed<uint8_t>(); break;
+            case 'S': return false;  // a signal frame
+            default: return false;   // an augmentation we cannot read past
+            }
+        }
+        if (!r.ok || r.p > data_end) return false;
+        r.p = data_end;
+    } else if (aug_len != 0) {
+        return false;
+    }
+    cie.instructions = r.p;
+    cie.end = end;
+    return r.ok;
+}
+
+// Runs CFA instructions [p, end) while the location stays at or before
+// `target`. `initial`: the CIE's state, for DW_CFA_restore.
+void run(State& s, const State& initial, const uint8_t* p, const uint8_t* end, const Cie& cie, uintptr_t& loc,
+         uintptr_t target) {
+    Reader r{p, end};
+    State stack[8];
+    unsigned depth = 0;
+    auto set_reg = [&](uint64_t reg, int64_t at) {
+        if (reg == k_rbp) s.rbp_at = at;
+        if (reg == k_ra) s.ra_at = at;
+    };
+    auto restore_reg = [&](uint64_t reg) {
+        if (reg == k_rbp) s.rbp_at = initial.rbp_at;
+        if (reg == k_ra) s.ra_at = initial.ra_at;
+    };
+    auto unsupported_for = [&](uint64_t reg) {
+        if (reg == k_rbp || reg == k_ra) s.bad = true;
+    };
+    while (r.ok && r.p < r.end && !s.bad) {
+        uint8_t op = r.fixed<uint8_t>();
+        uintptr_t advance = 0;
+        switch (op & 0xc0) {
+        case 0x40: advance = (op & 0x3f) * cie.code_align; break;
+        case 0x80: set_reg(op & 0x3f, static_cast<int64_t>(r.uleb()) * cie.data_align); continue;
+        case 0xc0: restore_reg(op & 0x3f); continue;
+        default: break;
+        }
+        if (!advance) {
+            switch (op) {
+            case 0x00: continue;  // nop
+            case 0x01: {          // set_loc
+                uintptr_t to = r.encoded(cie.fde_encoding);
+                if (to > target) return;
+                loc = to;
+                continue;
+            }
+            case 0x02: advance = r.fixed<uint8_t>() * cie.code_align; break;
+            case 0x03: advance = r.fixed<uint16_t>() * cie.code_align; break;
+            case 0x04: advance = r.fixed<uint32_t>() * cie.code_align; break;
+            case 0x05: {  // offset_extended
+                uint64_t reg = r.uleb();
+                set_reg(reg, static_cast<int64_t>(r.uleb()) * cie.data_align);
+                continue;
+            }
+            case 0x06: restore_reg(r.uleb()); continue;  // restore_extended
+            case 0x07: {                                 // undefined
+                uint64_t reg = r.uleb();
+                if (reg == k_ra) s.ra_at = 1;
+                if (reg == k_rbp) s.rbp_at = 0;  // (the outermost frame's: no caller to restore)
+                continue;
+            }
+            case 0x08: {  // same_value
+                uint64_t reg = r.uleb();
+                if (reg == k_rbp) s.rbp_at = 0;
+                if (reg == k_ra) s.bad = true;
+                continue;
+            }
+            case 0x09: {  // register
+                uint64_t reg = r.uleb();
+                r.uleb();
+                unsupported_for(reg);
+                continue;
+            }
+            case 0x0a:  // remember_state
+                if (depth == 8) {
+                    s.bad = true;
+                    continue;
+                }
+                stack[depth++] = s;
+                continue;
+            case 0x0b:  // restore_state (the CFA too, as GCC's unwinder does)
+                if (depth == 0) {
+                    s.bad = true;
+                    continue;
+                }
+                s = stack[--depth];
+                continue;
+            case 0x0c:  // def_cfa
+                s.cfa_reg = static_cast<unsigned>(r.uleb());
+                s.cfa_offset = static_cast<int64_t>(r.uleb());
+                continue;
+            case 0x0d: s.cfa_reg = static_cast<unsigned>(r.uleb()); continue;  // def_cfa_register
+            case 0x0e: s.cfa_offset = static_cast<int64_t>(r.uleb()); continue;  // def_cfa_offset
+            case 0x0f: s.bad = true; continue;                                    // def_cfa_expression
+            case 0x10:
+            case 0x16: {  // expression, val_expression
+                uint64_t reg = r.uleb();
+                uint64_t len = r.uleb();
+                if (r.need(len)) r.p += len;
+                unsupported_for(reg);
+                continue;
+            }
+            case 0x11: {  // offset_extended_sf
+                uint64_t reg = r.uleb();
+                set_reg(reg, r.sleb() * cie.data_align);
+                continue;
+            }
+            case 0x12:  // def_cfa_sf
+                s.cfa_reg = static_cast<unsigned>(r.uleb());
+                s.cfa_offset = r.sleb() * cie.data_align;
+                continue;
+            case 0x13: s.cfa_offset = r.sleb() * cie.data_align; continue;  // def_cfa_offset_sf
+            case 0x14: {                                                      // val_offset
+                uint64_t reg = r.uleb();
+                r.uleb();
+                unsupported_for(reg);
+                continue;
+            }
+            case 0x15: {  // val_offset_sf
+                uint64_t reg = r.uleb();
+                r.sleb();
+                unsupported_for(reg);
+                continue;
+            }
+            case 0x2e: r.uleb(); continue;  // GNU_args_size
+            case 0x2f: {                    // GNU_negative_offset_extended
+                uint64_t reg = r.uleb();
+                set_reg(reg, -static_cast<int64_t>(r.uleb()) * cie.data_align);
+                continue;
+            }
+            default: s.bad = true; continue;
+            }
+        }
+        if (loc + advance > target) return;
+        loc += advance;
+    }
+    if (!r.ok) s.bad = true;
+}
+
+// The rule for return address `ra` (a call's next instruction: the call's
+// own rules hold at ra - 1).
+__attribute__((noinline)) uint32_t compute_rule(uintptr_t ra) {
+    const uintptr_t pc = ra - 1;
+    Module m{pc, 0, 0, 0};
+    {
+        loader::Use use;
+        if (!dl_iterate_phdr(find_module, &m) || !m.eh_frame_hdr) return k_unsupported;
+    }
+    // .eh_frame_hdr: version 1, then a table sorted by initial location
+    // (datarel sdata4 pairs, searched in halves).
+    Reader h{reinterpret_cast<const uint8_t*>(m.eh_frame_hdr), reinterpret_cast<const uint8_t*>(m.hi)};
+    uint8_t version = h.fixed<uint8_t>(), frame_enc = h.fixed<uint8_t>(), count_enc = h.fixed<uint8_t>(),
+            table_enc = h.fixed<uint8_t>();
+    if (!h.ok || version != 1 || table_enc != 0x3b) return k_unsupported;
+    h.encoded(frame_enc, m.eh_frame_hdr);
+    uint64_t count = h.encoded(count_enc, m.eh_frame_hdr);
+    if (!h.ok || count == 0 || count > (m.hi - reinterpret_cast<uintptr_t>(h.p)) / 8) return k_unsupported;
+    const int32_t* table = reinterpret_cast<const int32_t*>(h.p);
+    const uintptr_t base = m.eh_frame_hdr;
+    uint64_t lo = 0, hi = count;
+    while (hi - lo > 1) {
+        uint64_t mid = (lo + hi) / 2;
+        if (base + static_cast<intptr_t>(table[2 * mid]) <= pc)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    if (base + static_cast<intptr_t>(table[2 * lo]) > pc) return k_unsupported;
+    const uint8_t* fde = reinterpret_cast<const uint8_t*>(base + static_cast<intptr_t>(table[2 * lo + 1]));
+    if (reinterpret_cast<uintptr_t>(fde) < m.lo || reinterpret_cast<uintptr_t>(fde) >= m.hi) return k_unsupported;
+
+    Reader f{fde, reinterpret_cast<const uint8_t*>(m.hi)};
+    uint32_t length = f.fixed<uint32_t>();
+    if (!f.ok || length == 0 || length == 0xffffffff || !f.need(length)) return k_unsupported;
+    const uint8_t* fde_end = f.p + length;
+    f.end = fde_end;
+    const uint8_t* id_at = f.p;
+    uint32_t cie_offset = f.fixed<uint32_t>();
+    if (!f.ok || cie_offset == 0) return k_unsupported;
+    const uint8_t* cie_at = id_at - cie_offset;
+    if (reinterpret_cast<uintptr_t>(cie_at) < m.lo) return k_unsupported;
+    Cie cie;
+    if (!read_cie(cie_at, m, cie)) return k_unsupported;
+    uintptr_t begin = f.encoded(cie.fde_encoding);
+    uintptr_t range = f.encoded(static_cast<uint8_t>(cie.fde_encoding & 0x0f));
+    if (!f.ok || pc < begin || pc - begin >= range) return k_unsupported;
+    if (cie.augmented) {
+        uint64_t len = f.uleb();
+        if (!f.need(len)) return k_unsupported;
+        f.p += len;
+    }
+
+    State initial{k_rsp, 8, 0, -8, false};
+    uintptr_t loc = begin;
+    run(initial, initial, cie.instructions, cie.end, cie, loc, UINTPTR_MAX);
+    State s = initial;
+    loc = begin;
+    run(s, initial, f.p, fde_end, cie, loc, pc);
+    if (s.bad) return k_unsupported;
+    if (s.ra_at == 1) return k_outermost;
+    if (s.ra_at != -8) return k_unsupported;
+    if (s.cfa_reg != k_rsp && s.cfa_reg != k_rbp) return k_unsupported;
+    if (s.cfa_offset < 8 || s.cfa_offset % 8 || s.cfa_offset / 8 >= k_offset_units) return k_unsupported;
+    uint32_t slot = 0;
+    if (s.rbp_at) {
+        if (s.rbp_at > -16 || s.rbp_at % 8 || -s.rbp_at / 8 > 7) return k_unsupported;
+        slot = static_cast<uint32_t>(-s.rbp_at / 8);
+    }
+    return (s.cfa_reg == k_rbp ? k_rbp_base : 0) | static_cast<uint32_t>(s.cfa_offset / 8) << k_offset_shift | slot;
+}
+
+// ---- the rule cache: (return address << 17) | rule, open addressing ----
+
+constexpr size_t k_slots = size_t{1} << 15;
+constexpr unsigned k_probes = 8;
+std::atomic<std::atomic<uint64_t>*> g_rules{nullptr};
+std::atomic<uint64_t> g_computed{0}, g_unsupported{0};
+
+std::atomic<uint64_t>* rules() {
+    std::atomic<uint64_t>* t = g_rules.load(std::memory_order_acquire);
+    if (t) return t;
+    auto* fresh = static_cast<std::atomic<uint64_t>*>(os::map(k_slots * sizeof(uint64_t)));
+    if (!fresh) return nullptr;
+    if (!g_rules.compare_exchange_strong(t, fresh, std::memory_order_acq_rel)) {
+        os::unmap(fresh, k_slots * sizeof(uint64_t));
+        return t;
+    }
+    return fresh;
+}
+
+// A return address not seen before: its rule computed and cached, out of
+// the unwinding loop's way.
+__attribute__((noinline)) uint32_t new_rule(std::atomic<uint64_t>* table, uintptr_t ra) {
+    uint32_t rule = compute_rule(ra);
+    g_computed.fetch_add(1, std::memory_order_relaxed);
+    if (rule == k_unsupported) g_unsupported.fetch_add(1, std::memory_order_relaxed);
+    const uint64_t entry = uint64_t{ra} << k_rule_bits | rule;
+    size_t i = static_cast<size_t>((ra * 0x9E3779B97F4A7C15ull) >> (64 - 15));
+    for (unsigned probe = 0; probe < k_probes; ++probe, i = (i + 1) & (k_slots - 1)) {
+        uint64_t e = 0;
+        if (table[i].compare_exchange_strong(e, entry, std::memory_order_relaxed)) break;
+        if ((e >> k_rule_bits) == ra) break;  // another thread's, the same
+    }
+    return rule;
+}
+
+inline uint32_t rule_for(std::atomic<uint64_t>* table, uintptr_t ra) {
+    size_t i = static_cast<size_t>((ra * 0x9E3779B97F4A7C15ull) >> (64 - 15));
+    for (unsigned probe = 0; probe < k_probes; ++probe, i = (i + 1) & (k_slots - 1)) {
+        uint64_t e = table[i].load(std::memory_order_relaxed);
+        if (e == 0) break;
+        if ((e >> k_rule_bits) == ra) return static_cast<uint32_t>(e & ((1u << k_rule_bits) - 1));
+    }
+    return new_rule(table, ra);
+}
+
+// The calling thread's stack mapping, looked up once (and again if the
+// stack pointer leaves it: a thread that switches stacks).
+thread_local uintptr_t t_stack_lo, t_stack_hi;
+thread_local unsigned t_stack_lookups;
+
+__attribute__((noinline)) bool look_up_stack(uintptr_t sp) {
+    if (t_stack_lookups >= 16) return false;  // stacks switched often: libunwind's job
+    ++t_stack_lookups;
+    uintptr_t a, b;
+    if (!os::mapping_of(sp, &a, &b, nullptr, 0)) return false;
+    t_stack_lo = a;
+    t_stack_hi = b;
+    return true;
+}
+
+bool stack_bounds(uintptr_t sp, uintptr_t& lo, uintptr_t& hi) {
+    if ((sp < t_stack_lo || sp >= t_stack_hi) && !look_up_stack(sp)) return false;
+    lo = t_stack_lo;
+    hi = t_stack_hi;
+    return true;
+}
+
+// A word of the stack (bounds checked by the caller; any alignment).
+uintptr_t load(uintptr_t at) {
+    uintptr_t v;
+    __builtin_memcpy(&v, reinterpret_cast<const void*>(at), sizeof v);
+    return v;
+}
+
+}  // namespace
+
+int capture(uintptr_t* out, unsigned max) {
+    std::atomic<uint64_t>* table = rules();
+    if (!table) return -1;
+    // This frame has a frame pointer (taking its address makes one): the
+    // caller's return address above it, the caller's rbp in it.
+    const uintptr_t frame = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+    uintptr_t lo, hi;
+    if (!stack_bounds(frame, lo, hi) || frame + 16 > hi) return -1;
+    lo = frame;  // nothing below this frame is read
+    uintptr_t pc = load(frame + 8);
+    uintptr_t sp = frame + 16;
+    uintptr_t fp = load(frame);
+    unsigned n = 0;
+    while (n < max && pc) {
+        out[n++] = pc;
+        uint32_t rule = rule_for(table, pc);
+        if (rule == k_outermost) return static_cast<int>(n);
+        if (rule == k_unsupported) return -1;
+        uintptr_t cfa = ((rule & k_rbp_base) ? fp : sp) + ((rule >> k_offset_shift) & 8191) * 8;
+        // The CFA is above this frame's stack pointer and inside the stack,
+        // and so is what is read below it.
+        if (cfa <= sp || cfa < lo + 8 || cfa > hi) return -1;
+        uintptr_t next_pc = load(cfa - 8);
+        if (uint32_t slot = rule & 7) {
+            uintptr_t at = cfa - slot * 8;
+            if (at < lo) return -1;
+            fp = load(at);
+        }
+        sp = cfa;
+        pc = next_pc;
+    }
+    return static_cast<int>(n);
+}
+
+void forget_rules() {
+    if (std::atomic<uint64_t>* table = g_rules.load(std::memory_order_acquire))
+        for (size_t i = 0; i < k_slots; ++i) table[i].store(0, std::memory_order_relaxed);
+}
+
+Stats stats() {
+    return Stats{g_computed.load(std::memory_order_relaxed), g_unsupported.load(std::memory_order_relaxed)};
+}
+
+}  // namespace zmm::fast_unwind

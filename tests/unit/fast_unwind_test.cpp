@@ -1,0 +1,198 @@
+// The fast unwinder against libunwind: the same return addresses, frame by
+// frame, from the same call chains of many shapes (frame pointer or not,
+// alloca, large frames, unoptimised code, glibc's and libstdc++'s frames, a
+// thread's stack), down to the stack's end.
+#include <boost/test/unit_test.hpp>
+
+#include <alloca.h>
+#include <cstdlib>
+#include <cstring>
+#include <dlfcn.h>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include "backtrace.hpp"
+#include "fast_unwind.hpp"
+
+using namespace zmm;
+
+namespace {
+
+using Unw_backtrace = int (*)(void**, int);
+
+Unw_backtrace libunwind() {
+    static Unw_backtrace fn = [] {
+        backtrace::prepare();  // libunwind loaded and warmed up
+        void* lib = dlopen("libunwind.so.8", RTLD_NOW | RTLD_NOLOAD);
+        return lib ? reinterpret_cast<Unw_backtrace>(dlsym(lib, "unw_backtrace")) : nullptr;
+    }();
+    return fn;
+}
+
+struct Both {
+    std::vector<uintptr_t> fast, general;
+    int fast_n;
+};
+
+// Both unwinders from one frame. Their first entries are this function's
+// two call sites; from the second on, the same callers.
+__attribute__((noinline)) Both unwind_here() {
+    Both b;
+    uintptr_t out[64];
+    b.fast_n = fast_unwind::capture(out, 64);
+    if (b.fast_n > 0) b.fast.assign(out + 1, out + b.fast_n);
+    void* raw[64];
+    int n = libunwind()(raw, 64);
+    for (int i = 1; i < n; ++i) b.general.push_back(reinterpret_cast<uintptr_t>(raw[i]));
+    asm volatile("" ::: "memory");  // not a tail call
+    return b;
+}
+
+Both g_result;
+
+void check_same(const Both& b, const char* shape) {
+    BOOST_TEST_INFO(shape);
+    BOOST_TEST_REQUIRE(b.fast_n > 0);  // supported, not handed to libunwind
+    BOOST_TEST(b.fast == b.general);
+    BOOST_TEST(b.fast.size() >= 4u);
+    BOOST_TEST_MESSAGE(shape << ": " << b.fast.size() << " frames");
+}
+
+__attribute__((noinline)) void leaf() { g_result = unwind_here(); }
+
+__attribute__((noinline)) void with_alloca(unsigned depth, size_t bytes) {
+    volatile char* p = static_cast<char*>(alloca(bytes));
+    p[0] = 1;
+    if (depth) with_alloca(depth - 1, bytes + 48);
+    else leaf();
+    p[0] = 2;
+}
+
+__attribute__((noinline)) void large_frame(unsigned depth) {
+    char buf[6000];
+    memset(buf, static_cast<int>(depth), sizeof buf);
+    asm volatile("" : : "r"(buf) : "memory");  // the frame stays 6000 bytes
+    if (depth) large_frame(depth - 1);
+    else leaf();
+    asm volatile("" : : "r"(buf) : "memory");
+}
+
+// Frames of `bytes` (a template: one function per size).
+template <size_t bytes>
+__attribute__((noinline)) void sized_frame(unsigned depth) {
+    char buf[bytes];
+    memset(buf, static_cast<int>(depth), sizeof buf);
+    asm volatile("" : : "r"(buf) : "memory");
+    if (depth) sized_frame<bytes>(depth - 1);
+    else leaf();
+    asm volatile("" : : "r"(buf) : "memory");
+}
+
+__attribute__((noinline, optimize("O0"))) void unoptimised(int depth) {
+    int local[8];
+    local[0] = depth;
+    if (depth > 0) unoptimised(depth - 1);
+    else leaf();
+    (void)local;
+}
+
+__attribute__((noinline)) void many_args(long a, long b, long c, long d, long e, long f, long g, long h) {
+    if (a + b + c + d + e + f + g + h > 0) leaf();
+}
+
+int compare_then_unwind(const void* x, const void* y) {
+    static bool done = false;
+    if (!done) {
+        done = true;
+        leaf();
+    }
+    return *static_cast<const int*>(x) - *static_cast<const int*>(y);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(fast_unwind_tests)
+
+BOOST_AUTO_TEST_CASE(same_frames_as_libunwind) {
+    BOOST_TEST_REQUIRE(libunwind() != nullptr);
+    leaf();
+    check_same(g_result, "leaf");
+    with_alloca(5, 32);
+    check_same(g_result, "alloca frames");
+    large_frame(3);
+    check_same(g_result, "6000-byte frames");
+    sized_frame<20000>(2);
+    check_same(g_result, "20000-byte frames");
+    unoptimised(4);
+    check_same(g_result, "-O0 frames");
+    many_args(1, 2, 3, 4, 5, 6, 7, 8);
+    check_same(g_result, "stack arguments");
+    int v[64];
+    for (int i = 0; i < 64; ++i) v[i] = (i * 37) % 64;
+    qsort(v, 64, sizeof v[0], compare_then_unwind);  // through glibc's frames
+    check_same(g_result, "qsort's comparator");
+    std::function<void()> f = [] { with_alloca(2, 100); };
+    f();  // through libstdc++'s std::function
+    check_same(g_result, "std::function");
+}
+
+BOOST_AUTO_TEST_CASE(on_a_thread_s_stack) {
+#ifdef __SANITIZE_THREAD__
+    // (libunwind's per-thread cache dies in ThreadSanitizer's thread exit:
+    // the fast unwinder alone, on the thread; both on the main thread above.)
+    int n = 0;
+    std::thread([&] {
+        uintptr_t out[64];
+        n = fast_unwind::capture(out, 64);
+    }).join();
+    BOOST_TEST(n >= 4);
+#else
+    Both b;
+    std::thread([&] {
+        large_frame(2);
+        b = g_result;
+    }).join();
+    check_same(b, "a thread");
+#endif
+}
+
+// A frame of 64 KiB or more from the stack pointer has no rule of the
+// cache's: libunwind's job. (With frame pointers, as in the sanitizer
+// builds, its CFA is the frame pointer's and it is covered: the same frames.)
+BOOST_AUTO_TEST_CASE(hands_huge_frames_to_libunwind) {
+    sized_frame<70000>(0);
+    if (g_result.fast_n == -1) {
+        BOOST_TEST(g_result.general.size() >= 4u);
+        BOOST_TEST(fast_unwind::stats().unsupported > 0u);
+    } else {
+        check_same(g_result, "a 70000-byte frame");
+    }
+}
+
+// The stack's end: fewer frames than asked for, the last one libunwind's
+// last; a short buffer stops early.
+BOOST_AUTO_TEST_CASE(stops_at_the_end_and_at_max) {
+    leaf();
+    BOOST_TEST(g_result.fast.size() < 63u);
+    uintptr_t out[3];
+    BOOST_TEST(fast_unwind::capture(out, 3) == 3);
+    BOOST_TEST(fast_unwind::stats().computed > 0u);
+}
+
+// After a dlclose (the preload's calls this) every rule is computed again.
+BOOST_AUTO_TEST_CASE(forgets_rules) {
+    uint64_t computed[4];
+    for (int i = 0; i < 4; ++i) {  // one call site: the same return addresses
+        asm volatile("" : "+r"(i));  // (not unrolled)
+        leaf();
+        computed[i] = fast_unwind::stats().computed;
+        if (i == 1) fast_unwind::forget_rules();
+    }
+    BOOST_TEST(computed[1] == computed[0]);  // all cached
+    BOOST_TEST(computed[2] > computed[1]);   // computed again
+    BOOST_TEST(computed[3] == computed[2]);
+    check_same(g_result, "after forget_rules");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
