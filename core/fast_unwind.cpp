@@ -37,7 +37,7 @@ struct Reader {
     bool ok = true;
 
     bool need(size_t n) {
-        if (static_cast<size_t>(end - p) < n) ok = false;
+        if (p > end || static_cast<size_t>(end - p) < n) ok = false;
         return ok;
     }
     template <class T>
@@ -100,8 +100,10 @@ struct Reader {
     }
 };
 
-// The module holding a code address: its mapped extent (what the tables
-// may point into) and its .eh_frame_hdr.
+// The module holding a code address: its .eh_frame_hdr, and the loaded
+// segment that holds it, [lo, hi): every table read stays inside it (the
+// linker puts .eh_frame beside .eh_frame_hdr; segments may have unmapped
+// gaps between them).
 struct Module {
     uintptr_t pc;
     uintptr_t lo, hi;
@@ -111,22 +113,24 @@ struct Module {
 int find_module(dl_phdr_info* info, size_t, void* data) {
     auto* m = static_cast<Module*>(data);
     bool holds = false;
-    uintptr_t lo = UINTPTR_MAX, hi = 0, hdr = 0;
+    uintptr_t hdr = 0;
     for (int i = 0; i < info->dlpi_phnum; ++i) {
         const ElfW(Phdr)& ph = info->dlpi_phdr[i];
         uintptr_t a = info->dlpi_addr + ph.p_vaddr;
-        if (ph.p_type == PT_LOAD) {
-            if (a < lo) lo = a;
-            if (a + ph.p_memsz > hi) hi = a + ph.p_memsz;
-            if ((ph.p_flags & PF_X) && m->pc >= a && m->pc < a + ph.p_memsz) holds = true;
-        } else if (ph.p_type == PT_GNU_EH_FRAME) {
-            hdr = a;
-        }
+        if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X) && m->pc >= a && m->pc < a + ph.p_memsz) holds = true;
+        if (ph.p_type == PT_GNU_EH_FRAME) hdr = a;
     }
     if (!holds) return 0;
-    m->lo = lo;
-    m->hi = hi;
-    m->eh_frame_hdr = hdr;
+    m->eh_frame_hdr = 0;
+    for (int i = 0; hdr && i < info->dlpi_phnum; ++i) {
+        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+        uintptr_t a = info->dlpi_addr + ph.p_vaddr;
+        if (ph.p_type == PT_LOAD && hdr >= a && hdr < a + ph.p_filesz) {
+            m->lo = a;
+            m->hi = a + ph.p_filesz;  // (what the file backs: the tables are data of the file)
+            m->eh_frame_hdr = hdr;
+        }
+    }
     return 1;
 }
 
@@ -368,7 +372,7 @@ __attribute__((noinline)) uint32_t compute_rule(uintptr_t ra) {
     uint32_t cie_offset = f.fixed<uint32_t>();
     if (!f.ok || cie_offset == 0) return k_unsupported;
     const uint8_t* cie_at = id_at - cie_offset;
-    if (reinterpret_cast<uintptr_t>(cie_at) < m.lo) return k_unsupported;
+    if (reinterpret_cast<uintptr_t>(cie_at) < m.lo || reinterpret_cast<uintptr_t>(cie_at) >= m.hi) return k_unsupported;
     Cie cie;
     if (!read_cie(cie_at, m, cie)) return k_unsupported;
     uintptr_t begin = f.encoded(cie.fde_encoding);
