@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <link.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "loader_guard.hpp"
 #include "os.hpp"
@@ -108,10 +110,17 @@ struct Module {
     uintptr_t pc;
     uintptr_t lo, hi;
     uintptr_t eh_frame_hdr;
+    unsigned long long unloads;  // the loader's count (dlpi_subs)
 };
+
+// The loader's count of objects unloaded, when the rules were last checked
+// against it: an unloaded library's addresses may be another's since (glibc
+// unloads some itself: iconv's modules), so its rules are forgotten.
+std::atomic<unsigned long long> g_unloads{0};
 
 int find_module(dl_phdr_info* info, size_t, void* data) {
     auto* m = static_cast<Module*>(data);
+    m->unloads = info->dlpi_subs;
     bool holds = false;
     uintptr_t hdr = 0;
     for (int i = 0; i < info->dlpi_phnum; ++i) {
@@ -335,10 +344,15 @@ void run(State& s, const State& initial, const uint8_t* p, const uint8_t* end, c
 // own rules hold at ra - 1).
 __attribute__((noinline)) uint32_t compute_rule(uintptr_t ra) {
     const uintptr_t pc = ra - 1;
-    Module m{pc, 0, 0, 0};
+    Module m{pc, 0, 0, 0, 0};
     {
         loader::Use use;
-        if (!dl_iterate_phdr(find_module, &m) || !m.eh_frame_hdr) return k_unsupported;
+        int found = dl_iterate_phdr(find_module, &m);
+        if (m.unloads != g_unloads.load(std::memory_order_relaxed)) {
+            g_unloads.store(m.unloads, std::memory_order_relaxed);
+            forget_rules();
+        }
+        if (!found || !m.eh_frame_hdr) return k_unsupported;
     }
     // .eh_frame_hdr: version 1, then a table sorted by initial location
     // (datarel sdata4 pairs, searched in halves).
@@ -448,33 +462,37 @@ inline uint32_t rule_for(std::atomic<uint64_t>* table, uintptr_t ra) {
     return new_rule(table, ra);
 }
 
-// The calling thread's stack mapping, looked up once (and again if the
-// stack pointer leaves it: a thread that switches stacks).
-thread_local uintptr_t t_stack_lo, t_stack_hi;
-thread_local unsigned t_stack_lookups;
-
-__attribute__((noinline)) bool look_up_stack(uintptr_t sp) {
-    if (t_stack_lookups >= 16) return false;  // stacks switched often: libunwind's job
-    ++t_stack_lookups;
-    uintptr_t a, b;
-    if (!os::mapping_of(sp, &a, &b, nullptr, 0)) return false;
-    t_stack_lo = a;
-    t_stack_hi = b;
-    return true;
-}
-
-bool stack_bounds(uintptr_t sp, uintptr_t& lo, uintptr_t& hi) {
-    if ((sp < t_stack_lo || sp >= t_stack_hi) && !look_up_stack(sp)) return false;
-    lo = t_stack_lo;
-    hi = t_stack_hi;
-    return true;
-}
-
 // A word of the stack (bounds checked by the caller; any alignment).
 uintptr_t load(uintptr_t at) {
     uintptr_t v;
     __builtin_memcpy(&v, reinterpret_cast<const void*>(at), sizeof v);
     return v;
+}
+
+// The top of the calling thread's stack, found without a system call (no
+// file is opened inside malloc: a seccomp filter may kill for it). A
+// thread of glibc's has its thread block (the thread pointer, which points
+// to itself) at the top of its stack mapping, its own or the program's
+// (pthread_attr_setstack): everything between the stack pointer and it is
+// mapped. The main thread's block is elsewhere: its stack's top is noted
+// outside the allocator (note_main_stack). Anything else (a clone without
+// glibc's thread block, a stack switched to) is libunwind's.
+std::atomic<uintptr_t> g_main_stack_lo{0}, g_main_stack_hi{0};
+constexpr uintptr_t k_max_stack = uintptr_t{1} << 30;
+
+bool stack_top(uintptr_t sp, uintptr_t& hi) {
+    const uintptr_t tp = reinterpret_cast<uintptr_t>(__builtin_thread_pointer());
+    if (tp > sp && tp - sp < k_max_stack && load(tp) == tp) {
+        hi = tp;
+        return true;
+    }
+    const uintptr_t lo = g_main_stack_lo.load(std::memory_order_relaxed);
+    const uintptr_t top = g_main_stack_hi.load(std::memory_order_relaxed);
+    if (sp >= lo && sp < top) {
+        hi = top;
+        return true;
+    }
+    return false;
 }
 
 }  // namespace
@@ -485,9 +503,9 @@ int capture(uintptr_t* out, unsigned max) {
     // This frame has a frame pointer (taking its address makes one): the
     // caller's return address above it, the caller's rbp in it.
     const uintptr_t frame = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
-    uintptr_t lo, hi;
-    if (!stack_bounds(frame, lo, hi) || frame + 16 > hi) return -1;
-    lo = frame;  // nothing below this frame is read
+    uintptr_t hi;
+    if (!stack_top(frame, hi) || frame + 16 > hi) return -1;
+    const uintptr_t lo = frame;  // nothing below this frame is read
     uintptr_t pc = load(frame + 8);
     uintptr_t sp = frame + 16;
     uintptr_t fp = load(frame);
@@ -511,6 +529,15 @@ int capture(uintptr_t* out, unsigned max) {
         pc = next_pc;
     }
     return static_cast<int>(n);
+}
+
+void note_main_stack() {
+    if (g_main_stack_hi.load(std::memory_order_relaxed) || getpid() != static_cast<pid_t>(syscall(SYS_gettid))) return;
+    uintptr_t here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0)), lo, hi;
+    if (!os::mapping_of(here, &lo, &hi, nullptr, 0)) return;
+    // (The mapping grows down: its low end now is no bound; 1 GiB below its top is.)
+    g_main_stack_lo.store(hi > k_max_stack ? hi - k_max_stack : 0, std::memory_order_relaxed);
+    g_main_stack_hi.store(hi, std::memory_order_relaxed);
 }
 
 void forget_rules() {

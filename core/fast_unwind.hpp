@@ -9,6 +9,8 @@
 // frame, a rule given by a DWARF expression, a frame pointer kept in another
 // register, a stack it cannot bound, a read that would leave the thread's
 // stack) makes it give up, and the caller unwinds with libunwind instead.
+// It makes no system call on a rule it has (a new return address takes
+// dl_iterate_phdr).
 #pragma once
 
 #include <cstddef>
@@ -18,13 +20,19 @@ namespace zmm::fast_unwind {
 
 // Return addresses, innermost first, starting with the caller's own; at
 // most `max`. -1: this stack needs the general unwinder. Never faults: it
-// reads only the calling thread's stack (its mapping, found once per
-// thread) and mapped unwind tables.
+// reads only the calling thread's stack (up to its top, see
+// note_main_stack) and the loaded segment of each module's unwind tables.
 int capture(uintptr_t* out, unsigned max);
 
-// Forgets every cached rule (a library was closed: another may take its
-// addresses).
+// Forgets every cached rule (done when the loader's count of unloaded
+// objects has changed at a rule's lookup: another library may have taken
+// an unloaded one's addresses).
 void forget_rules();
+
+// On the main thread, outside the allocator: notes its stack's top (from
+// /proc/self/maps), without which its stacks are libunwind's. Other
+// threads' tops are their thread blocks.
+void note_main_stack();
 
 // The rule cache's counters (tests): rules computed, and those unsupported.
 struct Stats {

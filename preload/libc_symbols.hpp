@@ -17,7 +17,6 @@ struct Functions {
     void* (*realloc)(void*, size_t);
     void* (*memalign)(size_t, size_t);
     void* (*dlopen)(const char*, int);
-    int (*dlclose)(void*);
     // glibc's extensions, for the bypass (ZMM_ALLOC=0)
     int (*mallopt)(int, int);
     int (*malloc_trim)(size_t);

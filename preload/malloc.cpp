@@ -12,7 +12,6 @@
 #include "api.hpp"
 #include "debug_checks.hpp"
 #include "diag.hpp"
-#include "fast_unwind.hpp"
 #include "format.hpp"
 #include "glibc_heap.hpp"
 #include "heap_pool.hpp"
@@ -414,14 +413,4 @@ ZMM_EXPORT void* dlopen(const char* file, int mode) {
     if (__builtin_expect(real == nullptr, 0)) return nullptr;
     if (!bypassed()) mode &= ~RTLD_DEEPBIND;
     return real(file, mode);
-}
-
-// dlclose: the code a library leaves may be another's next (at the same
-// addresses), so the unwinder's rules for return addresses are forgotten.
-ZMM_EXPORT int dlclose(void* handle) {
-    auto real = libc::functions().dlclose;
-    if (__builtin_expect(real == nullptr, 0)) return -1;
-    int r = real(handle);
-    fast_unwind::forget_rules();
-    return r;
 }

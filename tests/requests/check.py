@@ -667,6 +667,16 @@ def test_symbolizer(prog, leaks_prog):
         check_leaks_text(r.err, parse_leaks_stdout(r), os.path.basename(leaks_prog))
 
 
+def test_seccomp(prog):
+    """Backtraces captured under a seccomp filter that kills for opening a
+    file (the fast unwinder and libunwind's fallback both), on the main
+    thread's stack grown deeper and on a new thread."""
+    for env in ({}, {"ZMM_FAST_UNWIND": "0"}):
+        r = run([prog], {"ZMM_LEAKS": "0", **env})
+        expect_status(r, 0)
+        expect_ok_lines(r)
+
+
 def test_reach(prog):
     """Issue 6: each planted kind, as the JSON log and zmm_request_end say."""
     def run_reach(env):
@@ -793,6 +803,7 @@ TESTS = {
     "leaks": test_leaks,
     "reach": test_reach,
     "symbolizer": test_symbolizer,
+    "seccomp": test_seccomp,
     "scan_stress": test_scan_stress,
     "signal_carry": test_signal_carry,
     "json": test_json,

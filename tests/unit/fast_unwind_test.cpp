@@ -180,7 +180,7 @@ BOOST_AUTO_TEST_CASE(stops_at_the_end_and_at_max) {
     BOOST_TEST(fast_unwind::stats().computed > 0u);
 }
 
-// After a dlclose (the preload's calls this) every rule is computed again.
+// Forgotten rules are computed again, and the same.
 BOOST_AUTO_TEST_CASE(forgets_rules) {
     uint64_t computed[4];
     for (int i = 0; i < 4; ++i) {  // one call site: the same return addresses
@@ -193,6 +193,31 @@ BOOST_AUTO_TEST_CASE(forgets_rules) {
     BOOST_TEST(computed[2] > computed[1]);   // computed again
     BOOST_TEST(computed[3] == computed[2]);
     check_same(g_result, "after forget_rules");
+}
+
+__attribute__((noinline)) void leaf_elsewhere() {  // a call site not seen before
+    leaf();
+    asm volatile("" ::: "memory");
+}
+
+// A library unloaded since (by dlclose here; glibc closes some itself):
+// the next rule looked up forgets them all.
+BOOST_AUTO_TEST_CASE(an_unload_forgets_rules) {
+    uint64_t computed[3];
+    for (int i = 0; i < 3; ++i) {
+        asm volatile("" : "+r"(i));
+        leaf();
+        computed[i] = fast_unwind::stats().computed;
+        if (i == 1) {
+            void* lib = dlopen("libutil.so.1", RTLD_NOW | RTLD_LOCAL);
+            BOOST_TEST_REQUIRE(lib != nullptr);
+            BOOST_TEST_REQUIRE(dlclose(lib) == 0);
+            leaf_elsewhere();  // a new return address: the loader's count is read
+        }
+    }
+    BOOST_TEST(computed[1] == computed[0]);
+    BOOST_TEST(computed[2] > computed[1] + 1);  // the old call site's rules again
+    check_same(g_result, "after an unload");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
