@@ -59,7 +59,6 @@ bool prepared() { return g_unw_backtrace.load(std::memory_order_acquire) != null
 
 bool prepare(bool fast) {
     g_fast.store(fast, std::memory_order_relaxed);
-    if (fast) fast_unwind::note_main_stack();
     if (g_unw_backtrace.load(std::memory_order_acquire)) return true;
     loader::Use use;
     void* lib = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);

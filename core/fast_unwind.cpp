@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <link.h>
+
+extern "C" void* __libc_stack_end;  // the loader's: the main stack at start
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -469,27 +471,27 @@ uintptr_t load(uintptr_t at) {
     return v;
 }
 
-// The top of the calling thread's stack, found without a system call (no
-// file is opened inside malloc: a seccomp filter may kill for it). A
-// thread of glibc's has its thread block (the thread pointer, which points
-// to itself) at the top of its stack mapping, its own or the program's
-// (pthread_attr_setstack): everything between the stack pointer and it is
-// mapped. The main thread's block is elsewhere: its stack's top is noted
-// outside the allocator (note_main_stack). Anything else (a clone without
-// glibc's thread block, a stack switched to) is libunwind's.
-std::atomic<uintptr_t> g_main_stack_lo{0}, g_main_stack_hi{0};
-constexpr uintptr_t k_max_stack = uintptr_t{1} << 30;
+// The calling thread's stack: reads stay inside it, and a stack pointer
+// outside it (a coroutine's stack, a signal's alternate stack) is
+// libunwind's. No system call: no file is opened inside malloc (a seccomp
+// filter may kill for it).
+//
+// A thread the preload started notes its stack as it starts
+// (note_thread_stack): glibc's stack block ends at its thread block. The
+// main thread's stack ends at __libc_stack_end's page; nothing else is
+// mapped in the 8 MiB below it (the kernel keeps its mmap area 128 MiB or
+// more below the stack's top).
+thread_local uintptr_t t_stack_lo, t_stack_hi;
+constexpr uintptr_t k_main_stack = uintptr_t{8} << 20;
 
-bool stack_top(uintptr_t sp, uintptr_t& hi) {
-    const uintptr_t tp = reinterpret_cast<uintptr_t>(__builtin_thread_pointer());
-    if (tp > sp && tp - sp < k_max_stack && load(tp) == tp) {
-        hi = tp;
+bool stack_range(uintptr_t sp, uintptr_t& hi) {
+    if (sp >= t_stack_lo && sp < t_stack_hi) {
+        hi = t_stack_hi;
         return true;
     }
-    const uintptr_t lo = g_main_stack_lo.load(std::memory_order_relaxed);
-    const uintptr_t top = g_main_stack_hi.load(std::memory_order_relaxed);
-    if (sp >= lo && sp < top) {
-        hi = top;
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(__libc_stack_end) | 4095) + 1;
+    if (sp < end && end - sp < k_main_stack) {
+        hi = end;
         return true;
     }
     return false;
@@ -504,7 +506,7 @@ int capture(uintptr_t* out, unsigned max) {
     // caller's return address above it, the caller's rbp in it.
     const uintptr_t frame = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
     uintptr_t hi;
-    if (!stack_top(frame, hi) || frame + 16 > hi) return -1;
+    if (!stack_range(frame, hi) || frame + 16 > hi) return -1;
     const uintptr_t lo = frame;  // nothing below this frame is read
     uintptr_t pc = load(frame + 8);
     uintptr_t sp = frame + 16;
@@ -531,13 +533,11 @@ int capture(uintptr_t* out, unsigned max) {
     return static_cast<int>(n);
 }
 
-void note_main_stack() {
-    if (g_main_stack_hi.load(std::memory_order_relaxed) || getpid() != static_cast<pid_t>(syscall(SYS_gettid))) return;
-    uintptr_t here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0)), lo, hi;
-    if (!os::mapping_of(here, &lo, &hi, nullptr, 0)) return;
-    // (The mapping grows down: its low end now is no bound; 1 GiB below its top is.)
-    g_main_stack_lo.store(hi > k_max_stack ? hi - k_max_stack : 0, std::memory_order_relaxed);
-    g_main_stack_hi.store(hi, std::memory_order_relaxed);
+void note_thread_stack(uintptr_t lo, uintptr_t hi) {
+    const uintptr_t here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+    if (here < lo || here >= hi) return;  // not what it seems: libunwind's
+    t_stack_lo = lo;
+    t_stack_hi = hi;
 }
 
 void forget_rules() {

@@ -20,8 +20,9 @@ namespace zmm::fast_unwind {
 
 // Return addresses, innermost first, starting with the caller's own; at
 // most `max`. -1: this stack needs the general unwinder. Never faults: it
-// reads only the calling thread's stack (up to its top, see
-// note_main_stack) and the loaded segment of each module's unwind tables.
+// reads only the calling thread's stack, when the stack pointer is inside
+// it (see note_thread_stack), and the loaded segment of each module's
+// unwind tables.
 int capture(uintptr_t* out, unsigned max);
 
 // Forgets every cached rule (done when the loader's count of unloaded
@@ -29,10 +30,10 @@ int capture(uintptr_t* out, unsigned max);
 // an unloaded one's addresses).
 void forget_rules();
 
-// On the main thread, outside the allocator: notes its stack's top (from
-// /proc/self/maps), without which its stacks are libunwind's. Other
-// threads' tops are their thread blocks.
-void note_main_stack();
+// A new thread, before its start routine: its stack is [lo, hi) (nothing
+// else is mapped there). Without it, only the main thread's stack (from
+// __libc_stack_end) is unwound here; other stacks are libunwind's.
+void note_thread_stack(uintptr_t lo, uintptr_t hi);
 
 // The rule cache's counters (tests): rules computed, and those unsupported.
 struct Stats {

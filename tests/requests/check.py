@@ -667,14 +667,16 @@ def test_symbolizer(prog, leaks_prog):
         check_leaks_text(r.err, parse_leaks_stdout(r), os.path.basename(leaks_prog))
 
 
-def test_seccomp(prog):
+def test_seccomp(prog, coroutine):
     """Backtraces captured under a seccomp filter that kills for opening a
     file (the fast unwinder and libunwind's fallback both), on the main
-    thread's stack grown deeper and on a new thread."""
-    for env in ({}, {"ZMM_FAST_UNWIND": "0"}):
-        r = run([prog], {"ZMM_LEAKS": "0", **env})
-        expect_status(r, 0)
-        expect_ok_lines(r)
+    thread's stack grown deeper and on a new thread; and on a stack a thread
+    switched to (coroutine.c)."""
+    for p in (prog, coroutine):
+        for env in ({}, {"ZMM_FAST_UNWIND": "0"}):
+            r = run([p], {"ZMM_LEAKS": "0", **env})
+            expect_status(r, 0)
+            expect_ok_lines(r)
 
 
 def test_reach(prog):

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <functional>
+#include <pthread.h>
 #include <thread>
 #include <vector>
 
@@ -137,12 +138,34 @@ BOOST_AUTO_TEST_CASE(same_frames_as_libunwind) {
     check_same(g_result, "std::function");
 }
 
+// A thread notes its stack (the preload's pthread_create does it for the
+// program's threads); one that has not is libunwind's.
+void note_this_thread_s_stack() {
+    pthread_attr_t a;
+    void* addr;
+    size_t size;
+    BOOST_TEST_REQUIRE(pthread_getattr_np(pthread_self(), &a) == 0);
+    BOOST_TEST_REQUIRE(pthread_attr_getstack(&a, &addr, &size) == 0);
+    pthread_attr_destroy(&a);
+    fast_unwind::note_thread_stack(reinterpret_cast<uintptr_t>(addr) + 4096, reinterpret_cast<uintptr_t>(addr) + size);
+}
+
+BOOST_AUTO_TEST_CASE(a_thread_without_its_stack_noted_is_libunwind_s) {
+    int n = 0;
+    std::thread([&] {
+        uintptr_t out[64];
+        n = fast_unwind::capture(out, 64);
+    }).join();
+    BOOST_TEST(n == -1);
+}
+
 BOOST_AUTO_TEST_CASE(on_a_thread_s_stack) {
 #ifdef __SANITIZE_THREAD__
     // (libunwind's per-thread cache dies in ThreadSanitizer's thread exit:
     // the fast unwinder alone, on the thread; both on the main thread above.)
     int n = 0;
     std::thread([&] {
+        note_this_thread_s_stack();
         uintptr_t out[64];
         n = fast_unwind::capture(out, 64);
     }).join();
@@ -150,6 +173,7 @@ BOOST_AUTO_TEST_CASE(on_a_thread_s_stack) {
 #else
     Both b;
     std::thread([&] {
+        note_this_thread_s_stack();
         large_frame(2);
         b = g_result;
     }).join();
