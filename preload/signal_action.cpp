@@ -149,11 +149,14 @@ extern "C" __attribute__((visibility("default"))) sighandler_t signal(int sig, s
 }
 
 // The signal's system calls interrupted (flag 1) or restarted (0), now and
-// for later signal() calls: its SA_RESTART flag, through the interposed
-// sigaction, so that the program's copy and the kernel's agree.
+// for later signal() calls: the SA_RESTART flag of the kernel's action, as
+// glibc's does. Whatever handler is there stays as it is (the wrapper of
+// the program's, or one of zmm's own); queries read the flags from the
+// kernel.
 extern "C" __attribute__((visibility("default"))) int siginterrupt(int sig, int flag) {
+    Action_fn real = real_sigaction();
     struct sigaction act;
-    if (sig <= 0 || sig >= _NSIG || sigaction(sig, nullptr, &act) != 0) {
+    if (!real || sig <= 0 || sig >= _NSIG || real(sig, nullptr, &act) != 0) {
         errno = EINVAL;
         return -1;
     }
@@ -165,7 +168,7 @@ extern "C" __attribute__((visibility("default"))) int siginterrupt(int sig, int 
         g_interrupting[sig / 64].fetch_and(~bit, std::memory_order_relaxed);
         act.sa_flags |= SA_RESTART;
     }
-    return sigaction(sig, &act, nullptr);
+    return real(sig, &act, nullptr);
 }
 extern "C" __attribute__((visibility("default"), alias("signal"))) sighandler_t bsd_signal(int, sighandler_t) noexcept;
 extern "C" __attribute__((visibility("default"), alias("signal"))) sighandler_t ssignal(int, sighandler_t) noexcept;
