@@ -3,12 +3,10 @@
 #include <atomic>
 #include <link.h>
 
-extern "C" void* __libc_stack_end;  // the loader's: the main stack at start
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include "loader_guard.hpp"
 #include "os.hpp"
+
+extern "C" void* __libc_stack_end;  // the loader's: the main stack at start
 
 namespace zmm::fast_unwind {
 namespace {
