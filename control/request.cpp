@@ -118,7 +118,6 @@ constexpr size_t k_carried_merge = 16384;
 void merge_into_thread_heap(Heap& h, Heap& persistent) {
     if (h.blocks) h.blocks->clear();
     h.blocks = nullptr;
-    h.carried_untracked = false;
     h.merge_into(persistent);
 }
 
@@ -437,7 +436,7 @@ void thread_leaves_requests() {
 void start_requests() {
     if (bypassed()) return;
     const Options& o = options();
-    if (o.backtrace > 0 && o.request != Request_mode::api) backtrace::prepare(options().fast_unwind);
+    if (o.backtrace > 0 && o.request != Request_mode::api) backtrace::prepare(o.fast_unwind);
     if (o.leaks == Leaks_mode::lost) leak_scan::start();
     process_request::start();
 }

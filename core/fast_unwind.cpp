@@ -197,8 +197,7 @@ bool read_cie(const uint8_t* at, const Module& m, Cie& cie) {
                 break;
             }
             case 'L': r.fixed<uint8_t>(); break;
-            case 'S': return false;  // a signal frame
-            default: return false;   // an augmentation we cannot read past
+            default: return false;  // 'S' (a signal frame), or one we cannot read past
             }
         }
         if (!r.ok || r.p > data_end) return false;
@@ -238,7 +237,7 @@ void run(State& s, const State& initial, const uint8_t* p, const uint8_t* end, c
         case 0xc0: restore_reg(op & 0x3f); continue;
         default: break;
         }
-        if (!advance) {
+        if ((op & 0xc0) == 0) {
             switch (op) {
             case 0x00: continue;  // nop
             case 0x01: {          // set_loc
@@ -268,7 +267,8 @@ void run(State& s, const State& initial, const uint8_t* p, const uint8_t* end, c
                 if (reg == k_ra) s.bad = true;
                 continue;
             }
-            case 0x09: {  // register
+            case 0x09:    // register
+            case 0x14: {  // val_offset
                 uint64_t reg = r.uleb();
                 r.uleb();
                 unsupported_for(reg);
@@ -313,12 +313,6 @@ void run(State& s, const State& initial, const uint8_t* p, const uint8_t* end, c
                 s.cfa_offset = r.sleb() * cie.data_align;
                 continue;
             case 0x13: s.cfa_offset = r.sleb() * cie.data_align; continue;  // def_cfa_offset_sf
-            case 0x14: {                                                      // val_offset
-                uint64_t reg = r.uleb();
-                r.uleb();
-                unsupported_for(reg);
-                continue;
-            }
             case 0x15: {  // val_offset_sf
                 uint64_t reg = r.uleb();
                 r.sleb();

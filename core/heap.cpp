@@ -697,7 +697,7 @@ void Heap::forget(void* p) {
     size_t bytes = usable_size(p);
     base_size -= bytes < base_size ? bytes : base_size;
     peak -= bytes < peak ? bytes : peak;
-    if (granule_of(p) == granule_chunk) {
+    if (is_chunk_granule(a)) {
         uint32_t info = Chunk::of(p)->map[Chunk::page_of(p)];
         if (info & k_small) --carried_small[info & k_bin_mask];
     }
@@ -781,13 +781,18 @@ Heap* Heap::owner_of(const void* p) {
 }
 
 namespace {
+// p, a block start of `to`'s: a double free if its slot is free already.
+Free_slot* not_free_already(const Heap* to, void* p) {
+    Free_slot* s = static_cast<Free_slot*>(p);
+    if (s->shadow == to->shadow_of(s, s->next)) misuse(Misuse::double_free, p);
+    return s;
+}
+
 // p, about to go onto another heap's stack: diagnosed unless it is the
 // start of one of `to`'s live blocks.
 Free_slot* checked_for_remote(const Heap* to, void* p) {
     check_block_start(p);
-    Free_slot* s = static_cast<Free_slot*>(p);
-    if (s->shadow == to->shadow_of(s, s->next)) misuse(Misuse::double_free, p);
-    return s;
+    return not_free_already(to, p);
 }
 
 // Pushes the linked blocks first .. last onto `stack`, one of `to`'s.
@@ -840,12 +845,8 @@ void Heap::free_through_outbox(Heap* to, void* p) {
     const uintptr_t a = reinterpret_cast<uintptr_t>(p);
     const uint32_t info = is_chunk_granule(a) && Chunk::page_of(p) != 0 ? Chunk::of(p)->map[Chunk::page_of(p)] : 0;
     const unsigned bin = info & k_bin_mask;
-    if (!(info & k_small) || !is_slot_start(offset_in_run(a, info), bin)) {
-        Free_slot* s = checked_for_remote(to, p);
-        return push_chain(to->remote, to, s, s);
-    }
-    Free_slot* s = static_cast<Free_slot*>(p);
-    if (s->shadow == to->shadow_of(s, s->next)) misuse(Misuse::double_free, p);
+    if (!(info & k_small) || !is_slot_start(offset_in_run(a, info), bin)) return free_remote(to, p);
+    Free_slot* s = not_free_already(to, p);
     Outbox_chain& o = outbox[bin];
     if (o.to != to) {
         if (o.head) send_chain(o, bin);
@@ -1169,20 +1170,19 @@ size_t Heap::collect() {
 
 void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), void* ctx, bool own_runs) {
     if (has_remote()) drain_remote();
-    // Per bin, how many live blocks are left to find. Walking a request's
-    // own runs: none in a bin without own blocks, else every block its
-    // counters say is live, an upper bound (request heaps take no chains,
-    // so every free is counted by now; blocks only leave them uncounted, in
-    // chunks merged away). Otherwise: no bound (a thread's heap holds
-    // blocks merged from request heaps, which its counters never saw).
-    // And the request's own blocks left to find: once they are all found,
-    // the bin's other live blocks are carried ones.
+    // Per bin, the request's own blocks left to find (walking its own runs),
+    // and all the live blocks left to find: none in a bin without own
+    // blocks, else every block its counters say is live, an upper bound
+    // (request heaps take no chains, so every free is counted by now; blocks
+    // only leave them uncounted, in chunks merged away). Otherwise no bound:
+    // a thread's heap holds blocks merged from request heaps, which its
+    // counters never saw.
     uint64_t to_find[k_bins], own_left[k_bins];
     bool any = false;
     for (unsigned b = 0; b < k_bins; ++b) {
         uint64_t live = small_allocs[b] - small_frees[b];
-        to_find[b] = !own_runs ? UINT64_MAX : live != carried_small[b] ? live : 0;
-        own_left[b] = !own_runs ? UINT64_MAX : live - carried_small[b];
+        own_left[b] = own_runs ? live - carried_small[b] : UINT64_MAX;
+        to_find[b] = !own_runs ? UINT64_MAX : own_left[b] ? live : 0;
         any |= to_find[b] != 0;
     }
     // Nothing of the request's own is live, large and huge blocks included
@@ -1197,9 +1197,9 @@ void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), 
             uint32_t m = c->map[p];
             if (m & k_small) {
                 unsigned bin = m & k_bin_mask;
+                char* slot = c->page_address(p);
                 p += k_bin_pages[bin];
                 if (to_find[bin] == 0) continue;
-                char* slot = c->page_address(p - k_bin_pages[bin]);
                 const size_t slot_size = k_bin_size[bin];
                 for (unsigned k = 0; k < k_bin_count[bin]; ++k, slot += slot_size) {
                     auto* s = reinterpret_cast<Free_slot*>(slot);
@@ -1226,6 +1226,7 @@ void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), 
 
 void Heap::merge_into(Heap& dst) {
     if (has_remote()) drain_remote();
+    carried_untracked = false;  // what it held is dst's now
     // Wholly free runs first: a request that freed everything leaves only
     // empty chunks, which stay here for the next request.
     collect_small_runs();

@@ -228,8 +228,8 @@ public:
     // the allocator (a signal handler's free must not change the table
     // under the lookup).
     bool free_unless_carried(void* p, uint32_t info);
-    // free_small_fast's main line, for the preload's inline fast path (which
-    // calls it, not free_small_fast: tests and the fuzz model do): 0
+    // free_small_fast's main line, for the preload's inline fast path
+    // (free_small_fast, which tests and the fuzz model call, wraps it): 0
     // when freed; the page's map word when only the slot test failed (an
     // interior pointer, or a page with carried blocks: free_in_carried_page
     // may still take it, out of line); k_fast_free_declined otherwise.
@@ -274,10 +274,10 @@ public:
     static Heap* free_any(void* p, const void* current_owner, Heap* outbox = nullptr);
 
     // A new free-list key (a forked child, as ZendMM's zend_mm_refresh_key_child):
-    // every free slot's shadow, on the free lists, the remote stacks and
-    // in the outbox, is
-    // rewritten with it. A link whose shadow is already wrong ends its list's
-    // walk (that list stays corrupted, and is diagnosed when reached).
+    // every free slot's shadow, on the free lists, the remote stacks and in
+    // the outbox, is rewritten with it. A link whose shadow is already wrong
+    // ends its list's walk (that list stays corrupted, and is diagnosed when
+    // reached).
     void rekey(uint64_t new_key);
 
     // Takes what other threads sent: the chains into this heap's bins, and

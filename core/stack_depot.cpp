@@ -31,7 +31,8 @@ constexpr unsigned k_segment_shift = 22;
 constexpr size_t k_segment = size_t{1} << k_segment_shift;
 constexpr unsigned k_max_segments = 64;
 constexpr unsigned k_unit_shift = 3;  // ids count 8-byte units
-constexpr unsigned k_units_shift = k_segment_shift - k_unit_shift;
+constexpr unsigned k_segment_units_shift = k_segment_shift - k_unit_shift;  // log2 of a segment's units
+constexpr uint32_t k_segment_units_mask = (1u << k_segment_units_shift) - 1;
 constexpr size_t k_buckets = size_t{1} << 16;
 constexpr size_t k_max_modules = 4096;
 
@@ -88,7 +89,7 @@ uint32_t reserve(size_t bytes) {
         __atomic_store_n(&g_segments[g_segment_count++], next, __ATOMIC_RELEASE);
         g_used = 0;
     }
-    uint32_t id = static_cast<uint32_t>(((g_segment_count - 1) << k_units_shift) | (g_used >> k_unit_shift));
+    uint32_t id = static_cast<uint32_t>(((g_segment_count - 1) << k_segment_units_shift) | (g_used >> k_unit_shift));
     g_used += bytes;
     return id;
 }
@@ -104,8 +105,8 @@ uint32_t hash_of(const uintptr_t* pcs, unsigned n) {
 }
 
 Record* record(uint32_t id) {
-    char* segment = __atomic_load_n(&g_segments[id >> k_units_shift], __ATOMIC_ACQUIRE);
-    return reinterpret_cast<Record*>(segment + (size_t{id & ((1u << k_units_shift) - 1)} << k_unit_shift));
+    char* segment = __atomic_load_n(&g_segments[id >> k_segment_units_shift], __ATOMIC_ACQUIRE);
+    return reinterpret_cast<Record*>(segment + (size_t{id & k_segment_units_mask} << k_unit_shift));
 }
 
 // The id of the stored stack equal to pcs[0..n), or 0, from a bucket's head.
@@ -222,7 +223,7 @@ uint32_t put(const uintptr_t* pcs, unsigned n) {
 unsigned get(uint32_t id, Frame* out, unsigned max) {
     if (id == 0 || !__atomic_load_n(&g_buckets, __ATOMIC_ACQUIRE)) return 0;
     // (Ids come from put, their records written; one that did not is 0 frames.)
-    if ((id >> k_units_shift) >= k_max_segments || !__atomic_load_n(&g_segments[id >> k_units_shift], __ATOMIC_ACQUIRE))
+    if ((id >> k_segment_units_shift) >= k_max_segments || !__atomic_load_n(&g_segments[id >> k_segment_units_shift], __ATOMIC_ACQUIRE))
         return 0;
     const Record* r = record(id);
     unsigned n = r->frames < max ? r->frames : max;

@@ -31,10 +31,10 @@ namespace {
 Spin_lock g_lock;
 char g_exe[512];
 
-// ---- in the process (ZMM_SYMBOLIZER=0, or the helper failed) ----
+// A module's file ("" in the depot: the main executable).
+const char* path_of(const stack_depot::Module& m) { return m.path[0] ? m.path : executable_path(); }
 
-// libdw tried (prepare or a lookup): loaded outside the tool heap.
-bool g_in_process_ready = false;
+// ---- in the process (ZMM_SYMBOLIZER=0, or the helper failed) ----
 
 // One libdw session per module: a module dlclose'd and another loaded at its
 // address keep their own names.
@@ -43,7 +43,7 @@ dwarf_names::Module* g_per_module[k_max_modules];
 
 dwarf_names::Module* module_names(uint32_t index, const stack_depot::Module& m) {
     if (index >= k_max_modules) return nullptr;
-    if (!g_per_module[index]) g_per_module[index] = dwarf_names::open_module(m.path[0] ? m.path : executable_path(), m.base);
+    if (!g_per_module[index]) g_per_module[index] = dwarf_names::open_module(path_of(m), m.base);
     return g_per_module[index];
 }
 
@@ -67,7 +67,7 @@ struct Helper {
 Helper g_helper;
 char g_helper_path[1024];  // ZMM_SYMBOLIZER, or "" (beside libzmm.so)
 
-// Seconds the helper may take over one answer (the first may read a large
+// How long the helper may take over one answer (the first may read a large
 // debug file) before it is given up.
 constexpr int k_answer_timeout_ms = 60 * 1000;
 
@@ -196,8 +196,7 @@ bool start_helper() {
         ours = sv[0];
     }
     // The environment less LD_PRELOAD and ZMM_* (the helper must not run on
-    // zmm), and
-    // a stack for the clone: mapped, no malloc.
+    // zmm), and the clones' stacks: mapped, no malloc.
     size_t n_env = 1;  // and ZMM_ALLOC=0
     for (char** e = environ; e && *e; ++e) ++n_env;
     const size_t k_stack = 32 * 1024;  // two stacks
@@ -333,12 +332,6 @@ const char* basename_of(const char* path) {
     return slash ? slash + 1 : path;
 }
 
-void prepare_in_process() {
-    if (g_in_process_ready) return;
-    loader::Use use;
-    dwarf_names::load();
-    g_in_process_ready = true;
-}
 
 }  // namespace
 
@@ -354,7 +347,10 @@ void prepare(const char* helper) {
     Lock_guard guard(g_lock);
     if (helper && helper[0] == '0' && helper[1] == 0) g_helper.off = true;
     else if (helper) dwarf_names::copy(g_helper_path, sizeof g_helper_path, helper);
-    if (g_helper.off) prepare_in_process();
+    if (g_helper.off) {
+        loader::Use use;
+        dwarf_names::load();  // (a locate would: there, inside the tool heap)
+    }
 }
 
 const char* executable_path() {
@@ -372,7 +368,7 @@ void locate(const stack_depot::Frame& frame, Location& out) {
     out.offset = frame.pc;
     const stack_depot::Module* m = stack_depot::module(frame.module);
     if (m) {
-        out.module_name = basename_of(m->path[0] ? m->path : executable_path());
+        out.module_name = basename_of(path_of(*m));
         out.offset = frame.pc - m->base;
     }
     // The return address points after the call: look up the call itself.
@@ -388,14 +384,10 @@ void locate(const stack_depot::Frame& frame, Location& out) {
         bool named = false;
         if (!g_helper.off && helper_ready()) {
             bool stuck = false;
-            named = ask_helper(m->path[0] ? m->path : executable_path(), m->base, at, out, stuck);
+            named = ask_helper(path_of(*m), m->base, at, out, stuck);
             if (!named) give_up(stuck);
         }
-        if (!named && g_helper.off) {
-            if (!g_in_process_ready) {
-                dwarf_names::load();
-                g_in_process_ready = true;
-            }
+        if (!named) {  // (the helper is off for good by now)
             dwarf_names::lookup(module_names(frame.module, *m), at, out.function, sizeof out.function, out.file,
                                 sizeof out.file, &out.line);
         }
