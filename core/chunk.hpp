@@ -43,6 +43,7 @@ inline uint64_t offset_in_run(uintptr_t a, uint32_t info) { return (a & (k_page_
 // free declines into the slow path at no cost. Every other reader masks it.
 inline constexpr uint32_t k_small_slow_free = 0x04000000u;
 inline constexpr uint32_t k_small_fast_offset_mask = k_small_offset_mask | k_small_slow_free;
+static_assert(uint64_t{k_small_fast_offset_mask} + k_page_size <= k_slot_offset_bound);
 inline constexpr uint32_t k_bin_mask = 0x1Fu;
 inline constexpr uint32_t k_pages_mask = 0x3FFu;
 

@@ -54,10 +54,9 @@ void Heap::init(uint64_t free_list_key) {
     key = free_list_key;
     limit = SIZE_MAX;
     for (unsigned b = 0; b < k_bins; ++b) {
-        bin_inverse[b] = k_divisors.d[b].inverse;
+        bin_slot_multiplier[b] = k_divisors.d[b].multiplier;
+        bin_slot_limit[b] = k_divisors.d[b].limit;
         bin_size[b] = k_bin_size[b];
-        bin_last_slot[b] = static_cast<uint16_t>(k_divisors.d[b].limit);
-        bin_shift[b] = static_cast<uint8_t>(k_divisors.d[b].shift);
     }
 }
 

@@ -110,10 +110,9 @@ public:
     // Copies of the constant per-bin tables (size class, slot divisor),
     // addressed from the heap pointer the hot path already holds: one
     // instruction per lookup instead of three for a PIC global table.
-    uint64_t bin_inverse[k_bins];
+    uint64_t bin_slot_multiplier[k_bins];
+    uint64_t bin_slot_limit[k_bins];
     uint32_t bin_size[k_bins];
-    uint16_t bin_last_slot[k_bins];
-    uint8_t bin_shift[k_bins];
     // Other threads may send small blocks of this heap in chains (a thread's
     // persistent heap: no request, no table; set before it has an owner).
     bool takes_chains;
@@ -202,7 +201,7 @@ public:
     // A slot from the bin's free list, or nullptr when it is empty: the
     // preload's fast path, whose misses take its slow path (which marks the
     // thread as inside the allocator before the heap changes).
-    inline void* pop_small(unsigned bin);
+    inline void* pop_small(size_t bin);  // (size_t: the index needs no widening)
     void* alloc(size_t size);  // any size; nullptr (errno ENOMEM) on failure
     void* alloc_zeroed(size_t size);  // calloc: fresh mappings are not cleared twice
     void* alloc_aligned(size_t alignment, size_t size);
@@ -355,12 +354,9 @@ public:
     const char* check() const;
 
     // Is `offset` (from the run's first byte) the start of one of its slots?
-    // (See Slot_divisor: one multiply, one rotate, one compare.)
+    // (See Slot_divisor: one multiply, one compare.)
     bool is_slot_start(uint64_t offset, unsigned bin) const {
-        uint64_t x = offset * bin_inverse[bin];
-        unsigned r = bin_shift[bin];
-        x = (x >> r) | (x << ((64 - r) & 63));
-        return x <= bin_last_slot[bin];
+        return offset * bin_slot_multiplier[bin] <= bin_slot_limit[bin];
     }
 
     // The second word of a free slot whose link is `next`, under `key`.
@@ -451,7 +447,7 @@ inline void* Heap::alloc_small(unsigned bin, size_t size) {
     return alloc_small_slow(bin, size);
 }
 
-inline void* Heap::pop_small(unsigned bin) {
+inline void* Heap::pop_small(size_t bin) {
     Free_slot* s = free_slot[bin];
     if (__builtin_expect(s == nullptr, 0)) return nullptr;
     Free_slot* next = s->next;

@@ -109,20 +109,18 @@ inline constexpr Bin_lookup k_bin_lookup = make_bin_lookup();
 inline unsigned size_to_bin(size_t size) { return k_bin_lookup.bin[size]; }
 
 // Slot arithmetic without a division, for telling a slot's start from an
-// interior pointer (or a pointer into a run's unused tail) on free. With
-// size = odd * 2^shift, rotr(x * inverse(odd), shift) is x / size when x is a
-// multiple of size and greater than UINT64_MAX / size otherwise; so one
-// comparison with count - 1 says "x is the start of one of the run's slots".
+// interior pointer (or a pointer into a run's unused tail) on free: one
+// multiplication and one comparison (Lemire, Kaser and Kurz, "Faster
+// remainder by direct computation", 2019). With c = floor(2^64 / size) + 1
+// and e = c * size - 2^64 (1 <= e <= size), x * c mod 2^64 is k * e when x
+// is k * size, and at least c otherwise, for every x < 2^32; so
+// x * c <= (count - 1) * e says "x is the start of one of the run's slots".
+// (A power of two takes c one above 2^64 / size, so that e is not 0.)
 struct Slot_divisor {
-    uint64_t inverse;
-    uint32_t limit;
-    uint32_t shift;
+    uint64_t multiplier;
+    uint64_t limit;
 };
-constexpr uint64_t odd_inverse(uint64_t odd) {
-    uint64_t x = odd;  // Newton: each step doubles the correct low bits
-    for (int i = 0; i < 6; ++i) x *= 2 - odd * x;
-    return x;
-}
+inline constexpr uint64_t k_slot_offset_bound = uint64_t{1} << 32;  // the test holds below it
 struct Divisor_table {
     Slot_divisor d[k_bins];
 };
@@ -130,18 +128,29 @@ constexpr Divisor_table make_divisors() {
     Divisor_table t{};
     for (unsigned b = 0; b < k_bins; ++b) {
         uint64_t size = k_bin_size[b];
-        uint32_t shift = static_cast<uint32_t>(__builtin_ctzll(size));
-        t.d[b] = {odd_inverse(size >> shift), k_bin_count[b] - 1, shift};
+        uint64_t c = UINT64_MAX / size + 1 + ((size & (size - 1)) == 0 ? 1 : 0);
+        uint64_t e = c * size;  // mod 2^64
+        t.d[b] = {c, (k_bin_count[b] - 1) * e};
     }
     return t;
 }
 inline constexpr Divisor_table k_divisors = make_divisors();
+constexpr bool divisors_are_exact_bounds() {
+    for (unsigned b = 0; b < k_bins; ++b) {
+        uint64_t size = k_bin_size[b], c = k_divisors.d[b].multiplier, e = c * size;
+        // e in [1, size]; the limit below c (a non-multiple's least product);
+        // k * e + r * c (x = k * size + r) does not wrap below the bound
+        if (e == 0 || e > size || k_divisors.d[b].limit >= c || UINT64_MAX / size <= size + k_slot_offset_bound)
+            return false;
+    }
+    return true;
+}
+static_assert(divisors_are_exact_bounds());
 
+// `offset_in_run` < k_slot_offset_bound.
 inline bool is_slot_start(uint64_t offset_in_run, unsigned bin) {
     const Slot_divisor& d = k_divisors.d[bin];
-    uint64_t x = offset_in_run * d.inverse;
-    x = (x >> d.shift) | (x << ((64 - d.shift) & 63));
-    return x <= d.limit;
+    return offset_in_run * d.multiplier <= d.limit;
 }
 
 static_assert(k_bin_size[k_bins - 1] == k_max_small);

@@ -2,6 +2,7 @@
 // out here independently of ZMM_BINS, and zmm's size → bin mapping.
 #include <boost/test/unit_test.hpp>
 
+#include "chunk.hpp"
 #include "size_class.hpp"
 
 using namespace zmm;
@@ -74,7 +75,25 @@ BOOST_AUTO_TEST_CASE(slot_start_test_is_exact) {
             if (is_slot_start(off, b) != expect) {
                 BOOST_FAIL("bin " << b << " offset " << off << ": expected " << expect);
             }
+            // The fast path's offset in a page marked k_small_slow_free: never a slot.
+            if (is_slot_start(off + k_small_slow_free, b)) BOOST_FAIL("bin " << b << " slow-free offset " << off);
         }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(slot_start_test_holds_up_to_its_bound) {
+    // Any offset below 2^32: the multiples of the size up to the last slot
+    // and nothing else (a sample: every multiple's neighbourhood, strided).
+    for (unsigned b = 0; b < k_bins; ++b) {
+        const uint64_t size = k_bin_size[b];
+        for (uint64_t off = 0; off < k_slot_offset_bound; off += size * 4093) {
+            for (uint64_t x = off > size ? off - size : 0; x < off + size && x < k_slot_offset_bound; ++x) {
+                bool expect = x % size == 0 && x / size < k_bin_count[b];
+                if (is_slot_start(x, b) != expect) BOOST_FAIL("bin " << b << " offset " << x);
+            }
+        }
+        uint64_t top = k_slot_offset_bound - 1;
+        if (is_slot_start(top - top % size, b)) BOOST_FAIL("bin " << b << ": the bound's last multiple");
     }
 }
 
