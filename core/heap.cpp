@@ -847,15 +847,24 @@ void Heap::free_through_outbox(Heap* to, void* p) {
     if (!(info & k_small) || !is_slot_start(offset_in_run(a, info), bin)) return free_remote(to, p);
     Free_slot* s = not_free_already(to, p);
     Outbox_chain& o = outbox[bin];
-    if (o.to != to) {
-        if (o.head) send_chain(o, bin);
-        o.to = to;
-    }
+    if (__builtin_expect(o.to != to, 0)) return restart_chain(o, bin, to, s);
+    append_to_chain(o, bin, s);
+}
+
+inline void Heap::append_to_chain(Outbox_chain& o, unsigned bin, Free_slot* s) {
     if (!o.head) o.tail = s;
     s->next = o.head;
-    s->shadow = to->shadow_of(s, o.head);
+    s->shadow = o.to->shadow_of(s, o.head);
     o.head = s;
     if (++o.count >= k_outbox_limit[bin]) send_chain(o, bin);
+}
+
+// Apart, so that free_through_outbox's main line calls nothing but its
+// tail calls (and saves no registers).
+__attribute__((noinline)) void Heap::restart_chain(Outbox_chain& o, unsigned bin, Heap* to, Free_slot* s) {
+    if (o.head) send_chain(o, bin);
+    o.to = to;
+    append_to_chain(o, bin, s);
 }
 
 void Heap::send_chain(Outbox_chain& o, unsigned bin) {

@@ -231,9 +231,12 @@ public:
     // (free_small_fast, which tests and the fuzz model call, wraps it): 0
     // when freed; the page's map word when only the slot test failed (an
     // interior pointer, or a page with carried blocks: free_in_carried_page
-    // may still take it, out of line); k_fast_free_declined otherwise.
+    // may still take it, out of line); k_fast_free_other_heap when p is in a
+    // chunk of another heap's; k_fast_free_declined otherwise.
     inline uint32_t try_free_small(void* p, unsigned bin_claimed = k_bins);
-    static constexpr uint32_t k_fast_free_declined = 1;  // never a small page's map word (k_small)
+    // Neither is a small page's map word (k_small).
+    static constexpr uint32_t k_fast_free_declined = 1;
+    static constexpr uint32_t k_fast_free_other_heap = 2;  // a block of a chunk another heap owns
     // Carried blocks (an untraced request heap's blocks that earlier
     // requests left live, in its table `blocks`): their frees must take the
     // slow path, which makes the table forget them. mark_carried makes p (a
@@ -374,6 +377,9 @@ private:
     // Takes the bin's remote chains as free slots.
     void take_remote_chains(unsigned bin);
     void send_chain(Outbox_chain& o, unsigned bin);
+    // free_through_outbox's last step: s, a block of o.to's, joins the chain.
+    inline void append_to_chain(Outbox_chain& o, unsigned bin, Free_slot* s);
+    void restart_chain(Outbox_chain& o, unsigned bin, Heap* to, Free_slot* s);  // o for `to` from now
     void* alloc_large(size_t size);
     void* alloc_huge(size_t size, size_t alignment, bool use_cache = true);
     void link_huge(Huge_header* h, size_t len);
@@ -469,7 +475,7 @@ inline uint32_t Heap::try_free_small(void* p, unsigned bin_claimed) {
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
     if (__builtin_expect(!is_chunk_granule(a), 0)) return k_fast_free_declined;
     Chunk* c = Chunk::of(p);
-    if (__builtin_expect(c->heap != this, 0)) return k_fast_free_declined;
+    if (__builtin_expect(c->heap != this, 0)) return k_fast_free_other_heap;
     uint32_t info = c->map[Chunk::page_of(p)];
     if (__builtin_expect(!(info & k_small), 0)) return k_fast_free_declined;
     unsigned bin = info & k_bin_mask;
@@ -484,7 +490,7 @@ inline uint32_t Heap::try_free_small(void* p, unsigned bin_claimed) {
 
 inline bool Heap::free_small_fast(void* p, unsigned bin_claimed) {
     uint32_t r = try_free_small(p, bin_claimed);
-    return r == 0 || (r != k_fast_free_declined && free_in_carried_page(p, r) == Side_free::freed);
+    return r == 0 || (r > k_fast_free_other_heap && free_in_carried_page(p, r) == Side_free::freed);
 }
 
 inline Heap::Side_free Heap::free_in_carried_page(void* p, uint32_t info) {

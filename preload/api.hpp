@@ -30,12 +30,16 @@ __attribute__((always_inline)) inline void* malloc(size_t size) {
 // the fast path tried (t_heap may have changed since: a signal's request
 // switch).
 void free_in_carried_page(Heap* h, void* p, uint32_t info);
+// The fast path found p in a chunk another heap owns (another thread's: a
+// cross-thread free), out of line as above.
+void free_other_heap(void* p);
 
 __attribute__((always_inline)) inline void free(void* p) {
     Heap* h = t_heap;
     uint32_t r = h->try_free_small(p);
     if (__builtin_expect(r == 0, 1)) return;
-    if (r != Heap::k_fast_free_declined) return free_in_carried_page(h, p, r);
+    if (r > Heap::k_fast_free_other_heap) return free_in_carried_page(h, p, r);
+    if (r == Heap::k_fast_free_other_heap) return free_other_heap(p);
     free_slow(p);
 }
 
@@ -49,7 +53,7 @@ __attribute__((always_inline)) inline void free_sized(void* p, size_t size, cons
     if (__builtin_expect(size <= k_max_small, 1)) {
         uint32_t r = h->try_free_small(p, size_to_bin(size));
         if (__builtin_expect(r == 0, 1)) return;
-        if (r != Heap::k_fast_free_declined) return free_in_carried_page(h, p, r);
+        if (r > Heap::k_fast_free_other_heap) return free_in_carried_page(h, p, r);
     }
     free_sized_slow(p, size, site);
 }

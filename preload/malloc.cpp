@@ -101,6 +101,22 @@ __attribute__((noinline)) void free_in_carried_page(Heap* h, void* p, uint32_t i
     free_slow(p);
 }
 
+// A small block of another live thread's persistent heap joins this
+// thread's outbox chain for its heap at once (larson: most frees); anything
+// else, the slow path. The fast path read the chunk's owner: p is in a chunk.
+__attribute__((noinline)) void free_other_heap(void* p) {
+    if (!reentry::inside() && !options().debug) {
+        Busy_section busy;
+        Heap* to = Chunk::of(p)->heap;
+        Heap* outbox = t_state.persistent;
+        const void* owner = to->owner.load(std::memory_order_relaxed);
+        if (outbox && owner && owner != thread_token() && to->takes_chains && g_tuning.batch_remote_frees)
+            return outbox->free_through_outbox(to, p);
+        return free_inside(p);
+    }
+    free_slow(p);
+}
+
 void free_slow(void* p) {
     if (p == nullptr) return;
     if (reentry::inside()) {
