@@ -5,8 +5,7 @@ namespace zmm {
 void Chunk::init(Heap* owner, uint32_t number, Pages pages) {
     heap = owner;
     next = prev = nullptr;
-    for (auto& f : carried_filter) f = 0;
-    for (auto& n : carried_count) n = 0;
+    carried_bits = nullptr;  // (Heap::drop_carried unmapped them, if any)
     has_carried = false;
     num = number;
     free_pages = k_chunk_pages - 1;

@@ -36,8 +36,8 @@ inline constexpr uint32_t k_small_offset_mask = 0x03FFF000u;
 inline uint64_t offset_in_run(uintptr_t a, uint32_t info) { return (a & (k_page_size - 1)) + (info & k_small_offset_mask); }
 // On a small page: the page holds a block the fast free must not take (an
 // untraced request heap's carried block: its free updates the heap's table;
-// Chunk::carried_filter says which slots may be, so that the others are
-// freed on a short path, Heap::free_in_carried_page).
+// Chunk::carried_bits says which slots are, so that the others are freed
+// on a short path, Heap::free_in_carried_page).
 // The fast path adds it to the page's offset (`k_small_fast_offset_mask`),
 // which then matches no slot (offsets of real runs stay under 2^15): the
 // free declines into the slow path at no cost. Every other reader masks it.
@@ -46,6 +46,7 @@ inline constexpr uint32_t k_small_fast_offset_mask = k_small_offset_mask | k_sma
 static_assert(uint64_t{k_small_fast_offset_mask} + k_page_size <= k_slot_offset_bound);
 inline constexpr uint32_t k_bin_mask = 0x1Fu;
 inline constexpr uint32_t k_pages_mask = 0x3FFu;
+inline constexpr size_t k_carried_bits_bytes = k_chunk_pages * k_page_size / 8 / 8;  // 32 KiB
 
 struct Chunk {
     Heap* heap;  // the owner: every block in this chunk belongs to it
@@ -63,19 +64,20 @@ struct Chunk {
     uint64_t aged_map[k_chunk_pages / 64];
     uint32_t map[k_chunk_pages];
     // Per page, the blocks carried from earlier requests (an untraced
-    // request heap, Heap::mark_carried): a 16-bit filter of their addresses
-    // (a clear bit: surely not carried) and their count, 255 meaning too
-    // many to count (the page then stays marked until the chunk leaves its
-    // heap). In the header: nothing to map, nothing to give back.
-    uint16_t carried_filter[k_chunk_pages];
-    uint8_t carried_count[k_chunk_pages];
+    // request heap, Heap::mark_carried): one bit per 8 bytes (every slot
+    // starts on one), set at a carried block's start. Mapped at the chunk's
+    // first carried block (k_carried_bits_bytes), unmapped when the chunk
+    // leaves its heap (Heap::drop_carried). Null with has_carried: the
+    // mapping failed, and every block of a marked page counts as carried
+    // (its free asks the table, on the slow path).
+    // The words of page p are carried_bits[p * k_carried_words ...]: the
+    // word of address a is (a >> 9) of the chunk, its bit (a >> 3) % 64.
+    static constexpr unsigned k_carried_words = k_page_size / 8 / 64;
+    uint64_t* carried_bits;
     bool has_carried;
-    static unsigned carried_bit(uintptr_t a) {
-        return static_cast<unsigned>(((a >> 4) * 0x9E3779B97F4A7C15ull) >> 60);
-    }
-    bool carried_filter_has(uintptr_t a) const {
-        return (carried_filter[page_of(reinterpret_cast<const void*>(a))] >> carried_bit(a)) & 1;
-    }
+    static size_t carried_word(uintptr_t a) { return (a >> 9) & (k_chunk_pages * k_carried_words - 1); }
+    static uint64_t carried_mask(uintptr_t a) { return uint64_t{1} << ((a >> 3) & 63); }
+    bool carried_has(uintptr_t a) const { return !carried_bits || ((carried_bits[carried_word(a)] >> ((a >> 3) & 63)) & 1); }
 
     static Chunk* of(const void* p) {
         return reinterpret_cast<Chunk*>(reinterpret_cast<uintptr_t>(p) & ~(k_chunk_size - 1));

@@ -710,9 +710,11 @@ void Heap::mark_carried(const void* p) {
     unsigned page = Chunk::page_of(p);
     uint32_t& info = c->map[page];
     if (!(info & k_small)) return;  // large: as huge
-    c->carried_filter[page] |= static_cast<uint16_t>(1u << Chunk::carried_bit(a));
-    if (c->carried_count[page] < 255) ++c->carried_count[page];
-    c->has_carried = true;
+    if (!c->has_carried) {
+        c->carried_bits = static_cast<uint64_t*>(os::map(k_carried_bits_bytes));
+        c->has_carried = true;
+    }
+    if (c->carried_bits) c->carried_bits[Chunk::carried_word(a)] |= Chunk::carried_mask(a);
     info |= k_small_slow_free;
 }
 
@@ -722,19 +724,20 @@ void Heap::unmark_carried(uintptr_t a) {
     unsigned page = Chunk::page_of(reinterpret_cast<void*>(a));
     uint32_t& info = c->map[page];
     if (!(info & k_small) || !(info & k_small_slow_free)) return;
-    uint8_t& count = c->carried_count[page];
-    if (count == 255 || --count) return;  // (too many to count: marked for good)
-    c->carried_filter[page] = 0;
+    if (!c->carried_bits) return;  // nothing to count with: marked for good
+    c->carried_bits[Chunk::carried_word(a)] &= ~Chunk::carried_mask(a);
+    const uint64_t* bits = c->carried_bits + size_t{page} * Chunk::k_carried_words;
+    for (unsigned w = 0; w < Chunk::k_carried_words; ++w)
+        if (bits[w]) return;
     info &= ~k_small_slow_free;
 }
 
 void Heap::drop_carried(Chunk* c) {
     if (!c->has_carried) return;
-    for (unsigned p = 1; p < k_chunk_pages; ++p) {
+    for (unsigned p = 1; p < k_chunk_pages; ++p)
         if (c->map[p] & k_small) c->map[p] &= ~k_small_slow_free;
-        c->carried_filter[p] = 0;
-        c->carried_count[p] = 0;
-    }
+    if (c->carried_bits) os::unmap(c->carried_bits, k_carried_bits_bytes);
+    c->carried_bits = nullptr;
     c->has_carried = false;
 }
 
@@ -744,14 +747,6 @@ bool Heap::is_carried(const void* p) const {
     return b && (b->flags & k_block_carried);
 }
 
-bool Heap::free_unless_carried(void* p, uint32_t info) {
-    if (!blocks || blocks->find(reinterpret_cast<uintptr_t>(p))) return false;
-    Free_slot* s = static_cast<Free_slot*>(p);
-    if (s->shadow == shadow_of(s, s->next)) return false;  // the slow path diagnoses it
-    push_free(s, info & k_bin_mask);
-    return true;
-}
-
 bool Heap::may_be_carried(const void* p) {
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
     if (!is_chunk_granule(a)) return true;
@@ -759,7 +754,7 @@ bool Heap::may_be_carried(const void* p) {
     uint32_t info = c->map[Chunk::page_of(p)];
     if (!(info & k_small)) return true;
     if (!(info & k_small_slow_free)) return false;
-    return c->carried_filter_has(a);
+    return c->carried_has(a);
 }
 
 bool Heap::size_matches(const void* p, size_t bytes) {

@@ -215,18 +215,12 @@ public:
     inline bool free_small_fast(void* p, unsigned bin_claimed = k_bins);
     // The fast free's way out (p is a small block of this heap, of the bin
     // claimed, in a page whose map word is `info`, and its slot test
-    // failed): `freed` when p is a slot in a page with carried blocks
-    // (k_small_slow_free), whose filter bit is clear (not carried), not
-    // free, and it was freed as the fast path would; `filter_hit` when only
-    // the filter bit stood in the way; else `declined`. As safe as the fast
-    // path outside a slow path.
-    enum class Side_free : uint8_t { freed, filter_hit, declined };
-    inline Side_free free_in_carried_page(void* p, uint32_t info);
-    // After a filter hit: p freed as above unless the table has it (carried:
-    // the slow path forgets it) or it is free already. The caller is inside
-    // the allocator (a signal handler's free must not change the table
-    // under the lookup).
-    bool free_unless_carried(void* p, uint32_t info);
+    // failed): true when p is a slot in a page with carried blocks
+    // (k_small_slow_free), not carried itself (its bit is clear), not free,
+    // and it was freed as the fast path would; false leaves it to the slow
+    // path (a carried block, which the table forgets; misuse). As safe as
+    // the fast path outside a slow path.
+    inline bool free_in_carried_page(void* p, uint32_t info);
     // free_small_fast's main line, for the preload's inline fast path
     // (free_small_fast, which tests and the fuzz model call, wraps it): 0
     // when freed; the page's map word when only the slot test failed (an
@@ -490,23 +484,19 @@ inline uint32_t Heap::try_free_small(void* p, unsigned bin_claimed) {
 
 inline bool Heap::free_small_fast(void* p, unsigned bin_claimed) {
     uint32_t r = try_free_small(p, bin_claimed);
-    return r == 0 || (r > k_fast_free_other_heap && free_in_carried_page(p, r) == Side_free::freed);
+    return r == 0 || (r > k_fast_free_other_heap && free_in_carried_page(p, r));
 }
 
-inline Heap::Side_free Heap::free_in_carried_page(void* p, uint32_t info) {
-    if (!(info & k_small_slow_free)) return Side_free::declined;
+inline bool Heap::free_in_carried_page(void* p, uint32_t info) {
+    if (!(info & k_small_slow_free)) return false;
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
     unsigned bin = info & k_bin_mask;
-    if (!is_slot_start(offset_in_run(a, info), bin)) return Side_free::declined;
-    // Perhaps carried (the slow path's table forgets it): the caller asks
-    // the table (free_unless_carried). A page's 16-bit filter fills up as
-    // its carried blocks grow in number (bench_requests: a fifth of the
-    // frees in marked pages).
-    if (Chunk::of(p)->carried_filter_has(a)) return Side_free::filter_hit;
+    if (!is_slot_start(offset_in_run(a, info), bin)) return false;
+    if (Chunk::of(p)->carried_has(a)) return false;  // the slow path's table forgets it
     Free_slot* s = static_cast<Free_slot*>(p);
-    if (s->shadow == shadow_of(s, s->next)) return Side_free::declined;  // the slow path diagnoses it
+    if (s->shadow == shadow_of(s, s->next)) return false;  // the slow path diagnoses it
     push_free(s, bin);
-    return Side_free::freed;
+    return true;
 }
 
 inline void Heap::push_free(Free_slot* s, unsigned bin) {

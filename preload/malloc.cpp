@@ -82,22 +82,8 @@ static void free_inside(void* p) {
     if (!Heap::free_any(p, thread_token(), t_state.persistent)) free_foreign(p);
 }
 
-// The side path's filter said "perhaps carried" (a carried block, or a
-// collision): the table's answer, else the slow path. Apart, so that the
-// side path's main line saves no registers (a third of bench_requests'
-// frees take it).
-__attribute__((noinline)) static void free_after_filter_hit(Heap* h, void* p, uint32_t info) {
-    if (!reentry::inside()) {
-        Busy_section busy;
-        if (h->free_unless_carried(p, info)) return;
-    }
-    free_slow(p);
-}
-
 __attribute__((noinline)) void free_in_carried_page(Heap* h, void* p, uint32_t info) {
-    Heap::Side_free r = h->free_in_carried_page(p, info);
-    if (__builtin_expect(r == Heap::Side_free::freed, 1)) return;
-    if (r == Heap::Side_free::filter_hit) return free_after_filter_hit(h, p, info);
+    if (__builtin_expect(h->free_in_carried_page(p, info), 1)) return;
     free_slow(p);
 }
 

@@ -164,9 +164,9 @@ BOOST_AUTO_TEST_CASE(huge_realloc_move_forgets_the_old_address) {
 
 // A carried block (an untraced request's, in the heap's table) marks its
 // page: the fast free still takes the page's other blocks (off its main
-// line) unless the page's filter says they may be carried; the carried one
-// goes through the table and, with the page's last carried block gone,
-// clears the page's mark and filter.
+// line), its bit sending only the carried one through the table; with the
+// page's last carried block gone, the page's mark goes, and with the chunk
+// leaving the heap, its bits.
 BOOST_AUTO_TEST_CASE(carried_blocks_mark_their_page) {
     Test_heap h;
     Block_table table;
@@ -177,47 +177,69 @@ BOOST_AUTO_TEST_CASE(carried_blocks_mark_their_page) {
     char* a = blocks[0];
     char* c = blocks[1];
     BOOST_TEST_REQUIRE(Chunk::page_of(a) == Chunk::page_of(blocks[31]));
+    BOOST_TEST(Chunk::of(a)->carried_bits == nullptr);  // mapped at the first carried block
     for (char* p : {a, c}) {
         BOOST_TEST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(p), 48, 0, k_block_carried}));
         h->mark_carried(p);
     }
+    BOOST_TEST(Chunk::of(a)->carried_bits != nullptr);
     BOOST_TEST(h->check() == nullptr);
     BOOST_TEST(Heap::may_be_carried(a));
     BOOST_TEST(Heap::may_be_carried(c));
     BOOST_TEST(!Heap::may_be_carried(other));
     BOOST_TEST(h->free_small_fast(other));
-    // The filter has 16 bits: of 30 blocks, some share one with a or c.
-    std::vector<char*> clear, shared;
-    for (int i = 2; i < 32; ++i) (Heap::may_be_carried(blocks[i]) ? shared : clear).push_back(blocks[i]);
-    BOOST_TEST_REQUIRE(clear.size() >= 3u);
-    char* b = clear[0];
-    char* d = clear[1];
+    for (int i = 2; i < 32; ++i) BOOST_TEST(!Heap::may_be_carried(blocks[i]));  // exact: one bit per 8 bytes
+    char* b = blocks[2];
+    char* d = blocks[3];
     BOOST_TEST(Heap::usable_size(b) == 48u);
     // The page's other blocks still free on the fast path (its way out);
     // the carried one, a wrong bin, an interior pointer do not.
     BOOST_TEST(!h->free_small_fast(a));
     BOOST_TEST(!h->free_small_fast(d, size_to_bin(16)));
     BOOST_TEST(!h->free_small_fast(d + 16));
+    BOOST_TEST(!h->free_small_fast(c + 8));  // inside a carried block: not a slot
     BOOST_TEST(h->free_small_fast(d, size_to_bin(48)));
     BOOST_TEST(h->free_small_fast(b));
     BOOST_TEST(!h->free_small_fast(b));  // already free: the slow path says so
-    for (char* x : shared) {  // not carried, but the filter cannot tell: the general path
-        BOOST_TEST(!h->free_small_fast(x));
-        h->free_owned(x);
-    }
     BOOST_TEST(table.size() == 2u);
     // The carried ones through the general path: the table forgets them.
     h->free_owned(a);
     BOOST_TEST(table.size() == 1u);
+    BOOST_TEST(!Heap::may_be_carried(a));
     BOOST_TEST((Chunk::of(c)->map[Chunk::page_of(c)] & k_small_slow_free) != 0);  // c is still there
     BOOST_TEST(Heap::may_be_carried(c));
     h->free_owned(c);
     BOOST_TEST(table.size() == 0u);
     BOOST_TEST((Chunk::of(c)->map[Chunk::page_of(c)] & k_small_slow_free) == 0);  // fast again
     BOOST_TEST(!Heap::may_be_carried(blocks[31]));
-    for (size_t i = 2; i < clear.size(); ++i) BOOST_TEST(h->free_small_fast(clear[i]));
+    for (int i = 4; i < 32; ++i) BOOST_TEST(h->free_small_fast(blocks[i]));
     BOOST_TEST(h->size == 0u);
     BOOST_TEST(h->check() == nullptr);
+    h->blocks = nullptr;
+}
+
+// A chunk whose carried bits could not be mapped: every block of a marked
+// page counts as carried (its free asks the table on the general path).
+BOOST_AUTO_TEST_CASE(carried_without_bits_is_every_block) {
+    Test_heap h;
+    Block_table table;
+    h->blocks = &table;
+    char* a = static_cast<char*>(h->alloc(64));
+    char* b = static_cast<char*>(h->alloc(64));
+    BOOST_TEST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(a), 64, 0, k_block_carried}));
+    h->mark_carried(a);
+    Chunk* ch = Chunk::of(a);
+    BOOST_TEST_REQUIRE(ch->carried_bits != nullptr);
+    // As if the mapping had failed (the test gives the bits back itself).
+    auto* bits = ch->carried_bits;
+    ch->carried_bits = nullptr;
+    BOOST_TEST(Heap::may_be_carried(b));
+    BOOST_TEST(!h->free_small_fast(b));
+    h->free_owned(b);  // not in the table: freed as any block
+    h->free_owned(a);
+    BOOST_TEST(table.size() == 0u);
+    BOOST_TEST((ch->map[Chunk::page_of(a)] & k_small_slow_free) != 0);  // nothing to count with: marked for good
+    ch->carried_bits = bits;
     h->blocks = nullptr;
 }
 
