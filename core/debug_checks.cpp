@@ -64,6 +64,11 @@ void on_free(void* p) {
     if (!h || !h->blocks) return;  // not a block start: the free diagnoses it
     const Block_info* b = h->blocks->find(reinterpret_cast<uintptr_t>(p));
     if (!b) return;  // not live (a double free): the free diagnoses it, and its link must stay
+    // Freed already by another thread, still on its way back (the owner's
+    // table forgets it when it drains): it holds a free slot's link, under
+    // the owner's key. A double free, which the free diagnoses.
+    auto* s = static_cast<Free_slot*>(p);
+    if (s->shadow == h->shadow_of(s, s->next)) return;
     size_t usable = Heap::usable_size(p);
     auto* bytes = static_cast<unsigned char*>(p);
     if (b->size + k_canary_bytes <= usable &&
