@@ -88,15 +88,18 @@ __attribute__((noinline)) void free_in_carried_page(Heap* h, void* p, uint32_t i
 }
 
 // A small block of another live thread's persistent heap joins this
-// thread's outbox chain for its heap at once (larson: most frees); anything
-// else, the slow path. The fast path read the chunk's owner: p is in a chunk.
+// thread's outbox chain for its heap at once (larson: most frees); a block
+// of another heap of this thread's (its persistent heap's during a request,
+// its request heap's during a traced one) is freed there; anything else,
+// the slow path. The fast path read the chunk's owner: p is in a chunk.
 __attribute__((noinline)) void free_other_heap(void* p) {
     if (!reentry::inside() && !options().debug) {
         Busy_section busy;
         Heap* to = Chunk::of(p)->heap;
-        Heap* outbox = t_state.persistent;
         const void* owner = to->owner.load(std::memory_order_relaxed);
-        if (outbox && owner && owner != thread_token() && to->takes_chains && g_tuning.batch_remote_frees)
+        if (owner == thread_token()) return to->free_owned(p);
+        Heap* outbox = t_state.persistent;
+        if (outbox && owner && to->takes_chains && g_tuning.batch_remote_frees)
             return outbox->free_through_outbox(to, p);
         return free_inside(p);
     }
