@@ -79,10 +79,16 @@ bool prepare(bool fast) {
 unsigned capture(uintptr_t* out, unsigned max) {
     Backtrace_fn fn = g_unw_backtrace.load(std::memory_order_acquire);
     if (!fn || max == 0) return 0;
+    // zmm's own frames above the program's (malloc, its slow path, the
+    // tracing, this), unwound and not kept: the fast unwinder skips them itself.
+    if (g_own_lo != 0 && g_fast.load(std::memory_order_relaxed)) {
+        int n = fast_unwind::capture(out, max, g_own_lo, g_own_hi);
+        if (n >= 0) return static_cast<unsigned>(n);
+    }
     constexpr unsigned k_room = 64;  // the allocator's own frames come first
     uintptr_t raw[k_room];
-    // zmm's own frames above the program's are a handful (malloc, its slow
-    // path, the tracing): unwinding more is time lost.
+    // zmm's own frames above the program's are a handful: unwinding more is
+    // time lost.
     const unsigned want = max + 8 < k_room ? max + 8 : k_room;
     int n = g_fast.load(std::memory_order_relaxed) ? fast_unwind::capture(raw, want) : -1;
     if (n < 0) {

@@ -491,7 +491,7 @@ bool stack_range(uintptr_t sp, uintptr_t& hi) {
 
 }  // namespace
 
-int capture(uintptr_t* out, unsigned max) {
+int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi) {
     std::atomic<uint64_t>* table = rules();
     if (!table) return -1;
     // This frame has a frame pointer (taking its address makes one): the
@@ -503,9 +503,13 @@ int capture(uintptr_t* out, unsigned max) {
     uintptr_t pc = load(frame + 8);
     uintptr_t sp = frame + 16;
     uintptr_t fp = load(frame);
-    unsigned n = 0;
+    unsigned n = 0, skipped = 0;
     while (n < max && pc) {
-        out[n++] = pc;
+        if (n == 0 && pc >= skip_lo && pc < skip_hi) {
+            if (++skipped > k_max_skipped) return -1;
+        } else {
+            out[n++] = pc;
+        }
         uint32_t rule = rule_for(table, pc);
         if (rule == k_outermost) return static_cast<int>(n);
         if (rule == k_unsupported) return -1;

@@ -22,8 +22,10 @@ namespace zmm::fast_unwind {
 // most `max`. -1: this stack needs the general unwinder. Never faults: it
 // reads only the calling thread's stack, when the stack pointer is inside
 // it (see note_thread_stack), and the loaded segment of each module's
-// unwind tables.
-int capture(uintptr_t* out, unsigned max);
+// unwind tables. The innermost return addresses inside [skip_lo, skip_hi)
+// (the allocator's own frames) are unwound, not kept; at most k_max_skipped.
+int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo = 0, uintptr_t skip_hi = 0);
+inline constexpr unsigned k_max_skipped = 16;
 
 // Forgets every cached rule (done when the loader's count of unloaded
 // objects has changed at a rule's lookup: another library may have taken

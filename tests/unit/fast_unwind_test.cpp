@@ -204,6 +204,36 @@ BOOST_AUTO_TEST_CASE(stops_at_the_end_and_at_max) {
     BOOST_TEST(fast_unwind::stats().computed > 0u);
 }
 
+// The innermost frames inside a skipped range (the allocator's own) are
+// unwound, not kept: the rest are the same return addresses.
+__attribute__((noinline)) int capture_skipping(uintptr_t* out, uintptr_t lo, uintptr_t hi) {
+    int n = fast_unwind::capture(out, 64, lo, hi);
+    asm volatile("" ::: "memory");  // not a tail call
+    return n;
+}
+__attribute__((noinline)) int capture_here(uintptr_t* out) {
+    int n = fast_unwind::capture(out, 64);
+    asm volatile("" ::: "memory");
+    return n;
+}
+
+BOOST_AUTO_TEST_CASE(skips_the_innermost_frames_in_a_range) {
+    uintptr_t all[64], some[64];
+    int n = capture_here(all);
+    BOOST_TEST_REQUIRE(n >= 3);
+    // all[0] is in capture_here, all[1] where this test calls it; some[0]
+    // where it calls capture_skipping, whose own frame is skipped
+    const uintptr_t f = reinterpret_cast<uintptr_t>(&capture_skipping);
+    int m = capture_skipping(some, f, f + 128);  // its return address is in its first bytes
+    BOOST_TEST(m == n - 1);
+    BOOST_TEST(some[0] != all[1]);
+    for (int i = 2; i < n; ++i) BOOST_TEST(some[i - 1] == all[i]);
+    // Every frame in the range: none kept
+    BOOST_TEST(capture_skipping(some, 1, UINTPTR_MAX) <= 0);
+    // A range that holds no innermost frame: nothing skipped
+    BOOST_TEST(capture_skipping(some, 1, 2) == n);
+}
+
 // Forgotten rules are computed again, and the same.
 BOOST_AUTO_TEST_CASE(forgets_rules) {
     uint64_t computed[4];
