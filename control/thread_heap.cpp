@@ -95,8 +95,10 @@ void before_fork() {
     stack_depot::before_fork();
     loader::before_fork();
     heap_pool::before_fork();
+    carried_bits_pool::before_fork();
 }
 void after_fork_parent() {
+    carried_bits_pool::after_fork_parent();
     heap_pool::after_fork_parent();
     loader::after_fork_parent();
     stack_depot::after_fork_parent();
@@ -107,6 +109,7 @@ void after_fork_parent() {
     leak_scan::after_fork_parent();
 }
 void after_fork_child() {
+    carried_bits_pool::after_fork_child();
     heap_pool::after_fork_child(thread_token());
     loader::after_fork_child();
     stack_depot::after_fork_child();

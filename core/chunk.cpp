@@ -1,11 +1,59 @@
 #include "chunk.hpp"
 
+#include <cstring>
+
+#include "os.hpp"
+#include "spin_lock.hpp"
+
 namespace zmm {
+
+namespace carried_bits_pool {
+namespace {
+constexpr size_t k_per_mapping = 64;
+constinit Spin_lock g_lock;
+uint64_t* g_free;        // given back, linked through their first word
+char* g_next;            // the current mapping's next unused bits
+size_t g_left;           // ... and how many it has left
+}  // namespace
+
+uint64_t* take() {
+    uint64_t* bits = nullptr;
+    {
+        Lock_guard guard(g_lock);
+        if (g_free) {
+            bits = g_free;
+            g_free = reinterpret_cast<uint64_t*>(bits[0]);
+        } else {
+            if (g_left == 0) {
+                g_next = static_cast<char*>(os::map(k_per_mapping * k_carried_bits_bytes));
+                if (!g_next) return nullptr;
+                g_left = k_per_mapping;
+            }
+            bits = reinterpret_cast<uint64_t*>(g_next);
+            g_next += k_carried_bits_bytes;
+            --g_left;
+            return bits;  // fresh from mmap: zero
+        }
+    }
+    memset(bits, 0, k_carried_bits_bytes);
+    return bits;
+}
+
+void give(uint64_t* bits) {
+    Lock_guard guard(g_lock);
+    bits[0] = reinterpret_cast<uintptr_t>(g_free);
+    g_free = bits;
+}
+
+void before_fork() { g_lock.lock(); }
+void after_fork_parent() { g_lock.unlock(); }
+void after_fork_child() { g_lock.reset(); }
+}  // namespace carried_bits_pool
 
 void Chunk::init(Heap* owner, uint32_t number, Pages pages) {
     heap = owner;
     next = prev = nullptr;
-    carried_bits = nullptr;  // (Heap::drop_carried unmapped them, if any)
+    carried_bits = nullptr;  // (Heap::drop_carried gave them back, if any)
     has_carried = false;
     num = number;
     free_pages = k_chunk_pages - 1;

@@ -65,11 +65,11 @@ struct Chunk {
     uint32_t map[k_chunk_pages];
     // Per page, the blocks carried from earlier requests (an untraced
     // request heap, Heap::mark_carried): one bit per 8 bytes (every slot
-    // starts on one), set at a carried block's start. Mapped at the chunk's
-    // first carried block (k_carried_bits_bytes), unmapped when the chunk
-    // leaves its heap (Heap::drop_carried). Null with has_carried: the
-    // mapping failed, and every block of a marked page counts as carried
-    // (its free asks the table, on the slow path).
+    // starts on one), set at a carried block's start. Taken from the pool
+    // (carried_bits_pool) at the chunk's first carried block, given back
+    // when the chunk leaves its heap (Heap::drop_carried). Null with
+    // has_carried: memory ran out, and every block of a marked page counts
+    // as carried (its free asks the table, on the slow path).
     // The words of page p are carried_bits[p * k_carried_words ...]: the
     // word of address a is (a >> 9) of the chunk, its bit (a >> 3) % 64.
     static constexpr unsigned k_carried_words = k_page_size / 8 / 64;
@@ -115,5 +115,17 @@ struct Chunk {
 };
 
 static_assert(sizeof(Chunk) <= k_page_size, "the chunk header must fit page 0");
+
+// The chunks' carried bits (k_carried_bits_bytes each, zeroed) come from
+// one process-wide pool: internal mappings of 64 at a time (one tracked
+// mapping each, however many chunks carry blocks), given back to the pool,
+// never unmapped. take: nullptr if memory ran out.
+namespace carried_bits_pool {
+uint64_t* take();
+void give(uint64_t* bits);
+void before_fork();
+void after_fork_parent();
+void after_fork_child();
+}  // namespace carried_bits_pool
 
 }  // namespace zmm

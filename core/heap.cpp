@@ -711,7 +711,7 @@ void Heap::mark_carried(const void* p) {
     uint32_t& info = c->map[page];
     if (!(info & k_small)) return;  // large: as huge
     if (!c->has_carried) {
-        c->carried_bits = static_cast<uint64_t*>(os::map(k_carried_bits_bytes));
+        c->carried_bits = carried_bits_pool::take();
         c->has_carried = true;
     }
     if (c->carried_bits) c->carried_bits[Chunk::carried_word(a)] |= Chunk::carried_mask(a);
@@ -736,7 +736,7 @@ void Heap::drop_carried(Chunk* c) {
     if (!c->has_carried) return;
     for (unsigned p = 1; p < k_chunk_pages; ++p)
         if (c->map[p] & k_small) c->map[p] &= ~k_small_slow_free;
-    if (c->carried_bits) os::unmap(c->carried_bits, k_carried_bits_bytes);
+    if (c->carried_bits) carried_bits_pool::give(c->carried_bits);
     c->carried_bits = nullptr;
     c->has_carried = false;
 }
@@ -1015,7 +1015,9 @@ size_t Heap::usable_size(const void* p) {
 }
 
 void* Heap::realloc(void* p, size_t bytes) {
-    const Block_info* b = p && may_be_in_table(p) ? blocks->find(reinterpret_cast<uintptr_t>(p)) : nullptr;
+    // (Another heap's block is never in this table; its chunk's carried bits
+    // are its owner's to give back meanwhile.)
+    const Block_info* b = p && owner_of(p) == this && may_be_in_table(p) ? blocks->find(reinterpret_cast<uintptr_t>(p)) : nullptr;
     if (!b || !(b->flags & k_block_carried)) return realloc_block(p, bytes);
     // A carried block is not the running request's memory, nor is what it
     // grows or shrinks by in place: base_size and peak move with it, so
@@ -1331,6 +1333,7 @@ void Heap::release_all() {
         c->next->prev = c->prev;
         chunks = c->next == c ? nullptr : c->next;
         --chunks_count;
+        drop_carried(c);
         unmap_chunk(c);
     }
     while (cached) {

@@ -30,7 +30,9 @@ struct Internal {
 };
 constexpr size_t k_internal_slots = 4096;
 Internal g_internal[k_internal_slots];
-std::atomic<bool> g_internal_full{false};
+// Internal mappings the table had no slot for, still mapped: the scan
+// cannot tell them from the program's while there are any.
+std::atomic<size_t> g_untracked{0};
 
 void track(void* p, size_t size) {
     uintptr_t lo = reinterpret_cast<uintptr_t>(p);
@@ -44,7 +46,7 @@ void track(void* p, size_t size) {
         }
     }
     // Full: the mapping is not listed (the scan would read it as a root).
-    g_internal_full.store(true, std::memory_order_relaxed);
+    g_untracked.fetch_add(1, std::memory_order_relaxed);
 }
 
 void untrack(void* p) {
@@ -54,6 +56,7 @@ void untrack(void* p) {
             g_internal[i].lo.store(0, std::memory_order_release);
             return;
         }
+    g_untracked.fetch_sub(1, std::memory_order_relaxed);  // one that had no slot
 }
 
 }  // namespace
@@ -107,7 +110,7 @@ void unmap(void* p, size_t size) {
     errno = saved;
 }
 
-bool internal_overflowed() { return g_internal_full.load(std::memory_order_relaxed); }
+bool internal_overflowed() { return g_untracked.load(std::memory_order_relaxed) != 0; }
 
 void for_each_internal(void (*fn)(void* ctx, uintptr_t lo, uintptr_t hi), void* ctx) {
     for (size_t i = 0; i < k_internal_slots; ++i) {

@@ -218,6 +218,28 @@ BOOST_AUTO_TEST_CASE(carried_blocks_mark_their_page) {
     h->blocks = nullptr;
 }
 
+// The carried bits' pool: zeroed bits, given back and taken again (more
+// than one mapping's worth), each its own.
+BOOST_AUTO_TEST_CASE(carried_bits_come_zeroed_from_the_pool) {
+    std::vector<uint64_t*> taken;
+    for (int i = 0; i < 70; ++i) {
+        uint64_t* b = carried_bits_pool::take();
+        BOOST_TEST_REQUIRE(b != nullptr);
+        for (size_t w = 0; w < k_carried_bits_bytes / 8; w += 97) BOOST_TEST_REQUIRE(b[w] == 0u);
+        memset(b, 0xff, k_carried_bits_bytes);
+        taken.push_back(b);
+    }
+    std::sort(taken.begin(), taken.end());
+    for (size_t i = 1; i < taken.size(); ++i) BOOST_TEST(taken[i] >= taken[i - 1] + k_carried_bits_bytes / 8);
+    for (uint64_t* b : taken) carried_bits_pool::give(b);
+    for (int i = 0; i < 70; ++i) {
+        uint64_t* b = carried_bits_pool::take();
+        BOOST_TEST_REQUIRE(std::binary_search(taken.begin(), taken.end(), b));  // reused
+        for (size_t w = 0; w < k_carried_bits_bytes / 8; ++w) BOOST_TEST_REQUIRE(b[w] == 0u);
+    }
+    for (uint64_t* b : taken) carried_bits_pool::give(b);
+}
+
 // A chunk whose carried bits could not be mapped: every block of a marked
 // page counts as carried (its free asks the table on the general path).
 BOOST_AUTO_TEST_CASE(carried_without_bits_is_every_block) {
