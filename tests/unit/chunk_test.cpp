@@ -20,7 +20,7 @@ struct Scratch_chunk {
         c = static_cast<Chunk*>(os::map_aligned(k_chunk_size, k_chunk_size));
         c->init(nullptr, 0, Chunk::Pages::fresh);
     }
-    ~Scratch_chunk() { os::unmap(c, k_chunk_size); }
+    ~Scratch_chunk() { os::unmap_heap(c, k_chunk_size); }
 };
 }  // namespace
 

@@ -1,0 +1,58 @@
+// Internal mappings (os::map / os::unmap): given back ones are kept for the
+// next map of about their size, zeroed; the one kept longest ago makes room;
+// big ones are not kept.
+#include <boost/test/unit_test.hpp>
+
+#include <cstring>
+#include <vector>
+
+#include "os.hpp"
+
+using namespace zmm;
+
+namespace {
+constexpr size_t k_page = 4096;
+}
+
+BOOST_AUTO_TEST_SUITE(os_internal)
+
+BOOST_AUTO_TEST_CASE(a_mapping_given_back_is_taken_again_zeroed) {
+    const size_t bytes = 77 * k_page;  // a size nothing else here uses
+    auto* p = static_cast<unsigned char*>(os::map(bytes));
+    BOOST_TEST_REQUIRE(p != nullptr);
+    memset(p, 0xab, bytes);
+    os::unmap(p, bytes);
+    BOOST_TEST(os::is_mapped(p));  // kept
+    auto* q = static_cast<unsigned char*>(os::map(bytes - 100));
+    BOOST_TEST_REQUIRE(q == p);
+    for (size_t i = 0; i < bytes - 100; ++i) BOOST_TEST_REQUIRE(q[i] == 0);
+    os::unmap(q, bytes - 100);
+    // Up to twice the pages asked for: a kept 77-page mapping serves 40
+    // pages; given back, it is kept whole (its own length, not the 40).
+    auto* r = static_cast<unsigned char*>(os::map(40 * k_page));
+    BOOST_TEST_REQUIRE(r == p);
+    os::unmap(r, 40 * k_page);
+    auto* s = static_cast<unsigned char*>(os::map(bytes));
+    BOOST_TEST_REQUIRE(s == p);
+    os::unmap(s, bytes);
+    // Less than half of it: a fresh mapping.
+    void* t = os::map(20 * k_page);
+    BOOST_TEST(t != static_cast<void*>(p));
+    os::unmap(t, 20 * k_page);
+}
+
+BOOST_AUTO_TEST_CASE(the_oldest_makes_room_and_big_ones_are_unmapped) {
+    std::vector<void*> ps;
+    for (size_t i = 0; i < 12; ++i) ps.push_back(os::map((101 + i) * k_page));
+    for (size_t i = 0; i < 12; ++i) os::unmap(ps[i], (101 + i) * k_page);
+    // Eight slots: the four given back first are gone, the last eight kept.
+    for (size_t i = 0; i < 4; ++i) BOOST_TEST(!os::is_mapped(ps[i]));
+    for (size_t i = 4; i < 12; ++i) BOOST_TEST(os::is_mapped(ps[i]));
+    void* big = os::map(2 << 20);
+    BOOST_TEST_REQUIRE(big != nullptr);
+    os::unmap(big, 2 << 20);
+    BOOST_TEST(!os::is_mapped(big));
+    for (size_t i = 4; i < 12; ++i) os::unmap(os::map((101 + i) * k_page), (101 + i) * k_page);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
