@@ -147,6 +147,22 @@ void carry_new_blocks(Request& r, Leak_list& leaks, size_t from, bool rescan) {
 
 }  // namespace
 
+namespace {
+// A request heap an earlier owner of the thread's heap `p` left retired in
+// it (merged at that thread's exit: no chunk in use, its empty ones kept),
+// for this thread's requests: one per heap, not one per thread that ever
+// held it (3.4 KiB each, and every drain walked them all).
+Heap* reusable_request_heap(Heap& p) {
+    for (Heap* r = p.retired; r; r = r->retired_next) {
+        if (r->owner.load(std::memory_order_relaxed) != thread_token()) continue;  // (acquire gave them all to us)
+        if (r->chunks || r->huge || r->request || r->blocks) continue;
+        t_state.request_heap = r;
+        return r;
+    }
+    return nullptr;
+}
+}  // namespace
+
 Request* begin_on_thread(const char* name, bool process_wide) {
     Heap* p = persistent_heap();
     if (!p) return nullptr;
@@ -154,6 +170,7 @@ Request* begin_on_thread(const char* name, bool process_wide) {
     if (!r) return nullptr;
     t_state.spare = r;
     Heap* h = t_state.request_heap;
+    if (!h) h = reusable_request_heap(*p);
     if (!h) {
         h = heap_pool::new_request_heap(thread_token());
         if (!h) return nullptr;
@@ -427,9 +444,15 @@ void thread_leaves_requests() {
     // that adopts this heap makes its own request heap).
     Heap* h = t_state.request_heap;
     Heap* p = t_state.persistent;
-    if (h && p && t_state.spare) {
-        merge_into_thread_heap(*h, *p);
-        t_state.spare->table.release();
+    if (h && p && t_state.spare) merge_into_thread_heap(*h, *p);
+    // The request record goes too, once no heap holds its table: each
+    // thread that ever ran a request left one mapped (the internal-mapping
+    // list full after about 4,000 threads, and the leak scan off).
+    if (Request* spare = t_state.spare; spare && (!h || !h->blocks)) {
+        spare->table.release();
+        t_state.spare = nullptr;
+        spare->~Request();
+        os::unmap(spare, sizeof(Request));
     }
 }
 

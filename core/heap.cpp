@@ -1272,10 +1272,10 @@ void Heap::merge_into(Heap& dst) {
     dst.count_real(moved_real);
     lower_real(moved_real);
     size = 0;
-    if (!retired_next && dst.retired != this) {
-        retired_next = dst.retired;
-        dst.retired = this;
-    }
+    for (Heap* r = dst.retired; r; r = r->retired_next)
+        if (r == this) return;  // retired there already (its last one has no next)
+    retired_next = dst.retired;
+    dst.retired = this;
 }
 
 void Heap::collect_runs_if_grown() {
