@@ -145,9 +145,6 @@ void carry_new_blocks(Request& r, Leak_list& leaks, size_t from, bool rescan) {
     }
 }
 
-}  // namespace
-
-namespace {
 // A request heap an earlier owner of the thread's heap `p` left retired in
 // it (merged at that thread's exit: no chunk in use, its empty ones kept),
 // for this thread's requests: one per heap, not one per thread that ever
@@ -439,9 +436,9 @@ void thread_leaves_requests() {
         end_on_thread(nullptr, nullptr);  // an API request left open: reported now
     process_request::unregister_thread();
     // The request heap goes into the thread's own heap: the blocks it carries
-    // stay valid and leave its table (reported or counted already), and no
-    // chunk stays in a heap no thread will use for a request again (a thread
-    // that adopts this heap makes its own request heap).
+    // stay valid and leave its table (reported or counted already), its
+    // chunks in use go there, and it stays retired there, empty chunks and
+    // all, for the next thread that adopts the heap (reusable_request_heap).
     Heap* h = t_state.request_heap;
     Heap* p = t_state.persistent;
     if (h && p && t_state.spare) merge_into_thread_heap(*h, *p);

@@ -234,10 +234,10 @@ public:
     // Carried blocks (an untraced request heap's blocks that earlier
     // requests left live, in its table `blocks`): their frees must take the
     // slow path, which makes the table forget them. mark_carried makes p (a
-    // live block of this heap) one: a small block's bit in its page's
-    // carried filter, the page's count, and the page's k_small_slow_free,
-    // which sends every free in the page off the fast path's main line. Its
-    // free lowers the count; the last one clears the filter and the mark.
+    // live block of this heap) one: a small block's bit in its chunk's
+    // carried bits, and its page's k_small_slow_free, which sends every free
+    // in the page off the fast path's main line. Its free clears the bit;
+    // the page's last one clears the mark.
     void mark_carried(const void* p);
     // Can p (a live block of a heap) be a carried one? False only when it
     // is surely not: a small block in a page without carried blocks, or
@@ -394,7 +394,7 @@ private:
         return blocks && (!table_only_carried || may_be_carried(p));
     }
     void unmark_carried(uintptr_t a);
-    // Forgets c's carried blocks: filters, counts, slow-free marks.
+    // Forgets c's carried blocks: its bits (back to the pool), the pages' marks.
     static void drop_carried(Chunk* c);
     void free_large(Chunk* c, unsigned page, unsigned pages);
     void free_huge(Huge_header* h);

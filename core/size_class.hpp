@@ -115,7 +115,8 @@ inline unsigned size_to_bin(size_t size) { return k_bin_lookup.bin[size]; }
 // and e = c * size - 2^64 (1 <= e <= size), x * c mod 2^64 is k * e when x
 // is k * size, and at least c otherwise, for every x < 2^32; so
 // x * c <= (count - 1) * e says "x is the start of one of the run's slots".
-// (A power of two takes c one above 2^64 / size, so that e is not 0.)
+// (UINT64_MAX / size + 1 is that c but for a power of two, where it is
+// 2^64 / size exactly and e would be 0.)
 struct Slot_divisor {
     uint64_t multiplier;
     uint64_t limit;

@@ -177,7 +177,7 @@ BOOST_AUTO_TEST_CASE(carried_blocks_mark_their_page) {
     char* a = blocks[0];
     char* c = blocks[1];
     BOOST_TEST_REQUIRE(Chunk::page_of(a) == Chunk::page_of(blocks[31]));
-    BOOST_TEST(Chunk::of(a)->carried_bits == nullptr);  // mapped at the first carried block
+    BOOST_TEST(Chunk::of(a)->carried_bits == nullptr);  // taken at the first carried block
     for (char* p : {a, c}) {
         BOOST_TEST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(p), 48, 0, k_block_carried}));
         h->mark_carried(p);
@@ -240,8 +240,9 @@ BOOST_AUTO_TEST_CASE(carried_bits_come_zeroed_from_the_pool) {
     for (uint64_t* b : taken) carried_bits_pool::give(b);
 }
 
-// A chunk whose carried bits could not be mapped: every block of a marked
-// page counts as carried (its free asks the table on the general path).
+// A chunk that got no carried bits (the pool out of memory): every block of
+// a marked page counts as carried (its free asks the table on the general
+// path).
 BOOST_AUTO_TEST_CASE(carried_without_bits_is_every_block) {
     Test_heap h;
     Block_table table;
@@ -252,7 +253,8 @@ BOOST_AUTO_TEST_CASE(carried_without_bits_is_every_block) {
     h->mark_carried(a);
     Chunk* ch = Chunk::of(a);
     BOOST_TEST_REQUIRE(ch->carried_bits != nullptr);
-    // As if the mapping had failed (the test gives the bits back itself).
+    // As if the pool had had none (put back below: the chunk gives them
+    // back as it leaves the heap).
     auto* bits = ch->carried_bits;
     ch->carried_bits = nullptr;
     BOOST_TEST(Heap::may_be_carried(b));
