@@ -241,7 +241,7 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count) {
     if (!count) return Scan_info{};
     while (g_fork_pending.load(std::memory_order_acquire)) sched_yield();
     Lock_guard one_scan(g_scan_lock);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = os::monotonic_ns();
     Scan_info res{};
     // Before the others stop: dl_iterate_phdr takes the loader's lock, which
     // a stopped thread might hold, and the descriptor for /proc/self/maps is
@@ -285,10 +285,10 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count) {
     }
     // Up to a second for every thread; 10 ms for one that did not stop for
     // the last scan (its signal was blocked then, it likely is now).
-    uint64_t start = now_ns();
+    uint64_t start = os::monotonic_ns();
     for (;;) {
         bool all = true;
-        uint64_t waited = now_ns() - start;
+        uint64_t waited = os::monotonic_ns() - start;
         for (unsigned i = 0; i < n; ++i) {
             Thread_state* s = threads[i].state;
             if (!signalled[i] || stopped(s, epoch)) continue;
@@ -379,7 +379,7 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count) {
     if (!ok) return unscanned(leaks, count);
     res.ran = true;
     res.bytes = reach.bytes_scanned();
-    res.ns = now_ns() - t0;
+    res.ns = os::monotonic_ns() - t0;
     return res;
 }
 

@@ -140,7 +140,7 @@ void report(uint64_t generation) {
     }
     const char* name = o.request == Request_mode::signal ? "signal" : "process";
     Request_summary s{g_id, name, static_cast<int>(getpid()), os::thread_id(), totals.usage, totals.peak,
-                      totals.real_usage, totals.real_peak, thread_limit(), now_ns() - g_begin_ns,
+                      totals.real_usage, totals.real_peak, thread_limit(), os::monotonic_ns() - g_begin_ns,
                       o.log_format == Log_format::json, {}, o.suppressions.text};
     Depth_guard depth;
     size_t reported = leaks.count;
@@ -172,8 +172,8 @@ void close_and_report() {
         ++g;
     }
     if (t_state.request && t_state.request->process_wide) end_share();
-    uint64_t deadline = now_ns() + 1'000'000'000u;
-    while (g_open_shares.load(std::memory_order_acquire) > 0 && now_ns() < deadline) {
+    uint64_t deadline = os::monotonic_ns() + 1'000'000'000u;
+    while (g_open_shares.load(std::memory_order_acquire) > 0 && os::monotonic_ns() < deadline) {
         signal_threads();
         timespec pause{0, 5'000'000};
         nanosleep(&pause, nullptr);
@@ -184,7 +184,7 @@ void close_and_report() {
 void open_request() {
     Lock_guard guard(g_lock);
     g_id = g_next_id.fetch_add(1, std::memory_order_relaxed) + 1;
-    g_begin_ns = now_ns();
+    g_begin_ns = os::monotonic_ns();
 }
 
 // ZMM_REQUEST=signal: the toggle only flips the generation; this thread does

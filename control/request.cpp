@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <time.h>
 #include <unistd.h>
 
 #include "backtrace.hpp"
@@ -29,12 +28,6 @@ namespace zmm {
 
 std::atomic<uint64_t> g_next_id{0};
 std::atomic<uint64_t> g_leaky_requests{0};
-
-uint64_t now_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 namespace {
 
@@ -191,7 +184,7 @@ Request* begin_on_thread(const char* name, bool process_wide) {
     r->process_wide = process_wide;
     r->generation = t_state.process_generation;
     r->tid = os::thread_id();
-    r->begin_ns = now_ns();
+    r->begin_ns = os::monotonic_ns();
     r->traced = options().backtrace > 0 && backtrace::prepared();
     // A request heap keeps what earlier requests leaked and its warm chunks.
     // Traced, every block is in its table; untraced, the table holds the
@@ -246,7 +239,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
     }
     if (!into) {
         Request_summary s{r->id, r->name, static_cast<int>(getpid()), r->tid, usage, peak, real,
-                          real_peak, h->limit, now_ns() - r->begin_ns, o.log_format == Log_format::json, {},
+                          real_peak, h->limit, os::monotonic_ns() - r->begin_ns, o.log_format == Log_format::json, {},
                           o.suppressions.text};
         if (rescan) s.scan = leak_scan::classify(own.items, own.count);
         if (o.leaks != Leaks_mode::none) {

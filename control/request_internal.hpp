@@ -15,7 +15,6 @@ namespace zmm {
 extern std::atomic<uint64_t> g_next_id;
 extern std::atomic<uint64_t> g_leaky_requests;
 
-uint64_t now_ns();
 size_t thread_limit();
 
 struct Depth_guard {

@@ -79,18 +79,21 @@ bool prepare(bool fast) {
 unsigned capture(uintptr_t* out, unsigned max) {
     Backtrace_fn fn = g_unw_backtrace.load(std::memory_order_acquire);
     if (!fn || max == 0) return 0;
+    const bool fast = g_fast.load(std::memory_order_relaxed);
     // zmm's own frames above the program's (malloc, its slow path, the
     // tracing, this), unwound and not kept: the fast unwinder skips them itself.
-    if (g_own_lo != 0 && g_fast.load(std::memory_order_relaxed)) {
+    if (fast && g_own_lo != 0) {
         int n = fast_unwind::capture(out, max, g_own_lo, g_own_hi);
         if (n >= 0) return static_cast<unsigned>(n);
     }
+    // Else into a buffer, and the own frames skipped here (libunwind's, or
+    // the fast unwinder's without the range).
     constexpr unsigned k_room = 64;  // the allocator's own frames come first
     uintptr_t raw[k_room];
     // zmm's own frames above the program's are a handful: unwinding more is
     // time lost.
     const unsigned want = max + 8 < k_room ? max + 8 : k_room;
-    int n = g_fast.load(std::memory_order_relaxed) ? fast_unwind::capture(raw, want) : -1;
+    int n = fast && g_own_lo == 0 ? fast_unwind::capture(raw, want) : -1;
     if (n < 0) {
         loader::Use use;  // libunwind looks up each frame with dl_iterate_phdr
         n = fn(reinterpret_cast<void**>(raw), static_cast<int>(want));

@@ -1,6 +1,6 @@
 // Backtrace capture from the unwind tables (Debian's binaries have no frame
 // pointers): fast_unwind's cached per-address rules, and libunwind for any
-// stack those do not cover (or all, with set_fast(false)).
+// stack those do not cover (or all, with prepare(false)).
 //
 // libunwind is loaded privately (dlopen RTLD_LOCAL) the first time it is
 // needed, outside the allocator: its libunwind.so.8 also defines

@@ -413,8 +413,12 @@ __attribute__((noinline)) uint32_t compute_rule(uintptr_t ra) {
 
 // ---- the rule cache: (return address << 17) | rule, open addressing ----
 
-constexpr size_t k_slots = size_t{1} << 15;
+constexpr unsigned k_slot_bits = 15;
+constexpr size_t k_slots = size_t{1} << k_slot_bits;
 constexpr unsigned k_probes = 8;
+
+// The first slot a return address probes.
+size_t slot_of(uintptr_t ra) { return static_cast<size_t>((ra * 0x9E3779B97F4A7C15ull) >> (64 - k_slot_bits)); }
 std::atomic<std::atomic<uint64_t>*> g_rules{nullptr};
 std::atomic<uint64_t> g_computed{0}, g_unsupported{0};
 
@@ -437,7 +441,7 @@ __attribute__((noinline)) uint32_t new_rule(std::atomic<uint64_t>* table, uintpt
     g_computed.fetch_add(1, std::memory_order_relaxed);
     if (rule == k_unsupported) g_unsupported.fetch_add(1, std::memory_order_relaxed);
     const uint64_t entry = uint64_t{ra} << k_rule_bits | rule;
-    size_t i = static_cast<size_t>((ra * 0x9E3779B97F4A7C15ull) >> (64 - 15));
+    size_t i = slot_of(ra);
     for (unsigned probe = 0; probe < k_probes; ++probe, i = (i + 1) & (k_slots - 1)) {
         uint64_t e = 0;
         if (table[i].compare_exchange_strong(e, entry, std::memory_order_relaxed)) break;
@@ -447,7 +451,7 @@ __attribute__((noinline)) uint32_t new_rule(std::atomic<uint64_t>* table, uintpt
 }
 
 inline uint32_t rule_for(std::atomic<uint64_t>* table, uintptr_t ra) {
-    size_t i = static_cast<size_t>((ra * 0x9E3779B97F4A7C15ull) >> (64 - 15));
+    size_t i = slot_of(ra);
     for (unsigned probe = 0; probe < k_probes; ++probe, i = (i + 1) & (k_slots - 1)) {
         uint64_t e = table[i].load(std::memory_order_relaxed);
         if (e == 0) break;

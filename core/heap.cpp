@@ -811,6 +811,11 @@ Heap* Heap::free_any(void* p, const void* current_owner, Heap* outbox) {
         check_block_start(p);  // a freed huge block, or inside a live one: diagnosed
         return nullptr;
     }
+    free_block_of(h, p, current_owner, outbox);
+    return h;
+}
+
+void Heap::free_block_of(Heap* h, void* p, const void* current_owner, Heap* outbox) {
     const void* owner = h->owner.load(std::memory_order_relaxed);
     if (owner == current_owner) {
         h->free_owned(p);
@@ -822,7 +827,6 @@ Heap* Heap::free_any(void* p, const void* current_owner, Heap* outbox) {
         // Its thread is gone: drained now, not when a new thread adopts it.
         if (!owner) heap_pool::reclaim_if_abandoned(h, current_owner);
     }
-    return h;
 }
 
 namespace {

@@ -261,13 +261,15 @@ public:
     // Sends every outbox chain to its heap (the thread stops, or reports).
     void flush_outbox();
     unsigned outbox_chains() const;  // the outbox's chains not empty
-    // Frees any pointer the registry knows: locally if its heap's owner is
-    // `current_owner` (the caller's thread token), else to the heap's
-    // remote stacks, through `outbox` (the caller's persistent heap, or
-    // null: no chains) when it takes chains; a heap whose thread is gone is
-    // drained at once (heap_pool::reclaim_if_abandoned). Returns the
-    // block's heap, or nullptr if p is not zmm's.
+    // Frees any pointer the registry knows, as free_block_of does. Returns
+    // the block's heap, or nullptr if p is not zmm's.
     static Heap* free_any(void* p, const void* current_owner, Heap* outbox = nullptr);
+    // Frees p, a block of h's (the caller found its heap): locally if h's
+    // owner is `current_owner` (the caller's thread token), else to h's
+    // remote stacks, through `outbox` (the caller's persistent heap, or
+    // null: no chains) when h takes chains; a heap whose thread is gone is
+    // drained at once (heap_pool::reclaim_if_abandoned).
+    static void free_block_of(Heap* h, void* p, const void* current_owner, Heap* outbox);
 
     // A new free-list key (a forked child, as ZendMM's zend_mm_refresh_key_child):
     // every free slot's shadow, on the free lists, the remote stacks and in

@@ -334,6 +334,12 @@ void write_all(int fd, const char* s, size_t n) {
     errno = saved;
 }
 
+uint64_t monotonic_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
 uintptr_t current_break() {
     int saved = errno;
     long b = syscall(SYS_brk, 0);

@@ -86,6 +86,9 @@ bool mapping_of(uintptr_t address, uintptr_t* lo, uintptr_t* hi, char* path, siz
 // The current program break (brk), or 0.
 uintptr_t current_break();
 
+// CLOCK_MONOTONIC in nanoseconds.
+uint64_t monotonic_ns();
+
 uint64_t random_u64();
 int thread_id();
 // Sends sig to thread tid of this process; 0 or -1 (errno).

@@ -4,7 +4,6 @@
 
 #include <cerrno>
 #include <cstdlib>
-#include <ctime>
 #include <csignal>
 #include <cstring>
 #include <dlfcn.h>
@@ -260,11 +259,7 @@ bool helper_ready() {
     return false;
 }
 
-int64_t now_ms() {
-    timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return int64_t{t.tv_sec} * 1000 + t.tv_nsec / 1000000;
-}
+int64_t now_ms() { return static_cast<int64_t>(os::monotonic_ns() / 1'000'000); }
 
 // Receives n bytes by `deadline` (now_ms): signals that interrupt the wait
 // (the program's timers, other threads' leak scans) do not extend it.

@@ -87,21 +87,15 @@ __attribute__((noinline)) void free_in_carried_page(Heap* h, void* p, uint32_t i
     free_slow(p);
 }
 
-// A small block of another live thread's persistent heap joins this
-// thread's outbox chain for its heap at once (larson: most frees); a block
-// of another heap of this thread's (its persistent heap's during a request,
-// its request heap's during a traced one) is freed there; anything else,
-// the slow path. The fast path read the chunk's owner: p is in a chunk.
+// The slow path without its registry lookup: the fast path read the
+// chunk's owner (p is in a chunk). A small block of another live thread's
+// persistent heap joins this thread's outbox chain at once (larson: most
+// frees); a block of another heap of this thread's (its persistent heap's
+// during a request, its request heap's during a traced one) is freed there.
 __attribute__((noinline)) void free_other_heap(void* p) {
     if (!reentry::inside() && !options().debug) {
         Busy_section busy;
-        Heap* to = Chunk::of(p)->heap;
-        const void* owner = to->owner.load(std::memory_order_relaxed);
-        if (owner == thread_token()) return to->free_owned(p);
-        Heap* outbox = t_state.persistent;
-        if (outbox && owner && to->takes_chains && g_tuning.batch_remote_frees)
-            return outbox->free_through_outbox(to, p);
-        return free_inside(p);
+        return Heap::free_block_of(Chunk::of(p)->heap, p, thread_token(), t_state.persistent);
     }
     free_slow(p);
 }
