@@ -296,7 +296,7 @@ void Heap::free_large(Chunk* c, unsigned page, unsigned count) {
     c->map[page] = k_large_freed;
     for (unsigned i = 1; i < count; ++i) c->map[page + i] = 0;
     dirty_pages += c->mark_free(page, count);
-    size -= size_t{count} * k_page_size;
+    count_free(size_t{count} * k_page_size);
     freed_bytes_large_huge += size_t{count} * k_page_size;
     if (c->empty())
         release_chunk(c);
@@ -457,7 +457,7 @@ void Heap::free_huge(Huge_header* h) {
     else
         huge = h->next;
     if (h->next) h->next->prev = h->prev;
-    size -= h->size;
+    count_free(h->size);
     huge_bytes -= h->size;
     freed_bytes_large_huge += h->size;
     registry_clear(h->block(), h->size, granule_huge_freed);
@@ -502,7 +502,7 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
         registry_clear(block, h->size, granule_huge);
         registry_mark(block, len, granule_huge);
         os::unmap_heap(tail, cut);
-        size -= h->size - len;
+        count_free(h->size - len);
         huge_bytes -= h->size - len;
         h->size = len;
         h->map_size -= cut;
@@ -537,7 +537,7 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
         memcpy(fresh, block, h->size);
     } else {
         // The old block's pages are gone; what stays mapped is its header.
-        size -= h->size;
+        count_free(h->size);
         huge_bytes -= h->size;
         freed_bytes_large_huge += h->size;
         lower_real(h->map_size);
@@ -695,7 +695,9 @@ void Heap::forget(void* p) {
     if (!request) return;
     size_t bytes = usable_size(p);
     base_size -= bytes < base_size ? bytes : base_size;
-    peak -= bytes < peak ? bytes : peak;
+    const size_t cut = bytes < peak ? bytes : peak;
+    peak -= cut;
+    under_peak -= static_cast<int64_t>(cut);  // (the usage stays)
     if (is_chunk_granule(a)) {
         uint32_t info = Chunk::of(p)->map[Chunk::page_of(p)];
         if (info & k_small) --carried_small[info & k_bin_mask];
@@ -899,7 +901,7 @@ unsigned Heap::outbox_chains() const {
 void Heap::take_remote_chains(unsigned bin) {
     Free_slot* list = remote_chains[bin].exchange(nullptr, std::memory_order_acquire);
     uint32_t n = remote_chain_blocks[bin].exchange(0, std::memory_order_relaxed);
-    size -= size_t{n} * bin_size[bin];
+    count_free(size_t{n} * bin_size[bin]);
     small_frees[bin] += n;
     if (!list) return;
     if (Free_slot* head = free_slot[bin]) {  // (full drains only: the slow path takes an empty bin's)
@@ -1028,11 +1030,13 @@ void* Heap::realloc(void* p, size_t bytes) {
     // that the request's usage and peak stay. (Moved, the old block's free
     // has made the table forget it.)
     size_t before = usable_size(p), peak_before = peak;
+    int64_t under_before = under_peak;
     void* q = realloc_block(p, bytes);
     if (q == p && request) {  // (outside a request the heap's peak is the process's)
         size_t after = usable_size(p);
         base_size += after - before;  // modulo 2^64: a shrink lowers both
         peak = peak_before + (after - before);
+        under_peak = under_before;  // the usage moved with the peak
     }
     return q;
 }
@@ -1066,7 +1070,7 @@ void* Heap::realloc_block(void* p, size_t bytes) {
                 c->map[page] = k_large | want;
                 for (unsigned i = want; i < count; ++i) c->map[page + i] = 0;
                 dirty_pages += c->mark_free(page + want, count - want);
-                size -= size_t{count - want} * k_page_size;
+                count_free(size_t{count - want} * k_page_size);
                 return p;
             }
             if (c->pages_free(page + count, want - count)) {
@@ -1196,7 +1200,7 @@ void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), 
     }
     // Nothing of the request's own is live, large and huge blocks included
     // (size counts them all): no walk.
-    if (own_runs && !any && size == base_size) return;
+    if (own_runs && !any && usage() == base_size) return;
     // A slot is free when its second word is its link's shadow, as the
     // double-free check has it: every slot of a run is given one when the
     // run is cut, and an allocation clears it.
@@ -1269,13 +1273,12 @@ void Heap::merge_into(Heap& dst) {
         dst.free_slot[b] = head;
         free_slot[b] = nullptr;
     }
-    dst.size += size;
+    dst.count_alloc(usage());
     dst.huge_bytes += huge_bytes;
     huge_bytes = 0;
-    if (dst.size > dst.peak) dst.peak = dst.size;
     dst.count_real(moved_real);
     lower_real(moved_real);
-    size = 0;
+    clear_usage();
     for (Heap* r = dst.retired; r; r = r->retired_next)
         if (r == this) return;  // retired there already (its last one has no next)
     retired_next = dst.retired;
@@ -1316,12 +1319,13 @@ void Heap::release_blocks() {
         ++cached_count;
     }
     for (auto& f : free_slot) f = nullptr;
-    size = 0;
+    clear_usage();
 }
 
 void Heap::reset_for_request(size_t new_limit) {
-    peak = size;
-    base_size = size;
+    peak = usage();
+    under_peak = 0;
+    base_size = peak;
     for (unsigned b = 0; b < k_bins; ++b) carried_small[b] = small_allocs[b] - small_frees[b];
     limit_base = real_size - cached_count * k_chunk_size - huge_cache_pages * k_page_size;
     real_peak = real_size;
@@ -1347,7 +1351,7 @@ void Heap::release_all() {
         unmap_chunk(c);
     }
     for (auto& f : free_slot) f = nullptr;
-    size = 0;
+    clear_usage();
     dirty_pages = 0;
 }
 
@@ -1358,7 +1362,7 @@ void Heap::stats(Heap_stats& out) const {
     // counters first, then the count (taking lowers the count before the
     // counters: read the other way round, a block could be subtracted
     // twice). Those still in a sender's outbox count as in use.
-    const size_t heap_size = size;
+    const size_t heap_size = usage();
     size_t sent = 0;
     for (unsigned b = 0; b < k_bins; ++b) {
         out.small_allocs[b] = small_allocs[b];

@@ -99,8 +99,12 @@ class Heap {
 public:
     // ---- hot: the fast path reads only these ----
     Free_slot* free_slot[k_bins];
-    size_t size;  // bytes in live blocks, as ZendMM counts them (rounded)
+    // ZendMM's size and peak (bytes in live blocks, rounded as ZendMM
+    // rounds them, and their maximum), kept as the peak and the distance
+    // below it: an allocation is one subtraction and a sign test, a free
+    // one addition (usage() is the size).
     size_t peak;
+    int64_t under_peak;
     uint64_t small_allocs[k_bins];
     uint64_t small_frees[k_bins];
     // Read-only once set up, and so in lines of their own: other threads'
@@ -189,7 +193,8 @@ public:
     void init(uint64_t free_list_key);
 
     // Bytes in the current request's own blocks (over base_size), and their peak.
-    size_t size_in_request() const { return size > base_size ? size - base_size : 0; }
+    size_t usage() const { return peak - static_cast<size_t>(under_peak); }
+    size_t size_in_request() const { return usage() > base_size ? usage() - base_size : 0; }
     size_t peak_in_request() const { return peak > base_size ? peak - base_size : 0; }
     // Memory taken from the OS for the current request (over limit_base).
     size_t real_in_request() const { return real_size > limit_base ? real_size - limit_base : 0; }
@@ -410,9 +415,23 @@ private:
     void collect_for_os();
     void unlink_chunk(Chunk* c);
     void count_alloc(size_t bytes) {
-        size += bytes;
-        if (size > peak) peak = size;
+        bool past_peak;
+#if defined(__x86_64__)
+        // One instruction on memory and its sign flag: the compiler, left
+        // to itself, loads, subtracts, stores and tests.
+        asm("subq %2, %0" : "+m"(under_peak), "=@ccs"(past_peak) : "r"(bytes));
+#else
+        under_peak -= static_cast<int64_t>(bytes);
+        past_peak = under_peak < 0;
+#endif
+        if (__builtin_expect(past_peak, 0)) {
+            peak += static_cast<size_t>(-under_peak);
+            under_peak = 0;
+        }
     }
+    void count_free(size_t bytes) { under_peak += static_cast<int64_t>(bytes); }
+    // No block live (the peak stays).
+    void clear_usage() { under_peak = static_cast<int64_t>(peak); }
     // Mapped memory given back: the request's baseline (limit_base, what
     // earlier requests left mapped) cannot stay above what is mapped.
     void lower_real(size_t bytes) {
@@ -506,7 +525,7 @@ inline void Heap::push_free(Free_slot* s, unsigned bin) {
     s->next = head;
     s->shadow = shadow_of(s, head);
     free_slot[bin] = s;
-    size -= bin_size[bin];
+    count_free(bin_size[bin]);
     small_frees[bin]++;
 }
 

@@ -383,16 +383,16 @@ struct World {
                 if (live[i].heap == id) model += live[i].usable;
             for (unsigned i = 0; i < n_pending; ++i)
                 if (pending[i].heap == id) model += pending[i].usable;
-            if (h.size != model) fail("%s: heap %s size %zu, the model says %zu", when, heap_name(id), h.size, model);
+            if (h.usage() != model) fail("%s: heap %s size %zu, the model says %zu", when, heap_name(id), h.usage(), model);
             if (id == heap_r && in_request) {
                 size_t own = 0;
                 for (unsigned i = 0; i < n_live; ++i)
                     if (live[i].heap == id && !live[i].carried) own += live[i].usable;
                 for (unsigned i = 0; i < n_pending; ++i)
                     if (pending[i].heap == id && !pending[i].carried) own += pending[i].usable;
-                if (h.size - h.base_size != own)
+                if (h.usage() - h.base_size != own)
                     fail("%s: the request's usage %zu (size %zu - base %zu), its own blocks add up to %zu", when,
-                         h.size - h.base_size, h.size, h.base_size, own);
+                         h.usage() - h.base_size, h.usage(), h.base_size, own);
             }
             if (id == heap_r && h.blocks) {  // the table holds exactly the carried blocks still live
                 size_t n = 0;
@@ -405,7 +405,7 @@ struct World {
                 for (unsigned i = 0; i < n_pending; ++i) n += pending[i].heap == id && pending[i].carried;
                 if (carried.size() != n) fail("%s: the table holds %zu blocks, %zu are carried", when, carried.size(), n);
             }
-            if (h.peak < h.size) fail("%s: heap %s peak %zu < size %zu", when, heap_name(id), h.peak, h.size);
+            if (h.peak < h.usage()) fail("%s: heap %s peak %zu < size %zu", when, heap_name(id), h.peak, h.usage());
             size_t dirty = 0, chunks = 0, cached = 0, huge_bytes = 0, huge_map = 0, cache_pages = 0;
             if (Chunk* c = h.chunks) {
                 do {
@@ -753,7 +753,7 @@ struct World {
             }
             size_t held = 0;  // what earlier requests left carried
             for (unsigned i = 0; i < n_live; ++i) held += live[i].heap == heap_r ? live[i].usable : 0;
-            if (r.size != held) fail("request begin: request heap size %zu, carried %zu", r.size, held);
+            if (r.usage() != held) fail("request begin: request heap size %zu, carried %zu", r.usage(), held);
             r.reset_for_request(r_limit);
             r.request = this;  // (control's Request: only whether there is one matters to core)
             r.chunk_source = &a;
@@ -803,7 +803,7 @@ struct World {
         r.trim_cache(keep);
         r.request = nullptr;
         in_request = false;
-        if (!carry && r.size != 0) fail("request end: request heap size %zu", r.size);
+        if (!carry && r.usage() != 0) fail("request end: request heap size %zu", r.usage());
     }
 
     // ---- the program ----
@@ -858,7 +858,7 @@ struct World {
         check_heaps("at the end");
         for (unsigned id = 0; id < k_heaps; ++id) {
             Heap& h = heaps[id];
-            if (h.size != 0) fail("at the end: heap %s size %zu with every block freed", heap_name(id), h.size);
+            if (h.usage() != 0) fail("at the end: heap %s size %zu with every block freed", heap_name(id), h.usage());
         }
         for (unsigned id = 0; id < k_heaps; ++id) {
             Heap& h = heaps[id];

@@ -124,11 +124,11 @@ BOOST_AUTO_TEST_CASE(random_large_runs_match_model) {
             BOOST_TEST_REQUIRE(chunks == h->chunks_count);
             size_t expect_size = 0;
             for (auto& [p, pages] : live) expect_size += size_t{pages} * k_page_size;
-            BOOST_TEST_REQUIRE(h->size == expect_size);
+            BOOST_TEST_REQUIRE(h->usage() == expect_size);
         }
     }
     for (auto& [p, pages] : live) h->free_owned(p);
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
     BOOST_TEST(h->chunks_count == 0u);  // empty chunks left the list
     BOOST_TEST(h->cached_count <= g_tuning.cached_chunks);
 }
@@ -155,7 +155,7 @@ BOOST_AUTO_TEST_CASE(large_realloc_in_place) {
     BOOST_TEST(h->check() == nullptr);
     h->free_owned(r);
     h->free_owned(wall);
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

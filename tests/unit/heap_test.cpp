@@ -39,10 +39,10 @@ BOOST_AUTO_TEST_CASE(bins_filled_and_emptied) {
             std::sort(blocks.begin(), blocks.end());
             for (size_t i = 1; i < n; ++i)
                 BOOST_TEST_REQUIRE(static_cast<void*>(blocks[i]) >= static_cast<void*>(blocks[i - 1] + size));
-            BOOST_TEST(h->size == n * size);
+            BOOST_TEST(h->usage() == n * size);
             BOOST_TEST(h->check() == nullptr);
             for (char* p : blocks) h->free_owned(p);
-            BOOST_TEST(h->size == 0u);
+            BOOST_TEST(h->usage() == 0u);
             BOOST_TEST(h->check() == nullptr);
             // LIFO: the last freed comes back first
             char* again = static_cast<char*>(h->alloc(size));
@@ -51,7 +51,7 @@ BOOST_AUTO_TEST_CASE(bins_filled_and_emptied) {
         }
     }
     // Freed small runs stay until collected (ZendMM), then their pages go.
-    size_t before = h->size;
+    size_t before = h->usage();
     BOOST_TEST(before == 0u);
     BOOST_TEST(h->collect() > 0u);
     BOOST_TEST(h->chunks_count == 0u);
@@ -105,9 +105,9 @@ BOOST_AUTO_TEST_CASE(huge_blocks) {
             BOOST_TEST(Heap::owner_of(p) == &h.heap);
             p[0] = 1;
             p[usable - 1] = 2;
-            BOOST_TEST(h->size == usable);
+            BOOST_TEST(h->usage() == usable);
             h->free_owned(p);
-            BOOST_TEST(h->size == 0u);
+            BOOST_TEST(h->usage() == 0u);
             BOOST_TEST(granule_of(p) == granule_huge_freed);
             BOOST_TEST(Heap::owner_of(p) == nullptr);
         }
@@ -137,7 +137,7 @@ BOOST_AUTO_TEST_CASE(huge_mappings_are_reused) {
     BOOST_TEST(Heap::usable_size(d) == size_t{2300} * 1024);
     h->free_owned(c);
     h->free_owned(d);
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
 }
 
 // A huge block moved by realloc leaves the heap's block table, as a free
@@ -213,7 +213,7 @@ BOOST_AUTO_TEST_CASE(carried_blocks_mark_their_page) {
     BOOST_TEST((Chunk::of(c)->map[Chunk::page_of(c)] & k_small_slow_free) == 0);  // fast again
     BOOST_TEST(!Heap::may_be_carried(blocks[31]));
     for (int i = 4; i < 32; ++i) BOOST_TEST(h->free_small_fast(blocks[i]));
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
     BOOST_TEST(h->check() == nullptr);
     h->blocks = nullptr;
 }
@@ -288,7 +288,7 @@ BOOST_AUTO_TEST_CASE(huge_slack_of_a_cached_mapping) {
     char* c = static_cast<char*>(h->realloc(b, 3 * mib + 512 * 1024));
     BOOST_TEST_REQUIRE(static_cast<void*>(c) == static_cast<void*>(b));
     BOOST_TEST(h->real_size == whole);
-    BOOST_TEST(h->size == 3 * mib + 512 * 1024);
+    BOOST_TEST(h->usage() == 3 * mib + 512 * 1024);
     BOOST_TEST(Heap::usable_size(c) == 3 * mib + 512 * 1024);
     // Shrink: the tail and the slack go.
     char* d = static_cast<char*>(h->realloc(c, 2 * mib + 4096));
@@ -320,7 +320,7 @@ BOOST_AUTO_TEST_CASE(huge_slack_of_a_cached_mapping) {
     BOOST_TEST(h->real_size == mh->map_size + h->huge_cache_pages * k_page_size);
     h->free_owned(moved);
     munmap(wall, k_page_size);
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(freed_pages_are_purged_after_a_pass_unused) {
@@ -368,7 +368,7 @@ BOOST_AUTO_TEST_CASE(huge_realloc_keeps_content) {
     BOOST_TEST((reinterpret_cast<uintptr_t>(q) & (k_chunk_size - 1)) == 0u);
     for (size_t i = 0; i < size; i += 4096) BOOST_TEST_REQUIRE(q[i] == static_cast<char>(i >> 12));
     q[64 * 1024 * 1024 - 1] = 7;
-    BOOST_TEST(h->size == size_t{64} * 1024 * 1024);
+    BOOST_TEST(h->usage() == size_t{64} * 1024 * 1024);
     // shrink in place
     char* r = static_cast<char*>(h->realloc(q, 5 * 1024 * 1024));
     BOOST_TEST(static_cast<void*>(r) == static_cast<void*>(q));
@@ -379,7 +379,7 @@ BOOST_AUTO_TEST_CASE(huge_realloc_keeps_content) {
     BOOST_TEST(Heap::usable_size(s) == 112u);
     BOOST_TEST(s[0] == 0);
     h->free_owned(s);
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
     BOOST_TEST(h->huge == nullptr);
 }
 
@@ -403,7 +403,7 @@ BOOST_AUTO_TEST_CASE(realloc_across_kinds_keeps_content) {
         BOOST_TEST_REQUIRE(h->check() == nullptr);
     }
     h->free_owned(p);
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(aligned_blocks) {
@@ -421,7 +421,7 @@ BOOST_AUTO_TEST_CASE(aligned_blocks) {
     }
     BOOST_TEST(h->check() == nullptr);
     for (void* p : blocks) h->free_owned(p);
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
     BOOST_TEST(h->check() == nullptr);
 }
 
@@ -430,15 +430,15 @@ BOOST_AUTO_TEST_CASE(usage_and_peak_count_rounded_sizes) {
     void* a = h->alloc(20);       // 32
     void* b = h->alloc(5000);     // 2 pages
     void* c = h->alloc(3 << 20);  // huge, 3 MiB
-    BOOST_TEST(h->size == 32u + 8192u + (3u << 20));
-    BOOST_TEST(h->peak == h->size);
+    BOOST_TEST(h->usage() == 32u + 8192u + (3u << 20));
+    BOOST_TEST(h->peak == h->usage());
     BOOST_TEST(h->real_size == k_chunk_size + (3u << 20) + k_page_size);
     h->free_owned(c);
-    BOOST_TEST(h->size == 32u + 8192u);
+    BOOST_TEST(h->usage() == 32u + 8192u);
     BOOST_TEST(h->peak == 32u + 8192u + (3u << 20));
     h->free_owned(a);
     h->free_owned(b);
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(limit_fails_with_enomem) {
@@ -522,7 +522,7 @@ BOOST_AUTO_TEST_CASE(random_mixed_workload_keeps_content) {
         if (step % 1000 == 0) BOOST_TEST_REQUIRE(h->check() == nullptr);
     }
     for (auto& b : live) h->free_owned(b.p);
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
     BOOST_TEST(h->check() == nullptr);
 }
 

@@ -66,7 +66,7 @@ BOOST_AUTO_TEST_CASE(reused_huge_mapping_is_not_a_double_free) {
             h->drain_remote();
         }
     }
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(double_free_small) {
@@ -109,7 +109,7 @@ BOOST_AUTO_TEST_CASE(double_free_through_remote_stack) {
     BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { Heap::free_any(p, &other_thread); }));
     BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { h->free_owned(p); }));
     h->drain_remote();
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
 }
 
 // A block waiting in another thread's outbox chain is a free slot of its
@@ -130,7 +130,7 @@ BOOST_AUTO_TEST_CASE(double_free_through_an_outbox) {
     h->drain_remote();
     BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { h->free_owned(p); }));
     h->free_owned(q);
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(interior_pointers) {

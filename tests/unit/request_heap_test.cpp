@@ -45,7 +45,7 @@ BOOST_AUTO_TEST_CASE(live_blocks_are_exactly_the_unfreed_ones) {
     BOOST_TEST(live_of(h.heap) == expect);
     size_t bytes = 0;
     for (auto& [p, size] : expect) bytes += size;
-    BOOST_TEST(h->size == bytes);
+    BOOST_TEST(h->usage() == bytes);
 }
 
 BOOST_AUTO_TEST_CASE(an_empty_heap_has_no_live_blocks) {
@@ -70,18 +70,18 @@ BOOST_AUTO_TEST_CASE(merge_moves_leaks_and_keeps_them_valid) {
     leaks.push_back(big);
     leaks.push_back(huge);
     for (void* p : freed) request->free_owned(p);
-    size_t leaked = request->size;
+    size_t leaked = request->usage();
     request->merge_into(persistent.heap);
-    BOOST_TEST(request->size == 0u);
+    BOOST_TEST(request->usage() == 0u);
     BOOST_TEST(request->chunks_count == 0u);
     BOOST_TEST(request->huge == nullptr);
-    BOOST_TEST(persistent->size == leaked + 112u);
+    BOOST_TEST(persistent->usage() == leaked + 112u);
     for (void* p : leaks) BOOST_TEST_REQUIRE(Heap::owner_of(p) == &persistent.heap);
     BOOST_TEST(persistent->check() == nullptr);
     // the program may still free a leaked block later: it is persistent now
     for (void* p : leaks) persistent->free_owned(p);
     persistent->free_owned(before);
-    BOOST_TEST(persistent->size == 0u);
+    BOOST_TEST(persistent->usage() == 0u);
     BOOST_TEST(persistent->check() == nullptr);
     // the merged free lists serve the persistent heap
     std::vector<void*> again;
@@ -117,9 +117,9 @@ BOOST_AUTO_TEST_CASE(late_remote_frees_reach_the_merged_heap) {
     (void)other;
     BOOST_TEST(persistent->has_remote());  // through the retired request heap
     persistent->drain_remote();
-    BOOST_TEST(persistent->size == 64u);
+    BOOST_TEST(persistent->usage() == 64u);
     persistent->free_owned(keep);
-    BOOST_TEST(persistent->size == 0u);
+    BOOST_TEST(persistent->usage() == 0u);
     persistent->retired = nullptr;  // the request heap dies first in this test
 }
 

@@ -27,7 +27,7 @@ BOOST_AUTO_TEST_CASE(remote_frees_from_several_threads) {
             if (i == 0) size = 3 * 1024 * 1024;  // a huge one each
             blocks[t].push_back(h->alloc(size));
         }
-    size_t used = h->size;
+    size_t used = h->usage();
     BOOST_TEST(used > 0u);
     std::vector<std::thread> threads;
     std::atomic<int> wrong_owner{0};  // Boost.Test's checks are not thread-safe
@@ -39,13 +39,13 @@ BOOST_AUTO_TEST_CASE(remote_frees_from_several_threads) {
         });
     for (auto& th : threads) th.join();
     BOOST_TEST(wrong_owner.load() == 0);
-    BOOST_TEST(h->size == used);  // nothing freed yet: all on the remote stack
+    BOOST_TEST(h->usage() == used);  // nothing freed yet: all on the remote stack
     BOOST_TEST(h->has_remote());
     h->drain_remote();
     BOOST_TEST(h->remote.load() == nullptr);
     BOOST_TEST(h->retired == nullptr);
     BOOST_TEST(!h->has_remote());
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
     BOOST_TEST(h->huge == nullptr);
     BOOST_TEST(h->check() == nullptr);
 }
@@ -71,7 +71,7 @@ BOOST_AUTO_TEST_CASE(remote_frees_while_owner_allocates) {
     }
     freer.join();
     h->drain_remote();
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
     BOOST_TEST(h->check() == nullptr);
 }
 
@@ -88,7 +88,7 @@ BOOST_AUTO_TEST_CASE(remote_small_frees_travel_in_chains) {
     std::vector<void*> blocks;
     for (uint32_t i = 0; i < 3 * per_chain + 5; ++i) blocks.push_back(h->alloc(100));
     void* big = h->alloc(10000);
-    const size_t used = h->size;
+    const size_t used = h->usage();
     char other_thread = 0;
     for (uint32_t i = 0; i + 1 < per_chain; ++i) Heap::free_any(blocks[i], &other_thread, &sender.heap);
     BOOST_TEST(sender->outbox[bin].count == per_chain - 1);
@@ -104,7 +104,7 @@ BOOST_AUTO_TEST_CASE(remote_small_frees_travel_in_chains) {
     BOOST_TEST(h->remote_chain_blocks[bin].load() == per_chain);
     h->stats(s);
     BOOST_TEST(s.size == used - per_chain * k_bin_size[bin]);
-    BOOST_TEST(h->size == used);  // not taken yet
+    BOOST_TEST(h->usage() == used);  // not taken yet
     // A large block goes to the remote stack as before.
     Heap::free_any(big, &other_thread, &sender.heap);
     BOOST_TEST(h->remote.load() == big);
@@ -117,11 +117,11 @@ BOOST_AUTO_TEST_CASE(remote_small_frees_travel_in_chains) {
     // newest chain first, and reuses a slot another thread freed.
     std::vector<void*> rest;  // the run's unused slots
     while (h->free_slot[bin]) rest.push_back(h->pop_small(bin));
-    const size_t before = h->size;
+    const size_t before = h->usage();
     void* again = h->alloc(100);
     BOOST_TEST(again == blocks[3 * per_chain + 4]);
     BOOST_TEST(h->remote_chains[bin].load() == nullptr);
-    BOOST_TEST(h->size == before - (3 * per_chain + 5) * k_bin_size[bin] + k_bin_size[bin]);
+    BOOST_TEST(h->usage() == before - (3 * per_chain + 5) * k_bin_size[bin] + k_bin_size[bin]);
     // Every slot is on the free list, once: allocating them all gives each back.
     std::vector<void*> taken{again};
     for (uint32_t i = 1; i < 3 * per_chain + 5; ++i) taken.push_back(h->alloc(100));
@@ -132,7 +132,7 @@ BOOST_AUTO_TEST_CASE(remote_small_frees_travel_in_chains) {
     for (void* p : taken) h->free_owned(p);
     for (void* p : rest) h->free_owned(p);
     h->drain_remote();
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
     BOOST_TEST(h->check() == nullptr);
 }
 
@@ -150,13 +150,13 @@ BOOST_AUTO_TEST_CASE(chains_join_a_free_list_and_skip_request_heaps) {
     h->free_owned(b);
     h->drain_remote();
     BOOST_TEST(h->free_slot[bin] == a);
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
     void* r = request->alloc(40);
     Heap::free_any(r, &other_thread, &sender.heap);
     BOOST_TEST(sender->outbox_chains() == 0u);
     BOOST_TEST(request->remote.load() == r);
     request->drain_remote();
-    BOOST_TEST(request->size == 0u);
+    BOOST_TEST(request->usage() == 0u);
 }
 
 // A forked child's new key reaches the chains: in outboxes and on stacks.
@@ -175,7 +175,7 @@ BOOST_AUTO_TEST_CASE(rekey_rewrites_chains) {
     sender->flush_outbox();
     for (int i = 150; i < 200; ++i) h->free_owned(blocks[i]);
     h->drain_remote();
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
     for (int i = 0; i < 400; ++i) blocks.push_back(h->alloc(24));  // pops every slot: checked shadows
     BOOST_TEST(h->check() == nullptr);
 }
@@ -207,7 +207,7 @@ BOOST_AUTO_TEST_CASE(chains_from_several_threads) {
     }
     for (auto& th : threads) th.join();
     h->drain_remote();
-    BOOST_TEST(h->size == 0u);
+    BOOST_TEST(h->usage() == 0u);
     BOOST_TEST(h->check() == nullptr);
 }
 
@@ -240,7 +240,7 @@ BOOST_AUTO_TEST_CASE(abandoned_heaps_are_adopted) {
         BOOST_TEST(h == first);
         BOOST_TEST(h->owner.load() == &token);
         for (size_t i = 1; i < left_behind.size(); i += 2) h->free_owned(left_behind[i]);
-        BOOST_TEST(h->size == 0u);
+        BOOST_TEST(h->usage() == 0u);
         BOOST_TEST(h->check() == nullptr);
         heap_pool::abandon(h);
     });
@@ -266,7 +266,7 @@ BOOST_AUTO_TEST_CASE(chains_into_an_abandoned_heap_are_reclaimed) {
         heap_pool::abandon(h);  // the thread leaves, the chain still in the outbox
         sender->flush_outbox();
         BOOST_TEST(h->remote_chains[size_to_bin(64)].load() == nullptr);
-        BOOST_TEST(h->size == 0u);
+        BOOST_TEST(h->usage() == 0u);
     });
     a.join();
     BOOST_TEST(first->owner.load() == nullptr);
