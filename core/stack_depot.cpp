@@ -109,14 +109,18 @@ Record* record(uint32_t id) {
     return reinterpret_cast<Record*>(segment + (size_t{id & k_segment_units_mask} << k_unit_shift));
 }
 
+bool holds(const Record* r, const uintptr_t* pcs, unsigned n) {
+    if (r->frames != n) return false;
+    for (unsigned i = 0; i < n; ++i)
+        if (r->frame[i].pc != pcs[i]) return false;
+    return true;
+}
+
 // The id of the stored stack equal to pcs[0..n), or 0, from a bucket's head.
 uint32_t find(uint32_t head, uint32_t hash, const uintptr_t* pcs, unsigned n) {
     for (uint32_t id = head; id; id = record(id)->next) {
         const Record* r = record(id);
-        if (r->hash != hash || r->frames != n) continue;
-        bool same = true;
-        for (unsigned i = 0; i < n && same; ++i) same = r->frame[i].pc == pcs[i];
-        if (same) return id;
+        if (r->hash == hash && holds(r, pcs, n)) return id;
     }
     return 0;
 }
@@ -192,11 +196,8 @@ uint32_t module_of_locked(uintptr_t pc) {
     return find_current(pc);
 }
 
-}  // namespace
-
-uint32_t put(const uintptr_t* pcs, unsigned n) {
-    if (n == 0) return 0;
-    if (n > k_max_frames) n = k_max_frames;
+// put's hash table part: the stack's id, found or added.
+uint32_t put_new(const uintptr_t* pcs, unsigned n) {
     uint32_t hash = hash_of(pcs, n);
     // Seen before: no lock.
     if (uint32_t* buckets = __atomic_load_n(&g_buckets, __ATOMIC_ACQUIRE)) {
@@ -217,6 +218,21 @@ uint32_t put(const uintptr_t* pcs, unsigned n) {
     r->next = bucket;
     __atomic_store_n(&bucket, id, __ATOMIC_RELEASE);
     ++g_count;
+    return id;
+}
+
+// The stack this thread put last: a loop's allocations put the same stack
+// over and over, compared here with its record before any hashing.
+thread_local uint32_t t_last = 0;
+
+}  // namespace
+
+uint32_t put(const uintptr_t* pcs, unsigned n) {
+    if (n == 0) return 0;
+    if (n > k_max_frames) n = k_max_frames;
+    if (t_last && holds(record(t_last), pcs, n)) return t_last;
+    uint32_t id = put_new(pcs, n);
+    if (id) t_last = id;
     return id;
 }
 
