@@ -386,7 +386,9 @@ void* Heap::alloc_huge(size_t bytes, size_t alignment, bool use_cache) {
     if (header_page > base) os::unmap_heap(base, static_cast<size_t>(header_page - base));
     char* end = reinterpret_cast<char*>(block + len);
     if (end < base + span) os::unmap_heap(end, static_cast<size_t>(base + span - end));
-    if (!g_tuning.huge_pages) os::advise_no_huge_pages(reinterpret_cast<void*>(block), len);
+    // (The header page too: advice on the block alone would split the
+    // mapping in two, and mremap could no longer grow it in place.)
+    if (!g_tuning.huge_pages) os::advise_no_huge_pages(header_page, len + k_page_size);
 
     Huge_header* h = reinterpret_cast<Huge_header*>(header_page);
     h->magic = k_huge_magic;
@@ -690,7 +692,7 @@ void Heap::forget(void* p) {
     if (!blocks->erase(a, &was) || !(was.flags & k_block_carried)) return;
     unmark_carried(a);
     // Not the running request's bytes: its usage and peak (net of
-    // base_size) stay as they were once the free below lowers `size`.
+    // base_size) stay as they were once the free below lowers the usage.
     // Outside a request the heap's peak is the process's: it stays.
     if (!request) return;
     size_t bytes = usable_size(p);
@@ -1030,13 +1032,16 @@ void* Heap::realloc(void* p, size_t bytes) {
     // that the request's usage and peak stay. (Moved, the old block's free
     // has made the table forget it.)
     size_t before = usable_size(p), peak_before = peak;
-    int64_t under_before = under_peak;
     void* q = realloc_block(p, bytes);
     if (q == p && request) {  // (outside a request the heap's peak is the process's)
         size_t after = usable_size(p);
         base_size += after - before;  // modulo 2^64: a shrink lowers both
+        // The usage is what the realloc left (remote frees drained on the
+        // way, a limit handler's allocations count); the peak moves by the
+        // block's change only.
+        const size_t now = usage();
         peak = peak_before + (after - before);
-        under_peak = under_before;  // the usage moved with the peak
+        under_peak = static_cast<int64_t>(peak - now);
     }
     return q;
 }

@@ -142,7 +142,7 @@ public:
     size_t limit_base; // mapped bytes that hold earlier requests' leaks: not this request's
     // A request heap's bytes in blocks earlier requests left (carried) at
     // the request's begin, less those freed since: the request's own usage
-    // is size - base_size, its peak peak - base_size.
+    // is usage() - base_size, its peak peak - base_size.
     size_t base_size;
     // Per bin, the small blocks live at the request's begin (carried: the
     // slots allocated less those freed, then), less the carried ones freed
@@ -192,8 +192,14 @@ public:
     // Sets up a heap with no memory. `key` is the process's free-list key.
     void init(uint64_t free_list_key);
 
+    // ZendMM's size: bytes in live blocks. (Another thread that reads it may
+    // see the two fields from different moments: what would be negative is 0.)
+    size_t usage() const {
+        const size_t top = peak;
+        const int64_t under = under_peak;
+        return under > static_cast<int64_t>(top) ? 0 : top - static_cast<size_t>(under);
+    }
     // Bytes in the current request's own blocks (over base_size), and their peak.
-    size_t usage() const { return peak - static_cast<size_t>(under_peak); }
     size_t size_in_request() const { return usage() > base_size ? usage() - base_size : 0; }
     size_t peak_in_request() const { return peak > base_size ? peak - base_size : 0; }
     // Memory taken from the OS for the current request (over limit_base).

@@ -425,6 +425,31 @@ BOOST_AUTO_TEST_CASE(aligned_blocks) {
     BOOST_TEST(h->check() == nullptr);
 }
 
+// A huge block grows in place (mremap) when the addresses after it are free.
+// (Advice given to the block alone, not its header page, once split the
+// mapping in two, and every growth moved.)
+BOOST_AUTO_TEST_CASE(huge_blocks_grow_in_place) {
+    Test_heap h;
+    unsigned in_place = 0, tries = 0;
+    for (int i = 0; i < 8; ++i) {
+        void* p = h->alloc(3u << 20);
+        char* end = static_cast<char*>(p) + (3u << 20);
+        // Is the page after it free? (Probed, then given back.)
+        void* probe = mmap(end, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        const bool room = probe == end;
+        if (probe != MAP_FAILED) munmap(probe, 4096);
+        void* q = h->realloc(p, (3u << 20) + 4096);
+        BOOST_TEST_REQUIRE(q != nullptr);
+        if (room) {
+            ++tries;
+            in_place += q == p;
+        }
+        h->free_owned(q);
+    }
+    BOOST_TEST_REQUIRE(tries > 0u);  // (the kernel maps top-down: there is room after most)
+    BOOST_TEST(in_place == tries);
+}
+
 BOOST_AUTO_TEST_CASE(usage_and_peak_count_rounded_sizes) {
     Test_heap h;
     void* a = h->alloc(20);       // 32

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include "block_table.hpp"
@@ -222,6 +223,42 @@ BOOST_AUTO_TEST_CASE(own_runs_walk_finds_the_request_s_own_blocks) {
     for (void* p : carried)
         if (p) h->free_owned(p);
     BOOST_TEST(table.size() == 0u);
+    h->request = nullptr;
+    h->blocks = nullptr;
+}
+
+// A carried block (an earlier request's) grown in place while the request
+// is at its limit: growing first collects, which drains a remote free of the
+// request's own block. That free counts; only the carried block's growth
+// moves the request's baseline.
+BOOST_AUTO_TEST_CASE(carried_block_grown_at_the_limit_keeps_drained_frees) {
+    Test_heap h;
+    Block_table table;
+    h->blocks = &table;
+    char token = 0;
+    h->request = &token;
+    void* carried = h->alloc(3u << 20);
+    BOOST_TEST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(carried), Heap::usable_size(carried), 0, k_block_carried}));
+    h->reset_for_request(SIZE_MAX);
+    void* own = h->alloc(1000);  // the request's own (1024-byte bin)
+    void* cached = h->alloc(4u << 20);
+    h->free_owned(cached);  // to the huge cache, which collect() gives back
+    std::thread([&] {
+        char other = 0;
+        Heap::free_any(own, &other);  // onto the remote stack: counted when drained
+    }).join();
+    BOOST_TEST_REQUIRE(h->has_remote());
+    h->limit = h->real_in_request() + 2048;  // a page more is over the limit until collect()
+    const size_t before = h->usage();
+    void* q = h->realloc(carried, (3u << 20) + 4096);
+    BOOST_TEST_REQUIRE(q != nullptr);
+    BOOST_TEST(!h->has_remote());
+    BOOST_TEST(h->usage() == before - 1024 + 4096);
+    BOOST_TEST(h->size_in_request() == 0u);
+    BOOST_TEST(h->peak >= h->usage());
+    h->limit = SIZE_MAX;
+    h->free_owned(q);
+    BOOST_TEST(h->usage() == 0u);
     h->request = nullptr;
     h->blocks = nullptr;
 }
