@@ -841,6 +841,13 @@ constexpr auto k_outbox_limit = [] {
 }();
 }  // namespace
 
+inline void Heap::free_slot_through_outbox(Heap* to, void* p, unsigned bin) {
+    Free_slot* s = not_free_already(to, p);
+    Outbox_chain& o = outbox[bin];
+    if (__builtin_expect(o.to != to, 0)) return restart_chain(o, bin, to, s);
+    append_to_chain(o, bin, s);
+}
+
 void Heap::free_through_outbox(Heap* to, void* p) {
     // A small slot's start (the common case, checked once here), else the
     // general check and the remote stack.
@@ -848,10 +855,21 @@ void Heap::free_through_outbox(Heap* to, void* p) {
     const uint32_t info = is_chunk_granule(a) && Chunk::page_of(p) != 0 ? Chunk::of(p)->map[Chunk::page_of(p)] : 0;
     const unsigned bin = info & k_bin_mask;
     if (!(info & k_small) || !is_slot_start(offset_in_run(a, info), bin)) return free_remote(to, p);
-    Free_slot* s = not_free_already(to, p);
-    Outbox_chain& o = outbox[bin];
-    if (__builtin_expect(o.to != to, 0)) return restart_chain(o, bin, to, s);
-    append_to_chain(o, bin, s);
+    free_slot_through_outbox(to, p, bin);
+}
+
+void Heap::free_in_chunk_of_other(void* p, const void* current_owner, Heap* outbox) {
+    Chunk* c = Chunk::of(p);
+    Heap* to = c->heap;
+    const void* owner = to->owner.load(std::memory_order_relaxed);
+    const unsigned page = Chunk::page_of(p);
+    if (owner != current_owner && owner && outbox && to->takes_chains && g_tuning.batch_remote_frees && page != 0) {
+        const uint32_t info = c->map[page];
+        const unsigned bin = info & k_bin_mask;
+        if ((info & k_small) && outbox->is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), bin))
+            return outbox->free_slot_through_outbox(to, p, bin);
+    }
+    free_block_of(to, p, current_owner, outbox);
 }
 
 inline void Heap::append_to_chain(Outbox_chain& o, unsigned bin, Free_slot* s) {

@@ -269,6 +269,8 @@ public:
     // calling thread's persistent heap), anything else goes onto `to`'s
     // remote stack.
     void free_through_outbox(Heap* to, void* p);
+    // Its last step: p, a slot's start of `bin` in `to`'s chunk, not free.
+    inline void free_slot_through_outbox(Heap* to, void* p, unsigned bin);
     // Sends every outbox chain to its heap (the thread stops, or reports).
     void flush_outbox();
     unsigned outbox_chains() const;  // the outbox's chains not empty
@@ -281,6 +283,10 @@ public:
     // null: no chains) when h takes chains; a heap whose thread is gone is
     // drained at once (heap_pool::reclaim_if_abandoned).
     static void free_block_of(Heap* h, void* p, const void* current_owner, Heap* outbox);
+    // free_block_of for p in a chunk (the registry said so) that another
+    // heap owns, from the fast path's miss: a small slot of a live thread's
+    // heap goes straight to the outbox, in one function (larson's frees).
+    static void free_in_chunk_of_other(void* p, const void* current_owner, Heap* outbox);
 
     // A new free-list key (a forked child, as ZendMM's zend_mm_refresh_key_child):
     // every free slot's shadow, on the free lists, the remote stacks and in

@@ -95,7 +95,7 @@ __attribute__((noinline)) void free_in_carried_page(Heap* h, void* p, uint32_t i
 __attribute__((noinline)) void free_other_heap(void* p) {
     if (!reentry::inside() && !options().debug) {
         Busy_section busy;
-        return Heap::free_block_of(Chunk::of(p)->heap, p, thread_token(), t_state.persistent);
+        return Heap::free_in_chunk_of_other(p, thread_token(), t_state.persistent);
     }
     free_slow(p);
 }
