@@ -44,6 +44,9 @@ __attribute__((always_inline)) inline void free(void* p) {
 }
 
 void free_sized_slow(void* p, size_t size, const void* site);
+// The fast path found p in a chunk another heap owns: the size claimed is
+// checked against the page's bin there, and p freed as free_other_heap does.
+void free_sized_other_heap(void* p, size_t size, const void* site);
 
 // operator delete(void*, size_t): the size is checked, never trusted.
 // `site` is the caller's return address, to report a wrong size once per site.
@@ -54,6 +57,7 @@ __attribute__((always_inline)) inline void free_sized(void* p, size_t size, cons
         uint32_t r = h->try_free_small(p, size_to_bin(size));
         if (__builtin_expect(r == 0, 1)) return;
         if (r > Heap::k_fast_free_other_heap) return free_in_carried_page(h, p, r);
+        if (r == Heap::k_fast_free_other_heap) return free_sized_other_heap(p, size, site);
     }
     free_sized_slow(p, size, site);
 }

@@ -129,6 +129,16 @@ __attribute__((noinline, cold)) void report_wrong_size(void* p, size_t size, con
 }
 }  // namespace
 
+__attribute__((noinline)) void free_sized_other_heap(void* p, size_t size, const void* site) {
+    // (A small page's map word names its bin: the claim fits when the size
+    // is of that bin, as size_matches has it. Anything else is the slow
+    // path's, which reports a wrong size; an interior pointer is diagnosed
+    // on either path.)
+    const uint32_t info = Chunk::of(p)->map[Chunk::page_of(p)];
+    if ((info & k_small) && (info & k_bin_mask) == size_to_bin(size)) return free_other_heap(p);
+    free_sized_slow(p, size, site);
+}
+
 void free_sized_slow(void* p, size_t size, const void* site) {
     if (p && !Heap::size_matches(p, size)) report_wrong_size(p, size, site);
     free(p);
