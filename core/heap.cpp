@@ -862,8 +862,9 @@ void Heap::free_in_chunk_of_other(void* p, const void* current_owner, Heap* outb
     Chunk* c = Chunk::of(p);
     Heap* to = c->heap;
     const void* owner = to->owner.load(std::memory_order_relaxed);
+    if (owner == current_owner) return to->free_owned(p);  // (a traced request's blocks)
     const unsigned page = Chunk::page_of(p);
-    if (owner != current_owner && owner && outbox && to->takes_chains && g_tuning.batch_remote_frees && page != 0) {
+    if (owner && outbox && to->takes_chains && g_tuning.batch_remote_frees && page != 0) {
         const uint32_t info = c->map[page];
         const unsigned bin = info & k_bin_mask;
         if ((info & k_small) && outbox->is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), bin))
