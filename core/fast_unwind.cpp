@@ -498,6 +498,7 @@ bool stack_range(uintptr_t sp, uintptr_t& hi) {
 int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi) {
     std::atomic<uint64_t>* table = rules();
     if (!table) return -1;
+    if (max == 0) return 0;
     // This frame has a frame pointer (taking its address makes one): the
     // caller's return address above it, the caller's rbp in it.
     const uintptr_t frame = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
@@ -507,28 +508,40 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi) 
     uintptr_t pc = load(frame + 8);
     uintptr_t sp = frame + 16;
     uintptr_t fp = load(frame);
-    unsigned n = 0, skipped = 0;
-    while (n < max && pc) {
-        if (n == 0 && pc >= skip_lo && pc < skip_hi) {
-            if (++skipped > k_max_skipped) return -1;
-        } else {
-            out[n++] = pc;
-        }
-        uint32_t rule = rule_for(table, pc);
-        if (rule == k_outermost) return static_cast<int>(n);
-        if (rule == k_unsupported) return -1;
-        uintptr_t cfa = ((rule & k_rbp_base) ? fp : sp) + ((rule >> k_offset_shift) & 8191) * 8;
-        // The CFA is above this frame's stack pointer and inside the stack,
-        // and so is what is read below it.
-        if (cfa <= sp || cfa < lo + 8 || cfa > hi) return -1;
-        uintptr_t next_pc = load(cfa - 8);
+    // One frame up, from pc's rule.
+    enum Step { up, stack_end, give_up };
+    auto step = [&]() -> Step {
+        const uint32_t rule = rule_for(table, pc);
+        if (rule == k_outermost) return stack_end;
+        if (rule == k_unsupported) return give_up;
+        const uintptr_t cfa = ((rule & k_rbp_base) ? fp : sp) + ((rule >> k_offset_shift) & 8191) * 8;
+        // The CFA is above this frame's stack pointer (so above this
+        // function's frame, where sp starts) and inside the stack, and so
+        // is what is read below it.
+        if (cfa <= sp || cfa > hi) return give_up;
+        const uintptr_t next_pc = load(cfa - 8);
         if (uint32_t slot = rule & 7) {
-            uintptr_t at = cfa - slot * 8;
-            if (at < lo) return -1;
+            const uintptr_t at = cfa - slot * 8;
+            if (at < lo) return give_up;
             fp = load(at);
         }
         sp = cfa;
         pc = next_pc;
+        return up;
+    };
+    // The innermost return addresses inside [skip_lo, skip_hi): unwound, not
+    // kept (a loop of its own: the main one tests nothing but the count).
+    for (unsigned skipped = 0; pc >= skip_lo && pc < skip_hi;) {
+        if (++skipped > k_max_skipped) return -1;
+        const Step s = step();
+        if (s != up) return s == stack_end ? 0 : -1;
+    }
+    unsigned n = 0;
+    while (n < max && pc) {
+        out[n++] = pc;
+        const Step s = step();
+        if (s == give_up) return -1;
+        if (s == stack_end) break;
     }
     return static_cast<int>(n);
 }
