@@ -450,14 +450,22 @@ __attribute__((noinline)) uint32_t new_rule(std::atomic<uint64_t>* table, uintpt
     return rule;
 }
 
-inline uint32_t rule_for(std::atomic<uint64_t>* table, uintptr_t ra) {
-    size_t i = slot_of(ra);
-    for (unsigned probe = 0; probe < k_probes; ++probe, i = (i + 1) & (k_slots - 1)) {
+// The probes after the first, out of the unwinding loop's way.
+__attribute__((noinline)) uint32_t probe_rule(std::atomic<uint64_t>* table, uintptr_t ra, size_t i) {
+    for (unsigned probe = 1; probe < k_probes; ++probe) {
+        i = (i + 1) & (k_slots - 1);
         uint64_t e = table[i].load(std::memory_order_relaxed);
         if (e == 0) break;
         if ((e >> k_rule_bits) == ra) return static_cast<uint32_t>(e & ((1u << k_rule_bits) - 1));
     }
     return new_rule(table, ra);
+}
+
+inline uint32_t rule_for(std::atomic<uint64_t>* table, uintptr_t ra) {
+    const size_t i = slot_of(ra);
+    const uint64_t e = table[i].load(std::memory_order_relaxed);
+    if (__builtin_expect((e >> k_rule_bits) == ra, 1)) return static_cast<uint32_t>(e & ((1u << k_rule_bits) - 1));
+    return e == 0 ? new_rule(table, ra) : probe_rule(table, ra, i);
 }
 
 // A word of the stack (bounds checked by the caller; any alignment).
@@ -512,8 +520,8 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi) 
     enum Step { up, stack_end, give_up };
     auto step = [&]() -> Step {
         const uint32_t rule = rule_for(table, pc);
-        if (rule == k_outermost) return stack_end;
-        if (rule == k_unsupported) return give_up;
+        static_assert(k_unsupported == k_outermost + 1);  // (the two largest: one test)
+        if (__builtin_expect(rule >= k_outermost, 0)) return rule == k_outermost ? stack_end : give_up;
         const uintptr_t cfa = ((rule & k_rbp_base) ? fp : sp) + ((rule >> k_offset_shift) & 8191) * 8;
         // The CFA is above this frame's stack pointer (so above this
         // function's frame, where sp starts) and inside the stack, and so
