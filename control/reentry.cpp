@@ -85,7 +85,9 @@ void* alloc(size_t size, size_t alignment, bool zeroed) {
 bool free(void* p) {
     Heap* owner = Heap::owner_of(p);
     if (!owner) return false;
-    if (options().debug) debug_checks::on_free(p);  // as free's own path, before the free
+    // (The thread's heaps may be mid-update: their owner, this thread,
+    // checks a block of theirs as it drains it from the remote stack.)
+    if (options().debug) debug_checks::on_free(p, nullptr);
     if (owner == g_reentry) {
         Reentry_scope scope;
         Heap::free_any(p, thread_token());

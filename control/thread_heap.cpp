@@ -53,6 +53,7 @@ void apply_options() {
     g_tuning.dirty_budget_pages = o.purge_budget / k_page_size;
     g_tuning.poison_new_runs = o.debug;
     g_tuning.batch_remote_frees = !o.debug;  // every free reaches its heap's table at once
+    g_tuning.check_remote_frees = o.debug;
     set_report_path(o.log_path.text[0] ? o.log_path.text : nullptr);
 }
 

@@ -52,29 +52,43 @@ void on_alloc(Heap& h, void* p, size_t size) {
     if (Block_table* table = table_of(h)) table->insert({reinterpret_cast<uintptr_t>(p), size, 0, 0});
 }
 
-size_t requested_size(void* p) {
+size_t requested_size(void* p, const void* current_owner) {
     Heap* h = Heap::owner_of(p);
-    if (h && h->blocks)
+    if (h && h->blocks && h->owner.load(std::memory_order_relaxed) == current_owner)
         if (const Block_info* b = h->blocks->find(reinterpret_cast<uintptr_t>(p))) return b->size;
     return Heap::usable_size(p);
 }
 
-void on_free(void* p) {
-    Heap* h = Heap::owner_of(p);
-    if (!h || !h->blocks) return;  // not a block start: the free diagnoses it
-    const Block_info* b = h->blocks->find(reinterpret_cast<uintptr_t>(p));
-    if (!b) return;  // not live (a double free): the free diagnoses it, and its link must stay
-    // Freed already by another thread, still on its way back (the owner's
-    // table forgets it when it drains): it holds a free slot's link, under
-    // the owner's key. A double free, which the free diagnoses.
-    auto* s = static_cast<Free_slot*>(p);
-    if (s->shadow == h->shadow_of(s, s->next)) return;
+namespace {
+// p, a block of h's being freed: its canary checked from byte `from` of the
+// block on (when the table knows its size: a block a request heap left to
+// the thread's heap is not in the thread heap's table), then the block
+// poisoned from byte `from` (a slot is reused whole: its poison is checked
+// when it is handed out again, whatever its history).
+void check_and_poison(Heap& h, void* p, size_t from) {
+    const Block_info* b = h.blocks ? h.blocks->find(reinterpret_cast<uintptr_t>(p)) : nullptr;
     size_t usable = Heap::usable_size(p);
     auto* bytes = static_cast<unsigned char*>(p);
-    if (b->size + k_canary_bytes <= usable &&
-        first_not(bytes, b->size, b->size + k_canary_bytes, k_canary) != b->size + k_canary_bytes)
-        misuse(Misuse::overflow, p, "the canary after its last byte was overwritten");
-    memset(bytes, k_poison, usable);
+    if (b && b->size + k_canary_bytes <= usable) {
+        size_t start = b->size > from ? b->size : from;
+        if (start < b->size + k_canary_bytes &&
+            first_not(bytes, start, b->size + k_canary_bytes, k_canary) != b->size + k_canary_bytes)
+            misuse(Misuse::overflow, p, "the canary after its last byte was overwritten");
+    }
+    if (from < usable) memset(bytes + from, k_poison, usable - from);
 }
+}  // namespace
+
+void on_free(void* p, const void* current_owner) {
+    Heap* h = Heap::owner_of(p);
+    if (!h || h->owner.load(std::memory_order_relaxed) != current_owner) return;  // on_drained's, by the owner
+    // Not a live block (a double free, also one freed by another thread and
+    // still on its way back: it holds a free slot's link; an interior
+    // pointer): the free diagnoses it, and a link must stay.
+    if (Heap::live_block_size(p) == 0) return;
+    check_and_poison(*h, p, 0);
+}
+
+void on_drained(Heap& h, void* p) { check_and_poison(h, p, 2 * sizeof(void*)); }
 
 }  // namespace zmm::debug_checks

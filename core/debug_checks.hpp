@@ -20,9 +20,17 @@ inline constexpr unsigned char k_poison = 0xdf;
 // reused block's poison, writes the canary, records the size. Diagnoses and
 // aborts on a broken poison.
 void on_alloc(Heap& h, void* p, size_t size);
-// Before a free of p (any zmm block): checks the canary, poisons the block.
-void on_free(void* p);
-// The size asked for, for realloc's copy (usable size if unknown).
-size_t requested_size(void* p);
+// Before a free of p (any zmm block) by the thread whose token is
+// `current_owner`: checks the canary, poisons the block, when its heap is
+// that thread's. A block of another thread's heap is left to on_drained:
+// the heap's table is its owner's alone (nullptr: every block is).
+void on_free(void* p, const void* current_owner);
+// A block h (the caller's heap) takes from its remote stack, freed by
+// another thread: the canary's bytes past the stack's link (its first two
+// words) are checked, the block past the link poisoned.
+void on_drained(Heap& h, void* p);
+// The size asked for, for realloc's copy (usable size if unknown, or the
+// block is another thread's).
+size_t requested_size(void* p, const void* current_owner);
 
 }  // namespace zmm::debug_checks

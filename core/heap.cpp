@@ -1,5 +1,7 @@
 #include "heap.hpp"
 
+#include "debug_checks.hpp"
+
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -675,6 +677,7 @@ void Heap::free_owned(void* p) {
 // A block that came off the remote stack: it was checked when pushed, and its
 // second word now holds a valid shadow (the remote link's).
 void Heap::free_owned_unchecked(void* p) {
+    if (g_tuning.check_remote_frees) debug_checks::on_drained(*this, p);
     if (may_be_in_table(p)) forget(p);
     if (granule_of(p) == granule_chunk) {
         Chunk* c = Chunk::of(p);

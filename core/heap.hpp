@@ -79,6 +79,11 @@ struct Heap_tuning {
     bool fork_rekey = false;           // ZMM_FORK_REKEY: a new free-list key in a forked child
     bool poison_new_runs = false;      // ZMM_DEBUG: new bin runs start as freed memory (debug_checks)
     bool batch_remote_frees = true;    // thread heaps take remote small frees in chains (not ZMM_DEBUG)
+    // ZMM_DEBUG: a block freed by another thread than its heap's owner is
+    // checked (canary) and poisoned by the owner, as it takes it from its
+    // remote stack (debug_checks::on_drained): the heap's table is the
+    // owner's alone.
+    bool check_remote_frees = false;
 };
 extern Heap_tuning g_tuning;
 

@@ -78,7 +78,7 @@ static void free_foreign(void* p) {
 
 // free's slow path, inside the allocator already.
 static void free_inside(void* p) {
-    if (__builtin_expect(options().debug, 0)) debug_checks::on_free(p);
+    if (__builtin_expect(options().debug, 0)) debug_checks::on_free(p, thread_token());
     if (!Heap::free_any(p, thread_token(), t_state.persistent)) free_foreign(p);
 }
 
@@ -140,7 +140,11 @@ __attribute__((noinline)) void free_sized_other_heap(void* p, size_t size, const
 }
 
 void free_sized_slow(void* p, size_t size, const void* site) {
-    if (p && !Heap::size_matches(p, size)) report_wrong_size(p, size, site);
+    // (Under ZMM_DEBUG a block holds its canary after the size asked for.)
+    const size_t held = options().debug && size <= SIZE_MAX - debug_checks::k_canary_bytes
+                            ? size + debug_checks::k_canary_bytes
+                            : size;
+    if (p && !Heap::size_matches(p, held)) report_wrong_size(p, size, site);
     free(p);
 }
 
@@ -190,7 +194,7 @@ void* realloc(void* p, size_t size) {
     if (reentry::inside() && ours) return reentry::realloc(p, size);
     Busy_section busy;
     if (ours && options().debug) {  // always a new block: the old one is checked and poisoned
-        size_t old = debug_checks::requested_size(p);
+        size_t old = debug_checks::requested_size(p, thread_token());
         void* q = malloc_inside(size);
         if (!q) return nullptr;
         memcpy(q, p, old < size ? old : size);
