@@ -81,11 +81,16 @@ void check_and_poison(Heap& h, void* p, size_t from) {
 
 void on_free(void* p, const void* current_owner) {
     Heap* h = Heap::owner_of(p);
-    if (!h || h->owner.load(std::memory_order_relaxed) != current_owner) return;  // on_drained's, by the owner
-    // Not a live block (a double free, also one freed by another thread and
-    // still on its way back: it holds a free slot's link; an interior
-    // pointer): the free diagnoses it, and a link must stay.
-    if (Heap::live_block_size(p) == 0) return;
+    // Another thread's heap, or one no thread owns (abandoned, orphaned in a
+    // forked child): on_drained's, by the owner (an orphan's blocks go
+    // unchecked: its table may be mid-update).
+    if (!h || !current_owner || h->owner.load(std::memory_order_relaxed) != current_owner) return;
+    // A block that holds a free slot's link (freed already: in a free list,
+    // or on its way back from another thread, a large or huge block too),
+    // or that is not a live block start: the free diagnoses it, and a link
+    // must stay.
+    auto* s = static_cast<Free_slot*>(p);
+    if (s->shadow == h->shadow_of(s, s->next) || Heap::live_block_size(p) == 0) return;
     check_and_poison(*h, p, 0);
 }
 

@@ -656,6 +656,13 @@ static void check_block_start(void* p) {
 void Heap::free_owned(void* p) {
     if (may_be_in_table(p)) forget(p);
     Granule g = granule_of(p);
+    // A large or huge block that holds a free slot's link waits on a remote
+    // stack, freed already by another thread (as free_small's test for a
+    // slot): freed here too, its pages would be freed twice.
+    auto linked = [&] {
+        auto* s = static_cast<Free_slot*>(p);
+        return s->shadow == shadow_of(s, s->next);
+    };
     if (g == granule_chunk) {
         Chunk* c = Chunk::of(p);
         unsigned page = Chunk::page_of(p);
@@ -663,13 +670,19 @@ void Heap::free_owned(void* p) {
         if (page == 0) misuse(Misuse::unknown_pointer, p);
         if (info & k_small) return free_small(p, info);
         if (page_aligned(p)) {
-            if (info & k_large) return free_large(c, page, info & k_pages_mask);
+            if (info & k_large) {
+                if (linked()) misuse(Misuse::double_free, p);
+                return free_large(c, page, info & k_pages_mask);
+            }
             if (info == k_large_freed) misuse(Misuse::double_free, p);
         }
         if (info & k_large_tail) misuse(Misuse::interior_pointer, p);
         misuse(Misuse::unknown_pointer, p);
     }
-    if (Huge_header* h = huge_header_checked(p)) return free_huge(h);
+    if (Huge_header* h = huge_header_checked(p)) {
+        if (linked()) misuse(Misuse::double_free, p);
+        return free_huge(h);
+    }
     check_block_start(p);
     misuse(Misuse::unknown_pointer, p);
 }

@@ -52,6 +52,9 @@ static void* malloc_inside(size_t size) {
             errno = ENOMEM;
             return nullptr;
         }
+        // Blocks other threads freed are checked as they come back: at once
+        // (every ZMM_DEBUG allocation comes here), not when a bin runs out.
+        if (h->has_remote()) h->drain_remote();
         void* p = h->alloc(size + debug_checks::k_canary_bytes);
         debug_checks::on_alloc(*h, p, size);
         if (h->request) trace_allocation(h, p, size);
@@ -133,18 +136,29 @@ __attribute__((noinline)) void free_sized_other_heap(void* p, size_t size, const
     // (A small page's map word names its bin: the claim fits when the size
     // is of that bin, as size_matches has it. Anything else is the slow
     // path's, which reports a wrong size; an interior pointer is diagnosed
-    // on either path.)
+    // on either path. Under ZMM_DEBUG a block's bin holds its canary too.)
     const uint32_t info = Chunk::of(p)->map[Chunk::page_of(p)];
-    if ((info & k_small) && (info & k_bin_mask) == size_to_bin(size)) return free_other_heap(p);
+    if (!options().debug && (info & k_small) && (info & k_bin_mask) == size_to_bin(size)) return free_other_heap(p);
     free_sized_slow(p, size, site);
 }
 
+namespace {
+// Does a sized delete's `size` fit p (not null)?
+bool size_fits(void* p, size_t size) {
+    if (!options().debug) return Heap::size_matches(p, size);
+    // ZMM_DEBUG: the size asked for, when this thread's table has it (it
+    // must be that size exactly); else the block holds a canary after it,
+    // unless a signal handler's allocation (the reentry heap's: none).
+    const size_t asked = debug_checks::requested_size(p, thread_token());
+    if (asked != Heap::usable_size(p)) return size == asked;
+    return Heap::size_matches(p, size) ||
+           (size <= SIZE_MAX - debug_checks::k_canary_bytes &&
+            Heap::size_matches(p, size + debug_checks::k_canary_bytes));
+}
+}  // namespace
+
 void free_sized_slow(void* p, size_t size, const void* site) {
-    // (Under ZMM_DEBUG a block holds its canary after the size asked for.)
-    const size_t held = options().debug && size <= SIZE_MAX - debug_checks::k_canary_bytes
-                            ? size + debug_checks::k_canary_bytes
-                            : size;
-    if (p && !Heap::size_matches(p, held)) report_wrong_size(p, size, site);
+    if (p && !size_fits(p, size)) report_wrong_size(p, size, site);
     free(p);
 }
 
@@ -233,6 +247,7 @@ void* aligned(size_t alignment, size_t size) {
         return nullptr;
     }
     if (options().debug) {
+        if (h->has_remote()) h->drain_remote();  // (as malloc_inside)
         void* p = size <= SIZE_MAX - debug_checks::k_canary_bytes
                       ? h->alloc_aligned(alignment, size + debug_checks::k_canary_bytes)
                       : nullptr;

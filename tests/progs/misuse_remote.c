@@ -2,6 +2,10 @@
 // MODE=double frees it twice, with other frees in between (the first free
 // leaves it in the freeing thread's outbox chain); MODE=interior frees a
 // pointer inside it. The cross-thread free path diagnoses both.
+// MODE=double_large and MODE=double_huge: another thread frees a large (or
+// huge) block of main's, which waits on main's remote stack; main frees it
+// again, and its own free path diagnoses it (it freed the pages, and the
+// drain freed them once more, whoever held them by then).
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,8 +30,24 @@ static void* misuse(void* arg) {
     return NULL;
 }
 
+static void* free_block(void* arg) {
+    free(arg);
+    return NULL;
+}
+
 int main(void) {
     const char* mode = getenv("MODE");
+    if (mode && (strcmp(mode, "double_large") == 0 || strcmp(mode, "double_huge") == 0)) {
+        char* big = malloc(strcmp(mode, "double_large") == 0 ? 8192 : (4 << 20));
+        memset(big, 1, 8192);
+        printf("%p\n", (void*)big);
+        fflush(stdout);
+        pthread_t t;
+        if (pthread_create(&t, NULL, free_block, big) != 0) return 2;
+        pthread_join(t, NULL);
+        free(big);
+        return 0;
+    }
     block = malloc(100);
     for (int i = 0; i < 8; ++i) others[i] = malloc(100);
     pthread_t t;
