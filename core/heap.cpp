@@ -897,7 +897,7 @@ inline void Heap::append_to_chain(Outbox_chain& o, unsigned bin, Free_slot* s) {
     if (++o.count >= k_outbox_limit[bin]) send_chain(o, bin);
 }
 
-// Apart, so that free_through_outbox's main line calls nothing but its
+// Apart, so that free_slot_through_outbox's main line calls nothing but its
 // tail calls (and saves no registers).
 __attribute__((noinline)) void Heap::restart_chain(Outbox_chain& o, unsigned bin, Heap* to, Free_slot* s) {
     if (o.head) send_chain(o, bin);

@@ -289,8 +289,10 @@ public:
     // drained at once (heap_pool::reclaim_if_abandoned).
     static void free_block_of(Heap* h, void* p, const void* current_owner, Heap* outbox);
     // free_block_of for p in a chunk (the registry said so) that another
-    // heap owns, from the fast path's miss: a small slot of a live thread's
-    // heap goes straight to the outbox, in one function (larson's frees).
+    // heap owns, from the fast path's miss: a block of another heap of the
+    // calling thread's (a traced request's) is freed there at once, a small
+    // slot of a live thread's heap goes straight to the outbox, in one
+    // function (larson's frees); the rest as free_block_of.
     static void free_in_chunk_of_other(void* p, const void* current_owner, Heap* outbox);
 
     // A new free-list key (a forked child, as ZendMM's zend_mm_refresh_key_child):
@@ -395,7 +397,7 @@ private:
     // Takes the bin's remote chains as free slots.
     void take_remote_chains(unsigned bin);
     void send_chain(Outbox_chain& o, unsigned bin);
-    // free_through_outbox's last step: s, a block of o.to's, joins the chain.
+    // free_slot_through_outbox's last step: s, a block of o.to's, joins the chain.
     inline void append_to_chain(Outbox_chain& o, unsigned bin, Free_slot* s);
     void restart_chain(Outbox_chain& o, unsigned bin, Heap* to, Free_slot* s);  // o for `to` from now
     void* alloc_large(size_t size);
