@@ -89,9 +89,16 @@ void on_free(void* p, const void* current_owner) {
     // or on its way back from another thread, a large or huge block too),
     // or that is not a live block start: the free diagnoses it, and a link
     // must stay.
-    auto* s = static_cast<Free_slot*>(p);
-    if (s->shadow == h->shadow_of(s, s->next) || Heap::live_block_size(p) == 0) return;
+    if (!is_live(p)) return;
     check_and_poison(*h, p, 0);
+}
+
+bool is_live(void* p) {
+    // (A block start first: the link's two words are read only there.)
+    if (Heap::live_block_size(p) == 0) return false;
+    Heap* h = Heap::owner_of(p);
+    auto* s = static_cast<Free_slot*>(p);
+    return !h || s->shadow != h->shadow_of(s, s->next);
 }
 
 void on_drained(Heap& h, void* p) { check_and_poison(h, p, 2 * sizeof(void*)); }

@@ -29,6 +29,9 @@ void on_free(void* p, const void* current_owner);
 // another thread: the canary's bytes past the stack's link (its first two
 // words) are checked, the block past the link poisoned.
 void on_drained(Heap& h, void* p);
+// Is p a live block start: not a free slot, nor a large or huge block that
+// holds a free slot's link (on its way back from another thread's free)?
+bool is_live(void* p);
 // The size asked for, for realloc's copy (usable size if unknown, or the
 // block is another thread's).
 size_t requested_size(void* p, const void* current_owner);

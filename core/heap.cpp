@@ -1083,13 +1083,22 @@ void* Heap::realloc(void* p, size_t bytes) {
 
 void* Heap::realloc_block(void* p, size_t bytes) {
     requesting = bytes;
-    if (Huge_header* h = huge_header_checked(p); h && h->heap == this && bytes > k_max_large)
+    // A large or huge block that holds a free slot's link: freed already by
+    // another thread, on its way back (free_owned's test).
+    auto linked = [&] {
+        auto* s = static_cast<Free_slot*>(p);
+        return s->shadow == shadow_of(s, s->next);
+    };
+    if (Huge_header* h = huge_header_checked(p); h && h->heap == this && bytes > k_max_large) {
+        if (linked()) misuse(Misuse::double_free, p);
         return realloc_huge(h, bytes);
+    }
     Granule g = granule_of(p);
     if (g == granule_chunk && Chunk::of(p)->heap == this) {
         Chunk* c = Chunk::of(p);
         unsigned page = Chunk::page_of(p);
         uint32_t info = c->map[page];
+        if ((info & k_large) && page_aligned(p) && page != 0 && linked()) misuse(Misuse::double_free, p);
         if (info & k_small) {
             unsigned bin = info & k_bin_mask;
             // Stay in place if the block still fits and would not fit a

@@ -208,6 +208,15 @@ void* realloc(void* p, size_t size) {
     if (reentry::inside() && ours) return reentry::realloc(p, size);
     Busy_section busy;
     if (ours && options().debug) {  // always a new block: the old one is checked and poisoned
+        // The allocation below drains the heap's remote stacks first: were p
+        // there (freed already by another thread), it could come back as the
+        // new block. Drained now, a p that is no longer live is the free's
+        // to diagnose.
+        if (Heap* h = thread_heap(); h && h->has_remote()) h->drain_remote();
+        if (!debug_checks::is_live(p)) {
+            free_inside(p);
+            return nullptr;
+        }
         size_t old = debug_checks::requested_size(p, thread_token());
         void* q = malloc_inside(size);
         if (!q) return nullptr;

@@ -5,7 +5,9 @@
 // MODE=double_large and MODE=double_huge: another thread frees a large (or
 // huge) block of main's, which waits on main's remote stack; main frees it
 // again, and its own free path diagnoses it (it freed the pages, and the
-// drain freed them once more, whoever held them by then).
+// drain freed them once more, whoever held them by then). MODE=realloc_small,
+// realloc_large, realloc_huge: main reallocs it instead (in place, or moved:
+// a realloc is a free of the old block).
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,15 +39,22 @@ static void* free_block(void* arg) {
 
 int main(void) {
     const char* mode = getenv("MODE");
-    if (mode && (strcmp(mode, "double_large") == 0 || strcmp(mode, "double_huge") == 0)) {
-        char* big = malloc(strcmp(mode, "double_large") == 0 ? 8192 : (4 << 20));
-        memset(big, 1, 8192);
-        printf("%p\n", (void*)big);
+    if (mode && (strncmp(mode, "double_", 7) == 0 || strncmp(mode, "realloc_", 8) == 0)) {
+        const char* kind = strchr(mode, '_') + 1;
+        size_t size = strcmp(kind, "small") == 0 ? 100 : strcmp(kind, "large") == 0 ? 8192 : (4 << 20);
+        char* block = malloc(size);
+        memset(block, 1, size < 8192 ? size : 8192);
+        printf("%p\n", (void*)block);
         fflush(stdout);
         pthread_t t;
-        if (pthread_create(&t, NULL, free_block, big) != 0) return 2;
+        if (pthread_create(&t, NULL, free_block, block) != 0) return 2;
         pthread_join(t, NULL);
-        free(big);
+        if (mode[0] == 'd') {
+            free(block);
+        } else {
+            char* again = realloc(block, size + 8);
+            printf("realloc returned %p\n", (void*)again);
+        }
         return 0;
     }
     block = malloc(100);
