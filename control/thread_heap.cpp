@@ -87,7 +87,18 @@ const void* const k_tool_idle = reinterpret_cast<const void*>(2);  // a marker (
 // then zmm's calls into the loader finish (their holders may hold any of
 // the above, never the reverse; glibc does not reset the loader's own locks
 // in the child); last the heap pool's (the others may allocate).
+//
+// Signals stay blocked from the first lock taken to the last one released
+// or reset: the kernel may restart fork() to run a handler in between, on
+// this thread, and a handler's allocation would wait for a lock this thread
+// holds (the reentry heap's). Pending signals come after (in the parent;
+// the child starts with none, as POSIX says).
+thread_local sigset_t t_mask_before_fork;
+
 void before_fork() {
+    sigset_t all;
+    sigfillset(&all);
+    syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, &t_mask_before_fork, _NSIG / 8);
     leak_scan::before_fork();
     process_request::before_fork();
     g_tool_lock.lock();
@@ -108,6 +119,7 @@ void after_fork_parent() {
     g_tool_lock.unlock();
     process_request::after_fork_parent();
     leak_scan::after_fork_parent();
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &t_mask_before_fork, nullptr, _NSIG / 8);
 }
 void after_fork_child() {
     carried_bits_pool::after_fork_child();
@@ -122,6 +134,7 @@ void after_fork_child() {
     g_tool_lock.reset();
     reentry::after_fork_child();
     process_request::after_fork_child();
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &t_mask_before_fork, nullptr, _NSIG / 8);
 }
 
 void start_once() {
