@@ -97,8 +97,7 @@ bool is_live(void* p) {
     // (A block start first: the link's two words are read only there.)
     if (Heap::live_block_size(p) == 0) return false;
     Heap* h = Heap::owner_of(p);
-    auto* s = static_cast<Free_slot*>(p);
-    return !h || s->shadow != h->shadow_of(s, s->next);
+    return !h || !h->holds_link(p);
 }
 
 void on_drained(Heap& h, void* p) { check_and_poison(h, p, 2 * sizeof(void*)); }

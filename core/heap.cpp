@@ -351,9 +351,8 @@ void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
 void Heap::free_small(void* p, uint32_t info) {
     unsigned bin = info & k_bin_mask;
     if (!is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), bin)) misuse(Misuse::interior_pointer, p);
-    Free_slot* s = static_cast<Free_slot*>(p);
-    if (s->shadow == shadow_of(s, s->next)) misuse(Misuse::double_free, p);
-    push_free(s, bin);
+    if (holds_link(p)) misuse(Misuse::double_free, p);
+    push_free(static_cast<Free_slot*>(p), bin);
 }
 
 // ============================================================================
@@ -656,13 +655,9 @@ static void check_block_start(void* p) {
 void Heap::free_owned(void* p) {
     if (may_be_in_table(p)) forget(p);
     Granule g = granule_of(p);
-    // A large or huge block that holds a free slot's link waits on a remote
-    // stack, freed already by another thread (as free_small's test for a
-    // slot): freed here too, its pages would be freed twice.
-    auto linked = [&] {
-        auto* s = static_cast<Free_slot*>(p);
-        return s->shadow == shadow_of(s, s->next);
-    };
+    // A large or huge block that holds a link waits on a remote stack, freed
+    // already by another thread (as free_small's test for a slot): freed
+    // here too, its pages would be freed twice.
     if (g == granule_chunk) {
         Chunk* c = Chunk::of(p);
         unsigned page = Chunk::page_of(p);
@@ -671,7 +666,7 @@ void Heap::free_owned(void* p) {
         if (info & k_small) return free_small(p, info);
         if (page_aligned(p)) {
             if (info & k_large) {
-                if (linked()) misuse(Misuse::double_free, p);
+                if (holds_link(p)) misuse(Misuse::double_free, p);
                 return free_large(c, page, info & k_pages_mask);
             }
             if (info == k_large_freed) misuse(Misuse::double_free, p);
@@ -680,7 +675,7 @@ void Heap::free_owned(void* p) {
         misuse(Misuse::unknown_pointer, p);
     }
     if (Huge_header* h = huge_header_checked(p)) {
-        if (linked()) misuse(Misuse::double_free, p);
+        if (holds_link(p)) misuse(Misuse::double_free, p);
         return free_huge(h);
     }
     check_block_start(p);
@@ -797,9 +792,8 @@ Heap* Heap::owner_of(const void* p) {
 namespace {
 // p, a block start of `to`'s: a double free if its slot is free already.
 Free_slot* not_free_already(const Heap* to, void* p) {
-    Free_slot* s = static_cast<Free_slot*>(p);
-    if (s->shadow == to->shadow_of(s, s->next)) misuse(Misuse::double_free, p);
-    return s;
+    if (to->holds_link(p)) misuse(Misuse::double_free, p);
+    return static_cast<Free_slot*>(p);
 }
 
 // p, about to go onto another heap's stack: diagnosed unless it is the
@@ -1009,8 +1003,7 @@ size_t Heap::live_block_size(const void* p) {
             if (m & k_small) {
                 unsigned bin = m & k_bin_mask;
                 if (!zmm::is_slot_start(offset_in_run(a, m), bin)) return 0;
-                auto* s = static_cast<const Free_slot*>(p);
-                if (s->shadow == c->heap->shadow_of(s, s->next)) return 0;  // free
+                if (c->heap->holds_link(p)) return 0;  // free
                 return k_bin_size[bin];
             }
             if ((m & k_large) && page_aligned(p)) return size_t{m & k_pages_mask} * k_page_size;
@@ -1083,14 +1076,10 @@ void* Heap::realloc(void* p, size_t bytes) {
 
 void* Heap::realloc_block(void* p, size_t bytes) {
     requesting = bytes;
-    // A large or huge block that holds a free slot's link: freed already by
-    // another thread, on its way back (free_owned's test).
-    auto linked = [&] {
-        auto* s = static_cast<Free_slot*>(p);
-        return s->shadow == shadow_of(s, s->next);
-    };
+    // A large or huge block that holds a link: freed already by another
+    // thread, on its way back (free_owned's test).
     if (Huge_header* h = huge_header_checked(p); h && h->heap == this && bytes > k_max_large) {
-        if (linked()) misuse(Misuse::double_free, p);
+        if (holds_link(p)) misuse(Misuse::double_free, p);
         return realloc_huge(h, bytes);
     }
     Granule g = granule_of(p);
@@ -1098,15 +1087,14 @@ void* Heap::realloc_block(void* p, size_t bytes) {
         Chunk* c = Chunk::of(p);
         unsigned page = Chunk::page_of(p);
         uint32_t info = c->map[page];
-        if ((info & k_large) && page_aligned(p) && page != 0 && linked()) misuse(Misuse::double_free, p);
+        if ((info & k_large) && page_aligned(p) && page != 0 && holds_link(p)) misuse(Misuse::double_free, p);
         if (info & k_small) {
             unsigned bin = info & k_bin_mask;
             // Stay in place if the block still fits and would not fit a
             // smaller bin (ZendMM).
             if (bytes <= k_max_small && size_to_bin(bytes) == bin) {
                 check_block_start(p);
-                Free_slot* s = static_cast<Free_slot*>(p);
-                if (s->shadow == shadow_of(s, s->next)) misuse(Misuse::double_free, p);
+                if (holds_link(p)) misuse(Misuse::double_free, p);
                 return p;
             }
         } else if ((info & k_large) && page_aligned(p) && page != 0 && bytes > k_max_small &&
@@ -1264,8 +1252,7 @@ void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), 
                 if (to_find[bin] == 0) continue;
                 const size_t slot_size = k_bin_size[bin];
                 for (unsigned k = 0; k < k_bin_count[bin]; ++k, slot += slot_size) {
-                    auto* s = reinterpret_cast<Free_slot*>(slot);
-                    if (s->shadow != shadow_of(s, s->next)) {
+                    if (!holds_link(slot)) {
                         fn(ctx, slot, slot_size);
                         if (--to_find[bin] == 0) break;
                         if (own_runs && !is_carried(slot) && --own_left[bin] == 0) {

@@ -387,6 +387,14 @@ public:
         return reinterpret_cast<uintptr_t>(next) ^ key ^ reinterpret_cast<uintptr_t>(s);
     }
     uintptr_t shadow_of(const Free_slot* s, const Free_slot* next) const { return shadow_with(key, s, next); }
+    // Do p's first two words hold a free slot's link under this heap's key?
+    // A slot on a free list, or any block on its way back to this heap from
+    // another thread's free (a remote stack, an outbox chain): a free of it
+    // is a double free.
+    bool holds_link(const void* p) const {
+        auto* s = static_cast<const Free_slot*>(p);
+        return s->shadow == shadow_of(s, s->next);
+    }
 
 private:
     void* alloc_small_slow(unsigned bin, size_t size);
@@ -533,8 +541,8 @@ inline bool Heap::free_in_carried_page(void* p, uint32_t info) {
     unsigned bin = info & k_bin_mask;
     if (!is_slot_start(offset_in_run(a, info), bin)) return false;
     if (Chunk::of(p)->carried_has(a)) return false;  // the slow path's table forgets it
+    if (holds_link(p)) return false;  // the slow path diagnoses it
     Free_slot* s = static_cast<Free_slot*>(p);
-    if (s->shadow == shadow_of(s, s->next)) return false;  // the slow path diagnoses it
     push_free(s, bin);
     return true;
 }
