@@ -237,7 +237,7 @@ bool looks_like_cached_stack(const Ranges& maps, const Range* r) {
 
 }  // namespace
 
-__attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count) {
+__attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap own) {
     if (!count) return Scan_info{};
     while (g_fork_pending.load(std::memory_order_acquire)) sched_yield();
     Lock_guard one_scan(g_scan_lock);
@@ -341,6 +341,7 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count) {
     Reachability reach;
     ok = ok && reach.prepare(leaks, count);
     reach.set_resident_only(resident_only_anonymous());
+    reach.leave_out_lost(own.heap, own.covered);
     if (ok) {
         Root_scan roots{reach, modules, skip, running};
         auto stack = [&](uintptr_t sp) {

@@ -58,10 +58,19 @@ void after_fork_child();
 // Installs the stop signal's handler. From start-up, outside the allocator.
 void start();
 
+// The heap of the request being classified, when it is the calling thread's
+// own (nobody else changes its table meanwhile): its blocks reported lost by
+// earlier requests are not read as roots. `covered`: every live block of it
+// is a candidate or such a block, so that it is not walked at all.
+struct Own_heap {
+    const Heap* heap = nullptr;
+    bool covered = false;
+};
+
 // Sets the kind of each of `leaks` (block starts). Outside the allocator, on
 // a thread with a heap. The calling thread's stack is read from
 // t_state.scan_from when set (an API call records the program's frame
 // there), else from the caller's frame.
-Scan_info classify(Leak* leaks, size_t count);
+Scan_info classify(Leak* leaks, size_t count, Own_heap own = {});
 
 }  // namespace zmm::leak_scan

@@ -48,7 +48,7 @@ namespace {
 struct Collect_context {
     Request* request;
     Leak_list* leaks;
-    bool rescan;
+    bool with_carried;  // carried blocks found by the walk are listed too
     size_t own_bytes;  // in the request's own blocks listed
 };
 
@@ -60,7 +60,7 @@ void collect_leak(void* ctx, void* block, size_t rounded) {
     // Only a block that may be carried needs the lookup.
     const Block_info* info = Heap::may_be_carried(block) ? c->request->table.find(l.address) : nullptr;
     if (info && (info->flags & k_block_carried)) {
-        if (!c->rescan) return;  // reported, or counted, by the request that left it
+        if (!c->with_carried) return;  // reported, or counted, by the request that left it (or listed from the table)
         l.size = info->size;
         l.reported = info->flags & k_block_reported;
     } else {
@@ -72,31 +72,43 @@ void collect_leak(void* ctx, void* block, size_t rounded) {
 // Appends the request's live blocks to `leaks`: with a table, each one not
 // the C runtime's (and, unless `rescan`, not reported before: those are then
 // marked reported); without, every live block of the heap, less those
-// carried from earlier requests unless `rescan`.
-void gather_live_blocks(Request& r, Leak_list* leaks, bool rescan) {
+// carried from earlier requests unless `rescan`. With `skip_lost` (a
+// thread's own request, whose scan leaves its heap out: leak_scan::classify)
+// a rescan leaves out the carried blocks already reported lost: nothing of
+// the program can reach them, and they are neither read again nor candidates
+// again (their number grows with every leaky request).
+void gather_live_blocks(Request& r, Leak_list* leaks, bool rescan, bool skip_lost) {
     if (!r.traced) {
-        // Without the rescan only the request's own blocks are wanted: the
-        // walk skips the runs that cannot hold one (unless a carried block
-        // is missing from the table). They add up to the request's usage.
-        // Should they fall short with no free of another thread's or a
-        // signal handler's waiting (one that came during the walk: its
+        // Without the rescan only the request's own blocks are wanted from
+        // the walk (with skip_lost the carried ones come from the table,
+        // below): it skips the runs that cannot hold one (unless a carried
+        // block is missing from the table). They add up to the request's
+        // usage. Should they fall short with no free of another thread's or
+        // a signal handler's waiting (one that came during the walk: its
         // block looked free, its bytes are still counted), or exceed it,
         // the per-bin counts are wrong: the whole heap is walked.
+        const bool walk_carried = rescan && !skip_lost;
         size_t before = leaks->count;
-        Collect_context ctx{&r, leaks, rescan, 0};
-        const bool own_runs = !rescan && !r.heap->carried_untracked;
+        Collect_context ctx{&r, leaks, walk_carried, 0};
+        const bool own_runs = !walk_carried && !r.heap->carried_untracked;
         r.heap->for_each_live_block(collect_leak, &ctx, own_runs);
         const size_t usage = r.heap->size_in_request();
-        if (!own_runs || ctx.own_bytes == usage || (ctx.own_bytes < usage && r.heap->has_remote())) return;
-        leaks->count = before;
-        ctx.own_bytes = 0;
-        r.heap->for_each_live_block(collect_leak, &ctx);
+        if (own_runs && !(ctx.own_bytes == usage || (ctx.own_bytes < usage && r.heap->has_remote()))) {
+            leaks->count = before;
+            ctx.own_bytes = 0;
+            r.heap->for_each_live_block(collect_leak, &ctx);
+        }
+        if (rescan && skip_lost)
+            r.table.for_each([&](const Block_info& b) {
+                if ((b.flags & k_block_carried) && !(b.flags & k_block_reported))
+                    leaks->push(Leak{b.address, b.size, 0, Leak_kind::live, false});
+            });
         return;
     }
     r.table.for_each_mutable([&](Block_info& b) {
         if (b.flags & k_block_runtime) return;
         bool reported = b.flags & k_block_reported;
-        if (reported && !rescan) return;
+        if (reported && (!rescan || skip_lost)) return;
         leaks->push(Leak{b.address, b.size, b.stack, Leak_kind::live, reported});
         if (!rescan) b.flags |= k_block_reported;
     });
@@ -225,7 +237,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         // this is done, never while the report runs (the scan itself).
         Busy_section busy;
         h->drain_remote();
-        gather_live_blocks(*r, leaks, rescan);
+        gather_live_blocks(*r, leaks, rescan, !into);
         if (!r->traced && !o.reclaim) carry_new_blocks(*r, *leaks, before, rescan);
     }
     long leaked = static_cast<long>(leaks->count - before);
@@ -241,7 +253,10 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         Request_summary s{r->id, r->name, static_cast<int>(getpid()), r->tid, usage, peak, real,
                           real_peak, h->limit, os::monotonic_ns() - r->begin_ns, o.log_format == Log_format::json, {},
                           o.suppressions.text};
-        if (rescan) s.scan = leak_scan::classify(own.items, own.count);
+        // The scan leaves the request's heap out: every live block of it is
+        // a candidate, or reported lost before (untraced), or is looked up
+        // in its table (traced: the C runtime's blocks are roots).
+        if (rescan) s.scan = leak_scan::classify(own.items, own.count, leak_scan::Own_heap{h, !r->traced});
         if (o.leaks != Leaks_mode::none) {
             symbolize::prepare(options().symbolizer.text);
             Tool_scope tool;  // symbolizing allocates: zmm's memory, not the program's

@@ -2,6 +2,7 @@
 
 #include "chunk.hpp"
 #include "chunk_registry.hpp"
+#include "block_table.hpp"
 #include "heap.hpp"
 #include "os.hpp"
 
@@ -200,8 +201,16 @@ void Reachability::flood() {
     }
 }
 
+bool Reachability::left_out(const Heap& heap, bool may_hold_candidates, uintptr_t block) const {
+    if (may_hold_candidates && find(block) >= 0) return true;
+    if (&heap != lost_heap_ || !heap.blocks) return false;
+    const Block_info* b = heap.blocks->find(block);
+    return b && (b->flags & k_block_reported);
+}
+
 void Reachability::scan_heap(const Heap& heap) {
     if (!count_) return;
+    if (&heap == lost_heap_ && lost_heap_covered_) return;
     const uint64_t key = heap.key;
     // Chunks: the circular list, at most chunks_count long.
     const Chunk* c = heap.chunks;
@@ -218,7 +227,7 @@ void Reachability::scan_heap(const Heap& heap) {
                     auto* s = reinterpret_cast<const uintptr_t*>(at + size_t{k} * size);
                     // A free slot proves it: its second word is its link's shadow.
                     if (s[1] == (s[0] ^ key ^ reinterpret_cast<uintptr_t>(s))) continue;
-                    if (may_hold_candidates && find(reinterpret_cast<uintptr_t>(s)) >= 0) continue;
+                    if (left_out(heap, may_hold_candidates, reinterpret_cast<uintptr_t>(s))) continue;
                     scan_words(s, s + size / sizeof(uintptr_t));
                 }
                 flood();
@@ -227,7 +236,7 @@ void Reachability::scan_heap(const Heap& heap) {
             } else if (m & k_large) {
                 unsigned pages = m & k_pages_mask;
                 if (pages == 0 || page + pages > k_chunk_pages) break;
-                if (!may_hold_candidates || find(reinterpret_cast<uintptr_t>(at)) < 0) {
+                if (!left_out(heap, may_hold_candidates, reinterpret_cast<uintptr_t>(at))) {
                     auto* w = reinterpret_cast<const uintptr_t*>(at);
                     scan_words(w, w + size_t{pages} * k_page_size / sizeof(uintptr_t));
                     flood();
@@ -243,7 +252,7 @@ void Reachability::scan_heap(const Heap& heap) {
     for (const Huge_header* h = heap.huge; h && n < (size_t{1} << 20); h = h->next, ++n) {
         const void* block = reinterpret_cast<const char*>(h) + k_page_size;
         if (granule_of(block) != granule_huge || h->magic != k_huge_magic || h->heap != &heap) break;
-        if (find(reinterpret_cast<uintptr_t>(block)) >= 0) continue;
+        if (left_out(heap, true, reinterpret_cast<uintptr_t>(block))) continue;
         if (resident_only_) {
             scan_root_resident(block, static_cast<const char*>(block) + h->size);
         } else {

@@ -53,6 +53,17 @@ public:
     // walked defensively: a chunk or huge block the registry does not vouch
     // for ends the walk of that list.
     void scan_heap(const Heap& heap);
+    // Blocks of `heap` its table says were reported lost by an earlier
+    // request are not roots (nor candidates, the caller leaves them out):
+    // the program holds no pointer to them, so they point only where they
+    // did when they were lost, and reading them would keep alive what the
+    // program dropped since. Only a heap nobody changes during the scan (the
+    // calling thread's). `covered`: every live block of it is a candidate
+    // or such a block, and scan_heap skips it whole.
+    void leave_out_lost(const Heap* heap, bool covered) {
+        lost_heap_ = heap;
+        lost_heap_covered_ = covered;
+    }
     // After every root: sets each candidate's kind.
     void classify();
 
@@ -70,6 +81,8 @@ private:
     void hit(uintptr_t v);
     void scan_words(const uintptr_t* w, const uintptr_t* end);
     void flood();
+    // Not a root: a candidate, or a block of lost_heap_ reported lost.
+    bool left_out(const Heap& heap, bool may_hold_candidates, uintptr_t block) const;
     bool filtered(uintptr_t v) const {
         uint64_t g = (v >> 21) * 0x9E3779B97F4A7C15ull >> 52;  // 4096 filter bits
         return (filter_[g >> 6] >> (g & 63)) & 1;
@@ -86,6 +99,8 @@ private:
     uint64_t scanned_ = 0;
     bool indirect_pass_ = false;
     bool resident_only_ = false;
+    const Heap* lost_heap_ = nullptr;
+    bool lost_heap_covered_ = false;
     long current_ = -1;  // the lost block being read (indirect pass)
 };
 

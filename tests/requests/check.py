@@ -716,6 +716,7 @@ def test_reach(prog):
         "huge_slack": (4, [("definite", 4)], 1),
         "dead_stack": (0, [], 1),
         "reuse1": (1, [("definite", 1)], 0), "reuse_mid": (0, [], 0), "reuse2": (1, [("definite", 1)], 0),
+        "holder1": (1, [("definite", 1)], 1), "holder2": (1, [("definite", 1)], 0),
         "suppress": (2, [("definite", 1), ("definite", 1)], 0),
     }
     # Untraced requests (ZMM_BACKTRACE=0) keep their heap too, the blocks

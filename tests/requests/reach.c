@@ -27,6 +27,10 @@
  *   reuse1, 2    a block lost (reported, carried), then, a request later
  *                (reuse_mid: nothing), freed after all and its slot taken
  *                by a block lost: 1 definitely lost each
+ *   holder1, 2   a block lost in holder1 holds a pointer to a block a global
+ *                holds too (reachable); holder2 drops the global: that
+ *                block is lost then, 1 definitely lost (a block reported
+ *                lost is no root, nor a candidate, any more)
  *   suppress     two lost blocks, from suppress_me_please and keep_me
  *
  * Addresses the program must not keep are stored disguised (xor with a
@@ -152,6 +156,17 @@ static void** volatile g_table;
 
 NOINLINE static void plant_in_table(void) { g_table[100] = cleared(48); }
 
+/* ---- a lost block's pointer ---- */
+
+static void* volatile g_held;
+
+NOINLINE static void plant_holder(void) {
+    g_held = cleared(72);
+    void** lost = cleared(40);
+    lost[2] = g_held;
+    g_hidden = HIDE(lost);
+}
+
 /* ---- suppressions ---- */
 
 NOINLINE void suppress_me_please(void) { g_hidden = HIDE(cleared(123)); }
@@ -170,11 +185,13 @@ int main(void) {
     plant_global();
     end("global");
     free(g_global); /* not carried into the next requests' counts */
+    g_global = NULL; /* nor a dangling pointer to a block that takes its slot */
 
     zmm_request_begin("interior");
     plant_interior();
     end("interior");
     free(g_interior - 17);
+    g_interior = NULL;
 
     if (pipe(to_thread) || pipe(to_main)) return 2;
     static const char* stack_names[] = {"other_stack", "missed_stack"};
@@ -235,6 +252,7 @@ int main(void) {
         plant_in_table();
         end("dead_stack");
         free(g_table[100]);
+        g_table[100] = NULL;  /* its slot is taken again below */
     }
 
     // A carried block freed, its slot taken at once by a block then lost:
@@ -248,6 +266,13 @@ int main(void) {
     free(SHOW(g_hidden));  // reported lost in reuse1, freed after all
     g_hidden = HIDE(cleared(200));
     end("reuse2");
+
+    zmm_request_begin("holder1");
+    plant_holder();
+    end("holder1");
+    zmm_request_begin("holder2");
+    g_held = NULL;  // dropped, never freed: only the lost block points to it
+    end("holder2");
 
     zmm_request_begin("suppress");
     suppress_me_please();

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "block_table.hpp"
 #include "reachability.hpp"
 #include "test_heap.hpp"
 
@@ -139,6 +140,42 @@ BOOST_AUTO_TEST_CASE(live_blocks_of_other_heaps_are_roots_freed_ones_are_not) {
     r.classify();
     BOOST_TEST((c.kind_of(held) == Leak_kind::reachable));
     BOOST_TEST((c.kind_of(dropped) == Leak_kind::definite));
+}
+
+// A block its heap's table says was reported lost (by an earlier request)
+// is a root only when the heap is not the one left out; left out and
+// covered, the heap is not read at all.
+BOOST_AUTO_TEST_CASE(blocks_reported_lost_are_no_roots_in_the_heap_left_out) {
+    Test_heap req;
+    Block_table table;
+    req->blocks = &table;
+    void* lost = req->alloc(64);
+    void* runtime = req->alloc(64);
+    void* dropped = req->alloc(64);
+    void* held = req->alloc(64);
+    for (void* p : {lost, runtime, dropped, held}) memset(p, 0, 64);
+    link(lost, 3, dropped);
+    link(runtime, 3, held);
+    BOOST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(lost), 64, 0, k_block_reported}));
+    BOOST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(runtime), 64, 0, k_block_runtime}));
+    auto kinds = [&](const Heap* left_out, bool covered) {
+        Candidates c;
+        c.add(dropped, 64);
+        c.add(held, 64);
+        Reachability r;
+        BOOST_REQUIRE(r.prepare(c.leaks.data(), c.leaks.size()));
+        r.leave_out_lost(left_out, covered);
+        r.scan_heap(req.heap);
+        r.classify();
+        return std::pair{c.kind_of(dropped), c.kind_of(held)};
+    };
+    auto [d1, h1] = kinds(nullptr, false);  // every non-candidate is a root
+    BOOST_TEST((d1 == Leak_kind::reachable && h1 == Leak_kind::reachable));
+    auto [d2, h2] = kinds(&req.heap, false);  // the lost one is not; the runtime's is
+    BOOST_TEST((d2 == Leak_kind::definite && h2 == Leak_kind::reachable));
+    auto [d3, h3] = kinds(&req.heap, true);  // (covered: the caller vouches that no root is there)
+    BOOST_TEST((d3 == Leak_kind::definite && h3 == Leak_kind::definite));
+    req->blocks = nullptr;
 }
 
 BOOST_AUTO_TEST_CASE(a_lost_cycle_is_indirect_and_a_self_pointer_stays_definite) {
