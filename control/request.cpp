@@ -98,11 +98,16 @@ void gather_live_blocks(Request& r, Leak_list* leaks, bool rescan, bool skip_los
             ctx.own_bytes = 0;
             r.heap->for_each_live_block(collect_leak, &ctx);
         }
-        if (rescan && skip_lost)
+        if (rescan && skip_lost && r.carried_unreported) {
+            size_t n = 0;
             r.table.for_each([&](const Block_info& b) {
-                if ((b.flags & k_block_carried) && !(b.flags & k_block_reported))
+                if ((b.flags & k_block_carried) && !(b.flags & k_block_reported)) {
                     leaks->push(Leak{b.address, b.size, 0, Leak_kind::live, false});
+                    ++n;
+                }
             });
+            r.carried_unreported = n;
+        }
         return;
     }
     r.table.for_each_mutable([&](Block_info& b) {
@@ -138,15 +143,18 @@ void carry_new_blocks(Request& r, Leak_list& leaks, size_t from, bool rescan) {
         void* block = reinterpret_cast<void*>(l.address);
         if (Block_info* b = r.table.find(l.address)) {  // ZMM_DEBUG's entry (its requested size), or carried
             if (!(b->flags & k_block_carried)) {
+                if (!(b->flags & k_block_reported)) r.carried_unreported += rescan;
                 b->flags |= flags;
                 r.heap->mark_carried(block);
             }
             continue;
         }
-        if (r.table.insert(Block_info{l.address, l.size, 0, flags}))
+        if (r.table.insert(Block_info{l.address, l.size, 0, flags})) {
+            r.carried_unreported += rescan;
             r.heap->mark_carried(block);
-        else
+        } else {
             r.heap->carried_untracked = true;
+        }
     }
 }
 
@@ -268,8 +276,12 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
             // What this request found lost is reported once.
             for (size_t i = 0; i < own.count; ++i) {
                 const Leak& l = own.items[i];
-                if (is_listed_leak(l.kind))
-                    if (Block_info* b = r->table.find(l.address)) b->flags |= k_block_reported;
+                if (!is_listed_leak(l.kind)) continue;
+                if (Block_info* b = r->table.find(l.address)) {
+                    if ((b->flags & k_block_carried) && !(b->flags & k_block_reported) && r->carried_unreported)
+                        --r->carried_unreported;
+                    b->flags |= k_block_reported;
+                }
             }
         }
         if (leaked) g_leaky_requests.fetch_add(1, std::memory_order_relaxed);

@@ -21,6 +21,10 @@ struct Request {
     char name[128];
     Heap* heap;
     Block_table table;  // traced requests: every live block's size and stack
+    // Untraced: at least the number of carried blocks in the table not
+    // reported lost (the ones each end lists again); 0 spares the walk of
+    // the table.
+    size_t carried_unreported;
     bool traced;
     bool process_wide;  // this thread's share of a process-wide request
     uint64_t generation;  // of the process-wide request it belongs to
