@@ -1,6 +1,7 @@
 #include "memory_map.hpp"
 
 #include <cerrno>
+#include <cstring>
 #include <link.h>
 #include <unistd.h>
 
@@ -16,57 +17,53 @@ int hex_digit(char c) {
     return -1;
 }
 
+// One line of /proc/self/maps, [p, end) without its newline:
+// "lo-hi perms offset dev inode [path]". false if it has no inode field.
+bool parse_line(const char* p, const char* end, Range& r) {
+    uintptr_t lo = 0, hi = 0, inode = 0;
+    for (int d; p < end && (d = hex_digit(*p)) >= 0; ++p) lo = lo << 4 | static_cast<uintptr_t>(d);
+    if (p == end || *p++ != '-') return false;
+    for (int d; p < end && (d = hex_digit(*p)) >= 0; ++p) hi = hi << 4 | static_cast<uintptr_t>(d);
+    if (end - p < 6 || *p++ != ' ') return false;
+    const char* perms = p;
+    p += 4;
+    for (int spaces = 0; p < end && spaces < 3; ++p) spaces += *p == ' ';  // past perms, offset and dev
+    if (p == end || *p < '0' || *p > '9') return false;
+    for (; p < end && *p >= '0' && *p <= '9'; ++p) inode = inode * 10 + static_cast<uintptr_t>(*p - '0');
+    while (p < end && *p == ' ') ++p;
+    // The path: "/dev/..." is a device; reading it may act on it.
+    bool device = end - p >= 5 && memcmp(p, "/dev/", 5) == 0;
+    bool scannable = perms[0] == 'r' && perms[1] == 'w' && perms[3] == 'p' && !device;
+    r = Range{lo, hi, inode == 0, scannable, perms[0] == 'r'};
+    return true;
+}
+
 }  // namespace
 
-// Each line of /proc/self/maps: "lo-hi perms offset dev inode path".
 bool read_maps(int fd, Ranges& out) {
-    char buf[8192];
-    uintptr_t lo = 0, hi = 0, inode = 0;
-    char perms[4] = {};
-    unsigned field = 0, pos = 0;  // field: 0 lo, 1 hi, 2 perms, 3 offset, 4 dev, 5 inode, 6 path
-    bool device = false, ok = true;
+    char buf[8192];  // more than a line can take (a path is at most PATH_MAX)
+    size_t have = 0;
+    bool ok = true;
     for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
+        ssize_t n = read(fd, buf + have, sizeof buf - have);
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        for (ssize_t i = 0; i < n; ++i) {
-            char c = buf[i];
-            if (c == '\n') {
-                bool scannable = perms[0] == 'r' && perms[1] == 'w' && perms[3] == 'p' && !device;
-                if (field >= 5 && !out.push(Range{lo, hi, inode == 0, scannable, perms[0] == 'r'})) ok = false;
-                lo = hi = inode = 0;
-                field = pos = 0;
-                device = false;
-                continue;
-            }
-            if (field == 0) {
-                if (c == '-')
-                    field = 1;
-                else if (int d = hex_digit(c); d >= 0)
-                    lo = lo << 4 | static_cast<uintptr_t>(d);
-            } else if (field == 1) {
-                if (c == ' ')
-                    field = 2, pos = 0;
-                else if (int d = hex_digit(c); d >= 0)
-                    hi = hi << 4 | static_cast<uintptr_t>(d);
-            } else if (field <= 4) {
-                if (c == ' ')
-                    ++field, pos = 0;
-                else if (field == 2 && pos < 4)
-                    perms[pos++] = c;
-            } else if (field == 5) {
-                if (c == ' ')
-                    field = 6, pos = 0;
-                else if (c >= '0' && c <= '9')
-                    inode = inode * 10 + static_cast<uintptr_t>(c - '0');
-            } else {
-                // The path: "/dev/..." is a device; reading it may act on it.
-                if (c == ' ' && pos == 0) continue;
-                static const char dev[] = "/dev/";
-                if (pos < 5 && c != dev[pos]) pos = 100;
-                else if (pos < 5 && ++pos == 5) device = true;
-            }
+        if (n > 0) have += static_cast<size_t>(n);
+        const char* p = buf;
+        const char* end = buf + have;
+        // Whole lines; at the end of the file, the last one even without
+        // its newline.
+        for (;;) {
+            const char* nl = static_cast<const char*>(memchr(p, '\n', static_cast<size_t>(end - p)));
+            if (!nl && (n > 0 || p == end)) break;
+            const char* line_end = nl ? nl : end;
+            Range r;
+            if (parse_line(p, line_end, r) && !out.push(r)) ok = false;
+            p = nl ? nl + 1 : end;
         }
+        if (n <= 0) break;
+        have = static_cast<size_t>(end - p);
+        if (have == sizeof buf) return false;  // no line is that long
+        memmove(buf, p, have);
     }
     return ok && out.count > 0;
 }

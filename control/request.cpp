@@ -57,8 +57,10 @@ struct Collect_context {
 void collect_leak(void* ctx, void* block, size_t rounded) {
     auto* c = static_cast<Collect_context*>(ctx);
     Leak l{reinterpret_cast<uintptr_t>(block), rounded, 0, Leak_kind::live, false};
-    // Only a block that may be carried needs the lookup.
-    const Block_info* info = Heap::may_be_carried(block) ? c->request->table.find(l.address) : nullptr;
+    // Only a block that may be carried needs the lookup, and only to list it.
+    const Heap::Carried_mark mark = Heap::carried_mark(block);
+    if (mark == Heap::k_carried && !c->with_carried) return;
+    const Block_info* info = mark != Heap::k_not_carried ? c->request->table.find(l.address) : nullptr;
     if (info && (info->flags & k_block_carried)) {
         if (!c->with_carried) return;  // reported, or counted, by the request that left it (or listed from the table)
         l.size = info->size;

@@ -255,10 +255,13 @@ public:
     // in the page off the fast path's main line. Its free clears the bit;
     // the page's last one clears the mark.
     void mark_carried(const void* p);
-    // Can p (a live block of a heap) be a carried one? False only when it
-    // is surely not: a small block in a page without carried blocks, or
-    // whose bit is clear.
-    static bool may_be_carried(const void* p);
+    // Is p (a live block of a heap) a carried one, by its page's mark and
+    // its chunk's bits? k_not_carried: surely not (a small block in a page
+    // without carried blocks, or whose bit is clear); k_carried: surely (its
+    // bit is set: it is in the table); k_ask_table otherwise.
+    enum Carried_mark { k_not_carried, k_carried, k_ask_table };
+    static Carried_mark carried_mark(const void* p);
+    static bool may_be_carried(const void* p) { return carried_mark(p) != k_not_carried; }
     // Is p (a live block of this heap) carried? The table's answer.
     bool is_carried(const void* p) const;
     // Does `size` fit the block p (a sized delete's claim)? For any zmm block.
