@@ -1055,7 +1055,7 @@ size_t Heap::usable_size(const void* p) {
 void* Heap::realloc(void* p, size_t bytes) {
     // (Another heap's block is never in this table; its chunk's carried bits
     // are its owner's to give back meanwhile.)
-    const Block_info* b = p && owner_of(p) == this && may_be_in_table(p) ? blocks->find(reinterpret_cast<uintptr_t>(p)) : nullptr;
+    const Block_info* b = p && may_be_in_table(p) && owner_of(p) == this ? blocks->find(reinterpret_cast<uintptr_t>(p)) : nullptr;
     if (!b || !(b->flags & k_block_carried)) return realloc_block(p, bytes);
     // A carried block is not the running request's memory, nor is what it
     // grows or shrinks by in place: base_size and peak move with it, so
@@ -1078,27 +1078,30 @@ void* Heap::realloc(void* p, size_t bytes) {
 
 void* Heap::realloc_block(void* p, size_t bytes) {
     requesting = bytes;
-    // A large or huge block that holds a link: freed already by another
-    // thread, on its way back (free_owned's test).
-    if (Huge_header* h = huge_header_checked(p); h && h->heap == this && bytes > k_max_large) {
-        if (holds_link(p)) misuse(Misuse::double_free, p);
-        return realloc_huge(h, bytes);
-    }
     Granule g = granule_of(p);
     if (g == granule_chunk && Chunk::of(p)->heap == this) {
         Chunk* c = Chunk::of(p);
         unsigned page = Chunk::page_of(p);
         uint32_t info = c->map[page];
+        // A large or huge block that holds a link: freed already by another
+        // thread, on its way back (free_owned's test).
         if ((info & k_large) && page_aligned(p) && page != 0 && holds_link(p)) misuse(Misuse::double_free, p);
         if (info & k_small) {
             unsigned bin = info & k_bin_mask;
+            if (!is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), bin))
+                misuse(Misuse::interior_pointer, p);
+            if (holds_link(p)) misuse(Misuse::double_free, p);
             // Stay in place if the block still fits and would not fit a
             // smaller bin (ZendMM).
-            if (bytes <= k_max_small && size_to_bin(bytes) == bin) {
-                check_block_start(p);
-                if (holds_link(p)) misuse(Misuse::double_free, p);
-                return p;
-            }
+            if (bytes <= k_max_small && size_to_bin(bytes) == bin) return p;
+            // Move (the commonest realloc: a string or array grows).
+            void* fresh = alloc(bytes);
+            if (!fresh) return nullptr;
+            const size_t old = k_bin_size[bin];
+            memcpy(fresh, p, old < bytes ? old : bytes);
+            if (may_be_in_table(p)) forget(p);
+            free_small(p, c->map[page]);  // (checked again: the allocation may have run a limit handler)
+            return fresh;
         } else if ((info & k_large) && page_aligned(p) && page != 0 && bytes > k_max_small &&
                    bytes <= k_max_large) {
             unsigned count = info & k_pages_mask;
@@ -1121,6 +1124,9 @@ void* Heap::realloc_block(void* p, size_t bytes) {
                 return p;
             }
         }
+    } else if (Huge_header* h = huge_header_checked(p); h && h->heap == this && bytes > k_max_large) {
+        if (holds_link(p)) misuse(Misuse::double_free, p);
+        return realloc_huge(h, bytes);
     }
     size_t old = usable_size(p);
     if (old == 0) {
