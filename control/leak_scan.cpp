@@ -237,7 +237,7 @@ bool looks_like_cached_stack(const Ranges& maps, const Range* r) {
 
 }  // namespace
 
-__attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap own) {
+__attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap* own) {
     if (!count) return Scan_info{};
     while (g_fork_pending.load(std::memory_order_acquire)) sched_yield();
     Lock_guard one_scan(g_scan_lock);
@@ -341,7 +341,13 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap
     Reachability reach;
     ok = ok && reach.prepare(leaks, count);
     reach.set_resident_only(resident_only_anonymous());
-    reach.leave_out_lost(own.heap, own.covered);
+    // A stack inside a heap block (a fiber's) is read with the heap: then
+    // no heap is left out, lost blocks included.
+    bool heap_stacks = granule_of(reinterpret_cast<void*>(own_sp)) != granule_none;
+    for (unsigned i = 0; i < n; ++i)
+        if (threads[i].state != &t_state && stopped(threads[i].state, epoch))
+            heap_stacks |= granule_of(reinterpret_cast<void*>(threads[i].state->scan_sp)) != granule_none;
+    if (own && !heap_stacks) reach.leave_out_lost(own->heap, own->covered);
     if (ok) {
         Root_scan roots{reach, modules, skip, running};
         auto stack = [&](uintptr_t sp) {
@@ -370,6 +376,7 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap
         for (Heap* h = heap_pool::all_heaps(); h; h = h->all_next)
             if (!h->internal) reach.scan_heap(*h);  // the tool heap holds zmm's, not the program's
         reach.classify();
+        if (own) own->found_again = reach.found_again();
     }
 
     g_epoch.store(epoch + 1, std::memory_order_release);

@@ -59,18 +59,21 @@ void after_fork_child();
 void start();
 
 // The heap of the request being classified, when it is the calling thread's
-// own (nobody else changes its table meanwhile): its blocks reported lost by
-// earlier requests are not read as roots. `covered`: every live block of it
-// is a candidate or such a block, so that it is not walked at all.
+// own (nobody else changes its table meanwhile): its blocks an earlier scan
+// found lost (k_block_lost) are not read as roots, unless a pointer to one
+// is found again (`found_again` counts those; their mark is cleared).
+// `covered`: every other live block of it is a candidate, so that it is not
+// walked at all.
 struct Own_heap {
     const Heap* heap = nullptr;
     bool covered = false;
+    size_t found_again = 0;
 };
 
 // Sets the kind of each of `leaks` (block starts). Outside the allocator, on
 // a thread with a heap. The calling thread's stack is read from
 // t_state.scan_from when set (an API call records the program's frame
 // there), else from the caller's frame.
-Scan_info classify(Leak* leaks, size_t count, Own_heap own = {});
+Scan_info classify(Leak* leaks, size_t count, Own_heap* own = nullptr);
 
 }  // namespace zmm::leak_scan

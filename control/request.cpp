@@ -50,6 +50,7 @@ struct Collect_context {
     Leak_list* leaks;
     bool with_carried;  // carried blocks found by the walk are listed too
     size_t own_bytes;  // in the request's own blocks listed
+    bool dropped;      // a block the list could not take (no memory)
 };
 
 // An untraced request's live block: carried from an earlier request (in the
@@ -68,18 +69,20 @@ void collect_leak(void* ctx, void* block, size_t rounded) {
     } else {
         c->own_bytes += rounded;
     }
-    c->leaks->push(l);
+    if (!c->leaks->push(l)) c->dropped = true;
 }
 
 // Appends the request's live blocks to `leaks`: with a table, each one not
 // the C runtime's (and, unless `rescan`, not reported before: those are then
 // marked reported); without, every live block of the heap, less those
 // carried from earlier requests unless `rescan`. With `skip_lost` (a
-// thread's own request, whose scan leaves its heap out: leak_scan::classify)
-// a rescan leaves out the carried blocks already reported lost: nothing of
-// the program can reach them, and they are neither read again nor candidates
-// again (their number grows with every leaky request).
-void gather_live_blocks(Request& r, Leak_list* leaks, bool rescan, bool skip_lost) {
+// thread's own request, whose scan leaves its heap's lost blocks out:
+// leak_scan::Own_heap) a rescan leaves out the carried blocks found lost by
+// an earlier scan (k_block_lost; their number grows with every leaky
+// request). false when the list could not take every block (no memory).
+bool gather_live_blocks(Request& r, Leak_list* leaks, bool rescan, bool skip_lost) {
+    bool complete = true;
+    auto push = [&](const Leak& l) { complete &= leaks->push(l); };
     if (!r.traced) {
         // Without the rescan only the request's own blocks are wanted from
         // the walk (with skip_lost the carried ones come from the table,
@@ -91,34 +94,38 @@ void gather_live_blocks(Request& r, Leak_list* leaks, bool rescan, bool skip_los
         // the per-bin counts are wrong: the whole heap is walked.
         const bool walk_carried = rescan && !skip_lost;
         size_t before = leaks->count;
-        Collect_context ctx{&r, leaks, walk_carried, 0};
+        Collect_context ctx{&r, leaks, walk_carried, 0, false};
         const bool own_runs = !walk_carried && !r.heap->carried_untracked;
         r.heap->for_each_live_block(collect_leak, &ctx, own_runs);
         const size_t usage = r.heap->size_in_request();
         if (own_runs && !(ctx.own_bytes == usage || (ctx.own_bytes < usage && r.heap->has_remote()))) {
             leaks->count = before;
             ctx.own_bytes = 0;
+            ctx.dropped = false;
             r.heap->for_each_live_block(collect_leak, &ctx);
         }
-        if (rescan && skip_lost && r.carried_unreported) {
+        complete = !ctx.dropped;
+        if (rescan && skip_lost && r.carried_candidates) {
             size_t n = 0;
             r.table.for_each([&](const Block_info& b) {
-                if ((b.flags & k_block_carried) && !(b.flags & k_block_reported)) {
-                    leaks->push(Leak{b.address, b.size, 0, Leak_kind::live, false});
+                if ((b.flags & k_block_carried) && !(b.flags & k_block_lost)) {
+                    push(Leak{b.address, b.size, 0, Leak_kind::live, (b.flags & k_block_reported) != 0});
                     ++n;
                 }
             });
-            r.carried_unreported = n;
+            r.carried_candidates = n;
         }
-        return;
+        return complete;
     }
     r.table.for_each_mutable([&](Block_info& b) {
         if (b.flags & k_block_runtime) return;
         bool reported = b.flags & k_block_reported;
-        if (reported && (!rescan || skip_lost)) return;
-        leaks->push(Leak{b.address, b.size, b.stack, Leak_kind::live, reported});
+        if (reported && !rescan) return;
+        if (skip_lost && (b.flags & k_block_lost)) return;
+        push(Leak{b.address, b.size, b.stack, Leak_kind::live, reported});
         if (!rescan) b.flags |= k_block_reported;
     });
+    return complete;
 }
 
 // Carried blocks an untraced request heap keeps before they go to the
@@ -145,14 +152,14 @@ void carry_new_blocks(Request& r, Leak_list& leaks, size_t from, bool rescan) {
         void* block = reinterpret_cast<void*>(l.address);
         if (Block_info* b = r.table.find(l.address)) {  // ZMM_DEBUG's entry (its requested size), or carried
             if (!(b->flags & k_block_carried)) {
-                if (!(b->flags & k_block_reported)) r.carried_unreported += rescan;
+                if (!(b->flags & k_block_lost)) r.carried_candidates += rescan;
                 b->flags |= flags;
                 r.heap->mark_carried(block);
             }
             continue;
         }
         if (r.table.insert(Block_info{l.address, l.size, 0, flags})) {
-            r.carried_unreported += rescan;
+            r.carried_candidates += rescan;
             r.heap->mark_carried(block);
         } else {
             r.heap->carried_untracked = true;
@@ -242,12 +249,13 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
     // lost is marked reported below (a request of its own) or when the
     // thread next joins a process-wide request (process_request::join).
     const bool rescan = o.leaks == Leaks_mode::lost;
+    bool listed_all = true;
     {
         // The heap changes (remote frees drained): a scan's stop waits until
         // this is done, never while the report runs (the scan itself).
         Busy_section busy;
         h->drain_remote();
-        gather_live_blocks(*r, leaks, rescan, !into);
+        listed_all = gather_live_blocks(*r, leaks, rescan, !into);
         if (!r->traced && !o.reclaim) carry_new_blocks(*r, *leaks, before, rescan);
     }
     long leaked = static_cast<long>(leaks->count - before);
@@ -263,10 +271,13 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         Request_summary s{r->id, r->name, static_cast<int>(getpid()), r->tid, usage, peak, real,
                           real_peak, h->limit, os::monotonic_ns() - r->begin_ns, o.log_format == Log_format::json, {},
                           o.suppressions.text};
-        // The scan leaves the request's heap out: every live block of it is
-        // a candidate, or reported lost before (untraced), or is looked up
-        // in its table (traced: the C runtime's blocks are roots).
-        if (rescan) s.scan = leak_scan::classify(own.items, own.count, leak_scan::Own_heap{h, !r->traced});
+        // The scan leaves the request's lost blocks out. Untraced, every
+        // other live block of its heap is a candidate (unless the list
+        // missed one): the heap is not read at all. Traced, the C runtime's
+        // blocks are roots.
+        leak_scan::Own_heap own_heap{h, !r->traced && listed_all, 0};
+        if (rescan) s.scan = leak_scan::classify(own.items, own.count, &own_heap);
+        r->carried_candidates += own_heap.found_again;
         if (o.leaks != Leaks_mode::none) {
             symbolize::prepare(options().symbolizer.text);
             Tool_scope tool;  // symbolizing allocates: zmm's memory, not the program's
@@ -275,14 +286,17 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
             report_close(fd);
         }
         if (rescan) {
-            // What this request found lost is reported once.
+            // What this request found lost is reported once; what a scan
+            // that ran found lost leaves the next scans (k_block_lost).
+            const uint32_t flags = k_block_reported | (s.scan.ran ? k_block_lost : 0);
             for (size_t i = 0; i < own.count; ++i) {
                 const Leak& l = own.items[i];
                 if (!is_listed_leak(l.kind)) continue;
                 if (Block_info* b = r->table.find(l.address)) {
-                    if ((b->flags & k_block_carried) && !(b->flags & k_block_reported) && r->carried_unreported)
-                        --r->carried_unreported;
-                    b->flags |= k_block_reported;
+                    if ((flags & k_block_lost) && (b->flags & k_block_carried) && !(b->flags & k_block_lost) &&
+                        r->carried_candidates)
+                        --r->carried_candidates;
+                    b->flags |= flags;
                 }
             }
         }

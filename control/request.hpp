@@ -22,9 +22,9 @@ struct Request {
     Heap* heap;
     Block_table table;  // traced requests: every live block's size and stack
     // Untraced: at least the number of carried blocks in the table not
-    // reported lost (the ones each end lists again); 0 spares the walk of
-    // the table.
-    size_t carried_unreported;
+    // found lost (k_block_lost: the others each end lists again); 0 spares
+    // the walk of the table.
+    size_t carried_candidates;
     bool traced;
     bool process_wide;  // this thread's share of a process-wide request
     uint64_t generation;  // of the process-wide request it belongs to

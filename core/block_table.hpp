@@ -22,6 +22,10 @@ inline constexpr uint32_t k_block_reported = 2;  // reported as a leak by an ear
 // (carried), never one of the request running (whose table holds nothing
 // else, or every block's requested size under ZMM_DEBUG).
 inline constexpr uint32_t k_block_carried = 4;
+// Found lost by a scan that ran (and reported): the scans of its thread's own
+// requests neither list it as a candidate nor read it as a root, unless they
+// find a pointer to it again (Reachability::leave_out_lost), which clears it.
+inline constexpr uint32_t k_block_lost = 8;
 
 class Block_table {
 public:

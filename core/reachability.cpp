@@ -69,6 +69,8 @@ void Reachability::release() {
     scanned_ = 0;
     indirect_pass_ = false;
     current_ = -1;
+    found_work_.release();
+    found_again_ = 0;
     blocks_ = nullptr;
     count_ = 0;
 }
@@ -82,52 +84,106 @@ long Reachability::find(uintptr_t start) const {
     }
 }
 
-long Reachability::resolve(uintptr_t v) const {
-    if (v - lo_ >= span_ || !filtered(v)) return -1;
+uintptr_t Reachability::block_start(uintptr_t v, size_t* usable) {
     const void* p = reinterpret_cast<const void*>(v);
     uintptr_t start;
     switch (granule_of(p)) {
         case granule_chunk: {
             Chunk* c = Chunk::of(p);
             unsigned page = Chunk::page_of(p);
-            if (page == 0) return -1;
+            if (page == 0) return 0;
             uint32_t m = c->map[page];
             if (m & k_small) {
                 unsigned bin = m & k_bin_mask;
                 uintptr_t run = (v & ~uintptr_t{k_page_size - 1}) - (m & k_small_offset_mask);
                 uintptr_t slot = (v - run) / k_bin_size[bin];
-                if (slot >= k_bin_count[bin]) return -1;
+                if (slot >= k_bin_count[bin]) return 0;
                 start = run + slot * k_bin_size[bin];
             } else if (m & k_large) {
                 start = reinterpret_cast<uintptr_t>(c->page_address(page));
             } else if (m & k_large_tail) {
                 unsigned back = m & k_pages_mask;
-                if (back > page) return -1;
+                if (back > page) return 0;
                 start = reinterpret_cast<uintptr_t>(c->page_address(page - back));
             } else {
-                return -1;
+                return 0;
             }
             break;
         }
         case granule_huge:
         case granule_huge_tail:
             start = reinterpret_cast<uintptr_t>(registry_huge_start(p));
-            if (!start) return -1;
+            if (!start) return 0;
             break;
         default:
-            return -1;
+            return 0;
     }
+    *usable = Heap::usable_size(reinterpret_cast<void*>(start));
+    return start;
+}
+
+long Reachability::resolve(uintptr_t v) const {
+    if (v - lo_ >= span_ || !filtered(v)) return -1;
+    size_t usable;
+    uintptr_t start = block_start(v, &usable);
+    if (!start) return -1;
     long i = find(start);
     if (i < 0) return -1;
     // Past the block's end (a large run's or huge block's slack) is not in it.
     const Leak& b = blocks_[i];
-    size_t usable = Heap::usable_size(reinterpret_cast<void*>(start));
     return v < start + (usable > b.size ? usable : b.size) ? i : -1;
+}
+
+void Reachability::extend_range(uintptr_t lo, uintptr_t hi) {
+    uintptr_t old_lo = lo_, old_hi = lo_ + span_;
+    if (span_ == 0) old_lo = lo, old_hi = hi;
+    lo_ = lo < old_lo ? lo : old_lo;
+    span_ = (hi > old_hi ? hi : old_hi) - lo_;
+    for (uintptr_t g = lo >> 21; g <= (hi - 1) >> 21; ++g) {
+        uint64_t bit = g * 0x9E3779B97F4A7C15ull >> 52;
+        filter_[bit >> 6] |= uint64_t{1} << (bit & 63);
+    }
+}
+
+void Reachability::leave_out_lost(const Heap* heap, bool covered) {
+    lost_heap_ = heap;
+    lost_heap_covered_ = covered;
+    if (!heap || !heap->blocks || !count_) return;
+    // Its lost blocks may be found again: pointers into its chunks and huge
+    // blocks are looked at.
+    const Chunk* c = heap->chunks;
+    for (size_t n = 0; c && n < heap->chunks_count; ++n, c = c->next) {
+        uintptr_t a = reinterpret_cast<uintptr_t>(c);
+        extend_range(a, a + k_chunk_size);
+    }
+    size_t n = 0;
+    for (const Huge_header* h = heap->huge; h && n < (size_t{1} << 20); h = h->next, ++n) {
+        uintptr_t a = reinterpret_cast<uintptr_t>(h) + k_page_size;  // the block
+        extend_range(a, a + h->size);
+    }
+}
+
+void Reachability::hit_lost(uintptr_t v) {
+    size_t usable;
+    uintptr_t start = block_start(v, &usable);
+    if (!start || v >= start + usable || Heap::owner_of(reinterpret_cast<void*>(start)) != lost_heap_) return;
+    Block_info* b = lost_heap_->blocks->find(start);
+    if (!b || !(b->flags & k_block_lost)) return;
+    b->flags &= ~k_block_lost;  // a candidate of the next scans again
+    ++found_again_;
+    size_t bytes = (b->size < usable ? b->size : usable) & ~size_t{7};
+    if (!found_work_.push(Found_again{start, bytes})) {
+        auto* w = reinterpret_cast<const uintptr_t*>(start);  // no memory for the list: read it now
+        scan_words(w, w + bytes / sizeof(uintptr_t));
+    }
 }
 
 void Reachability::hit(uintptr_t v) {
     long i = resolve(v);
-    if (i < 0) return;
+    if (i < 0) {
+        if (lost_heap_ && !indirect_pass_ && v - lo_ < span_ && filtered(v)) hit_lost(v);
+        return;
+    }
     Leak& b = blocks_[i];
     if (indirect_pass_) {
         // Reached from a lost block: indirectly lost, unless reached from
@@ -194,10 +250,18 @@ void Reachability::scan_root_resident(const void* lo_p, const void* hi_p) {
 }
 
 void Reachability::flood() {
-    while (work_count_) {
-        const Leak& b = blocks_[work_[--work_count_]];
-        auto* w = reinterpret_cast<const uintptr_t*>(b.address);
-        scan_words(w, w + bytes_of(b) / sizeof(uintptr_t));
+    for (;;) {
+        if (work_count_) {
+            const Leak& b = blocks_[work_[--work_count_]];
+            auto* w = reinterpret_cast<const uintptr_t*>(b.address);
+            scan_words(w, w + bytes_of(b) / sizeof(uintptr_t));
+        } else if (found_work_.count) {
+            Found_again f = found_work_.items[--found_work_.count];
+            auto* w = reinterpret_cast<const uintptr_t*>(f.address);
+            scan_words(w, w + f.bytes / sizeof(uintptr_t));
+        } else {
+            return;
+        }
     }
 }
 

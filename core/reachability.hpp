@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "leak_report.hpp"
+#include "mapped_array.hpp"
 
 namespace zmm {
 
@@ -53,17 +54,17 @@ public:
     // walked defensively: a chunk or huge block the registry does not vouch
     // for ends the walk of that list.
     void scan_heap(const Heap& heap);
-    // Blocks of `heap` its table says were reported lost by an earlier
-    // request are not roots (nor candidates, the caller leaves them out):
-    // the program holds no pointer to them, so they point only where they
-    // did when they were lost, and reading them would keep alive what the
-    // program dropped since. Only a heap nobody changes during the scan (the
-    // calling thread's). `covered`: every live block of it is a candidate
-    // or such a block, and scan_heap skips it whole.
-    void leave_out_lost(const Heap* heap, bool covered) {
-        lost_heap_ = heap;
-        lost_heap_covered_ = covered;
-    }
+    // Blocks of `heap` an earlier scan found lost (k_block_lost in its
+    // table) are not roots, nor candidates (the caller leaves them out):
+    // reading them would keep alive what the program dropped since. But a
+    // pointer to one found again (the program held it where no scan reads:
+    // in the kernel, a register, disguised) makes it reachable: its mark is
+    // cleared (found_again() counts them) and what it points to is reached
+    // in turn. Only a heap nobody changes during the scan (the calling
+    // thread's). `covered`: every live block of it is a candidate or such a
+    // block, and scan_heap skips it whole. After prepare().
+    void leave_out_lost(const Heap* heap, bool covered);
+    size_t found_again() const { return found_again_; }
     // After every root: sets each candidate's kind.
     void classify();
 
@@ -81,8 +82,14 @@ private:
     void hit(uintptr_t v);
     void scan_words(const uintptr_t* w, const uintptr_t* end);
     void flood();
-    // Not a root: a candidate, or a block of lost_heap_ reported lost.
+    // Not a root: a candidate, or a block of lost_heap_ found lost.
     bool left_out(const Heap& heap, bool may_hold_candidates, uintptr_t block) const;
+    // The start of the block of the heaps v points into (its usable size in
+    // *usable), or 0.
+    static uintptr_t block_start(uintptr_t v, size_t* usable);
+    // v points into no candidate: into a lost block of lost_heap_?
+    void hit_lost(uintptr_t v);
+    void extend_range(uintptr_t lo, uintptr_t hi);
     bool filtered(uintptr_t v) const {
         uint64_t g = (v >> 21) * 0x9E3779B97F4A7C15ull >> 52;  // 4096 filter bits
         return (filter_[g >> 6] >> (g & 63)) & 1;
@@ -101,6 +108,12 @@ private:
     bool resident_only_ = false;
     const Heap* lost_heap_ = nullptr;
     bool lost_heap_covered_ = false;
+    size_t found_again_ = 0;
+    struct Found_again {
+        uintptr_t address;
+        size_t bytes;
+    };
+    Mapped_array<Found_again, 256> found_work_;  // found again, not read yet
     long current_ = -1;  // the lost block being read (indirect pass)
 };
 

@@ -717,6 +717,8 @@ def test_reach(prog):
         "dead_stack": (0, [], 1),
         "reuse1": (1, [("definite", 1)], 0), "reuse_mid": (0, [], 0), "reuse2": (1, [("definite", 1)], 0),
         "holder1": (1, [("definite", 1)], 1), "holder2": (1, [("definite", 1)], 0),
+        "found1": (1, [("definite", 1)], 0), "found2": (0, [], 1), "found3": (0, [], 2),
+        "nofd1": (1, [("live", 1)], 0), "nofd2": (0, [], 2),
         "suppress": (2, [("definite", 1), ("definite", 1)], 0),
     }
     # Untraced requests (ZMM_BACKTRACE=0) keep their heap too, the blocks
@@ -744,7 +746,7 @@ def test_reach(prog):
         expect(kinds(o) == groups, f"{name}: groups {kinds(o)}, expected {groups}")
         expect(o["reachable"] == reachable, f"{name}: {o['reachable']} reachable, expected {reachable}")
         if name != "missed_stack":
-            expect(o["scan"] is None or o["scan"]["threads_missed"] == 0, f"{name}: a thread did not stop")
+            expect(o["scan"] is None or o["scan"].get("threads_missed", 0) == 0, f"{name}: a thread did not stop")
     expect(objs["other_stack"]["scan"]["threads"] >= 1, "other_stack: the holder thread was not stopped")
     m = objs["missed_stack"]["scan"]
     expect(m["threads_missed"] == 1 and m["ns"] < 3e9,

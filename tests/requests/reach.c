@@ -31,6 +31,14 @@
  *                holds too (reachable); holder2 drops the global: that
  *                block is lost then, 1 definitely lost (a block reported
  *                lost is no root, nor a candidate, any more)
+ *   found1..3    a block lost in found1 (disguised); found2 shows it again
+ *                (a global) and links a new block from it: both reachable
+ *                (the lost block is found again, and is a candidate of
+ *                found3 again)
+ *   nofd1..2     nofd1 ends without a descriptor left: no scan, its cache
+ *                listed as a leak (kind live); nofd2 adds an entry to the
+ *                cache: both reachable (a block no scan found lost stays a
+ *                candidate)
  *   suppress     two lost blocks, from suppress_me_please and keep_me
  *
  * Addresses the program must not keep are stored disguised (xor with a
@@ -40,7 +48,9 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -57,8 +67,8 @@ static void* volatile g_global;
 static char* volatile g_interior;
 static void* g_cache[10];
 
-static long results[24];
-static const char* names[24];
+static long results[48];
+static const char* names[48];
 static int nresults;
 
 static void end(const char* name) {
@@ -156,7 +166,10 @@ static void** volatile g_table;
 
 NOINLINE static void plant_in_table(void) { g_table[100] = cleared(48); }
 
-/* ---- a lost block's pointer ---- */
+/* ---- a lost block's pointer; a lost block found again; no scan ---- */
+
+static void* volatile g_found;
+static void** volatile g_nofd_cache;
 
 static void* volatile g_held;
 
@@ -165,6 +178,51 @@ NOINLINE static void plant_holder(void) {
     void** lost = cleared(40);
     lost[2] = g_held;
     g_hidden = HIDE(lost);
+}
+
+
+/* Their own frames: main's would keep copies of the pointers. */
+NOINLINE static void run_found(void) {
+    zmm_request_begin("found1");
+    g_hidden = HIDE(cleared(56));
+    end("found1");
+    zmm_request_begin("found2");
+    g_found = SHOW(g_hidden);
+    g_hidden = 0;
+    ((void**)g_found)[1] = cleared(24);
+    end("found2");
+    zmm_request_begin("found3");
+    end("found3");
+    free(((void**)g_found)[1]);
+    free(g_found);
+    g_found = NULL;
+
+}
+
+NOINLINE static void run_nofd(void) {
+    {
+        struct rlimit was;
+        getrlimit(RLIMIT_NOFILE, &was);
+        int fds[64], nfds = 0;
+        struct rlimit low = {0, was.rlim_max};
+        int probe = open("/dev/null", O_RDONLY);
+        low.rlim_cur = (rlim_t)probe + 8;
+        close(probe);
+        setrlimit(RLIMIT_NOFILE, &low);
+        zmm_request_begin("nofd1");
+        g_nofd_cache = cleared(16 * sizeof(void*));
+        while (nfds < 64 && (fds[nfds] = open("/dev/null", O_RDONLY)) >= 0) ++nfds;
+        end("nofd1");
+        while (nfds) close(fds[--nfds]);
+        setrlimit(RLIMIT_NOFILE, &was);
+        zmm_request_begin("nofd2");
+        g_nofd_cache[3] = cleared(40);
+        end("nofd2");
+        free(g_nofd_cache[3]);
+        free(g_nofd_cache);
+        g_nofd_cache = NULL;
+    }
+
 }
 
 /* ---- suppressions ---- */
@@ -273,6 +331,9 @@ int main(void) {
     zmm_request_begin("holder2");
     g_held = NULL;  // dropped, never freed: only the lost block points to it
     end("holder2");
+
+    run_found();
+    run_nofd();
 
     zmm_request_begin("suppress");
     suppress_me_please();

@@ -142,10 +142,10 @@ BOOST_AUTO_TEST_CASE(live_blocks_of_other_heaps_are_roots_freed_ones_are_not) {
     BOOST_TEST((c.kind_of(dropped) == Leak_kind::definite));
 }
 
-// A block its heap's table says was reported lost (by an earlier request)
-// is a root only when the heap is not the one left out; left out and
-// covered, the heap is not read at all.
-BOOST_AUTO_TEST_CASE(blocks_reported_lost_are_no_roots_in_the_heap_left_out) {
+// A block its heap's table says an earlier scan found lost is a root only
+// when the heap is not the one left out; left out and covered, the heap is
+// not read at all.
+BOOST_AUTO_TEST_CASE(blocks_found_lost_are_no_roots_in_the_heap_left_out) {
     Test_heap req;
     Block_table table;
     req->blocks = &table;
@@ -156,7 +156,7 @@ BOOST_AUTO_TEST_CASE(blocks_reported_lost_are_no_roots_in_the_heap_left_out) {
     for (void* p : {lost, runtime, dropped, held}) memset(p, 0, 64);
     link(lost, 3, dropped);
     link(runtime, 3, held);
-    BOOST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(lost), 64, 0, k_block_reported}));
+    BOOST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(lost), 64, 0, k_block_reported | k_block_lost}));
     BOOST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(runtime), 64, 0, k_block_runtime}));
     auto kinds = [&](const Heap* left_out, bool covered) {
         Candidates c;
@@ -175,6 +175,34 @@ BOOST_AUTO_TEST_CASE(blocks_reported_lost_are_no_roots_in_the_heap_left_out) {
     BOOST_TEST((d2 == Leak_kind::definite && h2 == Leak_kind::reachable));
     auto [d3, h3] = kinds(&req.heap, true);  // (covered: the caller vouches that no root is there)
     BOOST_TEST((d3 == Leak_kind::definite && h3 == Leak_kind::definite));
+    req->blocks = nullptr;
+}
+
+// A root pointing into a block found lost before finds it again: what it
+// points to is reached, and its mark is cleared (a candidate again next time).
+BOOST_AUTO_TEST_CASE(a_lost_block_a_root_points_to_again_is_found_again) {
+    Test_heap req;
+    Block_table table;
+    req->blocks = &table;
+    void* lost = req->alloc(64);
+    void* child = req->alloc(64);
+    memset(lost, 0, 64);
+    memset(child, 0, 64);
+    link(lost, 2, child);
+    link(lost, 4, lost);  // and itself: read once
+    BOOST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(lost), 64, 0, k_block_reported | k_block_lost}));
+    Candidates c;
+    c.add(child, 64);
+    Reachability r;
+    BOOST_REQUIRE(r.prepare(c.leaks.data(), c.leaks.size()));
+    r.leave_out_lost(&req.heap, true);
+    uintptr_t roots[2] = {0, reinterpret_cast<uintptr_t>(lost) + 8};  // an interior pointer
+    r.scan_root(roots, roots + 2);
+    r.scan_heap(req.heap);
+    r.classify();
+    BOOST_TEST((c.kind_of(child) == Leak_kind::reachable));
+    BOOST_TEST(r.found_again() == 1u);
+    BOOST_TEST(!(table.find(reinterpret_cast<uintptr_t>(lost))->flags & k_block_lost));
     req->blocks = nullptr;
 }
 
