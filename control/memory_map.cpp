@@ -1,29 +1,22 @@
 #include "memory_map.hpp"
 
-#include <cerrno>
 #include <cstring>
 #include <link.h>
-#include <unistd.h>
 
 #include "loader_guard.hpp"
+#include "os.hpp"
 #include "size_class.hpp"
 
 namespace zmm::memory_map {
 namespace {
 
-int hex_digit(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-}
-
 // One line of /proc/self/maps, [p, end) without its newline:
 // "lo-hi perms offset dev inode [path]". false if it has no inode field.
 bool parse_line(const char* p, const char* end, Range& r) {
     uintptr_t lo = 0, hi = 0, inode = 0;
-    for (int d; p < end && (d = hex_digit(*p)) >= 0; ++p) lo = lo << 4 | static_cast<uintptr_t>(d);
+    for (int d; p < end && (d = os::hex_value(*p)) >= 0; ++p) lo = lo << 4 | static_cast<uintptr_t>(d);
     if (p == end || *p++ != '-') return false;
-    for (int d; p < end && (d = hex_digit(*p)) >= 0; ++p) hi = hi << 4 | static_cast<uintptr_t>(d);
+    for (int d; p < end && (d = os::hex_value(*p)) >= 0; ++p) hi = hi << 4 | static_cast<uintptr_t>(d);
     if (end - p < 6 || *p++ != ' ') return false;
     const char* perms = p;
     p += 4;
@@ -41,31 +34,20 @@ bool parse_line(const char* p, const char* end, Range& r) {
 }  // namespace
 
 bool read_maps(int fd, Ranges& out) {
-    char buf[8192];  // more than a line can take (a path is at most PATH_MAX)
-    size_t have = 0;
-    bool ok = true;
-    for (;;) {
-        ssize_t n = read(fd, buf + have, sizeof buf - have);
-        if (n < 0 && errno == EINTR) continue;
-        if (n > 0) have += static_cast<size_t>(n);
-        const char* p = buf;
-        const char* end = buf + have;
-        // Whole lines; at the end of the file, the last one even without
-        // its newline.
-        for (;;) {
-            const char* nl = static_cast<const char*>(memchr(p, '\n', static_cast<size_t>(end - p)));
-            if (!nl && (n > 0 || p == end)) break;
-            const char* line_end = nl ? nl : end;
-            Range r;
-            if (parse_line(p, line_end, r) && !out.push(r)) ok = false;
-            p = nl ? nl + 1 : end;
-        }
-        if (n <= 0) break;
-        have = static_cast<size_t>(end - p);
-        if (have == sizeof buf) return false;  // no line is that long
-        memmove(buf, p, have);
-    }
-    return ok && out.count > 0;
+    struct Reading {
+        Ranges* out;
+        bool ok;
+    } r{&out, true};
+    bool whole = os::for_each_line(
+        fd,
+        [](const char* line, const char* end, void* ctx) {
+            auto* r = static_cast<Reading*>(ctx);
+            Range m;
+            if (parse_line(line, end, m) && !r->out->push(m)) r->ok = false;
+            return true;
+        },
+        &r);
+    return whole && r.ok && out.count > 0;
 }
 
 namespace {

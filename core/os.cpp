@@ -274,6 +274,28 @@ bool is_mapped(const void* p) {
     return resident_pages(reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(p) & ~(k_page - 1)), k_page, &vec);
 }
 
+bool for_each_line(int fd, bool (*fn)(const char* line, const char* end, void* ctx), void* ctx) {
+    char buf[8192];
+    size_t have = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + have, sizeof buf - have);
+        if (n < 0 && errno == EINTR) continue;
+        if (n > 0) have += static_cast<size_t>(n);
+        const char* p = buf;
+        const char* end = buf + have;
+        for (;;) {
+            const char* nl = static_cast<const char*>(memchr(p, '\n', static_cast<size_t>(end - p)));
+            if (!nl && (n > 0 || p == end)) break;  // (at the end of the file, a last line without newline)
+            if (!fn(p, nl ? nl : end, ctx)) return false;
+            p = nl ? nl + 1 : end;
+        }
+        if (n <= 0) return true;
+        have = static_cast<size_t>(end - p);
+        if (have == sizeof buf) return false;
+        memmove(buf, p, have);
+    }
+}
+
 bool mapping_of(uintptr_t address, uintptr_t* lo, uintptr_t* hi, char* path, size_t path_size) {
     int saved = errno;
     int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
@@ -281,43 +303,38 @@ bool mapping_of(uintptr_t address, uintptr_t* lo, uintptr_t* hi, char* path, siz
         errno = saved;
         return false;
     }
-    char buf[8192];
-    size_t have = 0;
-    bool found = false, eof = false;
-    for (;;) {
-        char* nl = static_cast<char*>(memchr(buf, '\n', have));
-        if (!nl) {
-            if (eof || have == sizeof buf) break;  // (a line longer than the buffer: give up)
-            ssize_t r = read(fd, buf + have, sizeof buf - have);
-            if (r < 0 && errno == EINTR) continue;
-            if (r <= 0) eof = true;
-            else have += static_cast<size_t>(r);
-            continue;
-        }
-        *nl = 0;
-        char* end;
-        uintptr_t a = strtoul(buf, &end, 16);
-        uintptr_t b = *end == '-' ? strtoul(end + 1, &end, 16) : 0;
-        if (address >= a && address < b) {
-            *lo = a;
-            *hi = b;
-            if (path && path_size) {
-                const char* slash = strchr(end, '/');
-                size_t len = slash ? strlen(slash) : 0;
-                if (len >= path_size) len = path_size - 1;
-                if (len) memcpy(path, slash, len);
-                path[len] = 0;
+    struct Query {
+        uintptr_t address, *lo, *hi;
+        char* path;
+        size_t path_size;
+        bool found;
+    } q{address, lo, hi, path, path_size, false};
+    for_each_line(
+        fd,
+        [](const char* line, const char* end, void* ctx) {
+            auto* q = static_cast<Query*>(ctx);
+            uintptr_t a = 0, b = 0;
+            const char* p = line;
+            for (; p < end && hex_value(*p) >= 0; ++p) a = a << 4 | static_cast<uintptr_t>(hex_value(*p));
+            if (p == end || *p++ != '-') return true;
+            for (; p < end && hex_value(*p) >= 0; ++p) b = b << 4 | static_cast<uintptr_t>(hex_value(*p));
+            if (q->address < a || q->address >= b) return true;
+            *q->lo = a;
+            *q->hi = b;
+            if (q->path && q->path_size) {
+                const char* slash = static_cast<const char*>(memchr(p, '/', static_cast<size_t>(end - p)));
+                size_t len = slash ? static_cast<size_t>(end - slash) : 0;
+                if (len >= q->path_size) len = q->path_size - 1;
+                if (len) memcpy(q->path, slash, len);
+                q->path[len] = 0;
             }
-            found = true;
-            break;
-        }
-        size_t used = static_cast<size_t>(nl + 1 - buf);
-        memmove(buf, nl + 1, have - used);
-        have -= used;
-    }
+            q->found = true;
+            return false;
+        },
+        &q);
     close(fd);
     errno = saved;
-    return found;
+    return q.found;
 }
 
 void write_all(int fd, const char* s, size_t n) {

@@ -78,6 +78,18 @@ bool resident_pages(const void* p, size_t size, unsigned char* vec);
 // write(2) until done or an error other than EINTR.
 void write_all(int fd, const char* s, size_t n);
 
+// Reads `fd` to its end a line at a time (no allocation): fn(line, end, ctx)
+// gets each one without its newline (the last one even without one), and
+// stops the reading by returning false. False if a line is longer than the
+// buffer (8 KiB; a path is at most PATH_MAX) or fn stopped it.
+bool for_each_line(int fd, bool (*fn)(const char* line, const char* end, void* ctx), void* ctx);
+// A lowercase hexadecimal digit's value (as /proc writes them), or -1.
+inline int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
 // The mapping that holds `address`, from /proc/self/maps (no allocation):
 // its bounds, and (if `path`) the file the kernel names for it ("" for an
 // anonymous one). False if it cannot be read or no mapping holds it.

@@ -1,5 +1,6 @@
-// Reading /proc/self/maps: every line, whatever the reads cut, and the kinds
-// the leak scan needs (anonymous, scannable, readable).
+// Reading /proc/self/maps: every line, whatever the reads cut (os::
+// for_each_line), the kinds the leak scan needs (anonymous, scannable,
+// readable), and the mapping of an address (os::mapping_of).
 #include <boost/test/unit_test.hpp>
 
 #include <fcntl.h>
@@ -7,8 +8,10 @@
 #include <unistd.h>
 
 #include <string>
+#include <vector>
 
 #include "memory_map.hpp"
+#include "os.hpp"
 
 using namespace zmm::memory_map;
 
@@ -82,6 +85,61 @@ BOOST_AUTO_TEST_CASE(the_process_own_stack_and_data_are_there) {
     const Range* d = r.containing(reinterpret_cast<uintptr_t>(&data));
     BOOST_TEST((s && s->scannable && s->anonymous));
     BOOST_TEST((d && d->scannable));
+}
+
+BOOST_AUTO_TEST_CASE(lines_are_read_whole_and_the_reader_may_stop) {
+    std::string text;
+    for (unsigned i = 0; i < 3000; ++i) text += std::to_string(i) + std::string(i % 7, ' ') + "\n";
+    text += "last";
+    auto lines = [](const std::string& t, size_t stop_after) {
+        struct Got {
+            std::vector<std::string> lines;
+            size_t stop_after;
+        } got{{}, stop_after};
+        int fd = file_with(t);
+        bool whole = zmm::os::for_each_line(
+            fd,
+            [](const char* line, const char* end, void* ctx) {
+                auto* g = static_cast<Got*>(ctx);
+                g->lines.emplace_back(line, end);
+                return g->lines.size() < g->stop_after;
+            },
+            &got);
+        close(fd);
+        return std::pair{whole, got.lines};
+    };
+    auto [whole, all] = lines(text, SIZE_MAX);
+    BOOST_TEST(whole);
+    BOOST_REQUIRE_EQUAL(all.size(), 3001u);
+    for (unsigned i = 0; i < 3000; ++i) BOOST_TEST(all[i] == std::to_string(i) + std::string(i % 7, ' '));
+    BOOST_TEST(all[3000] == "last");
+    auto [stopped, some] = lines(text, 10);
+    BOOST_TEST(!stopped);
+    BOOST_TEST(some.size() == 10u);
+    auto [too_long, none] = lines(std::string(9000, 'x') + "\n", SIZE_MAX);
+    BOOST_TEST(!too_long);
+    BOOST_TEST(none.empty());
+    auto [empty_ok, nothing] = lines("", SIZE_MAX);
+    BOOST_TEST((empty_ok && nothing.empty()));
+}
+
+BOOST_AUTO_TEST_CASE(the_mapping_of_an_address_and_its_file) {
+    static int in_data = 1;
+    uintptr_t lo = 0, hi = 0;
+    char path[512];
+    BOOST_REQUIRE(zmm::os::mapping_of(reinterpret_cast<uintptr_t>(&in_data), &lo, &hi, path, sizeof path));
+    BOOST_TEST((lo <= reinterpret_cast<uintptr_t>(&in_data) && reinterpret_cast<uintptr_t>(&in_data) < hi));
+    std::string file = path;
+    BOOST_TEST(file.size() > 10);
+    BOOST_TEST(file.substr(file.size() - 10) == "unit_tests");
+    void* anon = mmap(nullptr, 3 * 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    BOOST_REQUIRE(anon != MAP_FAILED);
+    char small[4];
+    BOOST_REQUIRE(zmm::os::mapping_of(reinterpret_cast<uintptr_t>(anon) + 4096, &lo, &hi, small, sizeof small));
+    BOOST_TEST((lo <= reinterpret_cast<uintptr_t>(anon) && hi >= reinterpret_cast<uintptr_t>(anon) + 3 * 4096));
+    BOOST_TEST(small[0] == 0);
+    munmap(anon, 3 * 4096);
+    BOOST_TEST(!zmm::os::mapping_of(8, &lo, &hi, nullptr, 0));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
