@@ -763,16 +763,7 @@ bool Heap::is_carried(const void* p) const {
     return b && (b->flags & k_block_carried);
 }
 
-Heap::Carried_mark Heap::carried_mark(const void* p) {
-    uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    if (!is_chunk_granule(a)) return k_ask_table;
-    const Chunk* c = Chunk::of(p);
-    uint32_t info = c->map[Chunk::page_of(p)];
-    if (!(info & k_small)) return k_ask_table;
-    if (!(info & k_small_slow_free)) return k_not_carried;
-    if (!c->carried_bits) return k_ask_table;  // (memory ran out: every block of the page is marked)
-    return c->carried_has(a) ? k_carried : k_not_carried;
-}
+
 
 bool Heap::size_matches(const void* p, size_t bytes) {
     size_t usable = usable_size(p);

@@ -493,6 +493,17 @@ bool heap_limit_exceeded(Heap& heap, size_t requested);
 // process can come before any start-up code has run.
 void* heap_missing(size_t size);
 
+inline Heap::Carried_mark Heap::carried_mark(const void* p) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    if (!is_chunk_granule(a)) return k_ask_table;
+    const Chunk* c = Chunk::of(p);
+    uint32_t info = c->map[Chunk::page_of(p)];
+    if (!(info & k_small)) return k_ask_table;
+    if (!(info & k_small_slow_free)) return k_not_carried;
+    if (!c->carried_bits) return k_ask_table;  // (memory ran out: every block of the page is marked)
+    return c->carried_has(a) ? k_carried : k_not_carried;
+}
+
 inline void* Heap::alloc_small(unsigned bin, size_t size) {
     if (void* p = pop_small(bin); __builtin_expect(p != nullptr, 1)) return p;
     return alloc_small_slow(bin, size);
