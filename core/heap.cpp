@@ -1046,7 +1046,11 @@ size_t Heap::usable_size(const void* p) {
 void* Heap::realloc(void* p, size_t bytes) {
     // (Another heap's block is never in this table; its chunk's carried bits
     // are its owner's to give back meanwhile.)
-    const Block_info* b = p && may_be_in_table(p) && owner_of(p) == this ? blocks->find(reinterpret_cast<uintptr_t>(p)) : nullptr;
+    // (Only a heap with a table asks: the owner first, then the block's
+    // page, which another heap's owner may be changing.)
+    const Block_info* b = p && blocks && owner_of(p) == this && may_be_in_table(p)
+                              ? blocks->find(reinterpret_cast<uintptr_t>(p))
+                              : nullptr;
     if (!b || !(b->flags & k_block_carried)) return realloc_block(p, bytes);
     // A carried block is not the running request's memory, nor is what it
     // grows or shrinks by in place: base_size and peak move with it, so

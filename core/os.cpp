@@ -277,21 +277,33 @@ bool is_mapped(const void* p) {
 bool for_each_line(int fd, bool (*fn)(const char* line, const char* end, void* ctx), void* ctx) {
     char buf[8192];
     size_t have = 0;
+    bool skipping = false;  // the rest of a line longer than the buffer (its start went to fn)
     for (;;) {
         ssize_t n = read(fd, buf + have, sizeof buf - have);
         if (n < 0 && errno == EINTR) continue;
-        if (n > 0) have += static_cast<size_t>(n);
+        if (n < 0) return false;
+        have += static_cast<size_t>(n);
         const char* p = buf;
         const char* end = buf + have;
         for (;;) {
             const char* nl = static_cast<const char*>(memchr(p, '\n', static_cast<size_t>(end - p)));
-            if (!nl && (n > 0 || p == end)) break;  // (at the end of the file, a last line without newline)
+            if (skipping) {
+                if (!nl) {
+                    p = end;
+                    break;
+                }
+                skipping = false;
+                p = nl + 1;
+                continue;
+            }
+            if (!nl && n > 0 && !(p == buf && have == sizeof buf)) break;  // the line's end is still to come
+            if (!nl && p == end) break;
             if (!fn(p, nl ? nl : end, ctx)) return false;
+            if (!nl && n > 0) skipping = true;  // a line longer than the buffer: its start only
             p = nl ? nl + 1 : end;
         }
-        if (n <= 0) return true;
+        if (n == 0) return true;
         have = static_cast<size_t>(end - p);
-        if (have == sizeof buf) return false;
         memmove(buf, p, have);
     }
 }

@@ -79,9 +79,9 @@ bool resident_pages(const void* p, size_t size, unsigned char* vec);
 void write_all(int fd, const char* s, size_t n);
 
 // Reads `fd` to its end a line at a time (no allocation): fn(line, end, ctx)
-// gets each one without its newline (the last one even without one), and
-// stops the reading by returning false. False if a line is longer than the
-// buffer (8 KiB; a path is at most PATH_MAX) or fn stopped it.
+// gets each one without its newline (the last one even without one; of a
+// line longer than the 8 KiB buffer, its start), and stops the reading by
+// returning false. False if fn stopped it or a read failed.
 bool for_each_line(int fd, bool (*fn)(const char* line, const char* end, void* ctx), void* ctx);
 // A lowercase hexadecimal digit's value (as /proc writes them), or -1.
 inline int hex_value(char c) {

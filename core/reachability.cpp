@@ -166,7 +166,9 @@ void Reachability::leave_out_lost(const Heap* heap, bool covered) {
 void Reachability::hit_lost(uintptr_t v) {
     size_t usable;
     uintptr_t start = block_start(v, &usable);
-    if (!start || v >= start + usable || Heap::owner_of(reinterpret_cast<void*>(start)) != lost_heap_) return;
+    if (!start || v >= start + usable || !lost_heap_->blocks ||
+        Heap::owner_of(reinterpret_cast<void*>(start)) != lost_heap_)
+        return;
     Block_info* b = lost_heap_->blocks->find(start);
     if (!b || !(b->flags & k_block_lost)) return;
     b->flags &= ~k_block_lost;  // a candidate of the next scans again
@@ -269,7 +271,7 @@ bool Reachability::left_out(const Heap& heap, bool may_hold_candidates, uintptr_
     if (may_hold_candidates && find(block) >= 0) return true;
     if (&heap != lost_heap_ || !heap.blocks) return false;
     const Block_info* b = heap.blocks->find(block);
-    return b && (b->flags & k_block_reported);
+    return b && (b->flags & k_block_lost);
 }
 
 void Reachability::scan_heap(const Heap& heap) {

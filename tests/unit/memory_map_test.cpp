@@ -64,6 +64,20 @@ BOOST_AUTO_TEST_CASE(every_line_whatever_the_reads_cut) {
     BOOST_TEST((r.items[400].anonymous && r.items[400].scannable));
 }
 
+// A path can be longer than PATH_MAX (a file opened in a deep directory):
+// the line's start is what matters.
+BOOST_AUTO_TEST_CASE(a_line_longer_than_the_buffer_is_read_by_its_start) {
+    std::string deep;
+    for (int i = 0; i < 1500; ++i) deep += "/dir" + std::to_string(i);
+    int fd = file_with("1000-2000 rw-p 00000000 08:01 77   " + deep + "/f\n3000-4000 rw-p 00000000 00:00 0\n");
+    Ranges r;
+    BOOST_TEST(read_maps(fd, r));
+    close(fd);
+    BOOST_REQUIRE_EQUAL(r.count, 2u);
+    BOOST_TEST((r.items[0].lo == 0x1000u && r.items[0].hi == 0x2000u && !r.items[0].anonymous && r.items[0].scannable));
+    BOOST_TEST((r.items[1].lo == 0x3000u && r.items[1].anonymous));
+}
+
 BOOST_AUTO_TEST_CASE(malformed_lines_are_skipped) {
     int fd = file_with("garbage\n1000-2000 rw-p\n3000-4000 ---p 00000000 00:00 0\n\n");
     Ranges r;
@@ -116,9 +130,12 @@ BOOST_AUTO_TEST_CASE(lines_are_read_whole_and_the_reader_may_stop) {
     auto [stopped, some] = lines(text, 10);
     BOOST_TEST(!stopped);
     BOOST_TEST(some.size() == 10u);
-    auto [too_long, none] = lines(std::string(9000, 'x') + "\n", SIZE_MAX);
-    BOOST_TEST(!too_long);
-    BOOST_TEST(none.empty());
+    // A line longer than the buffer: its start, then the next line.
+    auto [long_ok, cut] = lines(std::string(20000, 'x') + "\nnext\n", SIZE_MAX);
+    BOOST_TEST(long_ok);
+    BOOST_REQUIRE_EQUAL(cut.size(), 2u);
+    BOOST_TEST(cut[0] == std::string(8192, 'x'));
+    BOOST_TEST(cut[1] == "next");
     auto [empty_ok, nothing] = lines("", SIZE_MAX);
     BOOST_TEST((empty_ok && nothing.empty()));
 }

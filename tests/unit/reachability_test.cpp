@@ -1,5 +1,6 @@
 // The reachability mark: which of a request's blocks the roots reach, which
 // are lost outright, which only through other lost blocks.
+#include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <cstring>
@@ -145,7 +146,8 @@ BOOST_AUTO_TEST_CASE(live_blocks_of_other_heaps_are_roots_freed_ones_are_not) {
 // A block its heap's table says an earlier scan found lost is a root only
 // when the heap is not the one left out; left out and covered, the heap is
 // not read at all.
-BOOST_AUTO_TEST_CASE(blocks_found_lost_are_no_roots_in_the_heap_left_out) {
+BOOST_DATA_TEST_CASE(blocks_found_lost_are_no_roots_in_the_heap_left_out, boost::unit_test::data::make({true, false}),
+                     runtime_or_reported) {
     Test_heap req;
     Block_table table;
     req->blocks = &table;
@@ -157,7 +159,10 @@ BOOST_AUTO_TEST_CASE(blocks_found_lost_are_no_roots_in_the_heap_left_out) {
     link(lost, 3, dropped);
     link(runtime, 3, held);
     BOOST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(lost), 64, 0, k_block_reported | k_block_lost}));
-    BOOST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(runtime), 64, 0, k_block_runtime}));
+    // Reported by a request whose scan could not run, not found lost: a
+    // root like the runtime's.
+    BOOST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(runtime), 64, 0,
+                                          (runtime_or_reported ? k_block_runtime : k_block_reported | k_block_carried)}));
     auto kinds = [&](const Heap* left_out, bool covered) {
         Candidates c;
         c.add(dropped, 64);
@@ -171,7 +176,7 @@ BOOST_AUTO_TEST_CASE(blocks_found_lost_are_no_roots_in_the_heap_left_out) {
     };
     auto [d1, h1] = kinds(nullptr, false);  // every non-candidate is a root
     BOOST_TEST((d1 == Leak_kind::reachable && h1 == Leak_kind::reachable));
-    auto [d2, h2] = kinds(&req.heap, false);  // the lost one is not; the runtime's is
+    auto [d2, h2] = kinds(&req.heap, false);  // the lost one is not; the other is
     BOOST_TEST((d2 == Leak_kind::definite && h2 == Leak_kind::reachable));
     auto [d3, h3] = kinds(&req.heap, true);  // (covered: the caller vouches that no root is there)
     BOOST_TEST((d3 == Leak_kind::definite && h3 == Leak_kind::definite));
