@@ -21,9 +21,9 @@ struct Request {
     char name[128];
     Heap* heap;
     Block_table table;  // traced requests: every live block's size and stack
-    // Untraced: at least the number of carried blocks in the table not
-    // found lost (k_block_lost: the others each end lists again); 0 spares
-    // the walk of the table.
+    // Untraced: at least the number of carried blocks in the table that each
+    // end lists again (those not found lost, k_block_lost); 0 spares the
+    // walk of the table.
     size_t carried_candidates;
     bool traced;
     bool process_wide;  // this thread's share of a process-wide request

@@ -763,8 +763,6 @@ bool Heap::is_carried(const void* p) const {
     return b && (b->flags & k_block_carried);
 }
 
-
-
 bool Heap::size_matches(const void* p, size_t bytes) {
     size_t usable = usable_size(p);
     if (usable == 0) return true;  // not a block start: the free diagnoses it
@@ -1044,10 +1042,9 @@ size_t Heap::usable_size(const void* p) {
 }
 
 void* Heap::realloc(void* p, size_t bytes) {
-    // (Another heap's block is never in this table; its chunk's carried bits
-    // are its owner's to give back meanwhile.)
-    // (Only a heap with a table asks: the owner first, then the block's
-    // page, which another heap's owner may be changing.)
+    // Only a heap with a table asks, whose own block p must be first
+    // (another heap's block is never in this table, and its page and
+    // carried bits are its owner's to change meanwhile).
     const Block_info* b = p && blocks && owner_of(p) == this && may_be_in_table(p)
                               ? blocks->find(reinterpret_cast<uintptr_t>(p))
                               : nullptr;

@@ -1,8 +1,8 @@
 #include "reachability.hpp"
 
+#include "block_table.hpp"
 #include "chunk.hpp"
 #include "chunk_registry.hpp"
-#include "block_table.hpp"
 #include "heap.hpp"
 #include "os.hpp"
 
@@ -46,10 +46,7 @@ bool Reachability::prepare(Leak* blocks, size_t count) {
         uintptr_t end = b.address + (usable > b.size ? usable : b.size);
         if (b.address < lo) lo = b.address;
         if (end > hi) hi = end;
-        for (uintptr_t g = b.address >> 21; g <= (end - 1) >> 21; ++g) {
-            uint64_t bit = g * 0x9E3779B97F4A7C15ull >> 52;
-            filter_[bit >> 6] |= uint64_t{1} << (bit & 63);
-        }
+        filter_granules(b.address, end);
     }
     if (lo > hi) lo = hi = 0;  // every candidate gone
     lo_ = lo;
@@ -134,15 +131,19 @@ long Reachability::resolve(uintptr_t v) const {
     return v < start + (usable > b.size ? usable : b.size) ? i : -1;
 }
 
+void Reachability::filter_granules(uintptr_t lo, uintptr_t hi) {
+    for (uintptr_t g = lo >> 21; g <= (hi - 1) >> 21; ++g) {
+        uint64_t bit = g * 0x9E3779B97F4A7C15ull >> 52;
+        filter_[bit >> 6] |= uint64_t{1} << (bit & 63);
+    }
+}
+
 void Reachability::extend_range(uintptr_t lo, uintptr_t hi) {
     uintptr_t old_lo = lo_, old_hi = lo_ + span_;
     if (span_ == 0) old_lo = lo, old_hi = hi;
     lo_ = lo < old_lo ? lo : old_lo;
     span_ = (hi > old_hi ? hi : old_hi) - lo_;
-    for (uintptr_t g = lo >> 21; g <= (hi - 1) >> 21; ++g) {
-        uint64_t bit = g * 0x9E3779B97F4A7C15ull >> 52;
-        filter_[bit >> 6] |= uint64_t{1} << (bit & 63);
-    }
+    filter_granules(lo, hi);
 }
 
 void Reachability::leave_out_lost(const Heap* heap, bool covered) {

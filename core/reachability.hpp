@@ -89,7 +89,9 @@ private:
     static uintptr_t block_start(uintptr_t v, size_t* usable);
     // v points into no candidate: into a lost block of lost_heap_?
     void hit_lost(uintptr_t v);
+    // [lo, hi) may hold blocks to resolve: in the range, its granules in the filter.
     void extend_range(uintptr_t lo, uintptr_t hi);
+    void filter_granules(uintptr_t lo, uintptr_t hi);
     bool filtered(uintptr_t v) const {
         uint64_t g = (v >> 21) * 0x9E3779B97F4A7C15ull >> 52;  // 4096 filter bits
         return (filter_[g >> 6] >> (g & 63)) & 1;
