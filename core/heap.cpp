@@ -348,11 +348,15 @@ void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
     return s;
 }
 
-void Heap::free_small(void* p, uint32_t info) {
-    unsigned bin = info & k_bin_mask;
-    if (!is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), bin)) misuse(Misuse::interior_pointer, p);
+void Heap::check_slot(void* p, uint32_t info) const {
+    if (!is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), info & k_bin_mask))
+        misuse(Misuse::interior_pointer, p);
     if (holds_link(p)) misuse(Misuse::double_free, p);
-    push_free(static_cast<Free_slot*>(p), bin);
+}
+
+void Heap::free_small(void* p, uint32_t info) {
+    check_slot(p, info);
+    push_free(static_cast<Free_slot*>(p), info & k_bin_mask);
 }
 
 // ============================================================================
@@ -978,7 +982,8 @@ void Heap::drain_remote() {
 }
 
 void Heap::drain_remote_stacks() {
-    drain_stack(remote.exchange(nullptr, std::memory_order_acquire));
+    // (A load first: no read-modify-write of an empty stack.)
+    if (remote.load(std::memory_order_relaxed)) drain_stack(remote.exchange(nullptr, std::memory_order_acquire));
     for (Heap* r = retired; r; r = r->retired_next)
         if (r->remote.load(std::memory_order_relaxed)) drain_stack(r->remote.exchange(nullptr, std::memory_order_acquire));
 }
@@ -1075,14 +1080,13 @@ void* Heap::realloc_block(void* p, size_t bytes) {
         Chunk* c = Chunk::of(p);
         unsigned page = Chunk::page_of(p);
         uint32_t info = c->map[page];
+        const bool large_start = (info & k_large) && page_aligned(p) && page != 0;
         // A large or huge block that holds a link: freed already by another
         // thread, on its way back (free_owned's test).
-        if ((info & k_large) && page_aligned(p) && page != 0 && holds_link(p)) misuse(Misuse::double_free, p);
+        if (large_start && holds_link(p)) misuse(Misuse::double_free, p);
         if (info & k_small) {
             unsigned bin = info & k_bin_mask;
-            if (!is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), bin))
-                misuse(Misuse::interior_pointer, p);
-            if (holds_link(p)) misuse(Misuse::double_free, p);
+            check_slot(p, info);
             // Stay in place if the block still fits and would not fit a
             // smaller bin (ZendMM).
             if (bytes <= k_max_small && size_to_bin(bytes) == bin) return p;
@@ -1094,8 +1098,7 @@ void* Heap::realloc_block(void* p, size_t bytes) {
             if (may_be_in_table(p)) forget(p);
             free_small(p, c->map[page]);  // (checked again: the allocation may have run a limit handler)
             return fresh;
-        } else if ((info & k_large) && page_aligned(p) && page != 0 && bytes > k_max_small &&
-                   bytes <= k_max_large) {
+        } else if (large_start && bytes > k_max_small && bytes <= k_max_large) {
             unsigned count = info & k_pages_mask;
             unsigned want = static_cast<unsigned>(round_pages(bytes) / k_page_size);
             if (want == count) return p;
@@ -1204,7 +1207,7 @@ size_t Heap::collect_small_runs() {
 
 size_t Heap::collect() {
     size_t released = 0;
-    if (has_remote()) drain_remote();
+    drain_remote();
     released += collect_small_runs();
     while (cached) {
         Chunk* c = cached;
@@ -1219,7 +1222,7 @@ size_t Heap::collect() {
 }
 
 void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), void* ctx, bool own_runs) {
-    if (has_remote()) drain_remote();
+    drain_remote();
     // Per bin, the request's own blocks left to find (walking its own runs),
     // and all the live blocks left to find: none in a bin without own
     // blocks, else every block its counters say is live, an upper bound
@@ -1274,7 +1277,7 @@ void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), 
 }
 
 void Heap::merge_into(Heap& dst) {
-    if (has_remote()) drain_remote();
+    drain_remote();
     carried_untracked = false;  // what it held is dst's now
     // Wholly free runs first: a request that freed everything leaves only
     // empty chunks, which stay here for the next request.
@@ -1324,7 +1327,7 @@ void Heap::merge_into(Heap& dst) {
 void Heap::collect_runs_if_grown() {
     size_t floor = chunks_at_collect > 4 ? chunks_at_collect : 4;
     if (chunks_count > 2 * floor) {
-        if (has_remote()) drain_remote();
+        drain_remote();
         collect_small_runs();
         chunks_at_collect = chunks_count;
     }
@@ -1343,7 +1346,7 @@ void Heap::trim_cache(size_t keep) {
 }
 
 void Heap::release_blocks() {
-    if (has_remote()) drain_remote();
+    drain_remote();
     while (huge) free_huge(huge);
     while (Chunk* c = chunks) {
         unlink_chunk(c);

@@ -307,7 +307,8 @@ public:
 
     // Takes what other threads sent: the chains into this heap's bins, and
     // the remote stack (and those of its retired request heaps) block by
-    // block, each block into the heap that owns it now.
+    // block, each block into the heap that owns it now. Loads only when
+    // nothing waits.
     void drain_remote();
     bool has_remote() const {
         if (has_remote_stack()) return true;
@@ -422,6 +423,9 @@ private:
     void release_chunk(Chunk* c);
     size_t collect_small_runs();
     void unmap_chunk(Chunk* c);
+    // p, in a page of this heap's whose map word is `info`: diagnoses an
+    // interior pointer or a slot that is free already.
+    void check_slot(void* p, uint32_t info) const;
     void free_small(void* p, uint32_t info);
     inline void push_free(Free_slot* s, unsigned bin);
     // p leaves the table, and is no longer carried.

@@ -54,7 +54,7 @@ static void* malloc_inside(size_t size) {
         }
         // Blocks other threads freed are checked as they come back: at once
         // (every ZMM_DEBUG allocation comes here), not when a bin runs out.
-        if (h->has_remote()) h->drain_remote();
+        h->drain_remote();
         void* p = h->alloc(size + debug_checks::k_canary_bytes);
         debug_checks::on_alloc(*h, p, size);
         if (h->request) trace_allocation(h, p, size);
@@ -212,7 +212,7 @@ void* realloc(void* p, size_t size) {
         // there (freed already by another thread), it could come back as the
         // new block. Drained now, a p that is no longer live is the free's
         // to diagnose.
-        if (Heap* h = thread_heap(); h && h->has_remote()) h->drain_remote();
+        if (Heap* h = thread_heap()) h->drain_remote();
         if (!debug_checks::is_live(p)) {
             free_inside(p);
             return nullptr;
@@ -256,7 +256,7 @@ void* aligned(size_t alignment, size_t size) {
         return nullptr;
     }
     if (options().debug) {
-        if (h->has_remote()) h->drain_remote();  // (as malloc_inside)
+        h->drain_remote();  // (as malloc_inside)
         void* p = size <= SIZE_MAX - debug_checks::k_canary_bytes
                       ? h->alloc_aligned(alignment, size + debug_checks::k_canary_bytes)
                       : nullptr;
