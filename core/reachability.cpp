@@ -119,16 +119,19 @@ uintptr_t Reachability::block_start(uintptr_t v, size_t* usable) {
     return start;
 }
 
-long Reachability::resolve(uintptr_t v) const {
-    if (v - lo_ >= span_ || !filtered(v)) return -1;
-    size_t usable;
-    uintptr_t start = block_start(v, &usable);
-    if (!start) return -1;
+long Reachability::candidate_at(uintptr_t v, uintptr_t start, size_t usable) const {
     long i = find(start);
     if (i < 0) return -1;
     // Past the block's end (a large run's or huge block's slack) is not in it.
     const Leak& b = blocks_[i];
     return v < start + (usable > b.size ? usable : b.size) ? i : -1;
+}
+
+long Reachability::resolve(uintptr_t v) const {
+    if (v - lo_ >= span_ || !filtered(v)) return -1;
+    size_t usable;
+    uintptr_t start = block_start(v, &usable);
+    return start ? candidate_at(v, start, usable) : -1;
 }
 
 void Reachability::filter_granules(uintptr_t lo, uintptr_t hi) {
@@ -164,11 +167,8 @@ void Reachability::leave_out_lost(const Heap* heap, bool covered) {
     }
 }
 
-void Reachability::hit_lost(uintptr_t v) {
-    size_t usable;
-    uintptr_t start = block_start(v, &usable);
-    if (!start || v >= start + usable || !lost_heap_->blocks ||
-        Heap::owner_of(reinterpret_cast<void*>(start)) != lost_heap_)
+void Reachability::hit_lost(uintptr_t v, uintptr_t start, size_t usable) {
+    if (v >= start + usable || !lost_heap_->blocks || Heap::owner_of(reinterpret_cast<void*>(start)) != lost_heap_)
         return;
     Block_info* b = lost_heap_->blocks->find(start);
     if (!b || !(b->flags & k_block_lost)) return;
@@ -182,9 +182,13 @@ void Reachability::hit_lost(uintptr_t v) {
 }
 
 void Reachability::hit(uintptr_t v) {
-    long i = resolve(v);
+    if (!filtered(v)) return;  // (scan_words tested the range)
+    size_t usable;
+    const uintptr_t start = block_start(v, &usable);
+    if (!start) return;
+    const long i = candidate_at(v, start, usable);
     if (i < 0) {
-        if (lost_heap_ && !indirect_pass_ && v - lo_ < span_ && filtered(v)) hit_lost(v);
+        if (lost_heap_ && !indirect_pass_) hit_lost(v, start, usable);
         return;
     }
     Leak& b = blocks_[i];
@@ -278,7 +282,6 @@ bool Reachability::left_out(const Heap& heap, bool may_hold_candidates, uintptr_
 void Reachability::scan_heap(const Heap& heap) {
     if (!count_) return;
     if (&heap == lost_heap_ && lost_heap_covered_) return;
-    const uint64_t key = heap.key;
     // Chunks: the circular list, at most chunks_count long.
     const Chunk* c = heap.chunks;
     for (size_t n = 0; c && n < heap.chunks_count; ++n, c = c->next) {
@@ -293,7 +296,7 @@ void Reachability::scan_heap(const Heap& heap) {
                 for (unsigned k = 0; k < k_bin_count[bin]; ++k) {
                     auto* s = reinterpret_cast<const uintptr_t*>(at + size_t{k} * size);
                     // A free slot proves it: its second word is its link's shadow.
-                    if (s[1] == (s[0] ^ key ^ reinterpret_cast<uintptr_t>(s))) continue;
+                    if (heap.holds_link(s)) continue;
                     if (left_out(heap, may_hold_candidates, reinterpret_cast<uintptr_t>(s))) continue;
                     scan_words(s, s + size / sizeof(uintptr_t));
                 }

@@ -87,8 +87,12 @@ private:
     // The start of the block of the heaps v points into (its usable size in
     // *usable), or 0.
     static uintptr_t block_start(uintptr_t v, size_t* usable);
-    // v points into no candidate: into a lost block of lost_heap_?
-    void hit_lost(uintptr_t v);
+    // The candidate v points into, `start` (of `usable` bytes) being the
+    // block it points into; -1 if none.
+    long candidate_at(uintptr_t v, uintptr_t start, size_t usable) const;
+    // v points into no candidate but into the block at `start`: a lost
+    // block of lost_heap_?
+    void hit_lost(uintptr_t v, uintptr_t start, size_t usable);
     // [lo, hi) may hold blocks to resolve: in the range, its granules in the filter.
     void extend_range(uintptr_t lo, uintptr_t hi);
     void filter_granules(uintptr_t lo, uintptr_t hi);
