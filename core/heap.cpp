@@ -1254,11 +1254,15 @@ void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), 
                 p += k_bin_pages[bin];
                 if (to_find[bin] == 0) continue;
                 const size_t slot_size = k_bin_size[bin];
+                // Blocks left by earlier requests (lost ones pile up in a
+                // leaky program's pages) are skipped by their bit, unread.
+                const bool marked = own_runs && (m & k_small_slow_free) && c->carried_bits;
                 for (unsigned k = 0; k < k_bin_count[bin]; ++k, slot += slot_size) {
+                    if (marked && c->carried_has(reinterpret_cast<uintptr_t>(slot))) continue;
                     if (!holds_link(slot)) {
                         fn(ctx, slot, slot_size);
                         if (--to_find[bin] == 0) break;
-                        if (own_runs && !is_carried(slot) && --own_left[bin] == 0) {
+                        if (own_runs && (marked || !is_carried(slot)) && --own_left[bin] == 0) {
                             to_find[bin] = 0;
                             break;
                         }

@@ -321,8 +321,9 @@ public:
     // Calls fn for every live block (its address and rounded size).
     // `own_runs`: on a request heap, may skip small runs of bins that hold
     // none of the running request's own blocks (allocated since
-    // reset_for_request), and a bin's later runs once all its live blocks
-    // are listed; carried blocks in the runs it walks are listed too. A
+    // reset_for_request), and a bin's later runs once all its own live
+    // blocks are listed; it skips the carried blocks its chunk's bits name
+    // (carried_mark), unread, and lists those only the table knows. A
     // request that leaked nothing walks nothing.
     void for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), void* ctx,
                              bool own_runs = false);
