@@ -313,7 +313,7 @@ void Heap::free_large(Chunk* c, unsigned page, unsigned count) {
 void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
     if (this == &g_empty_heap) return heap_missing(size_wanted);
     requesting = size_wanted;
-    if (remote_chains[bin].load(std::memory_order_relaxed)) {
+    if (remote_bins[bin].chains.load(std::memory_order_relaxed)) {
         take_remote_chains(bin);
         if (free_slot[bin]) return alloc_small(bin, size_wanted);
     }
@@ -905,8 +905,8 @@ void Heap::send_chain(Outbox_chain& o, unsigned bin) {
     o.head = o.tail = nullptr;
     o.count = 0;
     std::atomic_signal_fence(std::memory_order_seq_cst);
-    to->remote_chain_blocks[bin].fetch_add(count, std::memory_order_relaxed);
-    push_chain(to->remote_chains[bin], to, first, last);
+    to->remote_bins[bin].blocks.fetch_add(count, std::memory_order_relaxed);
+    push_chain(to->remote_bins[bin].chains, to, first, last);
     // Its thread left since the chain began: taken now, not when a new
     // thread adopts the heap (as a direct free into it would be).
     if (to->owner.load(std::memory_order_relaxed) == nullptr)
@@ -925,8 +925,8 @@ unsigned Heap::outbox_chains() const {
 }
 
 void Heap::take_remote_chains(unsigned bin) {
-    Free_slot* list = remote_chains[bin].exchange(nullptr, std::memory_order_acquire);
-    uint32_t n = remote_chain_blocks[bin].exchange(0, std::memory_order_relaxed);
+    Free_slot* list = remote_bins[bin].chains.exchange(nullptr, std::memory_order_acquire);
+    uint32_t n = remote_bins[bin].blocks.exchange(0, std::memory_order_relaxed);
     count_free(size_t{n} * bin_size[bin]);
     small_frees[bin] += n;
     if (!list) return;
@@ -967,7 +967,7 @@ void rekey_list(Free_slot* s, uint64_t old_key, uint64_t new_key) {
 void Heap::rekey(uint64_t new_key) {
     for (unsigned b = 0; b < k_bins; ++b) {
         rekey_list(free_slot[b], key, new_key);
-        rekey_list(remote_chains[b].load(std::memory_order_acquire), key, new_key);
+        rekey_list(remote_bins[b].chains.load(std::memory_order_acquire), key, new_key);
         // (Chains to an orphan, which keeps the old key, are never taken.)
         rekey_list(outbox[b].head, key, new_key);
     }
@@ -977,7 +977,7 @@ void Heap::rekey(uint64_t new_key) {
 
 void Heap::drain_remote() {
     for (unsigned b = 0; b < k_bins; ++b)
-        if (remote_chains[b].load(std::memory_order_relaxed)) take_remote_chains(b);
+        if (remote_bins[b].chains.load(std::memory_order_relaxed)) take_remote_chains(b);
     drain_remote_stacks();
 }
 
@@ -1411,7 +1411,7 @@ void Heap::stats(Heap_stats& out) const {
         out.small_allocs[b] = small_allocs[b];
         uint64_t frees = small_frees[b];
         std::atomic_signal_fence(std::memory_order_seq_cst);
-        uint64_t waiting = remote_chain_blocks[b].load(std::memory_order_acquire);
+        uint64_t waiting = remote_bins[b].blocks.load(std::memory_order_acquire);
         // A block allocated here may be freed into another heap (requests
         // merge): per heap the difference can go negative; sums are right.
         out.small_in_use[b] = small_allocs[b] - frees - waiting;

@@ -5,8 +5,7 @@
 // blocks, and ZendMM's counters (size/peak: bytes in blocks; real_size/
 // real_peak: bytes mapped). Only the owner thread touches anything but
 // `owner`, `remote`, the atomic stack other threads push their frees onto,
-// and `remote_chains`/`remote_chain_blocks`, where they push chains of
-// small blocks (Outbox_chain).
+// and `remote_bins`, where they push chains of small blocks (Outbox_chain).
 //
 // Block kinds by size (ZendMM): small 0..3072 from bins, large 3073 .. 2 MiB -
 // 4 KiB as page runs inside a chunk, huge above that as their own 2 MiB aligned
@@ -49,7 +48,7 @@ inline constexpr uint64_t k_huge_magic = 0x7a6d6d2d68756765ull;  // "zmm-huge"
 
 // Small blocks a thread freed into another thread's heap, gathered by bin
 // in the freeing thread's outbox (its persistent heap's `outbox`) and pushed
-// onto the owner's `remote_chains` stack of that bin a chain at a time: one
+// onto the owner's `remote_bins` stack of that bin a chain at a time: one
 // atomic push per chain instead of one per block, and the owner takes a
 // whole stack as its bin's free list without walking it (a stack walked
 // block by block was a cache miss per block, serially: a quarter of
@@ -131,9 +130,14 @@ public:
     std::atomic<const void*> owner;              // the owner thread's token, or null
     // Chains of small blocks other threads freed, per bin, and how many
     // blocks they sent (counted before the chain is pushed: taken with the
-    // stack, the count covers at least the blocks taken).
-    alignas(64) std::atomic<Free_slot*> remote_chains[k_bins];
-    std::atomic<uint32_t> remote_chain_blocks[k_bins];
+    // stack, the count covers at least the blocks taken). A bin's two on
+    // one cache line: a sender's count and push, and the owner's taking,
+    // miss once, not twice.
+    struct Remote_bin {
+        std::atomic<Free_slot*> chains;
+        std::atomic<uint32_t> blocks;
+    };
+    alignas(64) Remote_bin remote_bins[k_bins];
 
     // ---- cold ----
     alignas(64) Chunk* chunks;  // owned chunks, in a circular list
@@ -313,7 +317,7 @@ public:
     bool has_remote() const {
         if (has_remote_stack()) return true;
         for (unsigned b = 0; b < k_bins; ++b)
-            if (remote_chains[b].load(std::memory_order_relaxed)) return true;
+            if (remote_bins[b].chains.load(std::memory_order_relaxed)) return true;
         return false;
     }
 

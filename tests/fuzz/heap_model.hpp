@@ -350,7 +350,7 @@ struct World {
     bool in_chain(const Pending& b) const {
         unsigned bin = size_to_bin(b.usable);
         return on_list(heaps[b.sender].outbox[bin].head, b.p) ||
-               on_list(heaps[b.stack].remote_chains[bin].load(std::memory_order_relaxed), b.p);
+               on_list(heaps[b.stack].remote_bins[bin].chains.load(std::memory_order_relaxed), b.p);
     }
     bool in_outbox(const Pending& b) const {
         return b.sender != k_heaps && on_list(heaps[b.sender].outbox[size_to_bin(b.usable)].head, b.p);

@@ -93,15 +93,15 @@ BOOST_AUTO_TEST_CASE(remote_small_frees_travel_in_chains) {
     for (uint32_t i = 0; i + 1 < per_chain; ++i) Heap::free_any(blocks[i], &other_thread, &sender.heap);
     BOOST_TEST(sender->outbox[bin].count == per_chain - 1);
     BOOST_TEST(sender->outbox[bin].to == &h.heap);
-    BOOST_TEST(h->remote_chains[bin].load() == nullptr);
+    BOOST_TEST(h->remote_bins[bin].chains.load() == nullptr);
     Heap_stats s;
     h->stats(s);
     BOOST_TEST(s.size == used);  // (in the sender's stats, the blocks count as gone)
     Heap::free_any(blocks[per_chain - 1], &other_thread, &sender.heap);  // the chain is full: sent
     BOOST_TEST(sender->outbox[bin].count == 0u);
     BOOST_TEST(sender->outbox_chains() == 0u);
-    BOOST_TEST(h->remote_chains[bin].load() == blocks[per_chain - 1]);
-    BOOST_TEST(h->remote_chain_blocks[bin].load() == per_chain);
+    BOOST_TEST(h->remote_bins[bin].chains.load() == blocks[per_chain - 1]);
+    BOOST_TEST(h->remote_bins[bin].blocks.load() == per_chain);
     h->stats(s);
     BOOST_TEST(s.size == used - per_chain * k_bin_size[bin]);
     BOOST_TEST(h->usage() == used);  // not taken yet
@@ -112,7 +112,7 @@ BOOST_AUTO_TEST_CASE(remote_small_frees_travel_in_chains) {
     BOOST_TEST(sender->outbox[bin].count == 5u);
     sender->flush_outbox();
     BOOST_TEST(sender->outbox_chains() == 0u);
-    BOOST_TEST(h->remote_chain_blocks[bin].load() == 3 * per_chain + 5);
+    BOOST_TEST(h->remote_bins[bin].blocks.load() == 3 * per_chain + 5);
     // The owner's bin is empty: its next allocation takes the whole stack,
     // newest chain first, and reuses a slot another thread freed.
     std::vector<void*> rest;  // the run's unused slots
@@ -120,7 +120,7 @@ BOOST_AUTO_TEST_CASE(remote_small_frees_travel_in_chains) {
     const size_t before = h->usage();
     void* again = h->alloc(100);
     BOOST_TEST(again == blocks[3 * per_chain + 4]);
-    BOOST_TEST(h->remote_chains[bin].load() == nullptr);
+    BOOST_TEST(h->remote_bins[bin].chains.load() == nullptr);
     BOOST_TEST(h->usage() == before - (3 * per_chain + 5) * k_bin_size[bin] + k_bin_size[bin]);
     // Every slot is on the free list, once: allocating them all gives each back.
     std::vector<void*> taken{again};
@@ -167,7 +167,7 @@ BOOST_AUTO_TEST_CASE(rekey_rewrites_chains) {
     std::vector<void*> blocks;
     for (int i = 0; i < 200; ++i) blocks.push_back(h->alloc(24));
     for (int i = 0; i < 150; ++i) Heap::free_any(blocks[i], &other_thread, &sender.heap);
-    BOOST_TEST(h->remote_chains[size_to_bin(24)].load() != nullptr);
+    BOOST_TEST(h->remote_bins[size_to_bin(24)].chains.load() != nullptr);
     BOOST_TEST(sender->outbox_chains() == 1u);
     const uint64_t fresh = 0x0123456789abcdefull;
     h->rekey(fresh);
@@ -265,7 +265,7 @@ BOOST_AUTO_TEST_CASE(chains_into_an_abandoned_heap_are_reclaimed) {
         BOOST_TEST(sender->outbox_chains() == 1u);
         heap_pool::abandon(h);  // the thread leaves, the chain still in the outbox
         sender->flush_outbox();
-        BOOST_TEST(h->remote_chains[size_to_bin(64)].load() == nullptr);
+        BOOST_TEST(h->remote_bins[size_to_bin(64)].chains.load() == nullptr);
         BOOST_TEST(h->usage() == 0u);
     });
     a.join();
