@@ -30,6 +30,12 @@ struct Internal {
 };
 constexpr size_t k_internal_slots = 4096;
 Internal g_internal[k_internal_slots];
+// Every slot ever claimed is below this: the walks stop there, not at 4096
+// (a leak scan walks them all, and a map or unmap of its arrays looks
+// its slot up).
+std::atomic<size_t> g_internal_used{0};
+
+size_t internal_used() { return g_internal_used.load(std::memory_order_acquire); }
 // Internal mappings the table had no slot for, still mapped: the scan
 // cannot tell them from the program's while there are any.
 std::atomic<size_t> g_untracked{0};
@@ -40,6 +46,10 @@ void track(void* p, size_t size) {
         uintptr_t expected = 0;
         if (g_internal[i].lo.load(std::memory_order_relaxed) == 0 &&
             g_internal[i].lo.compare_exchange_strong(expected, 1, std::memory_order_acquire)) {
+            size_t used = g_internal_used.load(std::memory_order_relaxed);
+            while (used <= i && !g_internal_used.compare_exchange_weak(used, i + 1, std::memory_order_release,
+                                                                       std::memory_order_relaxed)) {
+            }
             g_internal[i].hi.store(lo + size, std::memory_order_relaxed);
             g_internal[i].lo.store(lo, std::memory_order_release);
             return;
@@ -51,7 +61,7 @@ void track(void* p, size_t size) {
 
 void untrack(void* p) {
     uintptr_t lo = reinterpret_cast<uintptr_t>(p);
-    for (size_t i = 0; i < k_internal_slots; ++i)
+    for (size_t i = 0, used = internal_used(); i < used; ++i)
         if (g_internal[i].lo.load(std::memory_order_acquire) == lo) {
             g_internal[i].lo.store(0, std::memory_order_release);
             return;
@@ -66,7 +76,7 @@ void untrack(void* p) {
 // The tracked length of the internal mapping that starts at p; 0 if none.
 size_t tracked_size(void* p) {
     uintptr_t lo = reinterpret_cast<uintptr_t>(p);
-    for (size_t i = 0; i < k_internal_slots; ++i)
+    for (size_t i = 0, used = internal_used(); i < used; ++i)
         if (g_internal[i].lo.load(std::memory_order_acquire) == lo) return g_internal[i].hi.load(std::memory_order_relaxed) - lo;
     return 0;
 }
@@ -193,7 +203,7 @@ void unmap(void* p, size_t size) {
 bool internal_overflowed() { return g_untracked.load(std::memory_order_relaxed) != 0; }
 
 void for_each_internal(void (*fn)(void* ctx, uintptr_t lo, uintptr_t hi), void* ctx) {
-    for (size_t i = 0; i < k_internal_slots; ++i) {
+    for (size_t i = 0, used = internal_used(); i < used; ++i) {
         uintptr_t lo = g_internal[i].lo.load(std::memory_order_acquire);
         if (lo > 1) fn(ctx, lo, g_internal[i].hi.load(std::memory_order_relaxed));
     }
