@@ -414,11 +414,23 @@ void trace_allocation(Heap* heap, void* block, size_t size) {
         Depth_guard guard;
         uintptr_t pcs[stack_depot::k_max_frames];
         unsigned max = options().backtrace < stack_depot::k_max_frames ? options().backtrace : stack_depot::k_max_frames;
-        unsigned n = backtrace::capture(pcs, max);
-        info.stack = stack_depot::put(pcs, n);
-        // The dynamic loader allocates for itself (thread TLS vectors, dlopen
-        // bookkeeping): never the program's leak.
-        if (n && stack_depot::is_loader_pc(pcs[0])) info.flags = k_block_runtime;
+        // A stack captured before from the same place: its depot id and
+        // flag are in the memo's tag (k_tagged | id << 1 | runtime).
+        constexpr uint64_t k_tagged = uint64_t{1} << 63;
+        uint64_t tag;
+        unsigned n = backtrace::capture(pcs, max, &r->stacks, &tag);
+        bool runtime;
+        if (tag) {
+            info.stack = static_cast<uint32_t>(tag >> 1);
+            runtime = tag & 1;
+        } else {
+            info.stack = stack_depot::put(pcs, n);
+            // The dynamic loader allocates for itself (thread TLS vectors,
+            // dlopen bookkeeping): never the program's leak.
+            runtime = n && stack_depot::is_loader_pc(pcs[0]);
+            if (info.stack) fast_unwind::remember(r->stacks, k_tagged | uint64_t{info.stack} << 1 | runtime);
+        }
+        if (runtime) info.flags = k_block_runtime;
     }
     r->table.insert(info);
 }

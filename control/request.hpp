@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "block_table.hpp"
+#include "fast_unwind.hpp"
 #include "heap.hpp"
 
 namespace zmm {
@@ -31,6 +32,9 @@ struct Request {
     int tid;
     uint64_t begin_ns;
     double avg_chunks;  // ZendMM's avg_chunks_count, for the chunk cache
+    // Traced: the thread's stacks seen before, each tagged with its depot id
+    // (trace_allocation). Kept with the record from request to request.
+    fast_unwind::Memo stacks;
 };
 
 // The API (zmm.h).

@@ -76,14 +76,18 @@ bool prepare(bool fast) {
     return true;
 }
 
-unsigned capture(uintptr_t* out, unsigned max) {
+unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t* tag) {
+    if (memo) {
+        *tag = 0;
+        memo->last = nullptr;
+    }
     Backtrace_fn fn = g_unw_backtrace.load(std::memory_order_acquire);
     if (!fn || max == 0) return 0;
     const bool fast = g_fast.load(std::memory_order_relaxed);
     // zmm's own frames above the program's (malloc, its slow path, the
     // tracing, this), unwound and not kept: the fast unwinder skips them itself.
     if (fast && g_own_lo != 0) {
-        int n = fast_unwind::capture(out, max, g_own_lo, g_own_hi);
+        int n = fast_unwind::capture(out, max, g_own_lo, g_own_hi, memo, tag);
         if (n >= 0) return static_cast<unsigned>(n);
     }
     // Else into a buffer, and the own frames skipped here (libunwind's, or

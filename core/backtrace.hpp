@@ -13,6 +13,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "fast_unwind.hpp"
+
 namespace zmm::backtrace {
 
 // Loads and warms up libunwind. Call outside the allocator (it may allocate).
@@ -26,8 +28,10 @@ bool prepared();
 void set_own_range(uintptr_t lo, uintptr_t hi);
 
 // Up to `max` return addresses of the calling thread, innermost first,
-// without the allocator's own frames. 0 if not prepared.
-unsigned capture(uintptr_t* out, unsigned max);
+// without the allocator's own frames. 0 if not prepared. With `memo` (the
+// thread's), `*tag` is the tag fast_unwind::remember gave these frames when
+// the same stack was last captured, 0 if none.
+unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo = nullptr, uint64_t* tag = nullptr);
 
 // The text (executable) segment of the object containing `address`.
 bool text_range_of(const void* address, uintptr_t* lo, uintptr_t* hi);

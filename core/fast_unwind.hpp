@@ -18,14 +18,81 @@
 
 namespace zmm::fast_unwind {
 
+struct Memo;
+
 // Return addresses, innermost first, starting with the caller's own; at
 // most `max`. -1: this stack needs the general unwinder. Never faults: it
 // reads only the calling thread's stack, when the stack pointer is inside
 // it (see note_thread_stack), and the loaded segment of each module's
 // unwind tables. The innermost return addresses inside [skip_lo, skip_hi)
 // (the allocator's own frames) are unwound, not kept; at most k_max_skipped.
-int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo = 0, uintptr_t skip_hi = 0);
+// With `memo` (the calling thread's, below), `*tag` is the tag given to
+// these frames when they were last unwound from here, 0 if none (remember
+// gives one).
+int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo = 0, uintptr_t skip_hi = 0, Memo* memo = nullptr,
+            uint64_t* tag = nullptr);
 inline constexpr unsigned k_max_skipped = 16;
+
+// A thread's memo of the stacks it unwound. A program allocates from the
+// same call chains over and over (a loop, a constructor called for every
+// element): the same frames at the same stack addresses. An unwinding is a
+// function of its first frame's state (pc, sp, and fp when a rule reads it
+// before a frame restores it) and of the stack words it reads (each
+// frame's return address, and its saved rbp), at addresses that follow
+// from that state. An entry keeps a finished unwinding's start, the words
+// it read, its frames, and a tag its caller gave them (remember: the
+// depot's id, say). A capture that starts from the same state and finds
+// the same words is the entry's: a load and a compare a frame, independent
+// of each other, where unwinding looks each return address's rule up (a
+// cache miss) before it can read the next. Entries die with their
+// generation of rules (forget_rules). Backtraces of up to k_memo_frames.
+inline constexpr unsigned k_memo_frames = 16;
+struct Memo_step {
+    uint32_t cfa_off;  // the frame's CFA, from the first frame's sp
+    uint32_t slot;     // rbp reloaded from CFA - 8 * slot (1-7); 0: none
+    uintptr_t fp;      // the word read there
+};
+struct Memo_entry {
+    uint64_t generation;  // of the rules it was unwound with; 0: empty
+    uintptr_t pc, sp, fp;
+    bool fp_read;         // a rule read the first frame's fp
+    unsigned max, n, steps;
+    uintptr_t lowest_read, highest_cfa;  // against the stack's bounds then
+    uintptr_t last_pc;    // what the last step read (0, or beyond max)
+    uint64_t tag;         // the caller's (remember); 0: none yet
+    uintptr_t pcs[k_memo_frames];
+    Memo_step step[k_memo_frames];
+};
+// The allocator's own frames, skipped before the program's: a few call
+// chains, each the same from every allocation site of the program, at any
+// depth (their CFAs from the first frame's sp, which varies). Kept for
+// chains whose rules all take the CFA from rsp.
+struct Memo_skip {
+    uint64_t generation;  // of the rules; 0: empty
+    uintptr_t pc;         // the first frame's (= pcs[0])
+    unsigned n;           // frames skipped
+    uintptr_t pcs[k_max_skipped];
+    uint32_t cfa_off[k_max_skipped];  // each frame's CFA, from the first frame's sp
+    uint8_t slot[k_max_skipped];      // rbp reloaded from CFA - 8 * slot; 0: none
+};
+
+// 30 KiB, not zeroed by its constructor: it lives in memory that comes
+// zeroed (a request record from os::map, static storage), where an entry
+// never used costs no resident page.
+struct Memo {
+    Memo() {}
+    static constexpr unsigned k_entries = 64;  // by the first frame's pc and sp
+    Memo_entry entries[k_entries];
+    static constexpr unsigned k_skip_entries = 4;  // by the first frame's pc
+    Memo_skip skips[k_skip_entries];
+    uintptr_t skip_lo, skip_hi;  // the skip range they are for
+    Memo_entry* last;  // written by the last capture that missed
+    uint64_t hits;
+};
+
+// Tags the frames the last capture through `memo` unwound (it returned a
+// tag of 0), if it kept them.
+void remember(Memo& memo, uint64_t tag);
 
 // Forgets every cached rule (done when the loader's count of unloaded
 // objects has changed at a rule's lookup: another library may have taken

@@ -274,4 +274,237 @@ BOOST_AUTO_TEST_CASE(an_unload_forgets_rules) {
     check_same(g_result, "after an unload");
 }
 
+// ---- the memo of stacks seen before (backtraces of up to 16 frames) ----
+
+fast_unwind::Memo g_memo;  // (static storage: zeroed, as the memo must be)
+
+struct Short {
+    std::vector<uintptr_t> fast, general;
+    uint64_t tag;
+};
+
+// Both unwinders, 16 frames, the fast one through the memo; the frames are
+// tagged with `tag` when the memo had no tag for them.
+__attribute__((noinline)) Short unwind_16(uint64_t tag) {
+    Short b;
+    uintptr_t out[16];
+    int n = fast_unwind::capture(out, 16, 0, 0, &g_memo, &b.tag);
+    if (n > 0) b.fast.assign(out + 1, out + n);
+    if (b.tag == 0) fast_unwind::remember(g_memo, tag);
+    void* raw[16];
+    int m = libunwind()(raw, 16);
+    for (int i = 1; i < m; ++i) b.general.push_back(reinterpret_cast<uintptr_t>(raw[i]));
+    asm volatile("" ::: "memory");
+    return b;
+}
+
+// Two callers of one function, alike: the same frame sizes, so that from
+// the same place the first frames have the same pc and sp, and only the
+// return address above tells them apart.
+Short g_short;
+__attribute__((noinline)) void caller_a() {
+    g_short = unwind_16(0xa);
+    asm volatile("" ::: "memory");
+}
+__attribute__((noinline)) void caller_b() {
+    g_short = unwind_16(0xb);
+    asm volatile("" ::: "memory");
+}
+
+BOOST_AUTO_TEST_CASE(a_stack_seen_before_is_the_memo_s) {
+    BOOST_TEST_REQUIRE(libunwind() != nullptr);
+    Short s[3];
+    uint64_t hits[3];
+    for (int i = 0; i < 3; ++i) {  // one call site: the same stack
+        asm volatile("" : "+r"(i));
+        caller_a();
+        s[i] = g_short;
+        hits[i] = g_memo.hits;
+        BOOST_TEST(s[i].fast == s[i].general);
+        BOOST_TEST(s[i].fast == s[0].fast);
+    }
+    BOOST_TEST(s[0].fast.size() == 15u);  // 16 asked for, less unwind_16's own
+    BOOST_TEST(s[0].tag == 0u);           // unwound, and tagged
+    BOOST_TEST(s[1].tag == 0xau);         // the memo's, with its tag
+    BOOST_TEST(s[2].tag == 0xau);
+    BOOST_TEST(hits[1] == hits[0] + 1);
+    BOOST_TEST(hits[2] == hits[1] + 1);
+}
+
+BOOST_AUTO_TEST_CASE(another_caller_at_the_same_place_is_unwound) {
+    Short a[2], b[2];
+    for (int i = 0; i < 2; ++i) {  // a, b, a, b from one loop: the same sp
+        asm volatile("" : "+r"(i));
+        caller_a();
+        a[i] = g_short;
+        caller_b();
+        b[i] = g_short;
+    }
+    for (const Short* s : {&a[0], &a[1], &b[0], &b[1]}) {
+        BOOST_TEST_REQUIRE(s->fast.size() >= 2u);
+        BOOST_TEST(s->fast == s->general);
+    }
+    BOOST_TEST(a[0].fast[0] != b[0].fast[0]);  // the return addresses into caller_a and caller_b
+    BOOST_TEST(a[1].fast == a[0].fast);
+    BOOST_TEST(b[1].fast == b[0].fast);
+    for (const Short* s : {&a[0], &a[1]}) BOOST_TEST((s->tag == 0u || s->tag == 0xau));  // never b's
+    for (const Short* s : {&b[0], &b[1]}) BOOST_TEST((s->tag == 0u || s->tag == 0xbu));
+}
+
+BOOST_AUTO_TEST_CASE(forgotten_rules_void_the_memo) {
+    uint64_t computed[3], tags[3];
+    for (int i = 0; i < 3; ++i) {
+        asm volatile("" : "+r"(i));
+        caller_a();
+        computed[i] = fast_unwind::stats().computed;
+        tags[i] = g_short.tag;
+        BOOST_TEST(g_short.fast == g_short.general);
+        if (i == 1) fast_unwind::forget_rules();
+    }
+    BOOST_TEST(tags[1] == 0xau);  // the same stack: the memo's
+    BOOST_TEST(computed[1] == computed[0]);
+    BOOST_TEST(tags[2] == 0u);    // unwound again, with rules computed again
+    BOOST_TEST(computed[2] > computed[1]);
+}
+
+// The allocator's own frames, skipped, through the memo: their own entries,
+// the same whichever program frames are above them.
+__attribute__((noinline)) int capture_skipping_memo(uintptr_t* out, uint64_t* tag) {
+    const uintptr_t f = reinterpret_cast<uintptr_t>(&capture_skipping_memo);
+    int n = fast_unwind::capture(out, 16, f, f + 128, &g_memo, tag);  // its return address is in its first bytes
+    asm volatile("" ::: "memory");  // not a tail call
+    return n;
+}
+
+// Two alike callers of it (one function per `which`): the skipped frame's
+// state is the same from both, and only the return address it reads tells
+// the program's first frames apart.
+Short g_skipped;
+template <int which>
+__attribute__((noinline)) void skip_caller(uint64_t tag) {
+    uintptr_t out[16];
+    g_skipped.tag = 0;
+    int n = capture_skipping_memo(out, &g_skipped.tag);
+    g_skipped.fast.assign(out, out + (n > 0 ? n : 0));
+    if (g_skipped.tag == 0) fast_unwind::remember(g_memo, tag);
+    void* raw[16];
+    int m = libunwind()(raw, 16);  // raw[0]: here; from raw[1], this function's callers
+    g_skipped.general.assign(reinterpret_cast<uintptr_t*>(raw), reinterpret_cast<uintptr_t*>(raw) + m);
+    asm volatile("" ::: "memory");
+}
+__attribute__((noinline)) void skip_caller_a() {
+    skip_caller<0>(0x5a);
+    asm volatile("" ::: "memory");
+}
+__attribute__((noinline)) void skip_caller_b() {
+    skip_caller<1>(0x5b);
+    asm volatile("" ::: "memory");
+}
+
+BOOST_AUTO_TEST_CASE(skipped_frames_through_the_memo) {
+    Short a[3], b[3];
+    for (int i = 0; i < 3; ++i) {
+        asm volatile("" : "+r"(i));
+        skip_caller_a();
+        a[i] = g_skipped;
+        skip_caller_b();
+        b[i] = g_skipped;
+    }
+    for (const Short* s : {&a[0], &a[1], &a[2], &b[0], &b[1], &b[2]}) {
+        BOOST_TEST_REQUIRE(s->fast.size() >= 3u);
+        BOOST_TEST_REQUIRE(s->general.size() >= 3u);
+        // fast[0] is in skip_caller (capture_skipping_memo's frame skipped),
+        // fast[1] in skip_caller_a or _b: libunwind's [1] and on from there
+        BOOST_TEST(std::vector<uintptr_t>(s->fast.begin() + 1, s->fast.end()) ==
+                   std::vector<uintptr_t>(s->general.begin() + 1, s->general.begin() + static_cast<long>(s->fast.size())));
+    }
+    BOOST_TEST(a[0].fast[0] != b[0].fast[0]);  // in skip_caller<0> and skip_caller<1>
+    BOOST_TEST(a[0].fast[1] != b[0].fast[1]);
+    BOOST_TEST(a[1].fast == a[0].fast);
+    BOOST_TEST(b[2].fast == b[0].fast);
+    // (A tag, when there is one, is the caller's own.)
+    for (const Short* s : {&a[0], &a[1], &a[2]}) BOOST_TEST((s->tag == 0u || s->tag == 0x5au));
+    for (const Short* s : {&b[0], &b[1], &b[2]}) BOOST_TEST((s->tag == 0u || s->tag == 0x5bu));
+    // From one caller only (one call site), the memo's
+    Short c[2];
+    for (int i = 0; i < 2; ++i) {
+        asm volatile("" : "+r"(i));
+        skip_caller_a();
+        c[i] = g_skipped;
+    }
+    BOOST_TEST(c[1].tag == 0x5au);
+    BOOST_TEST(c[1].fast == c[0].fast);
+}
+
+// Skipped chains of two frames that differ in the middle one (frames of
+// other sizes): from the same innermost frame, each must be read as itself.
+// The functions of section zmm_skip_test are the range skipped (a memo of
+// its own: a memo's skipped chains are for the first range it saw).
+extern "C" char __start_zmm_skip_test[], __stop_zmm_skip_test[];
+fast_unwind::Memo g_memo_sections;
+
+__attribute__((noinline, section("zmm_skip_test"))) int skip_inner(uintptr_t* out, uint64_t* tag) {
+    int n = fast_unwind::capture(out, 16, reinterpret_cast<uintptr_t>(__start_zmm_skip_test),
+                                 reinterpret_cast<uintptr_t>(__stop_zmm_skip_test), &g_memo_sections, tag);
+    asm volatile("" ::: "memory");
+    return n;
+}
+__attribute__((noinline, section("zmm_skip_test"))) int skip_middle_small(uintptr_t* out, uint64_t* tag) {
+    char buf[64];
+    memset(buf, 1, sizeof buf);
+    asm volatile("" : : "r"(buf) : "memory");
+    int n = skip_inner(out, tag);
+    asm volatile("" : : "r"(buf) : "memory");
+    return n;
+}
+__attribute__((noinline, section("zmm_skip_test"))) int skip_middle_large(uintptr_t* out, uint64_t* tag) {
+    char buf[2048];
+    memset(buf, 2, sizeof buf);
+    asm volatile("" : : "r"(buf) : "memory");
+    int n = skip_inner(out, tag);
+    asm volatile("" : : "r"(buf) : "memory");
+    return n;
+}
+
+__attribute__((noinline)) void skip_through(bool large) {
+    int (*fn)(uintptr_t*, uint64_t*) = large ? skip_middle_large : skip_middle_small;
+    asm volatile("" : "+r"(fn));  // one call site for both
+    uintptr_t out[16];
+    uint64_t tag;
+    int n = fn(out, &tag);
+    g_skipped.fast.assign(out, out + (n > 0 ? n : 0));
+    if (tag == 0) fast_unwind::remember(g_memo_sections, 1);
+    void* raw[16];
+    int m = libunwind()(raw, 16);
+    g_skipped.general.assign(reinterpret_cast<uintptr_t*>(raw), reinterpret_cast<uintptr_t*>(raw) + m);
+    asm volatile("" ::: "memory");
+}
+
+BOOST_AUTO_TEST_CASE(skipped_chains_that_differ_in_the_middle) {
+    for (int i = 0; i < 6; ++i) {
+        asm volatile("" : "+r"(i));
+        skip_through(i % 2);
+        BOOST_TEST_INFO("round " << i);
+        BOOST_TEST_REQUIRE(g_skipped.fast.size() >= 3u);
+        BOOST_TEST_REQUIRE(g_skipped.general.size() >= g_skipped.fast.size());
+        // fast[0] is where skip_through calls fn, general[0] where it calls
+        // libunwind; their callers from [1] on
+        BOOST_TEST(std::vector<uintptr_t>(g_skipped.fast.begin() + 1, g_skipped.fast.end()) ==
+                   std::vector<uintptr_t>(g_skipped.general.begin() + 1,
+                                          g_skipped.general.begin() + static_cast<long>(g_skipped.fast.size())));
+    }
+}
+
+// More frames than the memo keeps: unwound every time, never tagged.
+BOOST_AUTO_TEST_CASE(long_backtraces_pass_the_memo_by) {
+    for (int i = 0; i < 2; ++i) {
+        asm volatile("" : "+r"(i));
+        uintptr_t out[fast_unwind::k_memo_frames + 1];
+        uint64_t tag = 1;
+        BOOST_TEST(fast_unwind::capture(out, fast_unwind::k_memo_frames + 1, 0, 0, &g_memo, &tag) > 0);
+        BOOST_TEST(tag == 0u);
+        fast_unwind::remember(g_memo, 7);  // (nothing to tag)
+    }
+}
+
 BOOST_AUTO_TEST_SUITE_END()
