@@ -6,17 +6,20 @@ namespace zmm {
 
 bool Block_table::grow() {
     size_t capacity = capacity_ ? capacity_ * 2 : 4096;
-    auto* slots = static_cast<Block_info*>(os::map(capacity * sizeof(Block_info)));
+    auto* slots = static_cast<Block_info*>(os::map(bytes_for(capacity)));
     if (!slots) return false;
     Block_info* old = slots_;
+    uint64_t* old_used = used_;
     size_t old_capacity = capacity_;
     slots_ = slots;
+    used_ = reinterpret_cast<uint64_t*>(slots + capacity);
     capacity_ = capacity;
     shift_ = 64 - static_cast<unsigned>(__builtin_ctzll(capacity));
     count_ = 0;
-    for (size_t i = 0; i < old_capacity; ++i)
-        if (old[i].address) insert(old[i]);
-    if (old) os::unmap(old, old_capacity * sizeof(Block_info));
+    for (size_t w = 0; w < old_capacity / 64; ++w)
+        for (uint64_t bits = old_used[w]; bits; bits &= bits - 1)
+            insert(old[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))]);
+    if (old) os::unmap(old, bytes_for(old_capacity));
     return true;
 }
 
@@ -30,6 +33,7 @@ bool Block_table::insert(const Block_info& info) {
         }
         if (slots_[i].address == 0) {
             slots_[i] = info;
+            set_used(i);
             ++count_;
             return true;
         }
@@ -65,18 +69,24 @@ bool Block_table::erase(uintptr_t p, Block_info* was) {
         }
     }
     slots_[hole] = Block_info{};
+    clear_used(hole);  // (the slots moved into were in use already)
     --count_;
     return true;
 }
 
 void Block_table::clear() {
-    for (size_t i = 0; i < capacity_; ++i) slots_[i] = Block_info{};
+    for (size_t w = 0; w < capacity_ / 64; ++w) {
+        for (uint64_t bits = used_[w]; bits; bits &= bits - 1)
+            slots_[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))] = Block_info{};
+        used_[w] = 0;
+    }
     count_ = 0;
 }
 
 void Block_table::release() {
-    if (slots_) os::unmap(slots_, capacity_ * sizeof(Block_info));
+    if (slots_) os::unmap(slots_, bytes_for(capacity_));
     slots_ = nullptr;
+    used_ = nullptr;
     capacity_ = count_ = 0;
     shift_ = 64;
 }
