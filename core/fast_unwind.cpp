@@ -421,7 +421,10 @@ constexpr unsigned k_probes = 8;
 size_t slot_of(uintptr_t ra) { return static_cast<size_t>((ra * 0x9E3779B97F4A7C15ull) >> (64 - k_slot_bits)); }
 std::atomic<std::atomic<uint64_t>*> g_rules{nullptr};
 std::atomic<uint64_t> g_computed{0}, g_unsupported{0};
-// Raised by forget_rules: a memo entry of an earlier generation is void.
+// Raised by forget_rules once the rules are forgotten: a memo entry of an
+// earlier generation is void. A capture reads it before its first rule and
+// stamps its entries with that: a forget_rules during the unwinding (a
+// rule's lookup may call it) leaves them void.
 std::atomic<uint64_t> g_generation{1};
 
 std::atomic<uint64_t>* rules() {
@@ -517,25 +520,18 @@ Memo_entry& entry_for(Memo& memo, uintptr_t pc, uintptr_t sp) {
 // Does the stack still hold what `e` read, from a start at pc, sp, fp on the
 // stack [lo, hi)? Then its frames are e's, and pc, sp, fp become the state
 // its unwinding ended in (after its last step).
-bool replay(const Memo_entry& e, uintptr_t& pc, uintptr_t& sp, uintptr_t& fp, unsigned max, uintptr_t lo,
-            uintptr_t hi) {
-    if (e.generation != g_generation.load(std::memory_order_relaxed) || e.pc != pc || e.sp != sp ||
-        (e.fp_read && e.fp != fp) || e.max != max || e.lowest_read < lo || e.highest_cfa > hi)
-        return false;
-    uintptr_t cfa = sp, saved = fp;
+bool replay(const Memo_entry& e, uint64_t generation, uintptr_t pc, uintptr_t sp, uintptr_t fp, unsigned max,
+            uintptr_t lo, uintptr_t hi) {
+    if (e.generation != generation || e.pc != pc || e.sp != sp || (e.fp_read && e.fp != fp) || e.max != max ||
+        e.n > k_memo_frames || e.steps > e.n || e.lowest_read < lo || e.highest_cfa > hi)
+        return false;  // (n and steps bounded whatever e holds)
     for (unsigned k = 0; k < e.steps; ++k) {
-        cfa = sp + e.step[k].cfa_off;
-        const unsigned slot = e.step[k].slot & 7;
+        const uintptr_t cfa = sp + e.step[k].cfa_off;
+        const unsigned slot = e.step[k].slot & k_slot_mask;
         if (cfa > hi || cfa - 8 * slot < lo) return false;  // (reads stay on the stack, whatever e holds)
         if (load(cfa - 8) != (k + 1 < e.n ? e.pcs[k + 1] : e.last_pc)) return false;
-        if (slot) {
-            saved = load(cfa - 8 * slot);
-            if (saved != e.step[k].fp) return false;
-        }
+        if ((e.step[k].slot & k_fp_used) && load(cfa - 8 * slot) != e.step[k].fp) return false;
     }
-    pc = e.last_pc;
-    sp = cfa;
-    fp = saved;
     return true;
 }
 
@@ -543,15 +539,14 @@ bool replay(const Memo_entry& e, uintptr_t& pc, uintptr_t& sp, uintptr_t& fp, un
 // stack holds e's return addresses there, the last one (the program's
 // first frame) outside [skip_lo, skip_hi); pc, sp, fp are then the state
 // the skipping ends in.
-bool replay_skip(const Memo_skip& e, uintptr_t& pc, uintptr_t& sp, uintptr_t& fp, uintptr_t lo, uintptr_t hi,
-                 uintptr_t skip_lo, uintptr_t skip_hi) {
-    if (e.generation != g_generation.load(std::memory_order_relaxed) || e.pc != pc || e.n == 0 ||
-        e.n > k_max_skipped)
+bool replay_skip(const Memo_skip& e, uint64_t generation, uintptr_t& pc, uintptr_t& sp, uintptr_t& fp, uintptr_t lo,
+                 uintptr_t hi, uintptr_t skip_lo, uintptr_t skip_hi) {
+    if (e.generation != generation || e.pc != pc || e.n == 0 || e.n > k_max_skipped)
         return false;
     uintptr_t cfa = sp, next = pc, saved = fp;
     for (unsigned k = 0; k < e.n; ++k) {
         cfa = sp + e.cfa_off[k];
-        const unsigned slot = e.slot[k] & 7;
+        const unsigned slot = e.slot[k] & k_slot_mask;
         if (cfa <= sp || cfa > hi || cfa - 8 * slot < lo) return false;  // (reads stay on the stack)
         next = load(cfa - 8);
         if (k + 1 < e.n ? next != e.pcs[k + 1] : (next >= skip_lo && next < skip_hi)) return false;
@@ -576,28 +571,42 @@ void begin_entry(Memo_entry& e, uintptr_t pc, uintptr_t sp, uintptr_t fp, uintpt
     e.steps = 0;
 }
 
-// Notes in `e` a step taken by `rule` to the state sp (the CFA), fp.
-// `fp_first`: fp is still the entry's first (no step has reloaded it).
-void note_step(Memo_entry& e, uint32_t rule, uintptr_t sp, uintptr_t fp, bool& fp_first) {
-    Memo_step& st = e.step[e.steps++];
+// Before a step by `rule`: the fp it reads (an rbp-based rule) is the
+// entry's first, or the word the last step that reloaded it read, which
+// replay must then compare (the others it need not: rbp is often just a
+// register the program keeps a value in).
+void note_fp_use(Memo_entry& e, uint32_t rule, int reloaded_at) {
+    if (rule >= k_outermost || !(rule & k_rbp_base)) return;
+    if (reloaded_at < 0)
+        e.fp_read = true;
+    else
+        e.step[reloaded_at].slot |= k_fp_used;
+}
+
+// Notes in `e` a step taken by `rule` to the state sp (the CFA), fp;
+// `reloaded_at`, the last step that reloaded fp, -1 for none.
+void note_step(Memo_entry& e, uint32_t rule, uintptr_t sp, uintptr_t fp, int& reloaded_at) {
+    Memo_step& st = e.step[e.steps];
     st.cfa_off = static_cast<uint32_t>(sp - e.sp);
-    st.slot = rule & 7;
+    st.slot = rule & k_slot_mask;
     st.fp = fp;
     if (sp - 8 < e.lowest_read) e.lowest_read = sp - 8;
     if (st.slot) {
-        fp_first = false;
+        reloaded_at = static_cast<int>(e.steps);
         if (sp - 8 * st.slot < e.lowest_read) e.lowest_read = sp - 8 * st.slot;
     }
     if (sp > e.highest_cfa) e.highest_cfa = sp;
+    ++e.steps;
 }
 
-// The entry done: n frames, the last step having read pc.
-void end_entry(Memo& memo, Memo_entry& e, unsigned max, unsigned n, uintptr_t pc, uintptr_t sp) {
+// The entry done: n frames, the last step having read pc; valid for the
+// generation of rules the capture began with.
+void end_entry(Memo& memo, Memo_entry& e, uint64_t generation, unsigned max, unsigned n, uintptr_t pc, uintptr_t sp) {
     if (sp - e.sp > UINT32_MAX) return;  // (the offsets do not fit: left invalid)
     e.max = max;
     e.n = n;
     e.last_pc = pc;
-    e.generation = g_generation.load(std::memory_order_relaxed);
+    e.generation = generation;
     memo.last = &e;
 }
 
@@ -608,6 +617,7 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, 
         *tag = 0;
         memo->last = nullptr;
     }
+    const uint64_t generation = g_generation.load(std::memory_order_acquire);
     std::atomic<uint64_t>* table = rules();
     if (!table) return -1;
     if (max == 0) return 0;
@@ -646,9 +656,15 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, 
     // (their own entries: the same from every allocation site).
     const bool in_skip = pc >= skip_lo && pc < skip_hi;
     if (memo && in_skip && memo->skip_lo == skip_lo && memo->skip_hi == skip_hi) {
-        static_assert(Memo::k_skip_entries == 4);
-        Memo_skip& e = memo->skips[(pc * 0x9E3779B97F4A7C15ull) >> (64 - 2)];
-        if (!replay_skip(e, pc, sp, fp, lo, hi, skip_lo, skip_hi)) {
+        // Every entry tried: the allocator's paths (malloc, operator new,
+        // calloc, ...) start from the same first frame, and differ above it.
+        bool replayed = false;
+        for (unsigned i = 0; i < Memo::k_skip_entries && !replayed; ++i)
+            replayed = replay_skip(memo->skips[i], generation, pc, sp, fp, lo, hi, skip_lo, skip_hi);
+        if (replayed) {
+            ++memo->skip_hits;
+        } else {
+            Memo_skip& e = memo->skips[memo->skip_next++ % Memo::k_skip_entries];  // the oldest makes room
             e.generation = 0;  // (valid once done)
             e.pc = pc;
             const uintptr_t sp0 = sp;
@@ -662,11 +678,11 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, 
                 const Step s = step(rule);
                 if (s != up) return s == stack_end ? 0 : -1;
                 e.cfa_off[skipped - 1] = static_cast<uint32_t>(sp - sp0 <= UINT32_MAX ? sp - sp0 : 0);
-                e.slot[skipped - 1] = static_cast<uint8_t>(rule & 7);
+                e.slot[skipped - 1] = static_cast<uint8_t>(rule & k_slot_mask);
                 relative &= sp - sp0 <= UINT32_MAX;
             } while (pc >= skip_lo && pc < skip_hi);
             e.n = skipped;
-            if (relative) e.generation = g_generation.load(std::memory_order_relaxed);
+            if (relative) e.generation = generation;
         }
     } else {
         if (memo && in_skip && !memo->skip_hi) {  // the range the skip entries are for, from now on
@@ -690,7 +706,7 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, 
         return static_cast<int>(n);
     }
     Memo_entry& e = entry_for(*memo, pc, sp);
-    if (uintptr_t p = pc, s = sp, f = fp; replay(e, p, s, f, max, lo, hi)) {
+    if (replay(e, generation, pc, sp, fp, max, lo, hi)) {
         // (A loop, not memcpy's rep movs: the caller reads them at once, and
         // a load waits for a string store to retire.)
         for (unsigned i = 0; i < e.n; ++i) out[i] = e.pcs[i];
@@ -700,19 +716,19 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, 
     }
     // Unwound, and what it reads noted in the entry.
     begin_entry(e, pc, sp, fp, hi);
-    bool fp_first = true;
+    int reloaded_at = -1;
     unsigned n = 0;
     while (n < max && pc) {
         e.pcs[n] = pc;
         out[n++] = pc;
         const uint32_t rule = rule_for(table, pc);
-        if (fp_first && rule < k_outermost && (rule & k_rbp_base)) e.fp_read = true;
+        note_fp_use(e, rule, reloaded_at);
         const Step s = step(rule);
         if (s == give_up) return -1;
         if (s == stack_end) break;
-        note_step(e, rule, sp, fp, fp_first);
+        note_step(e, rule, sp, fp, reloaded_at);
     }
-    end_entry(*memo, e, max, n, pc, sp);
+    end_entry(*memo, e, generation, max, n, pc, sp);
     return static_cast<int>(n);
 }
 
@@ -729,9 +745,10 @@ void note_thread_stack(uintptr_t lo, uintptr_t hi) {
 }
 
 void forget_rules() {
-    g_generation.fetch_add(1, std::memory_order_relaxed);
     if (std::atomic<uint64_t>* table = g_rules.load(std::memory_order_acquire))
         for (size_t i = 0; i < k_slots; ++i) table[i].store(0, std::memory_order_relaxed);
+    // After: a capture that reads the new generation finds no old rule.
+    g_generation.fetch_add(1, std::memory_order_release);
 }
 
 Stats stats() {

@@ -49,9 +49,11 @@ inline constexpr unsigned k_max_skipped = 16;
 inline constexpr unsigned k_memo_frames = 16;
 struct Memo_step {
     uint32_t cfa_off;  // the frame's CFA, from the first frame's sp
-    uint32_t slot;     // rbp reloaded from CFA - 8 * slot (1-7); 0: none
-    uintptr_t fp;      // the word read there
+    uint32_t slot;     // rbp reloaded from CFA - 8 * (slot & k_slot_mask) (1-7); 0: none
+    uintptr_t fp;      // the word read there (compared with k_fp_used: a later rule reads it)
 };
+inline constexpr uint32_t k_slot_mask = 7;
+inline constexpr uint32_t k_fp_used = 8;
 struct Memo_entry {
     uint64_t generation;  // of the rules it was unwound with; 0: empty
     uintptr_t pc, sp, fp;
@@ -64,9 +66,10 @@ struct Memo_entry {
     Memo_step step[k_memo_frames];
 };
 // The allocator's own frames, skipped before the program's: a few call
-// chains, each the same from every allocation site of the program, at any
-// depth (their CFAs from the first frame's sp, which varies). Kept for
-// chains whose rules all take the CFA from rsp.
+// chains (malloc's, operator new's, ...), each the same from every
+// allocation site of the program, at any depth (their CFAs from the first
+// frame's sp, which varies). Kept for chains whose rules all take the CFA
+// from rsp.
 struct Memo_skip {
     uint64_t generation;  // of the rules; 0: empty
     uintptr_t pc;         // the first frame's (= pcs[0])
@@ -78,16 +81,18 @@ struct Memo_skip {
 
 // 30 KiB, not zeroed by its constructor: it lives in memory that comes
 // zeroed (a request record from os::map, static storage), where an entry
-// never used costs no resident page.
+// never used costs no resident page (in a fresh mapping; a kept one is
+// zeroed again).
 struct Memo {
     Memo() {}
     static constexpr unsigned k_entries = 64;  // by the first frame's pc and sp
     Memo_entry entries[k_entries];
-    static constexpr unsigned k_skip_entries = 4;  // by the first frame's pc
+    static constexpr unsigned k_skip_entries = 4;  // each tried (replaced in turn)
     Memo_skip skips[k_skip_entries];
+    unsigned skip_next;
     uintptr_t skip_lo, skip_hi;  // the skip range they are for
     Memo_entry* last;  // written by the last capture that missed
-    uint64_t hits;
+    uint64_t hits, skip_hits;
 };
 
 // Tags the frames the last capture through `memo` unwound (it returned a

@@ -434,10 +434,16 @@ BOOST_AUTO_TEST_CASE(skipped_frames_through_the_memo) {
     }
     BOOST_TEST(c[1].tag == 0x5au);
     BOOST_TEST(c[1].fast == c[0].fast);
+#ifndef ZMM_FRAME_POINTERS
+    // (Skipped chains are kept when their rules take the CFA from rsp: not
+    // with frame pointers, where the frames are unwound each time.)
+    BOOST_TEST(g_memo.skip_hits > 0u);
+#endif
 }
 
 // Skipped chains of two frames that differ in the middle one (frames of
-// other sizes): from the same innermost frame, each must be read as itself.
+// other sizes), and of one: from the same innermost frame, each must be
+// read as itself.
 // The functions of section zmm_skip_test are the range skipped (a memo of
 // its own: a memo's skipped chains are for the first range it saw).
 extern "C" char __start_zmm_skip_test[], __stop_zmm_skip_test[];
@@ -466,9 +472,11 @@ __attribute__((noinline, section("zmm_skip_test"))) int skip_middle_large(uintpt
     return n;
 }
 
-__attribute__((noinline)) void skip_through(bool large) {
-    int (*fn)(uintptr_t*, uint64_t*) = large ? skip_middle_large : skip_middle_small;
-    asm volatile("" : "+r"(fn));  // one call site for both
+// way 0 and 1 through a middle frame, 2 straight into the inner one (whose
+// caller is then the program's first frame).
+__attribute__((noinline)) void skip_through(int way) {
+    int (*fn)(uintptr_t*, uint64_t*) = way == 0 ? skip_middle_small : way == 1 ? skip_middle_large : skip_inner;
+    asm volatile("" : "+r"(fn));  // one call site for all
     uintptr_t out[16];
     uint64_t tag;
     int n = fn(out, &tag);
@@ -481,9 +489,10 @@ __attribute__((noinline)) void skip_through(bool large) {
 }
 
 BOOST_AUTO_TEST_CASE(skipped_chains_that_differ_in_the_middle) {
-    for (int i = 0; i < 6; ++i) {
+    [[maybe_unused]] const uint64_t skip_hits = g_memo_sections.skip_hits;
+    for (int i = 0; i < 9; ++i) {
         asm volatile("" : "+r"(i));
-        skip_through(i % 2);
+        skip_through(i % 3);
         BOOST_TEST_INFO("round " << i);
         BOOST_TEST_REQUIRE(g_skipped.fast.size() >= 3u);
         BOOST_TEST_REQUIRE(g_skipped.general.size() >= g_skipped.fast.size());
@@ -493,6 +502,33 @@ BOOST_AUTO_TEST_CASE(skipped_chains_that_differ_in_the_middle) {
                    std::vector<uintptr_t>(g_skipped.general.begin() + 1,
                                           g_skipped.general.begin() + static_cast<long>(g_skipped.fast.size())));
     }
+#ifndef ZMM_FRAME_POINTERS
+    BOOST_TEST(g_memo_sections.skip_hits > skip_hits);  // each chain kept, and taken again
+#endif
+}
+
+// Frames whose rules take the CFA from rbp (unoptimised code): the saved
+// rbp words they read are compared too, and the memo's frames are theirs.
+__attribute__((noinline, optimize("O0"))) void unoptimised_16(int depth) {
+    int local[4];
+    local[0] = depth;
+    if (depth > 0)
+        unoptimised_16(depth - 1);
+    else
+        g_short = unwind_16(0xf0);
+    (void)local;
+}
+
+BOOST_AUTO_TEST_CASE(frames_that_read_rbp_through_the_memo) {
+    Short s[3];
+    for (int i = 0; i < 3; ++i) {
+        asm volatile("" : "+r"(i));
+        unoptimised_16(3);
+        s[i] = g_short;
+        BOOST_TEST(s[i].fast == s[i].general);
+    }
+    BOOST_TEST(s[1].fast == s[0].fast);
+    BOOST_TEST(s[2].tag == 0xf0u);  // the memo's
 }
 
 // More frames than the memo keeps: unwound every time, never tagged.
