@@ -16,7 +16,7 @@ bool Block_table::grow() {
     capacity_ = capacity;
     shift_ = 64 - static_cast<unsigned>(__builtin_ctzll(capacity));
     count_ = 0;
-    for (size_t w = 0; w < old_capacity / 64; ++w)
+    for (size_t w = 0; w < old_capacity / 64; ++w)  // (the old table's bits: for_each_used walks the new)
         for (uint64_t bits = old_used[w]; bits; bits &= bits - 1)
             insert(old[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))]);
     if (old) os::unmap(old, bytes_for(old_capacity));
@@ -75,11 +75,8 @@ bool Block_table::erase(uintptr_t p, Block_info* was) {
 }
 
 void Block_table::clear() {
-    for (size_t w = 0; w < capacity_ / 64; ++w) {
-        for (uint64_t bits = used_[w]; bits; bits &= bits - 1)
-            slots_[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))] = Block_info{};
-        used_[w] = 0;
-    }
+    for_each_used([&](size_t i) { slots_[i] = Block_info{}; });
+    for (size_t w = 0; w < capacity_ / 64; ++w) used_[w] = 0;
     count_ = 0;
 }
 

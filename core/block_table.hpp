@@ -51,19 +51,21 @@ public:
     // emptied, a few entries in 16384 slots, in 2 KiB instead of 384 KiB.)
     template <class F>
     void for_each(F f) const {
-        for (size_t w = 0; w < capacity_ / 64; ++w)
-            for (uint64_t bits = used_[w]; bits; bits &= bits - 1)
-                f(slots_[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))]);
+        for_each_used([&](size_t i) { f(static_cast<const Block_info&>(slots_[i])); });
     }
     // May change the values (not the addresses) of the entries.
     template <class F>
     void for_each_mutable(F f) {
-        for (size_t w = 0; w < capacity_ / 64; ++w)
-            for (uint64_t bits = used_[w]; bits; bits &= bits - 1)
-                f(slots_[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))]);
+        for_each_used([&](size_t i) { f(slots_[i]); });
     }
 
 private:
+    // f(i) for every slot i in use.
+    template <class F>
+    void for_each_used(F f) const {
+        for (size_t w = 0; w < capacity_ / 64; ++w)
+            for (uint64_t bits = used_[w]; bits; bits &= bits - 1) f(w * 64 + static_cast<size_t>(__builtin_ctzll(bits)));
+    }
     bool grow();
     static size_t bytes_for(size_t capacity) { return capacity * sizeof(Block_info) + capacity / 8; }
     void set_used(size_t i) { used_[i / 64] |= uint64_t{1} << (i % 64); }

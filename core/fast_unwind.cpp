@@ -518,8 +518,7 @@ Memo_entry& entry_for(Memo& memo, uintptr_t pc, uintptr_t sp) {
 }
 
 // Does the stack still hold what `e` read, from a start at pc, sp, fp on the
-// stack [lo, hi)? Then its frames are e's, and pc, sp, fp become the state
-// its unwinding ended in (after its last step).
+// stack [lo, hi)? Then its frames are e's.
 bool replay(const Memo_entry& e, uint64_t generation, uintptr_t pc, uintptr_t sp, uintptr_t fp, unsigned max,
             uintptr_t lo, uintptr_t hi) {
     if (e.generation != generation || e.pc != pc || e.sp != sp || (e.fp_read && e.fp != fp) || e.max != max ||
@@ -651,84 +650,72 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, 
         return up;
     };
     // The innermost return addresses inside [skip_lo, skip_hi): unwound, not
-    // kept (a loop of its own: the main one tests nothing but the count).
-    // Through the memo, they are the same few call chains of the allocator's
-    // (their own entries: the same from every allocation site).
-    const bool in_skip = pc >= skip_lo && pc < skip_hi;
-    if (memo && in_skip && memo->skip_lo == skip_lo && memo->skip_hi == skip_hi) {
-        // Every entry tried: the allocator's paths (malloc, operator new,
-        // calloc, ...) start from the same first frame, and differ above it.
-        bool replayed = false;
-        for (unsigned i = 0; i < Memo::k_skip_entries && !replayed; ++i)
-            replayed = replay_skip(memo->skips[i], generation, pc, sp, fp, lo, hi, skip_lo, skip_hi);
-        if (replayed) {
-            ++memo->skip_hits;
-        } else {
-            Memo_skip& e = memo->skips[memo->skip_next++ % Memo::k_skip_entries];  // the oldest makes room
-            e.generation = 0;  // (valid once done)
-            e.pc = pc;
-            const uintptr_t sp0 = sp;
-            bool relative = true;  // every rule from rsp
-            unsigned skipped = 0;
-            do {
-                if (++skipped > k_max_skipped) return -1;
-                e.pcs[skipped - 1] = pc;
-                const uint32_t rule = rule_for(table, pc);
-                if (rule < k_outermost && (rule & k_rbp_base)) relative = false;
-                const Step s = step(rule);
-                if (s != up) return s == stack_end ? 0 : -1;
-                e.cfa_off[skipped - 1] = static_cast<uint32_t>(sp - sp0 <= UINT32_MAX ? sp - sp0 : 0);
-                e.slot[skipped - 1] = static_cast<uint8_t>(rule & k_slot_mask);
-                relative &= sp - sp0 <= UINT32_MAX;
-            } while (pc >= skip_lo && pc < skip_hi);
-            e.n = skipped;
-            if (relative) e.generation = generation;
-        }
-    } else {
-        if (memo && in_skip && !memo->skip_hi) {  // the range the skip entries are for, from now on
+    // kept. Through the memo, they are the same few call chains of the
+    // allocator's, each from the same first frame, whatever the program's
+    // frames above them (their own entries, every one tried: malloc's and
+    // operator new's paths start from the same frame and differ above it).
+    if (pc >= skip_lo && pc < skip_hi) {
+        Memo_skip* noted = nullptr;  // the entry this unwinding is noted in
+        if (memo && !memo->skip_hi) {  // the range the skip entries are for, from now on
             memo->skip_lo = skip_lo;
             memo->skip_hi = skip_hi;
         }
+        if (memo && memo->skip_lo == skip_lo && memo->skip_hi == skip_hi) {
+            for (const Memo_skip& e : memo->skips)
+                if (replay_skip(e, generation, pc, sp, fp, lo, hi, skip_lo, skip_hi)) {
+                    ++memo->skip_hits;
+                    break;
+                }
+            if (pc >= skip_lo && pc < skip_hi) {  // (not replayed)
+                noted = &memo->skips[memo->skip_next++ % Memo::k_skip_entries];  // the oldest makes room
+                noted->generation = 0;  // (valid once done)
+                noted->pc = pc;
+            }
+        }
+        const uintptr_t sp0 = sp;
+        bool relative = true;  // every rule from rsp, every CFA within 4 GiB of the first sp
         for (unsigned skipped = 0; pc >= skip_lo && pc < skip_hi;) {
             if (++skipped > k_max_skipped) return -1;
-            const Step s = step(rule_for(table, pc));
+            const uint32_t rule = rule_for(table, pc);
+            if (noted) noted->pcs[skipped - 1] = pc;
+            const Step s = step(rule);
             if (s != up) return s == stack_end ? 0 : -1;
+            if (noted) {
+                relative &= !(rule & k_rbp_base) && sp - sp0 <= UINT32_MAX;
+                noted->cfa_off[skipped - 1] = static_cast<uint32_t>(sp - sp0);
+                noted->slot[skipped - 1] = static_cast<uint8_t>(rule & k_slot_mask);
+                noted->n = skipped;
+                if (!(pc >= skip_lo && pc < skip_hi) && relative) noted->generation = generation;
+            }
         }
     }
-    if (!memo || max > k_memo_frames || !pc) {
-        unsigned n = 0;
-        while (n < max && pc) {
-            out[n++] = pc;
-            const Step s = step(rule_for(table, pc));
-            if (s == give_up) return -1;
-            if (s == stack_end) break;
+    // The program's frames; through the memo when it can hold them.
+    Memo_entry* noted = memo && max <= k_memo_frames && pc ? &entry_for(*memo, pc, sp) : nullptr;
+    if (noted) {
+        const Memo_entry& e = *noted;
+        if (replay(e, generation, pc, sp, fp, max, lo, hi)) {
+            // (A loop, not memcpy's rep movs: the caller reads them at once,
+            // and a load waits for a string store to retire.)
+            for (unsigned i = 0; i < e.n; ++i) out[i] = e.pcs[i];
+            *tag = e.tag;
+            ++memo->hits;
+            return static_cast<int>(e.n);
         }
-        return static_cast<int>(n);
+        begin_entry(*noted, pc, sp, fp, hi);
     }
-    Memo_entry& e = entry_for(*memo, pc, sp);
-    if (replay(e, generation, pc, sp, fp, max, lo, hi)) {
-        // (A loop, not memcpy's rep movs: the caller reads them at once, and
-        // a load waits for a string store to retire.)
-        for (unsigned i = 0; i < e.n; ++i) out[i] = e.pcs[i];
-        *tag = e.tag;
-        ++memo->hits;
-        return static_cast<int>(e.n);
-    }
-    // Unwound, and what it reads noted in the entry.
-    begin_entry(e, pc, sp, fp, hi);
     int reloaded_at = -1;
     unsigned n = 0;
     while (n < max && pc) {
-        e.pcs[n] = pc;
+        if (noted) noted->pcs[n] = pc;
         out[n++] = pc;
         const uint32_t rule = rule_for(table, pc);
-        note_fp_use(e, rule, reloaded_at);
+        if (noted) note_fp_use(*noted, rule, reloaded_at);
         const Step s = step(rule);
         if (s == give_up) return -1;
         if (s == stack_end) break;
-        note_step(e, rule, sp, fp, reloaded_at);
+        if (noted) note_step(*noted, rule, sp, fp, reloaded_at);
     }
-    end_entry(*memo, e, generation, max, n, pc, sp);
+    if (noted) end_entry(*memo, *noted, generation, max, n, pc, sp);
     return static_cast<int>(n);
 }
 

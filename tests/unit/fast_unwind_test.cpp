@@ -455,6 +455,8 @@ __attribute__((noinline, section("zmm_skip_test"))) int skip_inner(uintptr_t* ou
     asm volatile("" ::: "memory");
     return n;
 }
+// Two middle frames of two sizes. (Two functions, not a template: GCC puts
+// a template's instances in sections of their own, outside the range.)
 __attribute__((noinline, section("zmm_skip_test"))) int skip_middle_small(uintptr_t* out, uint64_t* tag) {
     char buf[64];
     memset(buf, 1, sizeof buf);
