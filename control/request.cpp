@@ -408,6 +408,7 @@ void trace_allocation(Heap* heap, void* block, size_t size) {
     Request* r = static_cast<Request*>(heap->request);
     if (!r || !r->traced) return;
     Block_info info{reinterpret_cast<uintptr_t>(block), size, 0, 0};
+    r->table.prefetch(info.address);  // (its slot comes in while the stack is captured)
     if (t_state.depth > 0) {
         info.flags = k_block_runtime;  // allocated while zmm itself works
     } else {

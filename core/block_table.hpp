@@ -40,6 +40,11 @@ public:
     // Forgets p; returns whether it was there (and its entry, in `was`).
     bool erase(uintptr_t p, Block_info* was = nullptr);
     const Block_info* find(uintptr_t p) const;
+    // p's first slot, asked of the cache ahead of an insert or erase (a
+    // miss: the table is hashed at random).
+    void prefetch(uintptr_t p) const {
+        if (slots_) __builtin_prefetch(&slots_[index_of(p)], 1);
+    }
     Block_info* find(uintptr_t p) {
         return const_cast<Block_info*>(static_cast<const Block_table*>(this)->find(p));
     }
