@@ -79,13 +79,19 @@ BOOST_AUTO_TEST_CASE(agrees_with_a_map) {
     model.clear();
     check_same(t, model);
     BOOST_TEST(t.find(0x7f0000000010u) == nullptr);
-    // After clear, as new.
-    for (uintptr_t a = 16; a < 16 * 5000; a += 16) {
-        Block_info b{a, a, 0, 0};
-        BOOST_TEST_REQUIRE(t.insert(b));
-        model[a] = b;
+    // After clear, as new; after release too.
+    for (int pass = 0; pass < 2; ++pass) {
+        for (uintptr_t a = 16; a < 16 * 5000; a += 16) {
+            Block_info b{a, a, 0, 0};
+            BOOST_TEST_REQUIRE(t.insert(b));
+            model[a] = b;
+        }
+        check_same(t, model);
+        t.release();
+        model.clear();
+        check_same(t, model);
+        BOOST_TEST(!t.erase(16));
     }
-    check_same(t, model);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
