@@ -148,9 +148,7 @@ void report(uint64_t generation) {
     if (o.leaks != Leaks_mode::none) {
         symbolize::prepare(options().symbolizer.text);
         Tool_scope tool;  // symbolizing allocates: zmm's memory, not the program's
-        int fd = report_open();
-        reported = write_leak_report(fd, s, leaks.items, leaks.count, o.stats);
-        report_close(fd);
+        reported = write_leak_report(k_report_file, s, leaks.items, leaks.count, o.stats);
     }
     if (reported) g_leaky_requests.fetch_add(1, std::memory_order_relaxed);
     if (o.leaks == Leaks_mode::lost) {

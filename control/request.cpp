@@ -281,9 +281,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         if (o.leaks != Leaks_mode::none) {
             symbolize::prepare(options().symbolizer.text);
             Tool_scope tool;  // symbolizing allocates: zmm's memory, not the program's
-            int fd = report_open();
-            leaked = static_cast<long>(write_leak_report(fd, s, own.items, own.count, o.stats));
-            report_close(fd);
+            leaked = static_cast<long>(write_leak_report(k_report_file, s, own.items, own.count, o.stats));
         }
         if (rescan) {
             // What this request found lost is reported once; what a scan

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <time.h>
 
+#include "diag.hpp"
 #include "format.hpp"
 #include "os.hpp"
 #include "stack_depot.hpp"
@@ -167,6 +168,8 @@ size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t c
         return 0;
     }
     const char* name = r.name ? r.name : "";
+    const bool opened = fd == k_report_file;
+    if (opened) fd = report_open();
     Text t;
     t.set_fd(fd);
     if (r.json) {
@@ -244,6 +247,7 @@ size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t c
                 .str(" threads block zmm's stop signal: their stacks were read while they ran\n");
     }
     t.flush(fd);
+    if (opened) report_close(fd);
     if (groups) os::unmap(groups, groups_bytes);
     return totals.blocks;
 }

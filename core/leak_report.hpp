@@ -58,7 +58,11 @@ struct Request_summary {
 // indirect, unless `reported` already or suppressed (suppressions.hpp);
 // still-reachable and suppressed ones are counted in one line. Text: nothing
 // for a request without leaks unless `always`; JSON: one object for every
-// request. Returns the number of blocks reported as leaks.
+// request. Returns the number of blocks reported as leaks. `fd`
+// k_report_file: the report file (ZMM_LOG, else stderr), opened only when
+// there is something to write (a process that ended clean leaves no empty
+// log file behind, as a sanitizer's log_path does not).
+inline constexpr int k_report_file = -1;
 size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t count, bool always);
 
 // The frames of a stored stack, one line each ("#k 0xPC in function

@@ -335,6 +335,13 @@ def test_log_file(prog):
         with open(os.path.join(d, want)) as f:
             text = f.read()
         check_leaks_text(text, info, os.path.basename(prog), expect_marks=False)
+    # A process with nothing to report leaves no file (a clean run, its
+    # process-wide request ended without leaks): as a sanitizer's log_path.
+    with tempfile.TemporaryDirectory(prefix="zmm-requests-") as d:
+        r = run(["/bin/true"], {"ZMM_REQUEST": "process", "ZMM_LOG": os.path.join(d, "zmm-%p.log")})
+        expect_status(r, 0)
+        files = sorted(os.listdir(d))
+        expect(files == [], f"a clean run under ZMM_LOG=zmm-%p.log made {files}, expected none")
 
 
 def test_leak_exitcode(leaks_prog, tool):
