@@ -13,11 +13,9 @@ namespace {
 // One line of /proc/self/maps, [p, end) without its newline:
 // "lo-hi perms offset dev inode [path]". false if it has no inode field.
 bool parse_line(const char* p, const char* end, Range& r) {
-    uintptr_t lo = 0, hi = 0, inode = 0;
-    for (int d; p < end && (d = os::hex_value(*p)) >= 0; ++p) lo = lo << 4 | static_cast<uintptr_t>(d);
-    if (p == end || *p++ != '-') return false;
-    for (int d; p < end && (d = os::hex_value(*p)) >= 0; ++p) hi = hi << 4 | static_cast<uintptr_t>(d);
-    if (end - p < 6 || *p++ != ' ') return false;
+    uintptr_t lo, hi, inode = 0;
+    p = os::parse_maps_range(p, end, &lo, &hi);
+    if (!p || end - p < 6 || *p++ != ' ') return false;
     const char* perms = p;
     p += 4;
     for (int spaces = 0; p < end && spaces < 3; ++p) spaces += *p == ' ';  // past perms, offset and dev

@@ -168,8 +168,8 @@ size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t c
         return 0;
     }
     const char* name = r.name ? r.name : "";
-    const bool opened = fd == k_report_file;
-    if (opened) fd = report_open();
+    const bool opens_file = fd == k_report_file;
+    if (opens_file) fd = report_open();
     Text t;
     t.set_fd(fd);
     if (r.json) {
@@ -247,7 +247,7 @@ size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t c
                 .str(" threads block zmm's stop signal: their stacks were read while they ran\n");
     }
     t.flush(fd);
-    if (opened) report_close(fd);
+    if (opens_file) report_close(fd);
     if (groups) os::unmap(groups, groups_bytes);
     return totals.blocks;
 }

@@ -284,6 +284,24 @@ bool is_mapped(const void* p) {
     return resident_pages(reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(p) & ~(k_page - 1)), k_page, &vec);
 }
 
+namespace {
+int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+}  // namespace
+
+const char* parse_maps_range(const char* p, const char* end, uintptr_t* lo, uintptr_t* hi) {
+    uintptr_t a = 0, b = 0;
+    for (int d; p < end && (d = hex_value(*p)) >= 0; ++p) a = a << 4 | static_cast<uintptr_t>(d);
+    if (p == end || *p++ != '-') return nullptr;
+    for (int d; p < end && (d = hex_value(*p)) >= 0; ++p) b = b << 4 | static_cast<uintptr_t>(d);
+    *lo = a;
+    *hi = b;
+    return p;
+}
+
 bool for_each_line(int fd, bool (*fn)(const char* line, const char* end, void* ctx), void* ctx) {
     char buf[8192];
     size_t have = 0;
@@ -335,12 +353,9 @@ bool mapping_of(uintptr_t address, uintptr_t* lo, uintptr_t* hi, char* path, siz
         fd,
         [](const char* line, const char* end, void* ctx) {
             auto* q = static_cast<Query*>(ctx);
-            uintptr_t a = 0, b = 0;
-            const char* p = line;
-            for (; p < end && hex_value(*p) >= 0; ++p) a = a << 4 | static_cast<uintptr_t>(hex_value(*p));
-            if (p == end || *p++ != '-') return true;
-            for (; p < end && hex_value(*p) >= 0; ++p) b = b << 4 | static_cast<uintptr_t>(hex_value(*p));
-            if (q->address < a || q->address >= b) return true;
+            uintptr_t a, b;
+            const char* p = parse_maps_range(line, end, &a, &b);
+            if (!p || q->address < a || q->address >= b) return true;
             *q->lo = a;
             *q->hi = b;
             if (q->path && q->path_size) {

@@ -83,12 +83,10 @@ void write_all(int fd, const char* s, size_t n);
 // line longer than the 8 KiB buffer, its start), and stops the reading by
 // returning false. False if fn stopped it or a read failed.
 bool for_each_line(int fd, bool (*fn)(const char* line, const char* end, void* ctx), void* ctx);
-// A lowercase hexadecimal digit's value (as /proc writes them), or -1.
-inline int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-}
+// The "lo-hi" that starts a /proc/self/maps line in [p, end) (lowercase
+// hexadecimal, as the kernel writes it): where the text after hi starts, or
+// nullptr if the line does not start so.
+const char* parse_maps_range(const char* p, const char* end, uintptr_t* lo, uintptr_t* hi);
 
 // The mapping that holds `address`, from /proc/self/maps (no allocation):
 // its bounds, and (if `path`) the file the kernel names for it ("" for an
