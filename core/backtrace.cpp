@@ -2,10 +2,19 @@
 
 #include "fast_unwind.hpp"
 #include "loader_guard.hpp"
+#include "stack_depot.hpp"
 
 #include <atomic>
+#include <cstring>
 #include <dlfcn.h>
 #include <link.h>
+
+#include "spin_lock.hpp"
+
+// For its types only: libunwind is reached through the pointers prepare()
+// looks up, never linked.
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
 
 namespace zmm::backtrace {
 namespace {
@@ -14,6 +23,87 @@ using Backtrace_fn = int (*)(void**, int);
 std::atomic<Backtrace_fn> g_unw_backtrace{nullptr};
 uintptr_t g_own_lo = 0, g_own_hi = 0;
 std::atomic<bool> g_fast{true};  // fast_unwind first (ZMM_FAST_UNWIND)
+
+// libunwind's step by step interface, for stacks through the addresses of
+// an unloaded object: unw_backtrace keeps a per-thread cache of frame rules
+// by address that nothing can flush (libunwind 1.6's trace cache), where
+// unw_step's caches follow unw_flush_cache. (unw_step is about 20 times
+// slower: only for those stacks.)
+struct Stepper {
+    int (*getcontext)(unw_context_t*);
+    int (*init_local)(unw_cursor_t*, unw_context_t*);
+    int (*step)(unw_cursor_t*);
+    int (*get_reg)(unw_cursor_t*, unw_regnum_t, unw_word_t*);
+    int (*flush_cache)(unw_addr_space_t, unw_word_t, unw_word_t);
+    unw_addr_space_t local_space;
+};
+Stepper g_stepper{};
+
+// The return addresses of the calling thread by unw_step, innermost first
+// (this function's own frame too, as unw_backtrace would give it).
+__attribute__((noinline)) int step_backtrace(uintptr_t* out, int max) {
+    unw_context_t context;
+    unw_cursor_t cursor;
+    if (g_stepper.getcontext(&context) != 0 || g_stepper.init_local(&cursor, &context) != 0) return 0;
+    int n = 0;
+    do {
+        unw_word_t ip = 0;
+        if (g_stepper.get_reg(&cursor, UNW_REG_IP, &ip) != 0 || ip == 0) break;
+        out[n++] = ip;
+    } while (n < max && g_stepper.step(&cursor) > 0);
+    return n;
+}
+
+// What check_unloads compares: the executable segments of the objects
+// mapped at its last look, each with a hash of its object's path (another
+// object may take exactly the same addresses), and the segments of objects
+// unloaded since (where other code may be now), appended under the lock,
+// each written before the count that publishes it.
+struct Segment {
+    uintptr_t lo, hi;
+    uint64_t name_hash;
+};
+constexpr unsigned k_max_segments = 1024;
+constexpr unsigned k_max_unloaded = 64;
+Spin_lock g_unload_lock;
+Segment g_mapped[k_max_segments];
+unsigned g_mapped_count = 0;
+unsigned long long g_seen_unloads = 0;
+Segment g_unloaded[k_max_unloaded];
+std::atomic<unsigned> g_unloaded_count{0};
+std::atomic<bool> g_all_stepwise{false};  // more unloaded segments than the table holds
+
+struct Snapshot {
+    Segment* out;
+    unsigned count;
+    unsigned long long unloads;
+};
+
+int snapshot_object(dl_phdr_info* info, size_t size, void* data) {
+    auto* s = static_cast<Snapshot*>(data);
+    if (size >= offsetof(dl_phdr_info, dlpi_subs) + sizeof(info->dlpi_subs)) s->unloads = info->dlpi_subs;
+    if (!s->out) return 1;  // the count alone: the same in every entry
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const char* c = info->dlpi_name ? info->dlpi_name : ""; *c; ++c)
+        h = (h ^ static_cast<unsigned char>(*c)) * 0x100000001b3ull;
+    for (int i = 0; i < info->dlpi_phnum && s->count < k_max_segments; ++i) {
+        const auto& ph = info->dlpi_phdr[i];
+        if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+        uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
+        s->out[s->count++] = {lo, lo + ph.p_memsz, h};
+    }
+    return 0;
+}
+
+// Has this stack been through an unloaded object's addresses? Its frames
+// there may have been unwound with the old object's rules.
+bool through_unloaded(const uintptr_t* pcs, int n) {
+    unsigned count = g_unloaded_count.load(std::memory_order_acquire);
+    for (int i = 0; i < n; ++i)
+        for (unsigned k = 0; k < count; ++k)
+            if (pcs[i] >= g_unloaded[k].lo && pcs[i] < g_unloaded[k].hi) return true;
+    return false;
+}
 
 struct Range_query {
     uintptr_t address;
@@ -70,6 +160,21 @@ bool prepare(bool fast) {
     void** local_space = static_cast<void**>(dlsym(lib, "_ULx86_64_local_addr_space"));
     auto set_policy = reinterpret_cast<Policy_fn>(dlsym(lib, "_ULx86_64_set_caching_policy"));
     if (local_space && set_policy) set_policy(*local_space, 2 /* UNW_CACHE_PER_THREAD */);
+    Stepper st{};
+    st.getcontext = reinterpret_cast<decltype(st.getcontext)>(dlsym(lib, "_Ux86_64_getcontext"));
+    st.init_local = reinterpret_cast<decltype(st.init_local)>(dlsym(lib, "_ULx86_64_init_local"));
+    st.step = reinterpret_cast<decltype(st.step)>(dlsym(lib, "_ULx86_64_step"));
+    st.get_reg = reinterpret_cast<decltype(st.get_reg)>(dlsym(lib, "_ULx86_64_get_reg"));
+    st.flush_cache = reinterpret_cast<decltype(st.flush_cache)>(dlsym(lib, "_Ux86_64_flush_cache"));
+    st.local_space = local_space ? static_cast<unw_addr_space_t>(*local_space) : nullptr;
+    if (st.getcontext && st.init_local && st.step && st.get_reg && st.flush_cache && st.local_space) g_stepper = st;
+    {
+        Lock_guard guard(g_unload_lock);
+        Snapshot first{g_mapped, 0, 0};
+        dl_iterate_phdr(snapshot_object, &first);
+        g_mapped_count = first.count;
+        g_seen_unloads = first.unloads;
+    }
     void* warm[8];
     fn(warm, 8);  // first use: libunwind's own set-up happens here, not in malloc
     g_unw_backtrace.store(fn, std::memory_order_release);
@@ -100,7 +205,10 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
     int n = fast && g_own_lo == 0 ? fast_unwind::capture(raw, want) : -1;
     if (n < 0) {
         loader::Use use;  // libunwind looks up each frame with dl_iterate_phdr
-        n = fn(reinterpret_cast<void**>(raw), static_cast<int>(want));
+        const bool stepwise = g_all_stepwise.load(std::memory_order_relaxed);
+        if (!stepwise) n = fn(reinterpret_cast<void**>(raw), static_cast<int>(want));
+        if (stepwise || (g_unloaded_count.load(std::memory_order_relaxed) && through_unloaded(raw, n)))
+            n = g_stepper.step ? step_backtrace(raw, static_cast<int>(want)) : 0;
     }
     unsigned kept = 0, i = 0;
     // skip capture() itself and the allocator's frames
@@ -111,6 +219,56 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
     if (g_own_lo == 0 && i == 0 && n > 0) i = 1;  // no range set: drop capture() itself
     for (; i < static_cast<unsigned>(n) && kept < max; ++i) out[kept++] = raw[i];
     return kept;
+}
+
+// Under the lock, inside a crossing of the loader gate (the lock is never
+// held outside one, so fork(), which waits for the crossings, never leaves
+// it held in the child). Returns whether the loader unloaded anything since
+// the last look.
+static bool note_unloaded_segments() {
+    Snapshot count{nullptr, 0, 0};
+    dl_iterate_phdr(snapshot_object, &count);
+    Lock_guard guard(g_unload_lock);
+    if (count.unloads == g_seen_unloads) return false;
+    // The objects mapped now, against those of the last look: the segments
+    // gone (or another object's now) were unloaded. (The first look has
+    // nothing to compare with: prepare() takes it, before any capture.)
+    static Segment now[k_max_segments];
+    Snapshot s{now, 0, 0};
+    dl_iterate_phdr(snapshot_object, &s);
+    for (unsigned i = 0; i < g_mapped_count; ++i) {
+        const Segment& old = g_mapped[i];
+        bool kept = false;
+        for (unsigned j = 0; j < s.count && !kept; ++j)
+            kept = now[j].lo == old.lo && now[j].hi == old.hi && now[j].name_hash == old.name_hash;
+        if (kept) continue;
+        unsigned n = g_unloaded_count.load(std::memory_order_relaxed);
+        bool known = false;
+        for (unsigned k = 0; k < n && !known; ++k) known = g_unloaded[k].lo == old.lo && g_unloaded[k].hi == old.hi;
+        if (known) continue;
+        if (n == k_max_unloaded) {
+            g_all_stepwise.store(true, std::memory_order_relaxed);
+            continue;
+        }
+        g_unloaded[n] = old;
+        g_unloaded_count.store(n + 1, std::memory_order_release);
+    }
+    memcpy(g_mapped, now, s.count * sizeof(Segment));
+    g_mapped_count = s.count;
+    g_seen_unloads = s.unloads;
+    return true;
+}
+
+void check_unloads() {
+    {
+        loader::Use use;
+        if (!note_unloaded_segments()) return;
+    }
+    // (Outside the gate: the depot takes its lock before it, as the fork
+    // handlers do.)
+    fast_unwind::forget_rules();
+    stack_depot::forget_modules();
+    if (g_stepper.flush_cache) g_stepper.flush_cache(g_stepper.local_space, 0, 0);
 }
 
 }  // namespace zmm::backtrace

@@ -33,6 +33,16 @@ void set_own_range(uintptr_t lo, uintptr_t hi);
 // the same stack was last captured, 0 if none.
 unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo = nullptr, uint64_t* tag = nullptr);
 
+// After the loader may have unloaded objects (the preload calls it after
+// dlclose, and before dlopen for glibc's own unloads): when it has since the
+// last call, what the unwinders and the depot know of addresses is forgotten
+// (fast_unwind's rules and memos, the depot's modules, libunwind's caches;
+// unw_backtrace's cannot be flushed: a stack it unwinds through an unloaded
+// object's addresses is unwound again with unw_step), since code loaded
+// later at an unloaded object's addresses is other code. Call outside the
+// allocator.
+void check_unloads();
+
 // The text (executable) segment of the object containing `address`.
 bool text_range_of(const void* address, uintptr_t* lo, uintptr_t* hi);
 

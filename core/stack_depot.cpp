@@ -21,7 +21,7 @@ struct Record {
     uint32_t hash;
     uint32_t next;  // id of the next record in the same bucket
     uint32_t frames;
-    uint32_t pad;
+    uint32_t epoch;  // g_epoch when stored: the modules its frames name
     Frame frame[1];  // `frames` of them
 };
 
@@ -47,6 +47,10 @@ Module* g_modules = nullptr;
 uint32_t g_module_count = 0;
 uint32_t g_loader = k_no_module;
 unsigned long long g_seen_adds = 0, g_seen_subs = 0;
+// Raised by forget_modules: the same addresses may be other code since, so
+// a stack stored before is not one stored after (its frames name the old
+// modules). Written under the lock, read without.
+uint32_t g_epoch = 0;
 // The modules as mapped now (indexes into g_modules); rebuilt when the
 // loader reports a dlopen or dlclose since the last look.
 uint32_t* g_current = nullptr;
@@ -110,7 +114,7 @@ Record* record(uint32_t id) {
 }
 
 bool holds(const Record* r, const uintptr_t* pcs, unsigned n) {
-    if (r->frames != n) return false;
+    if (r->frames != n || r->epoch != __atomic_load_n(&g_epoch, __ATOMIC_RELAXED)) return false;
     for (unsigned i = 0; i < n; ++i)
         if (r->frame[i].pc != pcs[i]) return false;
     return true;
@@ -214,6 +218,7 @@ uint32_t put_new(const uintptr_t* pcs, unsigned n) {
     Record* r = record(id);
     r->hash = hash;
     r->frames = n;
+    r->epoch = g_epoch;
     for (unsigned i = 0; i < n; ++i) r->frame[i] = {pcs[i], module_of_locked(pcs[i])};
     r->next = bucket;
     __atomic_store_n(&bucket, id, __ATOMIC_RELEASE);
@@ -249,6 +254,12 @@ unsigned get(uint32_t id, Frame* out, unsigned max) {
 
 const Module* module(uint32_t index) {
     return index < g_module_count ? &g_modules[index] : nullptr;
+}
+
+void forget_modules() {
+    Lock_guard guard(g_lock);
+    g_current_count = 0;  // the next lookup asks the loader
+    __atomic_store_n(&g_epoch, g_epoch + 1, __ATOMIC_RELAXED);
 }
 
 void before_fork() { g_lock.lock(); }

@@ -114,6 +114,7 @@ const Functions& functions() {
         r.realloc = reinterpret_cast<void* (*)(void*, size_t)>(symbol("__libc_realloc"));
         r.memalign = reinterpret_cast<void* (*)(size_t, size_t)>(symbol("__libc_memalign"));
         r.dlopen = reinterpret_cast<void* (*)(const char*, int)>(symbol("dlopen"));
+        r.dlclose = reinterpret_cast<int (*)(void*)>(symbol("dlclose"));
         r.mallopt = reinterpret_cast<int (*)(int, int)>(symbol("mallopt"));
         r.malloc_trim = reinterpret_cast<int (*)(size_t)>(symbol("malloc_trim"));
         r.malloc_stats = reinterpret_cast<void (*)()>(symbol("malloc_stats"));

@@ -1,4 +1,4 @@
-// glibc's own allocator functions and dlopen, found without dlsym.
+// glibc's own allocator functions, dlopen and dlclose, found without dlsym.
 //
 // libzmm.so defines malloc, __libc_malloc, dlopen...; calling those names
 // from inside it would call zmm again. These are looked up in libc.so.6's
@@ -17,6 +17,7 @@ struct Functions {
     void* (*realloc)(void*, size_t);
     void* (*memalign)(size_t, size_t);
     void* (*dlopen)(const char*, int);
+    int (*dlclose)(void*);
     // glibc's extensions, for the bypass (ZMM_ALLOC=0)
     int (*mallopt)(int, int);
     int (*malloc_trim)(size_t);

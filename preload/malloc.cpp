@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "api.hpp"
+#include "backtrace.hpp"
 #include "debug_checks.hpp"
 #include "diag.hpp"
 #include "format.hpp"
@@ -445,9 +446,28 @@ ZMM_EXPORT int malloc_info(int options, FILE* out) {
 // allocator). Clearing the flag makes such a library use zmm like everything
 // else. The call is a tail call, so glibc still sees the real caller's return
 // address (it resolves the caller's RUNPATH and namespace from it).
+//
+// Before it loads, and after dlclose: an object unloaded since the last look
+// (by dlclose, or by glibc itself: iconv's modules) leaves its addresses to
+// other code, which the unwinders and the depot must not take for the old
+// (backtrace::check_unloads). Only where backtraces are captured, and never
+// from inside zmm (a library zmm uses, closing one of its own).
+static void check_unloads() {
+    if (backtrace::prepared() && !reentry::inside()) backtrace::check_unloads();
+}
+
 ZMM_EXPORT void* dlopen(const char* file, int mode) {
     auto real = libc::functions().dlopen;
     if (__builtin_expect(real == nullptr, 0)) return nullptr;
     if (!bypassed()) mode &= ~RTLD_DEEPBIND;
+    check_unloads();
     return real(file, mode);
+}
+
+ZMM_EXPORT int dlclose(void* handle) {
+    auto real = libc::functions().dlclose;
+    if (__builtin_expect(real == nullptr, 0)) return -1;
+    int r = real(handle);
+    check_unloads();
+    return r;
 }

@@ -616,6 +616,30 @@ def test_repro_demangle(prog):
     all_of(lambda: case([], "not loaded"), lambda: case(["dlopen"], "loaded"))
 
 
+def test_reload(prog, lib_a, lib_b):
+    """A library unloaded and another loaded at its addresses (reload.c):
+    the second's leak has its own frames (alloc_here, then caller_b and main)
+    and its own module, with zmm's unwinder and with libunwind alone."""
+    def case(fast):
+        r = run([prog, lib_a, lib_b], {**ZENDMM, "ZMM_FAST_UNWIND": fast})
+        expect_status(r, 0)
+        expect_ok_lines(r)
+        expect("request a leaked 0" in r.out and "request b leaked 1" in r.out,
+               "the program did not run as planned")
+        reports, _ = parse_reports(r.err)
+        expect(len(reports) == 1 and reports[0].name == "b", "expected one report, of request 'b'")
+        frames = reports[0].groups[0]["frames"]
+        names = [f["function"] for f in frames]
+        where = f"ZMM_FAST_UNWIND={fast}"
+        expect(len(frames) >= 3 and names[:3] == ["alloc_here", "caller_b", "main"],
+               f"{where}: the frames are {names}, expected alloc_here, caller_b, main first")
+        want = os.path.basename(lib_b)
+        expect(frames[0]["module"] == want,
+               f"{where}: frame #0's module is {frames[0]['module']!r}, expected {want!r}")
+
+    all_of(lambda: case("1"), lambda: case("0"))
+
+
 # ---------------------------------------------------------------------------
 
 def test_symbolizer(prog, leaks_prog):
@@ -833,6 +857,7 @@ TESTS = {
     "reclaim": test_reclaim,
     "usage": test_usage,
     "repro_demangle": test_repro_demangle,
+    "reload": test_reload,
     "repro_leak_freed_later": lambda prog: test_selfcheck(prog, env={"ZMM_LEAKS": "0"}),
     "carried": lambda prog: test_selfcheck(prog, env={"ZMM_BACKTRACE": "0", "ZMM_LEAKS": "all", "ZMM_LOG": os.devnull}),
 }

@@ -45,6 +45,40 @@ BOOST_AUTO_TEST_CASE(one_id_per_stack) {
     BOOST_TEST(stack_depot::put(a.data(), 0) == 0u);
 }
 
+// After an unload (forget_modules) the same addresses may be other code: a
+// stack put again is stored anew, where the ones stored before keep their
+// ids, frames and modules; the depot's lock-free paths (a bucket's chain,
+// the thread's last stack) both tell the two apart.
+BOOST_AUTO_TEST_CASE(forget_modules_stores_stacks_anew) {
+    // Addresses of this program's code: their frames name a module.
+    auto pcs = stack_of(0, 3);
+    pcs[0] = reinterpret_cast<uintptr_t>(&stack_of);
+    pcs[1] = reinterpret_cast<uintptr_t>(&holds);
+    uint32_t before = stack_depot::put(pcs.data(), 3);
+    BOOST_TEST(before != 0u);
+    BOOST_TEST(stack_depot::put(pcs.data(), 3) == before);  // (the thread's last stack)
+    stack_depot::Frame frames[stack_depot::k_max_frames];
+    BOOST_TEST(stack_depot::get(before, frames, stack_depot::k_max_frames) == 3u);
+    const uint32_t module = frames[0].module;
+    BOOST_TEST(module != stack_depot::k_no_module);
+
+    stack_depot::forget_modules();
+    uint32_t after = stack_depot::put(pcs.data(), 3);
+    BOOST_TEST(after != 0u);
+    BOOST_TEST(after != before);
+    BOOST_TEST(stack_depot::put(pcs.data(), 3) == after);
+    auto other = stack_of(77, 4);
+    BOOST_TEST(stack_depot::put(other.data(), 4) != 0u);  // the thread's last stack is another now:
+    BOOST_TEST(stack_depot::put(pcs.data(), 3) == after);  // found in its bucket
+    BOOST_TEST(holds(before, pcs));
+    BOOST_TEST(holds(after, pcs));
+    // The same object still mapped at the same place keeps its module entry.
+    BOOST_TEST(stack_depot::get(after, frames, stack_depot::k_max_frames) == 3u);
+    BOOST_TEST(frames[0].module == module);
+    BOOST_TEST(stack_depot::get(before, frames, stack_depot::k_max_frames) == 3u);
+    BOOST_TEST(frames[0].module == module);
+}
+
 // 64-frame records are about 1 KiB: 9000 of them fill more than two 4 MiB
 // segments; every one keeps its id and its frames.
 BOOST_AUTO_TEST_CASE(records_span_segments) {
