@@ -68,41 +68,40 @@ constexpr unsigned k_max_unloaded = 64;
 Spin_lock g_unload_lock;
 Segment g_mapped[k_max_segments];
 unsigned g_mapped_count = 0;
-unsigned long long g_seen_unloads = 0;
+unsigned long long g_seen_loads = 0, g_seen_unloads = 0;
 Segment g_unloaded[k_max_unloaded];
 std::atomic<unsigned> g_unloaded_count{0};
-std::atomic<bool> g_all_stepwise{false};  // more unloaded segments than the table holds
+// More segments than the tables hold: every libunwind capture by unw_step.
+std::atomic<bool> g_all_stepwise{false};
 
 struct Snapshot {
     Segment* out;
     unsigned count;
-    unsigned long long unloads;
+    unsigned long long loads, unloads;
+    bool truncated;
 };
 
 int snapshot_object(dl_phdr_info* info, size_t size, void* data) {
     auto* s = static_cast<Snapshot*>(data);
-    if (size >= offsetof(dl_phdr_info, dlpi_subs) + sizeof(info->dlpi_subs)) s->unloads = info->dlpi_subs;
-    if (!s->out) return 1;  // the count alone: the same in every entry
+    if (size >= offsetof(dl_phdr_info, dlpi_subs) + sizeof(info->dlpi_subs)) {
+        s->loads = info->dlpi_adds;
+        s->unloads = info->dlpi_subs;
+    }
+    if (!s->out) return 1;  // the counts alone: the same in every entry
     uint64_t h = 0xcbf29ce484222325ull;
     for (const char* c = info->dlpi_name ? info->dlpi_name : ""; *c; ++c)
         h = (h ^ static_cast<unsigned char>(*c)) * 0x100000001b3ull;
-    for (int i = 0; i < info->dlpi_phnum && s->count < k_max_segments; ++i) {
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
         const auto& ph = info->dlpi_phdr[i];
         if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+        if (s->count == k_max_segments) {
+            s->truncated = true;
+            return 1;
+        }
         uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
         s->out[s->count++] = {lo, lo + ph.p_memsz, h};
     }
     return 0;
-}
-
-// Has this stack been through an unloaded object's addresses? Its frames
-// there may have been unwound with the old object's rules.
-bool through_unloaded(const uintptr_t* pcs, int n) {
-    unsigned count = g_unloaded_count.load(std::memory_order_acquire);
-    for (int i = 0; i < n; ++i)
-        for (unsigned k = 0; k < count; ++k)
-            if (pcs[i] >= g_unloaded[k].lo && pcs[i] < g_unloaded[k].hi) return true;
-    return false;
 }
 
 struct Range_query {
@@ -170,9 +169,11 @@ bool prepare(bool fast) {
     if (st.getcontext && st.init_local && st.step && st.get_reg && st.flush_cache && st.local_space) g_stepper = st;
     {
         Lock_guard guard(g_unload_lock);
-        Snapshot first{g_mapped, 0, 0};
+        Snapshot first{g_mapped, 0, 0, 0, false};
         dl_iterate_phdr(snapshot_object, &first);
+        if (first.truncated) g_all_stepwise.store(true, std::memory_order_relaxed);
         g_mapped_count = first.count;
+        g_seen_loads = first.loads;
         g_seen_unloads = first.unloads;
     }
     void* warm[8];
@@ -207,7 +208,8 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
         loader::Use use;  // libunwind looks up each frame with dl_iterate_phdr
         const bool stepwise = g_all_stepwise.load(std::memory_order_relaxed);
         if (!stepwise) n = fn(reinterpret_cast<void**>(raw), static_cast<int>(want));
-        if (stepwise || (g_unloaded_count.load(std::memory_order_relaxed) && through_unloaded(raw, n)))
+        if (stepwise || (n > 0 && g_unloaded_count.load(std::memory_order_relaxed) &&
+                         through_unloaded(raw, static_cast<unsigned>(n))))
             n = g_stepper.step ? step_backtrace(raw, static_cast<int>(want)) : 0;
     }
     unsigned kept = 0, i = 0;
@@ -221,22 +223,23 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
     return kept;
 }
 
-// Under the lock, inside a crossing of the loader gate (the lock is never
-// held outside one, so fork(), which waits for the crossings, never leaves
-// it held in the child). Returns whether the loader unloaded anything since
-// the last look.
+// Inside a crossing of the loader gate, under the lock (never held outside
+// one, so that fork(), which waits for the crossings, never leaves it held
+// in the child): the objects mapped now, against those of the last look
+// (prepare() takes the first, before any capture); the segments gone, or
+// another object's now, were unloaded. Returns whether any object was
+// unloaded since.
 static bool note_unloaded_segments() {
-    Snapshot count{nullptr, 0, 0};
+    Snapshot count{nullptr, 0, 0, 0, false};
     dl_iterate_phdr(snapshot_object, &count);
     Lock_guard guard(g_unload_lock);
-    if (count.unloads == g_seen_unloads) return false;
-    // The objects mapped now, against those of the last look: the segments
-    // gone (or another object's now) were unloaded. (The first look has
-    // nothing to compare with: prepare() takes it, before any capture.)
+    if (count.loads == g_seen_loads && count.unloads == g_seen_unloads) return false;
     static Segment now[k_max_segments];
-    Snapshot s{now, 0, 0};
+    Snapshot s{now, 0, 0, 0, false};
     dl_iterate_phdr(snapshot_object, &s);
-    for (unsigned i = 0; i < g_mapped_count; ++i) {
+    if (s.truncated) g_all_stepwise.store(true, std::memory_order_relaxed);
+    const bool unloaded = s.unloads != g_seen_unloads;
+    for (unsigned i = 0; unloaded && i < g_mapped_count; ++i) {
         const Segment& old = g_mapped[i];
         bool kept = false;
         for (unsigned j = 0; j < s.count && !kept; ++j)
@@ -255,8 +258,17 @@ static bool note_unloaded_segments() {
     }
     memcpy(g_mapped, now, s.count * sizeof(Segment));
     g_mapped_count = s.count;
+    g_seen_loads = s.loads;
     g_seen_unloads = s.unloads;
-    return true;
+    return unloaded;
+}
+
+bool through_unloaded(const uintptr_t* pcs, unsigned n) {
+    unsigned count = g_unloaded_count.load(std::memory_order_acquire);
+    for (unsigned i = 0; i < n; ++i)
+        for (unsigned k = 0; k < count; ++k)
+            if (pcs[i] >= g_unloaded[k].lo && pcs[i] < g_unloaded[k].hi) return true;
+    return false;
 }
 
 void check_unloads() {
@@ -265,10 +277,14 @@ void check_unloads() {
         if (!note_unloaded_segments()) return;
     }
     // (Outside the gate: the depot takes its lock before it, as the fork
-    // handlers do.)
-    fast_unwind::forget_rules();
+    // handlers do. The depot first: a capture between the two then stores
+    // its stack anew, never an old stack under the memo's new generation.)
     stack_depot::forget_modules();
-    if (g_stepper.flush_cache) g_stepper.flush_cache(g_stepper.local_space, 0, 0);
+    fast_unwind::forget_rules();
+    // libunwind's flush unmaps what other threads' unwinding may be reading:
+    // with no call into the loader (every libunwind call is one) under way.
+    if (g_stepper.flush_cache)
+        loader::exclusively([] { g_stepper.flush_cache(g_stepper.local_space, 0, 0); });
 }
 
 }  // namespace zmm::backtrace

@@ -33,8 +33,8 @@ void set_own_range(uintptr_t lo, uintptr_t hi);
 // the same stack was last captured, 0 if none.
 unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo = nullptr, uint64_t* tag = nullptr);
 
-// After the loader may have unloaded objects (the preload calls it after
-// dlclose, and before dlopen for glibc's own unloads): when it has since the
+// After the loader may have loaded or unloaded objects (the preload calls it
+// around dlclose, and before dlopen for glibc's own): when it unloaded since the
 // last call, what the unwinders and the depot know of addresses is forgotten
 // (fast_unwind's rules and memos, the depot's modules, libunwind's caches;
 // unw_backtrace's cannot be flushed: a stack it unwinds through an unloaded
@@ -42,6 +42,10 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo = nullptr
 // later at an unloaded object's addresses is other code. Call outside the
 // allocator.
 void check_unloads();
+
+// Has this stack been through the executable segment of an object unloaded
+// since prepare() (where other code may be now)? No lock.
+bool through_unloaded(const uintptr_t* pcs, unsigned n);
 
 // The text (executable) segment of the object containing `address`.
 bool text_range_of(const void* address, uintptr_t* lo, uintptr_t* hi);

@@ -1,16 +1,39 @@
 #include "loader_guard.hpp"
 
+#include "spin_lock.hpp"
+
 namespace zmm::loader {
 
 namespace detail {
 Gate g_gate;
+constinit thread_local unsigned t_uses __attribute__((tls_model("initial-exec"))) = 0;
 }  // namespace detail
 
-void before_fork() { detail::g_gate.close(); }
+namespace {
+constinit Spin_lock g_closer;  // one closer at a time: fork, or exclusively()
+}  // namespace
 
-void after_fork_parent() { detail::g_gate.open(); }
+void exclusively(void (*fn)()) {
+    Lock_guard guard(g_closer);
+    detail::g_gate.close();
+    fn();
+    detail::g_gate.open();
+}
+
+void before_fork() {
+    g_closer.lock();
+    detail::g_gate.close();
+}
+
+void after_fork_parent() {
+    detail::g_gate.open();
+    g_closer.unlock();
+}
 // In the child the other threads (and their calls) are gone: a count one
 // of them had raised when memory was copied would close the next fork.
-void after_fork_child() { detail::g_gate.reset(); }
+void after_fork_child() {
+    detail::g_gate.reset();
+    g_closer.reset();
+}
 
 }  // namespace zmm::loader

@@ -13,18 +13,30 @@ namespace zmm::loader {
 
 namespace detail {
 extern Gate g_gate;  // closed while fork() runs
+extern constinit thread_local unsigned t_uses __attribute__((tls_model("initial-exec")));
 }  // namespace detail
 
 // Around a call into the loader; not nested (gate.hpp).
 struct Use {
-    Use() : shard_(detail::g_gate.enter()) {}
-    ~Use() { detail::g_gate.leave(shard_); }
+    Use() : shard_(detail::g_gate.enter()) { ++detail::t_uses; }
+    ~Use() {
+        --detail::t_uses;
+        detail::g_gate.leave(shard_);
+    }
     Use(const Use&) = delete;
     Use& operator=(const Use&) = delete;
 
 private:
     unsigned shard_;
 };
+
+// Is this thread inside a Use (a dlopen zmm makes itself, say)?
+inline bool in_use() { return detail::t_uses != 0; }
+
+// Runs fn with the gate closed: no call into the loader under way on any
+// thread (libunwind's cache flush frees what they read). Serialized with
+// fork's closing. Not from inside a Use.
+void exclusively(void (*fn)());
 
 // fork(): before (waits for the calls under way), after (parent and child).
 void before_fork();

@@ -1,5 +1,6 @@
 #include "stack_depot.hpp"
 
+#include "backtrace.hpp"
 #include "loader_guard.hpp"
 
 #include <cstring>
@@ -21,7 +22,7 @@ struct Record {
     uint32_t hash;
     uint32_t next;  // id of the next record in the same bucket
     uint32_t frames;
-    uint32_t epoch;  // g_epoch when stored: the modules its frames name
+    uint32_t epoch;  // 0, or g_epoch when stored: see epoch_for
     Frame frame[1];  // `frames` of them
 };
 
@@ -47,10 +48,17 @@ Module* g_modules = nullptr;
 uint32_t g_module_count = 0;
 uint32_t g_loader = k_no_module;
 unsigned long long g_seen_adds = 0, g_seen_subs = 0;
-// Raised by forget_modules: the same addresses may be other code since, so
-// a stack stored before is not one stored after (its frames name the old
-// modules). Written under the lock, read without.
+// Raised by forget_modules. A stack through the addresses of an unloaded
+// object carries the epoch it was stored in: the same addresses may be
+// other code since, so a stack stored before is not one stored after (its
+// frames name the old modules). Any other stack carries 0 and stays one
+// record across unloads. Written under the lock, read without.
 uint32_t g_epoch = 0;
+
+uint32_t epoch_for(const uintptr_t* pcs, unsigned n) {
+    uint32_t e = __atomic_load_n(&g_epoch, __ATOMIC_RELAXED);
+    return e && backtrace::through_unloaded(pcs, n) ? e : 0;
+}
 // The modules as mapped now (indexes into g_modules); rebuilt when the
 // loader reports a dlopen or dlclose since the last look.
 uint32_t* g_current = nullptr;
@@ -113,18 +121,18 @@ Record* record(uint32_t id) {
     return reinterpret_cast<Record*>(segment + (size_t{id & k_segment_units_mask} << k_unit_shift));
 }
 
-bool holds(const Record* r, const uintptr_t* pcs, unsigned n) {
-    if (r->frames != n || r->epoch != __atomic_load_n(&g_epoch, __ATOMIC_RELAXED)) return false;
+bool holds(const Record* r, const uintptr_t* pcs, unsigned n, uint32_t epoch) {
+    if (r->frames != n || r->epoch != epoch) return false;
     for (unsigned i = 0; i < n; ++i)
         if (r->frame[i].pc != pcs[i]) return false;
     return true;
 }
 
 // The id of the stored stack equal to pcs[0..n), or 0, from a bucket's head.
-uint32_t find(uint32_t head, uint32_t hash, const uintptr_t* pcs, unsigned n) {
+uint32_t find(uint32_t head, uint32_t hash, const uintptr_t* pcs, unsigned n, uint32_t epoch) {
     for (uint32_t id = head; id; id = record(id)->next) {
         const Record* r = record(id);
-        if (r->hash == hash && holds(r, pcs, n)) return id;
+        if (r->hash == hash && holds(r, pcs, n, epoch)) return id;
     }
     return 0;
 }
@@ -201,24 +209,24 @@ uint32_t module_of_locked(uintptr_t pc) {
 }
 
 // put's hash table part: the stack's id, found or added.
-uint32_t put_new(const uintptr_t* pcs, unsigned n) {
+uint32_t put_new(const uintptr_t* pcs, unsigned n, uint32_t epoch) {
     uint32_t hash = hash_of(pcs, n);
     // Seen before: no lock.
     if (uint32_t* buckets = __atomic_load_n(&g_buckets, __ATOMIC_ACQUIRE)) {
         uint32_t head = __atomic_load_n(&buckets[hash & (k_buckets - 1)], __ATOMIC_ACQUIRE);
-        if (uint32_t id = find(head, hash, pcs, n)) return id;
+        if (uint32_t id = find(head, hash, pcs, n, epoch)) return id;
     }
     Lock_guard guard(g_lock);
     if (!ready()) return 0;
     uint32_t& bucket = g_buckets[hash & (k_buckets - 1)];
-    if (uint32_t id = find(bucket, hash, pcs, n)) return id;  // (another thread's, since)
+    if (uint32_t id = find(bucket, hash, pcs, n, epoch)) return id;  // (another thread's, since)
     size_t bytes = (offsetof(Record, frame) + n * sizeof(Frame) + 7) & ~size_t{7};
     uint32_t id = reserve(bytes);
     if (!id) return 0;
     Record* r = record(id);
     r->hash = hash;
     r->frames = n;
-    r->epoch = g_epoch;
+    r->epoch = epoch;
     for (unsigned i = 0; i < n; ++i) r->frame[i] = {pcs[i], module_of_locked(pcs[i])};
     r->next = bucket;
     __atomic_store_n(&bucket, id, __ATOMIC_RELEASE);
@@ -235,8 +243,9 @@ thread_local uint32_t t_last = 0;
 uint32_t put(const uintptr_t* pcs, unsigned n) {
     if (n == 0) return 0;
     if (n > k_max_frames) n = k_max_frames;
-    if (t_last && holds(record(t_last), pcs, n)) return t_last;
-    uint32_t id = put_new(pcs, n);
+    const uint32_t epoch = epoch_for(pcs, n);
+    if (t_last && holds(record(t_last), pcs, n, epoch)) return t_last;
+    uint32_t id = put_new(pcs, n, epoch);
     if (id) t_last = id;
     return id;
 }

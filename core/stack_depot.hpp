@@ -34,8 +34,9 @@ unsigned get(uint32_t id, Frame* out, unsigned max);
 const Module* module(uint32_t index);
 
 // The loader unloaded objects (backtrace::check_unloads): the modules are
-// looked up again, and stacks are stored anew (the same addresses may be
-// other code now); the stacks stored before keep the modules they named.
+// looked up again, and a stack through an unloaded object's addresses is
+// stored anew (they may be other code now); the stacks stored before keep
+// the modules they named.
 void forget_modules();
 
 // fork(): the depot's lock, taken before, released (parent) or reset (child).

@@ -17,6 +17,7 @@
 #include "glibc_heap.hpp"
 #include "heap_pool.hpp"
 #include "libc_symbols.hpp"
+#include "loader_guard.hpp"
 #include "options.hpp"
 #include "reentry.hpp"
 #include "request.hpp"
@@ -447,13 +448,14 @@ ZMM_EXPORT int malloc_info(int options, FILE* out) {
 // else. The call is a tail call, so glibc still sees the real caller's return
 // address (it resolves the caller's RUNPATH and namespace from it).
 //
-// Before it loads, and after dlclose: an object unloaded since the last look
-// (by dlclose, or by glibc itself: iconv's modules) leaves its addresses to
-// other code, which the unwinders and the depot must not take for the old
-// (backtrace::check_unloads). Only where backtraces are captured, and never
-// from inside zmm (a library zmm uses, closing one of its own).
+// Before it loads, and around dlclose: an object unloaded since the last
+// look (by dlclose, or by glibc itself: iconv's modules) leaves its addresses
+// to other code, which the unwinders and the depot must not take for the old
+// (backtrace::check_unloads; the look before dlclose sees the objects loaded
+// since the last one). Only where backtraces are captured, and never from
+// inside zmm (a library zmm loads for itself, inside a loader crossing).
 static void check_unloads() {
-    if (backtrace::prepared() && !reentry::inside()) backtrace::check_unloads();
+    if (backtrace::prepared() && !reentry::inside() && !loader::in_use()) backtrace::check_unloads();
 }
 
 ZMM_EXPORT void* dlopen(const char* file, int mode) {
@@ -467,6 +469,7 @@ ZMM_EXPORT void* dlopen(const char* file, int mode) {
 ZMM_EXPORT int dlclose(void* handle) {
     auto real = libc::functions().dlclose;
     if (__builtin_expect(real == nullptr, 0)) return -1;
+    check_unloads();
     int r = real(handle);
     check_unloads();
     return r;

@@ -619,9 +619,10 @@ def test_repro_demangle(prog):
 def test_reload(prog, lib_a, lib_b):
     """A library unloaded and another loaded at its addresses (reload.c):
     the second's leak has its own frames (alloc_here, then caller_b and main)
-    and its own module, with zmm's unwinder and with libunwind alone."""
-    def case(fast):
-        r = run([prog, lib_a, lib_b], {**ZENDMM, "ZMM_FAST_UNWIND": fast})
+    and its own module, with zmm's unwinder and with libunwind alone, the
+    first library opened before or after zmm prepared its unwinders."""
+    def case(fast, *warm):
+        r = run([prog, lib_a, lib_b, *warm], {**ZENDMM, "ZMM_FAST_UNWIND": fast})
         expect_status(r, 0)
         expect_ok_lines(r)
         expect("request a leaked 0" in r.out and "request b leaked 1" in r.out,
@@ -630,14 +631,14 @@ def test_reload(prog, lib_a, lib_b):
         expect(len(reports) == 1 and reports[0].name == "b", "expected one report, of request 'b'")
         frames = reports[0].groups[0]["frames"]
         names = [f["function"] for f in frames]
-        where = f"ZMM_FAST_UNWIND={fast}"
+        where = f"ZMM_FAST_UNWIND={fast}{' warm' if warm else ''}"
         expect(len(frames) >= 3 and names[:3] == ["alloc_here", "caller_b", "main"],
                f"{where}: the frames are {names}, expected alloc_here, caller_b, main first")
         want = os.path.basename(lib_b)
         expect(frames[0]["module"] == want,
                f"{where}: frame #0's module is {frames[0]['module']!r}, expected {want!r}")
 
-    all_of(lambda: case("1"), lambda: case("0"))
+    all_of(lambda: case("1"), lambda: case("0"), lambda: case("1", "warm"), lambda: case("0", "warm"))
 
 
 # ---------------------------------------------------------------------------

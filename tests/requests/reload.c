@@ -5,10 +5,12 @@
 // module; the second library's allocation then had one frame, in the wrong
 // module.)
 //
-//   reload LIB_A LIB_B: request 'a' calls LIB_A's alloc_here three times and
-//   frees each block (its stack is unwound, its rules cached); LIB_A is
-//   closed, LIB_B opened (reload_lib.S: same code layout, another frame),
-//   request 'b' keeps one block of LIB_B's alloc_here, called from caller_b.
+//   reload LIB_A LIB_B [warm]: request 'a' calls LIB_A's alloc_here three
+//   times and frees each block (its stack is unwound, its rules cached);
+//   LIB_A is closed, LIB_B opened (reload_lib.S: same code layout, another
+//   frame), request 'b' keeps one block of LIB_B's alloc_here, called from
+//   caller_b. With `warm`, a request before LIB_A is opened: zmm is ready to
+//   unwind (as under ZMM_REQUEST=process) before the library exists.
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,9 +47,14 @@ static Alloc_fn open_alloc(const char* path, void** handle) {
 }
 
 int main(int argc, char** argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: reload LIB_A LIB_B\n");
+    if (argc < 3) {
+        fprintf(stderr, "usage: reload LIB_A LIB_B [warm]\n");
         return 2;
+    }
+    if (argc > 3) {
+        zmm_request_begin("warm");
+        free(malloc(16));
+        zmm_request_end();
     }
     void* a;
     Alloc_fn fa = open_alloc(argv[1], &a);
