@@ -228,8 +228,11 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
 // in the child): the objects mapped now, against those of the last look
 // (prepare() takes the first, before any capture); the segments gone, or
 // another object's now, were unloaded. Returns whether any object was
-// unloaded since.
-static bool note_unloaded_segments() {
+// unloaded since the last look whose forgetting is done (then `*unloads`
+// is the loader's count for check_unloads to record once it is done: until
+// then another thread's look forgets too, instead of finding nothing new
+// and loading a library into a hole whose old rules are still cached).
+static bool note_unloaded_segments(unsigned long long* unloads) {
     Snapshot count{nullptr, 0, 0, 0, false};
     dl_iterate_phdr(snapshot_object, &count);
     Lock_guard guard(g_unload_lock);
@@ -258,12 +261,17 @@ static bool note_unloaded_segments() {
     }
     memcpy(g_mapped, now, s.count * sizeof(Segment));
     g_mapped_count = s.count;
-    g_seen_loads = s.loads;
-    g_seen_unloads = s.unloads;
+    if (s.loads > g_seen_loads) g_seen_loads = s.loads;
+    *unloads = s.unloads;
     return unloaded;
 }
 
+// libunwind's cache flush is owed since an unload (the gate did not close).
+std::atomic<bool> g_flush_owed{false};
+
 bool through_unloaded(const uintptr_t* pcs, unsigned n) {
+    // (Past the tables' room an unloaded segment may be unknown: any stack.)
+    if (g_all_stepwise.load(std::memory_order_relaxed)) return true;
     unsigned count = g_unloaded_count.load(std::memory_order_acquire);
     for (unsigned i = 0; i < n; ++i)
         for (unsigned k = 0; k < count; ++k)
@@ -272,19 +280,34 @@ bool through_unloaded(const uintptr_t* pcs, unsigned n) {
 }
 
 void check_unloads() {
+    unsigned long long unloads = 0;
+    bool unloaded;
     {
         loader::Use use;
-        if (!note_unloaded_segments()) return;
+        unloaded = note_unloaded_segments(&unloads);
     }
-    // (Outside the gate: the depot takes its lock before it, as the fork
-    // handlers do. The depot first: a capture between the two then stores
-    // its stack anew, never an old stack under the memo's new generation.)
-    stack_depot::forget_modules();
-    fast_unwind::forget_rules();
+    if (unloaded) {
+        // (Outside the gate: the depot takes its lock before it, as the fork
+        // handlers do. The depot first: a capture between the two then
+        // stores its stack anew, never an old stack under the memo's new
+        // generation.)
+        stack_depot::forget_modules();
+        fast_unwind::forget_rules();
+        g_flush_owed.store(true, std::memory_order_relaxed);
+    }
     // libunwind's flush unmaps what other threads' unwinding may be reading:
     // with no call into the loader (every libunwind call is one) under way.
-    if (g_stepper.flush_cache)
-        loader::exclusively([] { g_stepper.flush_cache(g_stepper.local_space, 0, 0); });
+    // When the gate does not close, at the next look (meanwhile a capture by
+    // unw_step through an unloaded segment may read an old rule: a wrong
+    // frame, nothing worse).
+    if (g_stepper.flush_cache && g_flush_owed.load(std::memory_order_relaxed) &&
+        loader::try_exclusively([] { g_stepper.flush_cache(g_stepper.local_space, 0, 0); }))
+        g_flush_owed.store(false, std::memory_order_relaxed);
+    if (unloaded) {
+        loader::Use use;
+        Lock_guard guard(g_unload_lock);
+        if (unloads > g_seen_unloads) g_seen_unloads = unloads;
+    }
 }
 
 }  // namespace zmm::backtrace

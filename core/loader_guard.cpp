@@ -13,11 +13,15 @@ namespace {
 constinit Spin_lock g_closer;  // one closer at a time: fork, or exclusively()
 }  // namespace
 
-void exclusively(void (*fn)()) {
-    Lock_guard guard(g_closer);
-    detail::g_gate.close();
-    fn();
-    detail::g_gate.open();
+bool try_exclusively(void (*fn)()) {
+    if (!g_closer.try_lock()) return false;  // (a fork under way)
+    bool closed = detail::g_gate.try_close(1000);
+    if (closed) {
+        fn();
+        detail::g_gate.open();
+    }
+    g_closer.unlock();
+    return closed;
 }
 
 void before_fork() {
