@@ -27,15 +27,13 @@ std::atomic<bool> g_fast{true};  // fast_unwind first (ZMM_FAST_UNWIND)
 // libunwind's step by step interface, for stacks through the addresses of
 // an unloaded object: unw_backtrace keeps a per-thread cache of frame rules
 // by address that nothing can flush (libunwind 1.6's trace cache), where
-// unw_step's caches follow unw_flush_cache. (unw_step is about 20 times
-// slower: only for those stacks.)
+// unw_step, with caching off (prepare()), reads the tables anew each time.
+// (unw_step is about 20 times slower: only for those stacks.)
 struct Stepper {
     int (*getcontext)(unw_context_t*);
     int (*init_local)(unw_cursor_t*, unw_context_t*);
     int (*step)(unw_cursor_t*);
     int (*get_reg)(unw_cursor_t*, unw_regnum_t, unw_word_t*);
-    int (*flush_cache)(unw_addr_space_t, unw_word_t, unw_word_t);
-    unw_addr_space_t local_space;
 };
 Stepper g_stepper{};
 
@@ -154,19 +152,21 @@ bool prepare(bool fast) {
     if (!lib) return false;
     auto fn = reinterpret_cast<Backtrace_fn>(dlsym(lib, "unw_backtrace"));
     if (!fn) return false;
-    // Per-thread caching makes repeated captures fast and lock-free.
+    // No register-state cache: unw_step (after an unload) and unw_backtrace's
+    // first look at an address then read the unwind tables as they are now.
+    // unw_flush_cache would be the alternative, but it unmaps what other
+    // threads' libunwind calls may be reading. (unw_backtrace's own trace
+    // cache keeps its repeated captures fast.)
     using Policy_fn = int (*)(void*, int);
     void** local_space = static_cast<void**>(dlsym(lib, "_ULx86_64_local_addr_space"));
     auto set_policy = reinterpret_cast<Policy_fn>(dlsym(lib, "_ULx86_64_set_caching_policy"));
-    if (local_space && set_policy) set_policy(*local_space, 2 /* UNW_CACHE_PER_THREAD */);
+    if (local_space && set_policy) set_policy(*local_space, 0 /* UNW_CACHE_NONE */);
     Stepper st{};
     st.getcontext = reinterpret_cast<decltype(st.getcontext)>(dlsym(lib, "_Ux86_64_getcontext"));
     st.init_local = reinterpret_cast<decltype(st.init_local)>(dlsym(lib, "_ULx86_64_init_local"));
     st.step = reinterpret_cast<decltype(st.step)>(dlsym(lib, "_ULx86_64_step"));
     st.get_reg = reinterpret_cast<decltype(st.get_reg)>(dlsym(lib, "_ULx86_64_get_reg"));
-    st.flush_cache = reinterpret_cast<decltype(st.flush_cache)>(dlsym(lib, "_Ux86_64_flush_cache"));
-    st.local_space = local_space ? static_cast<unw_addr_space_t>(*local_space) : nullptr;
-    if (st.getcontext && st.init_local && st.step && st.get_reg && st.flush_cache && st.local_space) g_stepper = st;
+    if (st.getcontext && st.init_local && st.step && st.get_reg) g_stepper = st;
     {
         Lock_guard guard(g_unload_lock);
         Snapshot first{g_mapped, 0, 0, 0, false};
@@ -266,9 +266,6 @@ static bool note_unloaded_segments(unsigned long long* unloads) {
     return unloaded;
 }
 
-// libunwind's cache flush is owed since an unload (the gate did not close).
-std::atomic<bool> g_flush_owed{false};
-
 bool through_unloaded(const uintptr_t* pcs, unsigned n) {
     // (Past the tables' room an unloaded segment may be unknown: any stack.)
     if (g_all_stepwise.load(std::memory_order_relaxed)) return true;
@@ -281,33 +278,18 @@ bool through_unloaded(const uintptr_t* pcs, unsigned n) {
 
 void check_unloads() {
     unsigned long long unloads = 0;
-    bool unloaded;
     {
         loader::Use use;
-        unloaded = note_unloaded_segments(&unloads);
+        if (!note_unloaded_segments(&unloads)) return;
     }
-    if (unloaded) {
-        // (Outside the gate: the depot takes its lock before it, as the fork
-        // handlers do. The depot first: a capture between the two then
-        // stores its stack anew, never an old stack under the memo's new
-        // generation.)
-        stack_depot::forget_modules();
-        fast_unwind::forget_rules();
-        g_flush_owed.store(true, std::memory_order_relaxed);
-    }
-    // libunwind's flush unmaps what other threads' unwinding may be reading:
-    // with no call into the loader (every libunwind call is one) under way.
-    // When the gate does not close, at the next look (meanwhile a capture by
-    // unw_step through an unloaded segment may read an old rule: a wrong
-    // frame, nothing worse).
-    if (g_stepper.flush_cache && g_flush_owed.load(std::memory_order_relaxed) &&
-        loader::try_exclusively([] { g_stepper.flush_cache(g_stepper.local_space, 0, 0); }))
-        g_flush_owed.store(false, std::memory_order_relaxed);
-    if (unloaded) {
-        loader::Use use;
-        Lock_guard guard(g_unload_lock);
-        if (unloads > g_seen_unloads) g_seen_unloads = unloads;
-    }
+    // (Outside the gate: the depot takes its lock before it, as the fork
+    // handlers do. The depot first: a capture between the two then stores
+    // its stack anew, never an old stack under the memo's new generation.)
+    stack_depot::forget_modules();
+    fast_unwind::forget_rules();
+    loader::Use use;
+    Lock_guard guard(g_unload_lock);
+    if (unloads > g_seen_unloads) g_seen_unloads = unloads;
 }
 
 }  // namespace zmm::backtrace

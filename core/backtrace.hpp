@@ -36,9 +36,9 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo = nullptr
 // After the loader may have loaded or unloaded objects (the preload calls it
 // around dlclose, and before dlopen for glibc's own): when it unloaded since the
 // last call, what the unwinders and the depot know of addresses is forgotten
-// (fast_unwind's rules and memos, the depot's modules, libunwind's caches;
-// unw_backtrace's cannot be flushed: a stack it unwinds through an unloaded
-// object's addresses is unwound again with unw_step), since code loaded
+// (fast_unwind's rules and memos, the depot's modules; unw_backtrace's
+// cache cannot be flushed: a stack it unwinds through an unloaded object's
+// addresses is unwound again with unw_step, uncached), since code loaded
 // later at an unloaded object's addresses is other code. Call outside the
 // allocator.
 void check_unloads();

@@ -41,22 +41,6 @@ public:
         for (auto& u : users_)
             while (u.n.load(std::memory_order_seq_cst) != 0) sched_yield();
     }
-    // close(), but giving up (the gate open again) when the crossings under
-    // way are not over after `turns` yields: one of them may be waiting for
-    // something the caller's own thread holds, or for a thread that waits
-    // at the closed gate while holding what the crossing needs.
-    bool try_close(unsigned turns) {
-        closed_.store(true, std::memory_order_seq_cst);
-        for (auto& u : users_)
-            while (u.n.load(std::memory_order_seq_cst) != 0) {
-                if (turns-- == 0) {
-                    open();
-                    return false;
-                }
-                sched_yield();
-            }
-        return true;
-    }
     void open() { closed_.store(false, std::memory_order_release); }
     // A forked child: the crossings under way were other threads'.
     void reset() {

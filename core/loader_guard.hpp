@@ -33,15 +33,6 @@ private:
 // Is this thread inside a Use (a dlopen zmm makes itself, say)?
 inline bool in_use() { return detail::t_uses != 0; }
 
-// Runs fn with the gate closed: no call into the loader under way on any
-// thread (libunwind's cache flush frees what they read). Serialized with
-// fork's closing. Gives up, returning false, when the gate does not close
-// within about a millisecond of yields: a crossing may wait for the
-// loader's lock that a thread stopped at the gate holds (its dlopen
-// allocating), or that this thread holds (a dlclose from a library's
-// constructor). Not from inside a Use.
-bool try_exclusively(void (*fn)());
-
 // fork(): before (waits for the calls under way), after (parent and child).
 void before_fork();
 void after_fork_parent();

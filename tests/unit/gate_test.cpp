@@ -53,24 +53,4 @@ BOOST_AUTO_TEST_CASE(reset_forgets_crossings) {
     BOOST_TEST(true);
 }
 
-// try_close gives up on a crossing that does not end (it might wait for
-// what the closer holds) and leaves the gate open; with none under way it
-// closes at once.
-BOOST_AUTO_TEST_CASE(try_close_gives_up_and_reopens) {
-    Gate g;
-    unsigned held = g.enter();
-    BOOST_TEST(!g.try_close(100));
-    std::atomic<bool> crossed{false};
-    std::thread t([&] {
-        unsigned k = g.enter();  // open again: does not wait
-        crossed = true;
-        g.leave(k);
-    });
-    t.join();
-    BOOST_TEST(crossed.load());
-    g.leave(held);
-    BOOST_TEST(g.try_close(100));
-    g.open();
-}
-
 BOOST_AUTO_TEST_SUITE_END()
