@@ -28,7 +28,7 @@ std::atomic<bool> g_fast{true};  // fast_unwind first (ZMM_FAST_UNWIND)
 // an unloaded object: unw_backtrace keeps a per-thread cache of frame rules
 // by address that nothing can flush (libunwind 1.6's trace cache), where
 // unw_step, with caching off (prepare()), reads the tables anew each time.
-// (unw_step is about 20 times slower: only for those stacks.)
+// (unw_step uncached is about 100 times slower: only for those stacks.)
 struct Stepper {
     int (*getcontext)(unw_context_t*);
     int (*init_local)(unw_cursor_t*, unw_context_t*);
