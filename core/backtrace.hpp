@@ -33,14 +33,14 @@ void set_own_range(uintptr_t lo, uintptr_t hi);
 // the same stack was last captured, 0 if none.
 unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo = nullptr, uint64_t* tag = nullptr);
 
-// After the loader may have loaded or unloaded objects (the preload calls it
-// around dlclose, and before dlopen for glibc's own): when it unloaded since the
-// last call, what the unwinders and the depot know of addresses is forgotten
-// (fast_unwind's rules and memos, the depot's modules; unw_backtrace's
-// cache cannot be flushed: a stack it unwinds through an unloaded object's
-// addresses is unwound again with unw_step, uncached), since code loaded
-// later at an unloaded object's addresses is other code. Call outside the
-// allocator.
+// After the loader may have loaded or unloaded objects (the preload calls
+// it around dlclose, and before dlopen for glibc's own unloads): when it
+// unloaded any since the last call, what the unwinders and the depot know
+// of addresses is forgotten (fast_unwind's rules and memos, the depot's
+// modules; unw_backtrace's cache cannot be flushed: a stack it unwinds
+// through an unloaded object's addresses is unwound again with unw_step,
+// uncached), since code loaded later at those addresses is other code.
+// Call outside the allocator.
 void check_unloads();
 
 // Has this stack been through the executable segment of an object unloaded

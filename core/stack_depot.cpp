@@ -59,6 +59,7 @@ uint32_t epoch_for(const uintptr_t* pcs, unsigned n) {
     uint32_t e = __atomic_load_n(&g_epoch, __ATOMIC_RELAXED);
     return e && backtrace::through_unloaded(pcs, n) ? e : 0;
 }
+
 // The modules as mapped now (indexes into g_modules); rebuilt when the
 // loader reports a dlopen or dlclose since the last look.
 uint32_t* g_current = nullptr;

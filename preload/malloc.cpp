@@ -439,7 +439,7 @@ ZMM_EXPORT int malloc_info(int options, FILE* out) {
     return 0;
 }
 
-// ---- dlopen: no RTLD_DEEPBIND under zmm ----
+// ---- dlopen (no RTLD_DEEPBIND under zmm) and dlclose ----
 //
 // A library opened with RTLD_DEEPBIND binds malloc/free to glibc's before
 // the preloaded ones, then frees zmm's blocks with glibc's free (Debian's PHP
