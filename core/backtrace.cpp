@@ -2,14 +2,13 @@
 
 #include "fast_unwind.hpp"
 #include "loader_guard.hpp"
+#include "loader_watch.hpp"
 #include "stack_depot.hpp"
 
 #include <atomic>
-#include <cstring>
 #include <dlfcn.h>
 #include <link.h>
 
-#include "spin_lock.hpp"
 
 // For its types only: libunwind is reached through the pointers prepare()
 // looks up, never linked.
@@ -50,56 +49,6 @@ __attribute__((noinline)) int step_backtrace(uintptr_t* out, int max) {
         out[n++] = ip;
     } while (n < max && g_stepper.step(&cursor) > 0);
     return n;
-}
-
-// What check_unloads compares: the executable segments of the objects
-// mapped at its last look, each with a hash of its object's path (another
-// object may take exactly the same addresses), and the segments of objects
-// unloaded since (where other code may be now), appended under the lock,
-// each written before the count that publishes it.
-struct Segment {
-    uintptr_t lo, hi;
-    uint64_t name_hash;
-};
-constexpr unsigned k_max_segments = 1024;
-constexpr unsigned k_max_unloaded = 64;
-Spin_lock g_unload_lock;
-Segment g_mapped[k_max_segments];
-unsigned g_mapped_count = 0;
-unsigned long long g_seen_loads = 0, g_seen_unloads = 0;
-Segment g_unloaded[k_max_unloaded];
-std::atomic<unsigned> g_unloaded_count{0};
-// More segments than the tables hold: every libunwind capture by unw_step.
-std::atomic<bool> g_all_stepwise{false};
-
-struct Snapshot {
-    Segment* out;
-    unsigned count;
-    unsigned long long loads, unloads;
-    bool truncated;
-};
-
-int snapshot_object(dl_phdr_info* info, size_t size, void* data) {
-    auto* s = static_cast<Snapshot*>(data);
-    if (size >= offsetof(dl_phdr_info, dlpi_subs) + sizeof(info->dlpi_subs)) {
-        s->loads = info->dlpi_adds;
-        s->unloads = info->dlpi_subs;
-    }
-    if (!s->out) return 1;  // the counts alone: the same in every entry
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (const char* c = info->dlpi_name ? info->dlpi_name : ""; *c; ++c)
-        h = (h ^ static_cast<unsigned char>(*c)) * 0x100000001b3ull;
-    for (int i = 0; i < info->dlpi_phnum; ++i) {
-        const auto& ph = info->dlpi_phdr[i];
-        if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
-        if (s->count == k_max_segments) {
-            s->truncated = true;
-            return 1;
-        }
-        uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
-        s->out[s->count++] = {lo, lo + ph.p_memsz, h};
-    }
-    return 0;
 }
 
 struct Range_query {
@@ -167,15 +116,7 @@ bool prepare(bool fast) {
     st.step = reinterpret_cast<decltype(st.step)>(dlsym(lib, "_ULx86_64_step"));
     st.get_reg = reinterpret_cast<decltype(st.get_reg)>(dlsym(lib, "_ULx86_64_get_reg"));
     if (st.getcontext && st.init_local && st.step && st.get_reg) g_stepper = st;
-    {
-        Lock_guard guard(g_unload_lock);
-        Snapshot first{g_mapped, 0, 0, 0, false};
-        dl_iterate_phdr(snapshot_object, &first);
-        if (first.truncated) g_all_stepwise.store(true, std::memory_order_relaxed);
-        g_mapped_count = first.count;
-        g_seen_loads = first.loads;
-        g_seen_unloads = first.unloads;
-    }
+    loader_watch::start();
     void* warm[8];
     fn(warm, 8);  // first use: libunwind's own set-up happens here, not in malloc
     g_unw_backtrace.store(fn, std::memory_order_release);
@@ -206,10 +147,11 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
     int n = fast && g_own_lo == 0 ? fast_unwind::capture(raw, want) : -1;
     if (n < 0) {
         loader::Use use;  // libunwind looks up each frame with dl_iterate_phdr
-        const bool stepwise = g_all_stepwise.load(std::memory_order_relaxed);
+        // (Through an unloaded object's segment, unw_backtrace's cache may
+        // hold the old object's rules.)
+        const bool stepwise = loader_watch::overflowed();
         if (!stepwise) n = fn(reinterpret_cast<void**>(raw), static_cast<int>(want));
-        if (stepwise || (n > 0 && g_unloaded_count.load(std::memory_order_relaxed) &&
-                         through_unloaded(raw, static_cast<unsigned>(n))))
+        if (stepwise || (n > 0 && loader_watch::through(raw, static_cast<unsigned>(n))))
             n = g_stepper.step ? step_backtrace(raw, static_cast<int>(want)) : 0;
     }
     unsigned kept = 0, i = 0;
@@ -223,64 +165,11 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
     return kept;
 }
 
-// Inside a crossing of the loader gate, under the lock (never held outside
-// one, so that fork(), which waits for the crossings, never leaves it held
-// in the child): the objects mapped now, against those of the last look
-// (prepare() takes the first, before any capture); the segments gone, or
-// another object's now, were unloaded. Returns whether any object was
-// unloaded since the last look whose forgetting is done (then `*unloads`
-// is the loader's count for check_unloads to record once it is done: until
-// then another thread's look forgets too, instead of finding nothing new
-// and loading a library into a hole whose old rules are still cached).
-static bool note_unloaded_segments(unsigned long long* unloads) {
-    Snapshot count{nullptr, 0, 0, 0, false};
-    dl_iterate_phdr(snapshot_object, &count);
-    Lock_guard guard(g_unload_lock);
-    if (count.loads == g_seen_loads && count.unloads == g_seen_unloads) return false;
-    static Segment now[k_max_segments];
-    Snapshot s{now, 0, 0, 0, false};
-    dl_iterate_phdr(snapshot_object, &s);
-    if (s.truncated) g_all_stepwise.store(true, std::memory_order_relaxed);
-    const bool unloaded = s.unloads != g_seen_unloads;
-    for (unsigned i = 0; unloaded && i < g_mapped_count; ++i) {
-        const Segment& old = g_mapped[i];
-        bool kept = false;
-        for (unsigned j = 0; j < s.count && !kept; ++j)
-            kept = now[j].lo == old.lo && now[j].hi == old.hi && now[j].name_hash == old.name_hash;
-        if (kept) continue;
-        unsigned n = g_unloaded_count.load(std::memory_order_relaxed);
-        bool known = false;
-        for (unsigned k = 0; k < n && !known; ++k) known = g_unloaded[k].lo == old.lo && g_unloaded[k].hi == old.hi;
-        if (known) continue;
-        if (n == k_max_unloaded) {
-            g_all_stepwise.store(true, std::memory_order_relaxed);
-            continue;
-        }
-        g_unloaded[n] = old;
-        g_unloaded_count.store(n + 1, std::memory_order_release);
-    }
-    memcpy(g_mapped, now, s.count * sizeof(Segment));
-    g_mapped_count = s.count;
-    if (s.loads > g_seen_loads) g_seen_loads = s.loads;
-    *unloads = s.unloads;
-    return unloaded;
-}
-
-bool through_unloaded(const uintptr_t* pcs, unsigned n) {
-    // (Past the tables' room an unloaded segment may be unknown: any stack.)
-    if (g_all_stepwise.load(std::memory_order_relaxed)) return true;
-    unsigned count = g_unloaded_count.load(std::memory_order_acquire);
-    for (unsigned i = 0; i < n; ++i)
-        for (unsigned k = 0; k < count; ++k)
-            if (pcs[i] >= g_unloaded[k].lo && pcs[i] < g_unloaded[k].hi) return true;
-    return false;
-}
-
 void check_unloads() {
     unsigned long long unloads = 0;
     {
         loader::Use use;
-        if (!note_unloaded_segments(&unloads)) return;
+        if (!loader_watch::look(&unloads)) return;
     }
     // (Outside the gate: the depot takes its lock before it, as the fork
     // handlers do. The depot first: a capture between the two then stores
@@ -288,8 +177,7 @@ void check_unloads() {
     stack_depot::forget_modules();
     fast_unwind::forget_rules();
     loader::Use use;
-    Lock_guard guard(g_unload_lock);
-    if (unloads > g_seen_unloads) g_seen_unloads = unloads;
+    loader_watch::seen(unloads);
 }
 
 }  // namespace zmm::backtrace

@@ -43,10 +43,6 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo = nullptr
 // Call outside the allocator.
 void check_unloads();
 
-// Has this stack been through the executable segment of an object unloaded
-// since prepare() (where other code may be now)? No lock.
-bool through_unloaded(const uintptr_t* pcs, unsigned n);
-
 // The text (executable) segment of the object containing `address`.
 bool text_range_of(const void* address, uintptr_t* lo, uintptr_t* hi);
 

@@ -1,7 +1,7 @@
 #include "stack_depot.hpp"
 
-#include "backtrace.hpp"
 #include "loader_guard.hpp"
+#include "loader_watch.hpp"
 
 #include <cstring>
 #include <link.h>
@@ -47,7 +47,7 @@ size_t g_count = 0;
 Module* g_modules = nullptr;
 uint32_t g_module_count = 0;
 uint32_t g_loader = k_no_module;
-unsigned long long g_seen_adds = 0, g_seen_subs = 0;
+loader_watch::Counts g_seen;  // the loader's counts when g_current was made
 // Raised by forget_modules. A stack through the addresses of an unloaded
 // object carries the epoch it was stored in: the same addresses may be
 // other code since, so a stack stored before is not one stored after (its
@@ -57,7 +57,7 @@ uint32_t g_epoch = 0;
 
 uint32_t epoch_for(const uintptr_t* pcs, unsigned n) {
     uint32_t e = __atomic_load_n(&g_epoch, __ATOMIC_RELAXED);
-    return e && backtrace::through_unloaded(pcs, n) ? e : 0;
+    return e && loader_watch::through(pcs, n) ? e : 0;
 }
 
 // The modules as mapped now (indexes into g_modules); rebuilt when the
@@ -138,19 +138,6 @@ uint32_t find(uint32_t head, uint32_t hash, const uintptr_t* pcs, unsigned n, ui
     return 0;
 }
 
-struct Scan {
-    unsigned long long adds, subs;
-};
-
-int count_objects(dl_phdr_info* info, size_t size, void* data) {
-    auto* s = static_cast<Scan*>(data);
-    if (size >= offsetof(dl_phdr_info, dlpi_subs) + sizeof(info->dlpi_subs)) {
-        s->adds = info->dlpi_adds;
-        s->subs = info->dlpi_subs;
-    }
-    return 1;  // the counters are the same in every entry: one is enough
-}
-
 int add_object(dl_phdr_info* info, size_t, void*) {
     uintptr_t lo = UINTPTR_MAX, hi = 0;
     for (int i = 0; i < info->dlpi_phnum; ++i) {
@@ -184,12 +171,10 @@ int add_object(dl_phdr_info* info, size_t, void*) {
 }
 
 void refresh_modules_locked() {
-    Scan s{0, 0};
     loader::Use use;
-    dl_iterate_phdr(count_objects, &s);
-    if (g_current_count && s.adds == g_seen_adds && s.subs == g_seen_subs) return;
-    g_seen_adds = s.adds;
-    g_seen_subs = s.subs;
+    const loader_watch::Counts now = loader_watch::counts();
+    if (g_current_count && now.loads == g_seen.loads && now.unloads == g_seen.unloads) return;
+    g_seen = now;
     g_current_count = 0;
     dl_iterate_phdr(add_object, nullptr);
 }

@@ -454,7 +454,7 @@ ZMM_EXPORT int malloc_info(int options, FILE* out) {
 // (backtrace::check_unloads; the look before dlclose sees the objects loaded
 // since the last one). Only where backtraces are captured, and never from
 // inside zmm (a library zmm loads for itself, inside a loader crossing).
-static void check_unloads() {
+static void look_for_unloads() {
     if (backtrace::prepared() && !reentry::inside() && !loader::in_use()) backtrace::check_unloads();
 }
 
@@ -462,15 +462,15 @@ ZMM_EXPORT void* dlopen(const char* file, int mode) {
     auto real = libc::functions().dlopen;
     if (__builtin_expect(real == nullptr, 0)) return nullptr;
     if (!bypassed()) mode &= ~RTLD_DEEPBIND;
-    check_unloads();
+    look_for_unloads();
     return real(file, mode);
 }
 
 ZMM_EXPORT int dlclose(void* handle) {
     auto real = libc::functions().dlclose;
     if (__builtin_expect(real == nullptr, 0)) return -1;
-    check_unloads();
+    look_for_unloads();
     int r = real(handle);
-    check_unloads();
+    look_for_unloads();
     return r;
 }
