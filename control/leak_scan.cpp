@@ -247,9 +247,9 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap
     // a stopped thread might hold, and the descriptor for /proc/self/maps is
     // taken now (none left: no scan).
     Modules modules;
-    memory_map::collect_modules(modules, &own_marker);
+    const bool modules_read = memory_map::collect_modules(modules, &own_marker);
     int maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (maps_fd < 0 || os::internal_overflowed()) {
+    if (!modules_read || maps_fd < 0 || os::internal_overflowed()) {
         if (maps_fd >= 0) close(maps_fd);
         return unscanned(leaks, count);
     }

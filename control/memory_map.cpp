@@ -4,6 +4,7 @@
 #include <link.h>
 
 #include "loader_guard.hpp"
+#include "object_headers.hpp"
 #include "os.hpp"
 #include "size_class.hpp"
 
@@ -77,10 +78,35 @@ int collect_module(dl_phdr_info* info, size_t, void* data) {
 
 }  // namespace
 
-void collect_modules(Modules& out, const void* own) {
+bool collect_modules(Modules& out, const void* own) {
     Module_query q{&out, reinterpret_cast<uintptr_t>(own)};
     loader::Use use;  // the loader's lock: not across a fork
-    dl_iterate_phdr(collect_module, &q);
+    if (!loader::may_be_locked()) {
+        dl_iterate_phdr(collect_module, &q);
+        return true;
+    }
+    // The loader's lists of objects, one a namespace, read without its lock
+    // (this child has no other thread to change them), each object's
+    // headers by object_headers. An object _dl_find_object does not know
+    // was being loaded by a thread of the parent (its constructors have not
+    // run: nothing of the program's is in its data) or unloaded. One whose
+    // headers it cannot read leaves the scan without the module's data: false.
+    for (const auto* ns = reinterpret_cast<const r_debug_extended*>(&_r_debug); ns;
+         ns = ns->base.r_version >= 2 ? ns->r_next : nullptr)
+        for (const link_map* l = ns->base.r_map; l; l = l->l_next) {
+            if (!l->l_ld) continue;  // (nothing mapped of its own: the vdso's is read-only)
+            object_headers::Object o;
+            const object_headers::Found found = object_headers::find(reinterpret_cast<uintptr_t>(l->l_ld), o);
+            if (found == object_headers::Found::unusual) return false;
+            if (found == object_headers::Found::none || o.map != l) continue;
+            dl_phdr_info info{};
+            info.dlpi_addr = o.bias;
+            info.dlpi_name = o.name;
+            info.dlpi_phdr = o.phdr;
+            info.dlpi_phnum = static_cast<ElfW(Half)>(o.phnum);
+            collect_module(&info, sizeof info, &q);
+        }
+    return true;
 }
 
 }  // namespace zmm::memory_map

@@ -67,11 +67,13 @@ struct Ranges : Mapped_array<Range, 512> {
 bool read_maps(int fd, Ranges& out);
 
 // The writable segments of every loaded module (dl_iterate_phdr: takes the
-// loader's lock), page-rounded; the module holding `own` (zmm's) apart.
+// loader's lock; in a child whose loader may be locked, the loader's lists
+// read without it), page-rounded; the module holding `own` (zmm's) apart.
+// false: a module's could not be read.
 struct Modules {
     Ranges writable;  // every other module's
     Ranges own;       // zmm's: never read (the registry alone is 64 MiB)
 };
-void collect_modules(Modules& out, const void* own);
+bool collect_modules(Modules& out, const void* own);
 
 }  // namespace zmm::memory_map

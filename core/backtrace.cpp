@@ -22,6 +22,9 @@ using Backtrace_fn = int (*)(void**, int);
 std::atomic<Backtrace_fn> g_unw_backtrace{nullptr};
 uintptr_t g_own_lo = 0, g_own_hi = 0;
 std::atomic<bool> g_fast{true};  // fast_unwind first (ZMM_FAST_UNWIND)
+// Prepared without libunwind, in a child whose loader may be locked (no
+// dlopen there): captures the fast unwinder cannot make have no frames.
+std::atomic<bool> g_fast_only{false};
 
 // libunwind's step by step interface, for stacks through the addresses of
 // an unloaded object: unw_backtrace keeps a per-thread cache of frame rules
@@ -91,11 +94,19 @@ void set_own_range(uintptr_t lo, uintptr_t hi) {
     g_own_hi = hi;
 }
 
-bool prepared() { return g_unw_backtrace.load(std::memory_order_acquire) != nullptr; }
+bool prepared() {
+    return g_unw_backtrace.load(std::memory_order_acquire) != nullptr || g_fast_only.load(std::memory_order_acquire);
+}
 
 bool prepare(bool fast) {
     g_fast.store(fast, std::memory_order_relaxed);
     if (g_unw_backtrace.load(std::memory_order_acquire)) return true;
+    if (loader::may_be_locked()) {
+        // (dlopen would wait for the loader's lock for good.)
+        if (!fast || g_own_lo == 0) return false;
+        g_fast_only.store(true, std::memory_order_release);
+        return true;
+    }
     loader::Use use;
     void* lib = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
     if (!lib) return false;
@@ -129,7 +140,7 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
         memo->last = nullptr;
     }
     Backtrace_fn fn = g_unw_backtrace.load(std::memory_order_acquire);
-    if (!fn || max == 0) return 0;
+    if ((!fn && !g_fast_only.load(std::memory_order_relaxed)) || max == 0) return 0;
     const bool fast = g_fast.load(std::memory_order_relaxed);
     // zmm's own frames above the program's (malloc, its slow path, the
     // tracing, this), unwound and not kept: the fast unwinder skips them itself.
@@ -145,6 +156,7 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
     // time lost.
     const unsigned want = max + 8 < k_room ? max + 8 : k_room;
     int n = fast && g_own_lo == 0 ? fast_unwind::capture(raw, want) : -1;
+    if (n < 0 && !fn) return 0;  // (fast only)
     if (n < 0) {
         loader::Use use;  // libunwind looks up each frame with dl_iterate_phdr
         // (Through an unloaded object's segment, unw_backtrace's cache may

@@ -19,7 +19,9 @@ namespace zmm::backtrace {
 
 // Loads and warms up libunwind. Call outside the allocator (it may allocate).
 // false if libunwind is not available: captures then return 0 frames.
-// `fast` false: every capture through libunwind (ZMM_FAST_UNWIND=0).
+// `fast` false: every capture through libunwind (ZMM_FAST_UNWIND=0). In a
+// child whose loader may be locked (loader::may_be_locked: no dlopen), the
+// fast unwinder alone; a stack it does not cover has no frames.
 bool prepare(bool fast = true);
 bool prepared();
 

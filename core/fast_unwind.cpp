@@ -4,6 +4,8 @@
 #include <link.h>
 
 #include "loader_guard.hpp"
+#include "loader_watch.hpp"
+#include "object_headers.hpp"
 #include "os.hpp"
 
 extern "C" void* __libc_stack_end;  // the loader's: the main stack at start
@@ -110,7 +112,6 @@ struct Module {
     uintptr_t pc;
     uintptr_t lo, hi;
     uintptr_t eh_frame_hdr;
-    unsigned long long unloads;  // the loader's count (dlpi_subs)
 };
 
 // The loader's count of objects unloaded, when the rules were last checked
@@ -118,29 +119,47 @@ struct Module {
 // unloads some itself: iconv's modules), so its rules are forgotten.
 std::atomic<unsigned long long> g_unloads{0};
 
-int find_module(dl_phdr_info* info, size_t, void* data) {
-    auto* m = static_cast<Module*>(data);
-    m->unloads = info->dlpi_subs;
+// m's fields from one object's program headers (loaded at `bias`): whether
+// m.pc is in one of its executable segments.
+bool fill_module(Module& m, const ElfW(Phdr)* phdr, int phnum, uintptr_t bias) {
     bool holds = false;
     uintptr_t hdr = 0;
-    for (int i = 0; i < info->dlpi_phnum; ++i) {
-        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-        uintptr_t a = info->dlpi_addr + ph.p_vaddr;
-        if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X) && m->pc >= a && m->pc < a + ph.p_memsz) holds = true;
+    for (int i = 0; i < phnum; ++i) {
+        const ElfW(Phdr)& ph = phdr[i];
+        uintptr_t a = bias + ph.p_vaddr;
+        if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X) && m.pc >= a && m.pc < a + ph.p_memsz) holds = true;
         if (ph.p_type == PT_GNU_EH_FRAME) hdr = a;
     }
-    if (!holds) return 0;
-    m->eh_frame_hdr = 0;
-    for (int i = 0; hdr && i < info->dlpi_phnum; ++i) {
-        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-        uintptr_t a = info->dlpi_addr + ph.p_vaddr;
+    if (!holds) return false;
+    m.eh_frame_hdr = 0;
+    for (int i = 0; hdr && i < phnum; ++i) {
+        const ElfW(Phdr)& ph = phdr[i];
+        uintptr_t a = bias + ph.p_vaddr;
         if (ph.p_type == PT_LOAD && hdr >= a && hdr < a + ph.p_filesz) {
-            m->lo = a;
-            m->hi = a + ph.p_filesz;  // (what the file backs: the tables are data of the file)
-            m->eh_frame_hdr = hdr;
+            m.lo = a;
+            m.hi = a + ph.p_filesz;  // (what the file backs: the tables are data of the file)
+            m.eh_frame_hdr = hdr;
         }
     }
-    return 1;
+    return true;
+}
+
+int find_module(dl_phdr_info* info, size_t, void* data) {
+    auto* m = static_cast<Module*>(data);
+    return fill_module(*m, info->dlpi_phdr, info->dlpi_phnum, info->dlpi_addr) ? 1 : 0;
+}
+
+// m by object_headers (no lock). 1: found; 0: no object holds m.pc; -1:
+// the headers are not there as expected (dl_iterate_phdr knows).
+int find_module_unlocked(Module& m) {
+    object_headers::Object o;
+    switch (object_headers::find(m.pc, o)) {
+    case object_headers::Found::none: return 0;
+    case object_headers::Found::unusual: return -1;
+    case object_headers::Found::yes: break;
+    }
+    if (!fill_module(m, o.phdr, o.phnum, o.bias)) return 0;
+    return m.eh_frame_hdr == o.eh_frame ? 1 : -1;
 }
 
 // The CFA rule state while the instructions run.
@@ -338,14 +357,20 @@ void run(State& s, const State& initial, const uint8_t* p, const uint8_t* end, c
 // own rules hold at ra - 1).
 __attribute__((noinline)) uint32_t compute_rule(uintptr_t ra) {
     const uintptr_t pc = ra - 1;
-    Module m{pc, 0, 0, 0, 0};
+    Module m{pc, 0, 0, 0};
     {
         loader::Use use;
-        int found = dl_iterate_phdr(find_module, &m);
-        if (m.unloads != g_unloads.load(std::memory_order_relaxed)) {
-            g_unloads.store(m.unloads, std::memory_order_relaxed);
-            forget_rules();
+        // (dl_iterate_phdr, the loader's counts: a look at its first object.)
+        const bool locked = loader::may_be_locked();
+        if (!locked) {
+            const unsigned long long unloads = loader_watch::counts().unloads;
+            if (unloads != g_unloads.load(std::memory_order_relaxed)) {
+                g_unloads.store(unloads, std::memory_order_relaxed);
+                forget_rules();
+            }
         }
+        int found = find_module_unlocked(m);
+        if (found < 0) found = locked ? 0 : dl_iterate_phdr(find_module, &m);
         if (!found || !m.eh_frame_hdr) return k_unsupported;
     }
     // .eh_frame_hdr: version 1, then a table sorted by initial location

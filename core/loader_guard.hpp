@@ -33,6 +33,14 @@ private:
 // Is this thread inside a Use (a dlopen zmm makes itself, say)?
 inline bool in_use() { return detail::t_uses != 0; }
 
+// In a child forked while the program had other threads, one of them may
+// have been inside the loader: glibc's fork() resets the child's dl_load_lock
+// but not the lock dl_iterate_phdr takes (dlopen and dlclose hold it while
+// they change the list of objects), so in the child dl_iterate_phdr may wait
+// for good. zmm then finds code with _dl_find_object, which takes no lock,
+// and goes without what only dl_iterate_phdr tells (the loader's counts).
+bool may_be_locked();
+
 // fork(): before (waits for the calls under way), after (parent and child).
 void before_fork();
 void after_fork_parent();

@@ -2,6 +2,7 @@
 
 #include "loader_guard.hpp"
 #include "loader_watch.hpp"
+#include "object_headers.hpp"
 
 #include <cstring>
 #include <link.h>
@@ -138,26 +139,19 @@ uint32_t find(uint32_t head, uint32_t hash, const uintptr_t* pcs, unsigned n, ui
     return 0;
 }
 
-int add_object(dl_phdr_info* info, size_t, void*) {
-    uintptr_t lo = UINTPTR_MAX, hi = 0;
-    for (int i = 0; i < info->dlpi_phnum; ++i) {
-        const auto& ph = info->dlpi_phdr[i];
-        if (ph.p_type != PT_LOAD) continue;
-        uintptr_t a = info->dlpi_addr + ph.p_vaddr;
-        if (a < lo) lo = a;
-        if (a + ph.p_memsz > hi) hi = a + ph.p_memsz;
-    }
-    if (lo >= hi || g_current_count >= k_max_modules) return 0;
-    const char* name = info->dlpi_name && info->dlpi_name[0] ? info->dlpi_name : "";
-    // The same object as before keeps its index.
+// The object at `base` whose segments span [lo, hi): its index in g_modules
+// (the same object as before keeps its index) joins the current ones.
+void add_current(uintptr_t base, uintptr_t lo, uintptr_t hi, const char* path) {
+    if (lo >= hi || g_current_count >= k_max_modules) return;
+    const char* name = path ? path : "";
     for (uint32_t m = 0; m < g_module_count; ++m)
-        if (g_modules[m].base == info->dlpi_addr && g_modules[m].lo == lo && strcmp(g_modules[m].path, name) == 0) {
+        if (g_modules[m].base == base && g_modules[m].lo == lo && strcmp(g_modules[m].path, name) == 0) {
             g_current[g_current_count++] = m;
-            return 0;
+            return;
         }
-    if (g_module_count >= k_max_modules) return 0;
+    if (g_module_count >= k_max_modules) return;
     Module& m = g_modules[g_module_count];
-    m.base = info->dlpi_addr;
+    m.base = base;
     m.lo = lo;
     m.hi = hi;
     size_t len = strlen(name);
@@ -167,6 +161,23 @@ int add_object(dl_phdr_info* info, size_t, void*) {
     if (strstr(m.path, "/ld-linux") || strstr(m.path, "/ld-") == m.path)
         __atomic_store_n(&g_loader, g_module_count, __ATOMIC_RELEASE);
     g_current[g_current_count++] = g_module_count++;
+}
+
+// The object loaded at `bias` with these program headers.
+void add_headers(const ElfW(Phdr)* phdr, int phnum, uintptr_t bias, const char* path) {
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (int i = 0; i < phnum; ++i) {
+        const auto& ph = phdr[i];
+        if (ph.p_type != PT_LOAD) continue;
+        uintptr_t a = bias + ph.p_vaddr;
+        if (a < lo) lo = a;
+        if (a + ph.p_memsz > hi) hi = a + ph.p_memsz;
+    }
+    add_current(bias, lo, hi, path);
+}
+
+int add_object(dl_phdr_info* info, size_t, void*) {
+    add_headers(info->dlpi_phdr, info->dlpi_phnum, info->dlpi_addr, info->dlpi_name);
     return 0;
 }
 
@@ -190,7 +201,14 @@ uint32_t find_current(uintptr_t pc) {
 uint32_t module_of_locked(uintptr_t pc) {
     uint32_t m = find_current(pc);
     if (m != k_no_module) return m;
-    refresh_modules_locked();
+    if (loader::may_be_locked()) {
+        // (No dl_iterate_phdr: the object that holds pc alone, without the
+        // loader's lock.)
+        object_headers::Object o;
+        if (object_headers::find(pc, o) == object_headers::Found::yes) add_headers(o.phdr, o.phnum, o.bias, o.name);
+    } else {
+        refresh_modules_locked();
+    }
     return find_current(pc);
 }
 

@@ -641,6 +641,24 @@ def test_reload(prog, lib_a, lib_b):
     all_of(lambda: case("1"), lambda: case("0"), lambda: case("1", "warm"), lambda: case("0", "warm"))
 
 
+def test_fork_loader(prog):
+    """fork() while another thread holds the loader's lock (fork_loader.c):
+    the child, whose lock stays held, neither hangs in its first traced
+    allocations (a call site new to the unwinder) nor at its request's end,
+    and reports its leak, definitely lost, with planted_in_child,
+    caller_in_child and main first."""
+    r = run([prog], {"ZMM_REQUEST": "api"}, timeout=60)
+    expect_status(r, 0)
+    expect("child leaked 1" in r.out and "child exit 0" in r.out, "the child did not run as planned")
+    reports, _ = parse_reports(r.err)
+    expect(len(reports) == 1 and reports[0].name == "child", "expected one report, of request 'child'")
+    group = reports[0].groups[0]
+    names = [f["function"] for f in group["frames"]]
+    expect(names[:3] == ["planted_in_child", "caller_in_child", "main"],
+           f"the frames are {names}, expected planted_in_child, caller_in_child, main first")
+    expect(group["kind"] == "definitely lost", f"the leak is {group['kind']!r}, expected 'definitely lost'")
+
+
 # ---------------------------------------------------------------------------
 
 def test_symbolizer(prog, leaks_prog):
@@ -859,6 +877,7 @@ TESTS = {
     "usage": test_usage,
     "repro_demangle": test_repro_demangle,
     "reload": test_reload,
+    "fork_loader": test_fork_loader,
     "repro_leak_freed_later": lambda prog: test_selfcheck(prog, env={"ZMM_LEAKS": "0"}),
     "carried": lambda prog: test_selfcheck(prog, env={"ZMM_BACKTRACE": "0", "ZMM_LEAKS": "all", "ZMM_LOG": os.devnull}),
 }
