@@ -87,18 +87,28 @@ bool collect_modules(Modules& out, const void* own) {
     }
     // The loader's lists of objects, one a namespace, read without its lock
     // (this child has no other thread to change them), each object's
-    // headers by object_headers. An object _dl_find_object does not know
-    // was being loaded by a thread of the parent (its constructors have not
-    // run: nothing of the program's is in its data) or unloaded. One whose
-    // headers it cannot read leaves the scan without the module's data: false.
+    // headers by object_headers, carefully: a parent's thread inside dlclose
+    // at the fork leaves an object listed whose mapping is gone (glibc
+    // unmaps, then unlists), and its addresses may hold anything since. An
+    // object _dl_find_object does not know, or whose headers are gone or do
+    // not name its dynamic section, was being loaded (its constructors have
+    // not run: nothing of the program's is in its data) or unloaded. One
+    // whose headers are there but unusual leaves the scan without its data:
+    // false.
     for (const auto* ns = reinterpret_cast<const r_debug_extended*>(&_r_debug); ns;
          ns = ns->base.r_version >= 2 ? ns->r_next : nullptr)
         for (const link_map* l = ns->base.r_map; l; l = l->l_next) {
-            if (!l->l_ld) continue;  // (nothing mapped of its own: the vdso's is read-only)
+            if (!l->l_ld) continue;  // (a dynamic section is what finds it)
             object_headers::Object o;
-            const object_headers::Found found = object_headers::find(reinterpret_cast<uintptr_t>(l->l_ld), o);
+            const object_headers::Found found =
+                object_headers::find(reinterpret_cast<uintptr_t>(l->l_ld), o, /*careful=*/true);
             if (found == object_headers::Found::unusual) return false;
             if (found == object_headers::Found::none || o.map != l) continue;
+            bool names_its_dynamic = false;
+            for (int i = 0; i < o.phnum; ++i)
+                if (o.phdr[i].p_type == PT_DYNAMIC && o.bias + o.phdr[i].p_vaddr == reinterpret_cast<uintptr_t>(l->l_ld))
+                    names_its_dynamic = true;
+            if (!names_its_dynamic) continue;
             dl_phdr_info info{};
             info.dlpi_addr = o.bias;
             info.dlpi_name = o.name;

@@ -103,7 +103,7 @@ bool prepare(bool fast) {
     if (g_unw_backtrace.load(std::memory_order_acquire)) return true;
     if (loader::may_be_locked()) {
         // (dlopen would wait for the loader's lock for good.)
-        if (!fast || g_own_lo == 0) return false;
+        if (g_own_lo == 0) return false;
         g_fast_only.store(true, std::memory_order_release);
         return true;
     }
@@ -141,7 +141,11 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
     }
     Backtrace_fn fn = g_unw_backtrace.load(std::memory_order_acquire);
     if ((!fn && !g_fast_only.load(std::memory_order_relaxed)) || max == 0) return 0;
-    const bool fast = g_fast.load(std::memory_order_relaxed);
+    // In a child whose loader may be locked, libunwind would wait for its
+    // lock (dl_iterate_phdr, every frame): the fast unwinder alone, even
+    // under ZMM_FAST_UNWIND=0.
+    const bool locked = loader::may_be_locked();
+    const bool fast = g_fast.load(std::memory_order_relaxed) || locked;
     // zmm's own frames above the program's (malloc, its slow path, the
     // tracing, this), unwound and not kept: the fast unwinder skips them itself.
     if (fast && g_own_lo != 0) {
@@ -156,7 +160,7 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
     // time lost.
     const unsigned want = max + 8 < k_room ? max + 8 : k_room;
     int n = fast && g_own_lo == 0 ? fast_unwind::capture(raw, want) : -1;
-    if (n < 0 && !fn) return 0;  // (fast only)
+    if (n < 0 && (!fn || locked)) return 0;  // (fast only)
     if (n < 0) {
         loader::Use use;  // libunwind looks up each frame with dl_iterate_phdr
         // (Through an unloaded object's segment, unw_backtrace's cache may
@@ -178,6 +182,9 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
 }
 
 void check_unloads() {
+    // (A look is a dl_iterate_phdr. In a child whose loader may be locked,
+    // unloads go unseen: glibc's own dlopen of a new object waits there.)
+    if (loader::may_be_locked()) return;
     unsigned long long unloads = 0;
     {
         loader::Use use;

@@ -20,8 +20,9 @@ namespace zmm::backtrace {
 // Loads and warms up libunwind. Call outside the allocator (it may allocate).
 // false if libunwind is not available: captures then return 0 frames.
 // `fast` false: every capture through libunwind (ZMM_FAST_UNWIND=0). In a
-// child whose loader may be locked (loader::may_be_locked: no dlopen), the
-// fast unwinder alone; a stack it does not cover has no frames.
+// child whose loader may be locked (loader::may_be_locked), never libunwind
+// (it calls dl_iterate_phdr), whatever `fast` says, nor its dlopen: the fast
+// unwinder alone; a stack it does not cover has no frames.
 bool prepare(bool fast = true);
 bool prepared();
 

@@ -56,6 +56,8 @@ Demangle_fn demangler() {
 
 }  // namespace
 
+bool loaded() { return g_dw_tried && g_dw.ok; }
+
 bool load() {
     if (g_dw_tried) return g_dw.ok;
     g_dw_tried = true;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <time.h>
 
+#include "backtrace.hpp"
 #include "diag.hpp"
 #include "format.hpp"
 #include "os.hpp"
@@ -42,7 +43,8 @@ void write_frames(Text& t, uint32_t stack) {
     stack_depot::Frame frames[stack_depot::k_max_frames];
     unsigned n = stack_depot::get(stack, frames, stack_depot::k_max_frames);
     if (n == 0) {
-        t.str("    (no backtrace: ZMM_BACKTRACE=0)\n");
+        t.str(backtrace::prepared() ? "    (no backtrace: the stack could not be unwound)\n"
+                                    : "    (no backtrace: ZMM_BACKTRACE=0)\n");
         return;
     }
     for (unsigned i = 0; i < n; ++i) {

@@ -2,11 +2,32 @@
 
 #include <cstring>
 #include <dlfcn.h>
+#include <cerrno>
 #include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 namespace zmm::object_headers {
 
-Found find(uintptr_t address, Object& out) {
+namespace {
+
+// Can the page at `start` be read? (A copy: no fault when it cannot.)
+// Where the kernel refuses the call itself, only mincore's answer.
+bool readable_page(uintptr_t start, uintptr_t page_size) {
+    static char copy[4096];  // (static: the careful callers are single-threaded, a forked child's scan)
+    if (page_size > sizeof copy) return false;
+    const int saved = errno;
+    iovec local{copy, page_size};
+    iovec remote{reinterpret_cast<void*>(start), page_size};
+    const ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    const bool refused = got < 0 && (errno == ENOSYS || errno == EPERM);
+    errno = saved;
+    return got == static_cast<ssize_t>(page_size) || refused;
+}
+
+}  // namespace
+
+Found find(uintptr_t address, Object& out, bool careful) {
     dl_find_object found;
     if (_dl_find_object(reinterpret_cast<void*>(address), &found) != 0) return Found::none;
     const uintptr_t start = reinterpret_cast<uintptr_t>(found.dlfo_map_start);
@@ -19,8 +40,10 @@ Found find(uintptr_t address, Object& out) {
     // objects are found on the loader's lists, not from a running pc).
     unsigned char resident;
     if (mincore(reinterpret_cast<void*>(start), k_page, &resident) != 0) return Found::none;
+    if (careful && !readable_page(start, k_page)) return Found::none;
     const auto* eh = reinterpret_cast<const ElfW(Ehdr)*>(start);
-    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64 ||
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0) return careful ? Found::none : Found::unusual;
+    if (eh->e_ident[EI_CLASS] != ELFCLASS64 ||
         eh->e_phentsize != sizeof(ElfW(Phdr)) || eh->e_phnum == 0 || eh->e_phnum == PN_XNUM ||
         eh->e_phoff % alignof(ElfW(Phdr)) || eh->e_phoff > k_page ||
         eh->e_phoff + size_t{eh->e_phnum} * sizeof(ElfW(Phdr)) > k_page)

@@ -23,6 +23,12 @@ enum class Found { yes, none, unusual };
 
 // The object holding `address`. `none`: no object does; `unusual`: the
 // headers are not where and as expected (dl_iterate_phdr knows them).
-Found find(uintptr_t address, Object& out);
+// `careful`: for an object that may have been unmapped since the loader
+// listed it (a parent's thread was inside dlclose at the fork: glibc unmaps
+// first, then unlists), whose addresses may hold anything since, even an
+// inaccessible mapping. The header page is first copied with
+// process_vm_readv (where reading is an error, not a fault); `none` if it
+// cannot be read or holds no ELF header.
+Found find(uintptr_t address, Object& out, bool careful = false);
 
 }  // namespace zmm::object_headers

@@ -6,11 +6,16 @@
 // unwind rule then, and the depot looks the module up), and its request's
 // end (the leak scan reads the modules' data) must not wait for it: the
 // child reports its one leak with its frames. A hang ends in SIGALRM.
+// Arguments: "parent" (the parent runs a request first: libunwind is loaded
+// before the fork, for the child not to use), "dlopen" (the child opens and
+// closes a library already loaded, through zmm's dlopen and dlclose).
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <link.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -49,7 +54,17 @@ __attribute__((noinline)) void* caller_in_child(void) {
     return p;
 }
 
-int main(void) {
+int main(int argc, char** argv) {
+    int parent_request = 0, child_dlopen = 0;
+    for (int i = 1; i < argc; ++i) {
+        parent_request |= strcmp(argv[i], "parent") == 0;
+        child_dlopen |= strcmp(argv[i], "dlopen") == 0;
+    }
+    if (parent_request) {
+        zmm_request_begin("parent");
+        free(malloc(24));
+        zmm_request_end();
+    }
     pthread_t t;
     if (pthread_create(&t, NULL, holder, NULL) != 0) return 2;
     pthread_mutex_lock(&g_mutex);
@@ -60,6 +75,11 @@ int main(void) {
     if (pid < 0) return 2;
     if (pid == 0) {
         alarm(30);
+        if (child_dlopen) {
+            void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+            if (!libc) _exit(3);
+            dlclose(libc);
+        }
         zmm_request_begin("child");
         for (int i = 0; i < 10; ++i) free(caller_in_child());
         g_kept = caller_in_child();
