@@ -641,6 +641,23 @@ def test_reload(prog, lib_a, lib_b):
     all_of(lambda: case("1"), lambda: case("0"), lambda: case("1", "warm"), lambda: case("0", "warm"))
 
 
+def test_shim(pie, nopie):
+    """zmm.h's shim (shim.c) in a PIE and in a position-dependent program,
+    where the linker sets the weak references to 0 (the shim asks dlsym):
+    under the preload the calls reach zmm, the request reports its leak;
+    without it they return -1 and 0."""
+    def case(prog, on):
+        env = {"ZMM_REQUEST": "api", "ZMM_LEAKS": "all"} if on else {"LD_PRELOAD": ""}
+        r = run([prog, "on" if on else "off"], env)
+        expect_status(r, 0)
+        expect_ok_lines(r)
+        reports, _ = parse_reports(r.err)
+        expect(len(reports) == (2 if on else 0), f"{prog}: {len(reports)} reports, expected {2 if on else 0}")
+        expect(all(rep.leaks == 1 for rep in reports), f"{prog}: each request should report its one leak")
+
+    all_of(lambda: case(pie, True), lambda: case(nopie, True), lambda: case(pie, False), lambda: case(nopie, False))
+
+
 def test_fork_loader(prog):
     """fork() while another thread holds the loader's lock (fork_loader.c):
     the child, whose lock stays held, neither hangs in its first traced
@@ -894,6 +911,7 @@ TESTS = {
     "repro_demangle": test_repro_demangle,
     "reload": test_reload,
     "fork_loader": test_fork_loader,
+    "shim": test_shim,
     "repro_leak_freed_later": lambda prog: test_selfcheck(prog, env={"ZMM_LEAKS": "0"}),
     "carried": lambda prog: test_selfcheck(prog, env={"ZMM_BACKTRACE": "0", "ZMM_LEAKS": "all", "ZMM_LOG": os.devnull}),
 }

@@ -7,11 +7,13 @@
  *
  * The header works with or without libzmm.so: the functions are weak
  * references, and each call below goes through a macro that checks the
- * function is there. Without zmm the calls do nothing and say so:
+ * function is there, else asks dlsym(RTLD_DEFAULT, ...) once (a program
+ * linked without -pie has its weak references set to 0 by the linker, even
+ * with libzmm.so preloaded). Without zmm the calls do nothing and say so:
  * zmm_request_begin/zmm_request_end/zmm_set_memory_limit return -1, the usage
- * functions 0, zmm_active 0. Link with nothing; preload libzmm.so to
- * activate. Programs that bind with dlsym(RTLD_DEFAULT, "zmm_request_begin")
- * get the same functions.
+ * functions 0, zmm_active 0. Link with nothing (glibc older than 2.34:
+ * -ldl); preload libzmm.so to activate. Programs that bind with
+ * dlsym(RTLD_DEFAULT, "zmm_request_begin") get the same functions.
  *
  * Define ZMM_NO_SHIM before including to get plain declarations (for a
  * program linked against libzmm.so directly).
@@ -20,6 +22,10 @@
 #define ZMM_ZMM_H
 
 #include <stddef.h>
+#if !defined(ZMM_NO_SHIM)
+#include <dlfcn.h>
+#include <string.h>
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -69,16 +75,62 @@ ZMM_DECL int zmm_active(void);
 #undef ZMM_DECL
 
 #if !defined(ZMM_NO_SHIM)
-/* A parenthesised name is not a macro call, so these forward to the real
- * functions when they exist. */
-#define zmm_request_begin(name) ((&zmm_request_begin) ? (zmm_request_begin)(name) : -1)
-#define zmm_request_end() ((&zmm_request_end) ? (zmm_request_end)() : -1L)
-#define zmm_memory_usage(real) ((&zmm_memory_usage) ? (zmm_memory_usage)(real) : (size_t)0)
-#define zmm_memory_peak_usage(real) ((&zmm_memory_peak_usage) ? (zmm_memory_peak_usage)(real) : (size_t)0)
-#define zmm_set_memory_limit(bytes) ((&zmm_set_memory_limit) ? (zmm_set_memory_limit)(bytes) : -1)
-#define zmm_set_limit_handler(handler, arg) \
-    ((&zmm_set_limit_handler) ? (zmm_set_limit_handler)(handler, arg) : (void)0)
-#define zmm_active() ((&zmm_active) ? (zmm_active)() : 0)
+/* The function `name` by dlsym, looked up once per call site's function
+ * (`*cache`: 0 not yet, 1 absent); NULL when absent. (A data pointer:
+ * converted to the function's type by memcpy, as ISO C has it.) */
+static inline void* zmm_shim_lookup_(const char* name, void** cache) {
+    void* p = __atomic_load_n(cache, __ATOMIC_ACQUIRE);
+    if (!p) {
+        p = dlsym(((void*)0) /* RTLD_DEFAULT */, name);
+        if (!p) p = (void*)1;
+        __atomic_store_n(cache, p, __ATOMIC_RELEASE);
+    }
+    return p == (void*)1 ? (void*)0 : p;
+}
+/* fn: the weak reference if the linker resolved it, else dlsym's. */
+#define ZMM_SHIM_BIND_(fn)                                         \
+    __typeof__(&fn) fn##_p = &fn;                                  \
+    if (!fn##_p) {                                                 \
+        static void* cache;                                        \
+        void* found = zmm_shim_lookup_(#fn, &cache);               \
+        memcpy(&fn##_p, &found, sizeof fn##_p);                    \
+    }
+static inline int zmm_shim_request_begin_(const char* name) {
+    ZMM_SHIM_BIND_(zmm_request_begin)
+    return zmm_request_begin_p ? zmm_request_begin_p(name) : -1;
+}
+static inline long zmm_shim_request_end_(void) {
+    ZMM_SHIM_BIND_(zmm_request_end)
+    return zmm_request_end_p ? zmm_request_end_p() : -1L;
+}
+static inline size_t zmm_shim_memory_usage_(int real) {
+    ZMM_SHIM_BIND_(zmm_memory_usage)
+    return zmm_memory_usage_p ? zmm_memory_usage_p(real) : (size_t)0;
+}
+static inline size_t zmm_shim_memory_peak_usage_(int real) {
+    ZMM_SHIM_BIND_(zmm_memory_peak_usage)
+    return zmm_memory_peak_usage_p ? zmm_memory_peak_usage_p(real) : (size_t)0;
+}
+static inline int zmm_shim_set_memory_limit_(size_t bytes) {
+    ZMM_SHIM_BIND_(zmm_set_memory_limit)
+    return zmm_set_memory_limit_p ? zmm_set_memory_limit_p(bytes) : -1;
+}
+static inline void zmm_shim_set_limit_handler_(zmm_limit_handler handler, void* arg) {
+    ZMM_SHIM_BIND_(zmm_set_limit_handler)
+    if (zmm_set_limit_handler_p) zmm_set_limit_handler_p(handler, arg);
+}
+static inline int zmm_shim_active_(void) {
+    ZMM_SHIM_BIND_(zmm_active)
+    return zmm_active_p ? zmm_active_p() : 0;
+}
+#undef ZMM_SHIM_BIND_
+#define zmm_request_begin(name) zmm_shim_request_begin_(name)
+#define zmm_request_end() zmm_shim_request_end_()
+#define zmm_memory_usage(real) zmm_shim_memory_usage_(real)
+#define zmm_memory_peak_usage(real) zmm_shim_memory_peak_usage_(real)
+#define zmm_set_memory_limit(bytes) zmm_shim_set_memory_limit_(bytes)
+#define zmm_set_limit_handler(handler, arg) zmm_shim_set_limit_handler_(handler, arg)
+#define zmm_active() zmm_shim_active_()
 #endif
 
 #ifdef __cplusplus
