@@ -37,8 +37,11 @@ inline bool in_use() { return detail::t_uses != 0; }
 // have been inside the loader: glibc's fork() resets the child's dl_load_lock
 // but not the lock dl_iterate_phdr takes (dlopen and dlclose hold it while
 // they change the list of objects), so in the child dl_iterate_phdr may wait
-// for good. zmm then finds code with _dl_find_object, which takes no lock,
-// and goes without what only dl_iterate_phdr tells (the loader's counts).
+// for good, and so does any dlopen of a new object. zmm then finds code
+// with _dl_find_object, which takes no lock (object_headers), and goes
+// without what only the lock gives: the loader's counts and its look for
+// unloads, libunwind (every frame a dl_iterate_phdr) and the dlopen of
+// libunwind or libdw not loaded before the fork.
 bool may_be_locked();
 
 // fork(): before (waits for the calls under way), after (parent and child).

@@ -1,8 +1,8 @@
 #include "object_headers.hpp"
 
+#include <cerrno>
 #include <cstring>
 #include <dlfcn.h>
-#include <cerrno>
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
