@@ -7,14 +7,12 @@ namespace zmm::loader {
 namespace detail {
 Gate g_gate;
 constinit thread_local unsigned t_uses __attribute__((tls_model("initial-exec"))) = 0;
+bool g_may_be_locked = false;  // for good, and in the child's own children
 }  // namespace detail
 
 namespace {
 bool g_forking_with_threads = false;  // written by the forking thread
-bool g_may_be_locked = false;         // for good, and in the child's own children
 }  // namespace
-
-bool may_be_locked() { return g_may_be_locked; }
 
 void before_fork() {
     detail::g_gate.close();
@@ -27,7 +25,7 @@ void after_fork_parent() { detail::g_gate.open(); }
 // of them had raised when memory was copied would close the next fork.
 void after_fork_child() {
     detail::g_gate.reset();
-    if (g_forking_with_threads) g_may_be_locked = true;
+    if (g_forking_with_threads) detail::g_may_be_locked = true;
 }
 
 }  // namespace zmm::loader

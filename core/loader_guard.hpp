@@ -14,6 +14,7 @@ namespace zmm::loader {
 namespace detail {
 extern Gate g_gate;  // closed while fork() runs
 extern constinit thread_local unsigned t_uses __attribute__((tls_model("initial-exec")));
+extern bool g_may_be_locked;  // may_be_locked()
 }  // namespace detail
 
 // Around a call into the loader; not nested (gate.hpp).
@@ -42,7 +43,8 @@ inline bool in_use() { return detail::t_uses != 0; }
 // without what only the lock gives: the loader's counts and its look for
 // unloads, libunwind (every frame a dl_iterate_phdr) and the dlopen of
 // libunwind or libdw not loaded before the fork.
-bool may_be_locked();
+// (Read on every traced allocation: inline, a load.)
+inline bool may_be_locked() { return detail::g_may_be_locked; }
 
 // fork(): before (waits for the calls under way), after (parent and child).
 void before_fork();

@@ -30,6 +30,8 @@
 
 #include <new>
 
+#include "selfcheck.h"
+
 #define NOINLINE __attribute__((noinline))
 
 namespace {
@@ -38,15 +40,6 @@ constexpr size_t k_mib = size_t{1} << 20;
 constexpr size_t k_limit = 8 * k_mib;
 constexpr size_t k_run = 65536;
 constexpr long k_runs_per_limit = 4 * (511 / 16);
-
-int g_failures = 0;
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);               \
-            ++g_failures;                                                        \
-        }                                                                        \
-    } while (0)
 
 void* g_blocks[4096];
 long g_count = 0;

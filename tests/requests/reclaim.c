@@ -18,21 +18,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "selfcheck.h"
+
 #define NOINLINE __attribute__((noinline))
 #define MIB ((size_t)1 << 20)
 
 static void* g_small[100];
 static void* g_large;
 static void* g_huge;
-static int g_failures;
-
-#define CHECK(cond)                                                    \
-    do {                                                               \
-        if (!(cond)) {                                                 \
-            printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);     \
-            ++g_failures;                                              \
-        }                                                              \
-    } while (0)
 
 NOINLINE static void leak_small(void) {
     for (int i = 0; i < 100; ++i) {

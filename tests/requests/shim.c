@@ -9,16 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int g_failures;
-void* volatile g_sink;
+#include "selfcheck.h"
 
-#define CHECK(cond)                                                \
-    do {                                                           \
-        if (!(cond)) {                                             \
-            printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-            ++g_failures;                                          \
-        }                                                          \
-    } while (0)
+void* volatile g_sink;
 
 static void no_handler(size_t limit, size_t requested, void* arg) {
     (void)limit, (void)requested, (void)arg;

@@ -14,10 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "selfcheck.h"
+
 #define KIB ((size_t)1024)
 #define MIB ((size_t)1 << 20)
-
-static int g_failures = 0;
 
 #define CHECK_EQ(actual, expected)                                                             \
     do {                                                                                       \
@@ -29,13 +29,6 @@ static int g_failures = 0;
         }                                                                                      \
     } while (0)
 
-#define CHECK(cond)                                                    \
-    do {                                                               \
-        if (!(cond)) {                                                 \
-            printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);     \
-            ++g_failures;                                              \
-        }                                                              \
-    } while (0)
 
 static void* g_a[100];
 static void* g_b[100];
