@@ -59,6 +59,8 @@ void Heap::init(uint64_t free_list_key) {
         bin_slot_multiplier[b] = k_divisors.d[b].multiplier;
         bin_slot_limit[b] = k_divisors.d[b].limit;
         bin_size[b] = k_bin_size[b];
+        bin_claim_low[b] = k_size_claims.c[b].low;
+        bin_claim_span[b] = k_size_claims.c[b].span;
     }
 }
 

@@ -121,6 +121,9 @@ public:
     uint64_t bin_slot_multiplier[k_bins];
     uint64_t bin_slot_limit[k_bins];
     uint32_t bin_size[k_bins];
+    // k_size_claims (a sized delete's size against the block's bin).
+    uint64_t bin_claim_low[k_bins];
+    uint64_t bin_claim_span[k_bins];
     // Other threads may send small blocks of this heap in chains (a thread's
     // persistent heap: no request, no table; set before it has an owner).
     bool takes_chains;
@@ -230,9 +233,10 @@ public:
     // ---- free ----
     // The fast local free of a small block of this heap; false when p needs
     // the general path (not a small slot start of this heap).
-    // `bin`, when given, is the bin the caller claims (a sized delete): a
-    // block of another bin declines too.
-    inline bool free_small_fast(void* p, unsigned bin_claimed = k_bins);
+    // `size_claimed`, when given, is the size the caller claims (a sized
+    // delete): a block of a bin that size is not of declines too.
+    inline bool free_small_fast(void* p);
+    inline bool free_small_fast(void* p, size_t size_claimed);
     // The fast free's way out (p is a small block of this heap, of the bin
     // claimed, in a page whose map word is `info`, and its slot test
     // failed): true when p is a slot in a page with carried blocks
@@ -247,7 +251,12 @@ public:
     // interior pointer, or a page with carried blocks: free_in_carried_page
     // may still take it, out of line); k_fast_free_other_heap when p is in a
     // chunk of another heap's; k_fast_free_declined otherwise.
-    inline uint32_t try_free_small(void* p, unsigned bin_claimed = k_bins);
+    inline uint32_t try_free_small(void* p) { return try_free_small_claimed<false>(p, 0); }
+    // A sized delete's: declines (k_fast_free_declined) a block of a bin
+    // `size` is not of as well, any size (one beyond the bins too).
+    inline uint32_t try_free_small_sized(void* p, size_t size) { return try_free_small_claimed<true>(p, size); }
+    // Does `size` belong to bin b (as k_size_claims has it)?
+    bool size_claim_fits(size_t size, unsigned b) const { return size - bin_claim_low[b] <= bin_claim_span[b]; }
     // Neither is a small page's map word (k_small).
     static constexpr uint32_t k_fast_free_declined = 1;
     static constexpr uint32_t k_fast_free_other_heap = 2;  // a block of a chunk another heap owns
@@ -406,6 +415,8 @@ public:
     }
 
 private:
+    template <bool Claimed>
+    inline uint32_t try_free_small_claimed(void* p, size_t size_claimed);
     void* alloc_small_slow(unsigned bin, size_t size);
     void drain_remote_stacks();  // drain_remote but the chains
     bool has_remote_stack() const {
@@ -536,7 +547,8 @@ inline void* Heap::pop_small(size_t bin) {
     return s;
 }
 
-inline uint32_t Heap::try_free_small(void* p, unsigned bin_claimed) {
+template <bool Claimed>
+inline uint32_t Heap::try_free_small_claimed(void* p, size_t size_claimed) {
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
     if (__builtin_expect(!is_chunk_granule(a), 0)) return k_fast_free_declined;
     Chunk* c = Chunk::of(p);
@@ -544,7 +556,8 @@ inline uint32_t Heap::try_free_small(void* p, unsigned bin_claimed) {
     uint32_t info = c->map[Chunk::page_of(p)];
     if (__builtin_expect(!(info & k_small), 0)) return k_fast_free_declined;
     unsigned bin = info & k_bin_mask;
-    if (bin_claimed != k_bins && __builtin_expect(bin != bin_claimed, 0)) return k_fast_free_declined;
+    if constexpr (Claimed)
+        if (__builtin_expect(!size_claim_fits(size_claimed, bin), 0)) return k_fast_free_declined;
     uint64_t offset = (a & (k_page_size - 1)) + (info & k_small_fast_offset_mask);
     if (__builtin_expect(!is_slot_start(offset, bin), 0)) return info;
     Free_slot* s = static_cast<Free_slot*>(p);
@@ -553,8 +566,13 @@ inline uint32_t Heap::try_free_small(void* p, unsigned bin_claimed) {
     return 0;
 }
 
-inline bool Heap::free_small_fast(void* p, unsigned bin_claimed) {
-    uint32_t r = try_free_small(p, bin_claimed);
+inline bool Heap::free_small_fast(void* p) {
+    uint32_t r = try_free_small(p);
+    return r == 0 || (r > k_fast_free_other_heap && free_in_carried_page(p, r));
+}
+
+inline bool Heap::free_small_fast(void* p, size_t size_claimed) {
+    uint32_t r = try_free_small_sized(p, size_claimed);
     return r == 0 || (r > k_fast_free_other_heap && free_in_carried_page(p, r));
 }
 

@@ -174,4 +174,38 @@ constexpr bool lookup_is_aligned_and_fits() {
 }
 static_assert(lookup_is_aligned_and_fits());
 
+// A sized delete's size, claimed for a block of bin b, fits when
+// size_to_bin(size) is b: the sizes of bin b are one range, and the test is
+// `size - low <= span` (unsigned: one subtraction and one comparison, on any
+// size_t, where the lookup needs size <= k_max_small first). The bins zmm
+// does not serve (8, 24, 40, 56: not 16-aligned) have no size; their range
+// is SIZE_MAX alone, which no block of theirs (there are none) is claimed with.
+struct Size_claim {
+    uint64_t low;
+    uint64_t span;
+};
+struct Size_claim_table {
+    Size_claim c[k_bins];
+};
+constexpr Size_claim_table make_size_claims() {
+    Size_claim_table t{};
+    for (unsigned b = 0; b < k_bins; ++b) t.c[b] = {UINT64_MAX, 0};
+    for (size_t s = k_max_small + 1; s-- > 0;) {
+        Size_claim& c = t.c[k_bin_lookup.bin[s]];
+        c.span = c.low == UINT64_MAX ? 0 : c.span + 1;
+        c.low = s;
+    }
+    return t;
+}
+inline constexpr Size_claim_table k_size_claims = make_size_claims();
+constexpr bool claims_match_lookup() {
+    for (unsigned b = 0; b < k_bins; ++b)
+        for (size_t s = 0; s <= k_max_small + 1; ++s) {
+            bool fits = s - k_size_claims.c[b].low <= k_size_claims.c[b].span;
+            if (fits != (s <= k_max_small && k_bin_lookup.bin[s] == b)) return false;
+        }
+    return true;
+}
+static_assert(claims_match_lookup(), "each bin's sizes must be one range");
+
 }  // namespace zmm

@@ -16,10 +16,16 @@ void free_slow(void* p);
 // heap's own refill directly: the slow path marks the thread as inside the
 // allocator first, so that a signal handler's allocation landing there is
 // served elsewhere (reentry.hpp).
-__attribute__((always_inline)) inline void* malloc(size_t size) {
+// The fast path alone: nullptr on a miss, for a caller whose slow path is
+// more than malloc_slow (operator new's), so that the hit keeps no frame.
+__attribute__((always_inline)) inline void* malloc_fast(size_t size) {
     Heap* h = t_heap;
-    if (__builtin_expect(size <= k_max_small, 1))
-        if (void* p = h->pop_small(size_to_bin(size)); __builtin_expect(p != nullptr, 1)) return p;
+    if (__builtin_expect(size <= k_max_small, 1)) return h->pop_small(size_to_bin(size));
+    return nullptr;
+}
+
+__attribute__((always_inline)) inline void* malloc(size_t size) {
+    if (void* p = malloc_fast(size); __builtin_expect(p != nullptr, 1)) return p;
     return malloc_slow(size);
 }
 
@@ -53,12 +59,10 @@ void free_sized_other_heap(void* p, size_t size, const void* site);
 // (A block whose slot test fails is of the bin claimed: its size fits.)
 __attribute__((always_inline)) inline void free_sized(void* p, size_t size, const void* site) {
     Heap* h = t_heap;
-    if (__builtin_expect(size <= k_max_small, 1)) {
-        uint32_t r = h->try_free_small(p, size_to_bin(size));
-        if (__builtin_expect(r == 0, 1)) return;
-        if (r > Heap::k_fast_free_other_heap) return free_in_carried_page(h, p, r);
-        if (r == Heap::k_fast_free_other_heap) return free_sized_other_heap(p, size, site);
-    }
+    uint32_t r = h->try_free_small_sized(p, size);
+    if (__builtin_expect(r == 0, 1)) return;
+    if (r > Heap::k_fast_free_other_heap) return free_in_carried_page(h, p, r);
+    if (r == Heap::k_fast_free_other_heap) return free_sized_other_heap(p, size, site);
     free_sized_slow(p, size, site);
 }
 

@@ -140,7 +140,8 @@ __attribute__((noinline)) void free_sized_other_heap(void* p, size_t size, const
     // path's, which reports a wrong size; an interior pointer is diagnosed
     // on either path. Under ZMM_DEBUG a block's bin holds its canary too.)
     const uint32_t info = Chunk::of(p)->map[Chunk::page_of(p)];
-    if (!options().debug && (info & k_small) && (info & k_bin_mask) == size_to_bin(size)) return free_other_heap(p);
+    if (!options().debug && (info & k_small) && size <= k_max_small && (info & k_bin_mask) == size_to_bin(size))
+        return free_other_heap(p);
     free_sized_slow(p, size, site);
 }
 

@@ -42,18 +42,30 @@ void* new_loop(Alloc alloc) {
     }
 }
 
-void* new_throwing(size_t n) {
-    void* p = malloc(n);
-    if (__builtin_expect(p != nullptr, 1)) return p;
+// The fast path's miss, out of line and reached by a tail call, so that a
+// hit keeps no frame (and saves no register) for it.
+__attribute__((noinline)) void* new_throwing_slow(size_t n) {
+    void* p = zmm::api::malloc_slow(n);
+    if (p) return p;
     p = new_loop([n] { return malloc(n); });
     if (!p) throw_bad_alloc();
     return p;
 }
 
-void* new_nothrow(size_t n) noexcept {
-    void* p = malloc(n);
-    if (__builtin_expect(p != nullptr, 1)) return p;
+__attribute__((noinline)) void* new_nothrow_slow(size_t n) noexcept {
+    void* p = zmm::api::malloc_slow(n);
+    if (p) return p;
     return new_loop([n] { return malloc(n); });
+}
+
+inline void* new_throwing(size_t n) {
+    if (void* p = zmm::api::malloc_fast(n); __builtin_expect(p != nullptr, 1)) return p;
+    return new_throwing_slow(n);
+}
+
+inline void* new_nothrow(size_t n) noexcept {
+    if (void* p = zmm::api::malloc_fast(n); __builtin_expect(p != nullptr, 1)) return p;
+    return new_nothrow_slow(n);
 }
 
 void* new_aligned_throwing(size_t n, std::align_val_t al) {

@@ -72,6 +72,27 @@ BOOST_AUTO_TEST_CASE(fast_free_matches_general_free) {
     h->free_owned(large);
 }
 
+// A sized delete's claim (the heap's copy of k_size_claims) is size_to_bin's
+// answer, for every size and bin; a size beyond the bins fits none.
+BOOST_AUTO_TEST_CASE(size_claims_match_the_lookup) {
+    Test_heap h;
+    unsigned mismatches = 0;
+    for (unsigned b = 0; b < k_bins; ++b) {
+        for (size_t s = 0; s <= k_max_small + 1; ++s)
+            mismatches += h->size_claim_fits(s, b) != (s <= k_max_small && size_to_bin(s) == b);
+        for (size_t s : {size_t{1} << 20, SIZE_MAX / 2, SIZE_MAX - 1}) mismatches += h->size_claim_fits(s, b);
+        // (SIZE_MAX is the range of a bin no size maps to, which holds no block.)
+        bool served = k_bin_size[b] % 16 == 0;
+        mismatches += served && h->size_claim_fits(SIZE_MAX, b);
+    }
+    BOOST_TEST(mismatches == 0u);
+    for (size_t s : {size_t{1}, size_t{16}, size_t{100}, size_t{3000}}) {
+        void* p = h->alloc(s);
+        BOOST_TEST(!h->free_small_fast(p, s + 2048));
+        BOOST_TEST(h->free_small_fast(p, s));
+    }
+}
+
 BOOST_AUTO_TEST_CASE(collect_keeps_partly_used_runs) {
     Test_heap h;
     std::vector<void*> blocks;
@@ -195,10 +216,13 @@ BOOST_AUTO_TEST_CASE(carried_blocks_mark_their_page) {
     // The page's other blocks still free on the fast path (its way out);
     // the carried one, a wrong bin, an interior pointer do not.
     BOOST_TEST(!h->free_small_fast(a));
-    BOOST_TEST(!h->free_small_fast(d, size_to_bin(16)));
+    BOOST_TEST(!h->free_small_fast(d, 16));  // a size of another bin
+    BOOST_TEST(!h->free_small_fast(d, 49));
+    BOOST_TEST(!h->free_small_fast(d, 4096));  // beyond the bins
+    BOOST_TEST(!h->free_small_fast(d, SIZE_MAX));
     BOOST_TEST(!h->free_small_fast(d + 16));
     BOOST_TEST(!h->free_small_fast(c + 8));  // inside a carried block: not a slot
-    BOOST_TEST(h->free_small_fast(d, size_to_bin(48)));
+    BOOST_TEST(h->free_small_fast(d, 33));  // the bin's smallest size
     BOOST_TEST(h->free_small_fast(b));
     BOOST_TEST(!h->free_small_fast(b));  // already free: the slow path says so
     BOOST_TEST(table.size() == 2u);
