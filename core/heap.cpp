@@ -590,7 +590,10 @@ void* Heap::alloc_zeroed(size_t bytes) {
         memset(h->block(), 0, h->size);
         return h->block();
     }
-    return alloc_huge(bytes, k_chunk_size);  // a fresh mapping reads as zero
+    // A fresh mapping reads as zero; not the cache again: a cached mapping
+    // too small to grow just now (a limit) may grow on a second try, after
+    // the first one's collect, and would come back written.
+    return alloc_huge(bytes, k_chunk_size, false);
 }
 
 void* Heap::alloc_aligned(size_t alignment, size_t bytes) {

@@ -107,6 +107,17 @@ extra=(${ZMM_FUZZ_ARGS:-})
 status=0
 summary=()
 for t in "${targets[@]}"; do
+  # Inputs that once failed (tests/fuzz/regressions/TARGET): each run once, first.
+  regressions=$here/regressions/$t
+  if [ -d "$regressions" ] && [ -n "$(ls -A "$regressions")" ]; then
+    if "$build/$t" -detect_leaks=0 -rss_limit_mb=4096 "$regressions"/* >"$build/$t.regressions.log" 2>&1; then
+      say "$t: $(ls "$regressions" | wc -l) regression inputs pass"
+    else
+      status=1
+      say "$t FAILED a regression input (tests/fuzz/regressions/$t); the end of its log ($build/$t.regressions.log):"
+      grep -E 'zmm-fuzz: FAILED|zmm: |ERROR: |SUMMARY: |runtime error|Running: ' "$build/$t.regressions.log" | head -20 | sed 's/^/fuzz:   /'
+    fi
+  fi
   corpus=$build/corpus/$t
   mkdir -p "$corpus"
   log=$build/$t.log
