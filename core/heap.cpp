@@ -53,6 +53,7 @@ void Heap_stats::add(const Heap_stats& o) {
 
 void Heap::init(uint64_t free_list_key) {
     memset(static_cast<void*>(this), 0, sizeof *this);
+    for (auto& o : own_chunk) o = k_no_chunk;
     key = free_list_key;
     limit = SIZE_MAX;
     for (unsigned b = 0; b < k_bins; ++b) {
@@ -129,6 +130,7 @@ void Heap::collect_for_os() {
 }
 
 void Heap::link_chunk(Chunk* c) {
+    remember_chunk(c);
     if (chunks) {
         c->next = chunks;
         c->prev = chunks->prev;
@@ -141,7 +143,13 @@ void Heap::link_chunk(Chunk* c) {
     ++chunks_count;
 }
 
+void Heap::forget_chunk(const Chunk* c) {
+    uintptr_t& o = own_chunk[own_slot(reinterpret_cast<uintptr_t>(c))];
+    if (o == reinterpret_cast<uintptr_t>(c)) o = k_no_chunk;
+}
+
 void Heap::unlink_chunk(Chunk* c) {
+    forget_chunk(c);
     if (c->next == c) {
         chunks = nullptr;
     } else {
@@ -1385,6 +1393,7 @@ void Heap::release_all() {
     purge();
     while (chunks) {
         Chunk* c = chunks;
+        forget_chunk(c);
         c->prev->next = c->next;
         c->next->prev = c->prev;
         chunks = c->next == c ? nullptr : c->next;
@@ -1450,6 +1459,19 @@ const char* Heap::check() const {
             c = c->next;
         } while (c != chunks);
         if (n != chunks_count) return "chunks_count disagrees with the list";
+    }
+    for (unsigned i = 0; i < k_own_slots; ++i) {
+        uintptr_t o = own_chunk[i];
+        if (o == k_no_chunk) continue;
+        if (own_slot(o) != i) return "own_chunk names a chunk in the wrong slot";
+        bool listed = false;
+        if (Chunk* c = chunks) {
+            do {
+                listed |= reinterpret_cast<uintptr_t>(c) == o;
+                c = c->next;
+            } while (c != chunks);
+        }
+        if (!listed) return "own_chunk names a chunk not on the owned list";
     }
     for (unsigned b = 0; b < k_bins; ++b)
         for (Free_slot* s = free_slot[b]; s; s = s->next) {

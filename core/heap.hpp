@@ -99,6 +99,13 @@ struct Heap_stats {
     void add(const Heap_stats& o);
 };
 
+// 64 times k_no_chunk: g_empty_heap (constinit) must match no address from
+// the first malloc of the process on.
+#define ZMM_OWN_CHUNK_EMPTY8 1, 1, 1, 1, 1, 1, 1, 1
+#define ZMM_OWN_CHUNK_EMPTY                                                                         \
+    ZMM_OWN_CHUNK_EMPTY8, ZMM_OWN_CHUNK_EMPTY8, ZMM_OWN_CHUNK_EMPTY8, ZMM_OWN_CHUNK_EMPTY8,        \
+        ZMM_OWN_CHUNK_EMPTY8, ZMM_OWN_CHUNK_EMPTY8, ZMM_OWN_CHUNK_EMPTY8, ZMM_OWN_CHUNK_EMPTY8
+
 class Heap {
 public:
     // ---- hot: the fast path reads only these ----
@@ -111,6 +118,19 @@ public:
     int64_t under_peak;
     uint64_t small_allocs[k_bins];
     uint64_t small_frees[k_bins];
+    // The chunks this heap owns, as far as the fast free needs to know:
+    // entry (c >> 21) % k_own_slots is c's start address when c is on the
+    // owned list (`chunks`), or k_no_chunk (never a chunk's start). An
+    // entry names an owned chunk or nothing, never a chunk gone or given
+    // away (link_chunk sets it, unlink_chunk clears it): the fast free
+    // trusts a match as the registry's "ours" and the chunk's "this heap's"
+    // at once, one comparison instead of a registry load and the chunk
+    // header's. A miss is not an answer (a heap of more chunks than slots,
+    // two chunks on one slot): the caller asks the registry (owns_chunk_of)
+    // and may remember the chunk. Only the owner reads and writes it.
+    static constexpr unsigned k_own_slots = 64;
+    static constexpr uintptr_t k_no_chunk = 1;
+    uintptr_t own_chunk[k_own_slots] = {ZMM_OWN_CHUNK_EMPTY};
     // Read-only once set up, and so in lines of their own: other threads'
     // frees read the key (free_remote) while the owner writes the counters
     // above; sharing a line with them cost larson a cache miss per free.
@@ -249,8 +269,10 @@ public:
     // (free_small_fast, which tests and the fuzz model call, wraps it): 0
     // when freed; the page's map word when only the slot test failed (an
     // interior pointer, or a page with carried blocks: free_in_carried_page
-    // may still take it, out of line); k_fast_free_other_heap when p is in a
-    // chunk of another heap's; k_fast_free_declined otherwise.
+    // may still take it, out of line); k_fast_free_uncached when p is not in
+    // a chunk own_chunk names (another heap's, not a chunk, or one of this
+    // heap's the cache does not hold: owns_chunk_of and remember_chunk);
+    // k_fast_free_declined otherwise.
     inline uint32_t try_free_small(void* p) { return try_free_small_claimed<false>(p, 0); }
     // A sized delete's: declines (k_fast_free_declined) a block of a bin
     // `size` is not of as well, any size (one beyond the bins too).
@@ -259,7 +281,14 @@ public:
     bool size_claim_fits(size_t size, unsigned b) const { return size - bin_claim_low[b] <= bin_claim_span[b]; }
     // Neither is a small page's map word (k_small).
     static constexpr uint32_t k_fast_free_declined = 1;
-    static constexpr uint32_t k_fast_free_other_heap = 2;  // a block of a chunk another heap owns
+    static constexpr uint32_t k_fast_free_uncached = 2;  // not in a chunk own_chunk names
+    static unsigned own_slot(uintptr_t a) { return static_cast<unsigned>(a >> k_granule_shift) % k_own_slots; }
+    // Is p in a chunk of this heap's (the registry, then the chunk's owner)?
+    bool owns_chunk_of(const void* p) const {
+        return is_chunk_granule(reinterpret_cast<uintptr_t>(p)) && Chunk::of(p)->heap == this;
+    }
+    // c, a chunk of this heap's, in own_chunk (its slot's chunk forgotten).
+    void remember_chunk(const Chunk* c) { own_chunk[own_slot(reinterpret_cast<uintptr_t>(c))] = reinterpret_cast<uintptr_t>(c); }
     // Carried blocks (an untraced request heap's blocks that earlier
     // requests left live, in its table `blocks`): their frees must take the
     // slow path, which makes the table forget them. mark_carried makes p (a
@@ -464,6 +493,7 @@ private:
     // The OS refused a mapping: give back what this thread's heaps cache.
     void collect_for_os();
     void unlink_chunk(Chunk* c);
+    void forget_chunk(const Chunk* c);  // out of own_chunk, if there
     void count_alloc(size_t bytes) {
         bool past_peak;
 #if defined(__x86_64__)
@@ -550,9 +580,9 @@ inline void* Heap::pop_small(size_t bin) {
 template <bool Claimed>
 inline uint32_t Heap::try_free_small_claimed(void* p, size_t size_claimed) {
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    if (__builtin_expect(!is_chunk_granule(a), 0)) return k_fast_free_declined;
-    Chunk* c = Chunk::of(p);
-    if (__builtin_expect(c->heap != this, 0)) return k_fast_free_other_heap;
+    uintptr_t base = a & ~(k_chunk_size - 1);
+    if (__builtin_expect(own_chunk[own_slot(a)] != base, 0)) return k_fast_free_uncached;
+    Chunk* c = reinterpret_cast<Chunk*>(base);
     uint32_t info = c->map[Chunk::page_of(p)];
     if (__builtin_expect(!(info & k_small), 0)) return k_fast_free_declined;
     unsigned bin = info & k_bin_mask;
@@ -568,12 +598,20 @@ inline uint32_t Heap::try_free_small_claimed(void* p, size_t size_claimed) {
 
 inline bool Heap::free_small_fast(void* p) {
     uint32_t r = try_free_small(p);
-    return r == 0 || (r > k_fast_free_other_heap && free_in_carried_page(p, r));
+    if (r == k_fast_free_uncached && owns_chunk_of(p)) {
+        remember_chunk(Chunk::of(p));
+        r = try_free_small(p);
+    }
+    return r == 0 || (r > k_fast_free_uncached && free_in_carried_page(p, r));
 }
 
 inline bool Heap::free_small_fast(void* p, size_t size_claimed) {
     uint32_t r = try_free_small_sized(p, size_claimed);
-    return r == 0 || (r > k_fast_free_other_heap && free_in_carried_page(p, r));
+    if (r == k_fast_free_uncached && owns_chunk_of(p)) {
+        remember_chunk(Chunk::of(p));
+        r = try_free_small_sized(p, size_claimed);
+    }
+    return r == 0 || (r > k_fast_free_uncached && free_in_carried_page(p, r));
 }
 
 inline bool Heap::free_in_carried_page(void* p, uint32_t info) {

@@ -35,24 +35,26 @@ __attribute__((always_inline)) inline void* malloc(size_t size) {
 // line, a tail call, so that the fast path keeps no frame. `h` is the heap
 // the fast path tried (t_heap may have changed since: a signal's request
 // switch).
-void free_in_carried_page(Heap* h, void* p, uint32_t info);
-// The fast path found p in a chunk another heap owns (another thread's: a
-// cross-thread free), out of line as above.
-void free_other_heap(void* p);
+void free_in_carried_page(void* p, Heap* h, uint32_t info);
+// The fast path found p outside the chunks its heap's cache names (a
+// chunk of another heap's: a cross-thread free; not a chunk at all; or a
+// chunk of h's the cache does not hold, which it then remembers), out of
+// line as above.
+void free_uncached(void* p, Heap* h);
 
 __attribute__((always_inline)) inline void free(void* p) {
     Heap* h = t_heap;
     uint32_t r = h->try_free_small(p);
     if (__builtin_expect(r == 0, 1)) return;
-    if (r > Heap::k_fast_free_other_heap) return free_in_carried_page(h, p, r);
-    if (r == Heap::k_fast_free_other_heap) return free_other_heap(p);
+    if (r > Heap::k_fast_free_uncached) return free_in_carried_page(p, h, r);
+    if (r == Heap::k_fast_free_uncached) return free_uncached(p, h);
     free_slow(p);
 }
 
 void free_sized_slow(void* p, size_t size, const void* site);
-// The fast path found p in a chunk another heap owns: the size claimed is
-// checked against the page's bin there, and p freed as free_other_heap does.
-void free_sized_other_heap(void* p, size_t size, const void* site);
+// As free_uncached, for a sized delete: in a chunk another heap owns, the
+// size claimed is checked against the page's bin there.
+void free_sized_uncached(void* p, size_t size, const void* site, Heap* h);
 
 // operator delete(void*, size_t): the size is checked, never trusted.
 // `site` is the caller's return address, to report a wrong size once per site.
@@ -61,8 +63,8 @@ __attribute__((always_inline)) inline void free_sized(void* p, size_t size, cons
     Heap* h = t_heap;
     uint32_t r = h->try_free_small_sized(p, size);
     if (__builtin_expect(r == 0, 1)) return;
-    if (r > Heap::k_fast_free_other_heap) return free_in_carried_page(h, p, r);
-    if (r == Heap::k_fast_free_other_heap) return free_sized_other_heap(p, size, site);
+    if (r > Heap::k_fast_free_uncached) return free_in_carried_page(p, h, r);
+    if (r == Heap::k_fast_free_uncached) return free_sized_uncached(p, size, site, h);
     free_sized_slow(p, size, site);
 }
 

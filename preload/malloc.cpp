@@ -87,21 +87,34 @@ static void free_inside(void* p) {
     if (!Heap::free_any(p, thread_token(), t_state.persistent)) free_foreign(p);
 }
 
-__attribute__((noinline)) void free_in_carried_page(Heap* h, void* p, uint32_t info) {
+__attribute__((noinline)) void free_in_carried_page(void* p, Heap* h, uint32_t info) {
     if (__builtin_expect(h->free_in_carried_page(p, info), 1)) return;
     free_slow(p);
 }
 
-// The slow path without its registry lookup: the fast path read the
-// chunk's owner (p is in a chunk). A small block of another live thread's
-// persistent heap joins this thread's outbox chain at once (larson: most
-// frees); a block of another heap of this thread's (its persistent heap's
-// during a request, its request heap's during a traced one) is freed there.
-__attribute__((noinline)) void free_other_heap(void* p) {
+// p is in a chunk of another heap's. A small block of another live
+// thread's persistent heap joins this thread's outbox chain at once (larson:
+// most frees); a block of another heap of this thread's (its persistent
+// heap's during a request, its request heap's during a traced one) is freed
+// there.
+static void free_other_heap(void* p) {
     if (!reentry::inside() && !options().debug) {
         Busy_section busy;
         return Heap::free_in_chunk_of_other(p, thread_token(), t_state.persistent);
     }
+    free_slow(p);
+}
+
+__attribute__((noinline)) void free_uncached(void* p, Heap* h) {
+    if (!is_chunk_granule(reinterpret_cast<uintptr_t>(p))) return free_slow(p);  // null, huge, not zmm's
+    Chunk* c = Chunk::of(p);
+    if (c->heap != h) return free_other_heap(p);
+    // h's own chunk, not in its cache (a slot two chunks share, or a heap
+    // of more chunks than slots): cached now, the fast path again.
+    h->remember_chunk(c);
+    uint32_t r = h->try_free_small(p);
+    if (__builtin_expect(r == 0, 1)) return;
+    if (r > Heap::k_fast_free_uncached) return free_in_carried_page(p, h, r);
     free_slow(p);
 }
 
@@ -134,12 +147,21 @@ __attribute__((noinline, cold)) void report_wrong_size(void* p, size_t size, con
 }
 }  // namespace
 
-__attribute__((noinline)) void free_sized_other_heap(void* p, size_t size, const void* site) {
+__attribute__((noinline)) void free_sized_uncached(void* p, size_t size, const void* site, Heap* h) {
+    if (!is_chunk_granule(reinterpret_cast<uintptr_t>(p))) return free_sized_slow(p, size, site);
+    Chunk* c = Chunk::of(p);
+    if (c->heap == h) {  // as free_uncached
+        h->remember_chunk(c);
+        uint32_t r = h->try_free_small_sized(p, size);
+        if (__builtin_expect(r == 0, 1)) return;
+        if (r > Heap::k_fast_free_uncached) return free_in_carried_page(p, h, r);
+        return free_sized_slow(p, size, site);
+    }
     // (A small page's map word names its bin: the claim fits when the size
     // is of that bin, as size_matches has it. Anything else is the slow
     // path's, which reports a wrong size; an interior pointer is diagnosed
     // on either path. Under ZMM_DEBUG a block's bin holds its canary too.)
-    const uint32_t info = Chunk::of(p)->map[Chunk::page_of(p)];
+    const uint32_t info = c->map[Chunk::page_of(p)];
     if (!options().debug && (info & k_small) && size <= k_max_small && (info & k_bin_mask) == size_to_bin(size))
         return free_other_heap(p);
     free_sized_slow(p, size, site);

@@ -93,6 +93,44 @@ BOOST_AUTO_TEST_CASE(size_claims_match_the_lookup) {
     }
 }
 
+// own_chunk names owned chunks only (check() says so), whatever the heap
+// does to its chunks; a heap of more chunks than its slots, whose chunks
+// then share slots, frees each block all the same (free_small_fast asks the
+// registry on a miss and remembers the chunk).
+BOOST_AUTO_TEST_CASE(owned_chunk_cache_names_owned_chunks_only) {
+    Test_heap h;
+    BOOST_TEST(!h->free_small_fast(nullptr));
+    std::vector<void*> large, small;
+    const size_t chunks = Heap::k_own_slots + 16;
+    // One large block per chunk (1.9 MiB: no two fit in one), a small block beside each.
+    for (size_t i = 0; i < chunks; ++i) {
+        large.push_back(h->alloc(1900 * 1024));
+        BOOST_TEST_REQUIRE(large.back() != nullptr);
+        small.push_back(h->alloc(48));
+    }
+    BOOST_TEST(h->chunks_count >= chunks);
+    BOOST_TEST(h->check() == nullptr);
+    for (void* p : small) BOOST_TEST(h->free_small_fast(p));
+    BOOST_TEST(h->check() == nullptr);
+    // Chunks emptied go to the cache or the OS: their entries are cleared.
+    for (void* p : large) h->free_owned(p);
+    BOOST_TEST(h->check() == nullptr);
+    BOOST_TEST(h->collect() > 0u);
+    BOOST_TEST(h->chunks_count == 0u);
+    BOOST_TEST(h->check() == nullptr);
+    for (uintptr_t o : h->own_chunk) BOOST_TEST(o == Heap::k_no_chunk);
+    // A block of a chunk merged away is not the old heap's any more.
+    Test_heap request;
+    void* p = request->alloc(64);
+    void* q = request->alloc(64);
+    request->merge_into(h.heap);
+    BOOST_TEST(request->check() == nullptr);
+    BOOST_TEST(h->check() == nullptr);
+    BOOST_TEST(request->try_free_small(p) == Heap::k_fast_free_uncached);
+    BOOST_TEST(h->free_small_fast(p));
+    BOOST_TEST(h->free_small_fast(q));
+}
+
 BOOST_AUTO_TEST_CASE(collect_keeps_partly_used_runs) {
     Test_heap h;
     std::vector<void*> blocks;
