@@ -127,7 +127,9 @@ public:
     // at once, one comparison instead of a registry load and the chunk
     // header's. A miss is not an answer (a heap of more chunks than slots,
     // two chunks on one slot): the caller asks the registry (owns_chunk_of)
-    // and may remember the chunk. Only the owner reads and writes it.
+    // and may remember the chunk. Read and written by the heap's user only:
+    // its owner thread, or a thread that holds it unowned under the pool's
+    // lock (a pooled heap's drain).
     static constexpr unsigned k_own_slots = 64;
     static constexpr uintptr_t k_no_chunk = 1;
     uintptr_t own_chunk[k_own_slots] = {ZMM_OWN_CHUNK_EMPTY};
@@ -283,9 +285,14 @@ public:
     static constexpr uint32_t k_fast_free_declined = 1;
     static constexpr uint32_t k_fast_free_uncached = 2;  // not in a chunk own_chunk names
     static unsigned own_slot(uintptr_t a) { return static_cast<unsigned>(a >> k_granule_shift) % k_own_slots; }
-    // Is p in a chunk of this heap's (the registry, then the chunk's owner)?
+    // Is p in a chunk on this heap's owned list (the registry, then the
+    // chunk's owner)? Its cached chunks name it as their owner too, but are
+    // empty, and an owned chunk never is (the free of its last block gives
+    // it back): a stale pointer into a cached chunk is not remembered.
     bool owns_chunk_of(const void* p) const {
-        return is_chunk_granule(reinterpret_cast<uintptr_t>(p)) && Chunk::of(p)->heap == this;
+        if (!is_chunk_granule(reinterpret_cast<uintptr_t>(p))) return false;
+        const Chunk* c = Chunk::of(p);
+        return c->heap == this && !c->empty();
     }
     // c, a chunk of this heap's, in own_chunk (its slot's chunk forgotten).
     void remember_chunk(const Chunk* c) { own_chunk[own_slot(reinterpret_cast<uintptr_t>(c))] = reinterpret_cast<uintptr_t>(c); }

@@ -110,7 +110,9 @@ __attribute__((noinline)) void free_uncached(void* p, Heap* h) {
     Chunk* c = Chunk::of(p);
     if (c->heap != h) return free_other_heap(p);
     // h's own chunk, not in its cache (a slot two chunks share, or a heap
-    // of more chunks than slots): cached now, the fast path again.
+    // of more chunks than slots): cached now, the fast path again. (One of
+    // h's cached chunks, empty: a stale pointer, the slow path's.)
+    if (!h->owns_chunk_of(p)) return free_slow(p);
     h->remember_chunk(c);
     uint32_t r = h->try_free_small(p);
     if (__builtin_expect(r == 0, 1)) return;
@@ -151,6 +153,7 @@ __attribute__((noinline)) void free_sized_uncached(void* p, size_t size, const v
     if (!is_chunk_granule(reinterpret_cast<uintptr_t>(p))) return free_sized_slow(p, size, site);
     Chunk* c = Chunk::of(p);
     if (c->heap == h) {  // as free_uncached
+        if (!h->owns_chunk_of(p)) return free_sized_slow(p, size, site);
         h->remember_chunk(c);
         uint32_t r = h->try_free_small_sized(p, size);
         if (__builtin_expect(r == 0, 1)) return;

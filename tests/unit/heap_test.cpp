@@ -131,6 +131,26 @@ BOOST_AUTO_TEST_CASE(owned_chunk_cache_names_owned_chunks_only) {
     BOOST_TEST(h->free_small_fast(q));
 }
 
+// A stale pointer into a chunk the heap has cached (empty, its owner still
+// the heap) is not remembered: the chunk may go to another heap next (a
+// request heap takes cached chunks from its thread's heap), whose blocks the
+// first heap's fast path would then take (a reviewer's reproducer).
+BOOST_AUTO_TEST_CASE(a_stale_free_does_not_remember_a_cached_chunk) {
+    Test_heap persistent, request;
+    request->chunk_source = &persistent.heap;
+    void* big = persistent->alloc(1900 * 1024);
+    persistent->free_owned(big);
+    BOOST_TEST_REQUIRE(persistent->cached_count == 1u);
+    BOOST_TEST(!persistent->free_small_fast(big));  // (misuse: the slow path diagnoses it)
+    BOOST_TEST(persistent->check() == nullptr);
+    void* q = request->alloc(64);  // in the chunk taken from persistent's cache
+    BOOST_TEST_REQUIRE(Chunk::of(q) == Chunk::of(big));
+    BOOST_TEST(!persistent->free_small_fast(q));
+    BOOST_TEST(request->free_small_fast(q));
+    BOOST_TEST(persistent->check() == nullptr);
+    BOOST_TEST(request->check() == nullptr);
+}
+
 BOOST_AUTO_TEST_CASE(collect_keeps_partly_used_runs) {
     Test_heap h;
     std::vector<void*> blocks;
