@@ -58,6 +58,10 @@ unsigned g_thread_count = 0;
 
 bool opened(uint64_t g) { return g & 1; }
 
+// Set by the linker for this object: its ELF header and the end of its code.
+extern "C" const char __ehdr_start[] __attribute__((visibility("hidden")));
+extern "C" const char __etext[] __attribute__((visibility("hidden")));
+
 // ---- the calling thread's share ----
 
 void end_share() {
@@ -304,10 +308,15 @@ void start() {
     const Options& o = options();
     if (bypassed() || o.request == Request_mode::api) return;
     uintptr_t lo, hi;
-    if (backtrace::text_range_of(reinterpret_cast<const void*>(&on_switch), &lo, &hi)) {
-        g_own_lo = lo;
-        g_own_hi = hi;
+    if (!backtrace::text_range_of(reinterpret_cast<const void*>(&on_switch), &lo, &hi)) {
+        // The linker's bounds instead (this object's headers up to the end
+        // of its code: a wider range, never an empty one, which would let a
+        // switch end a share in the middle of an inline fast path).
+        lo = reinterpret_cast<uintptr_t>(__ehdr_start);
+        hi = reinterpret_cast<uintptr_t>(__etext);
     }
+    g_own_lo = lo;
+    g_own_hi = hi;
     g_switch_signal = SIGRTMAX - 3;
     install(g_switch_signal, on_switch);
     register_thread();
