@@ -53,7 +53,7 @@ void Heap_stats::add(const Heap_stats& o) {
 
 void Heap::init(uint64_t free_list_key) {
     memset(static_cast<void*>(this), 0, sizeof *this);
-    for (auto& o : own_chunk) o = k_no_chunk;
+    own_chunk = no_own_chunks();
     key = free_list_key;
     limit = SIZE_MAX;
     for (unsigned b = 0; b < k_bins; ++b) {

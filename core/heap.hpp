@@ -12,6 +12,7 @@
 // mapping with a header page just before the block.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -99,12 +100,16 @@ struct Heap_stats {
     void add(const Heap_stats& o);
 };
 
-// 64 times k_no_chunk: g_empty_heap (constinit) must match no address from
-// the first malloc of the process on.
-#define ZMM_OWN_CHUNK_EMPTY8 1, 1, 1, 1, 1, 1, 1, 1
-#define ZMM_OWN_CHUNK_EMPTY                                                                         \
-    ZMM_OWN_CHUNK_EMPTY8, ZMM_OWN_CHUNK_EMPTY8, ZMM_OWN_CHUNK_EMPTY8, ZMM_OWN_CHUNK_EMPTY8,        \
-        ZMM_OWN_CHUNK_EMPTY8, ZMM_OWN_CHUNK_EMPTY8, ZMM_OWN_CHUNK_EMPTY8, ZMM_OWN_CHUNK_EMPTY8
+// A heap's owned-chunk cache (Heap::own_chunk): its slots, and what an empty
+// one holds (never a chunk's start).
+inline constexpr unsigned k_own_chunk_slots = 64;
+inline constexpr uintptr_t k_no_chunk = 1;
+using Own_chunks = std::array<uintptr_t, k_own_chunk_slots>;
+constexpr Own_chunks no_own_chunks() {
+    Own_chunks o{};
+    for (auto& slot : o) slot = k_no_chunk;
+    return o;
+}
 
 class Heap {
 public:
@@ -130,9 +135,10 @@ public:
     // and may remember the chunk. Read and written by the heap's user only:
     // its owner thread, or a thread that holds it unowned under the pool's
     // lock (a pooled heap's drain).
-    static constexpr unsigned k_own_slots = 64;
-    static constexpr uintptr_t k_no_chunk = 1;
-    uintptr_t own_chunk[k_own_slots] = {ZMM_OWN_CHUNK_EMPTY};
+    // (Empty from the start: g_empty_heap, constinit, must match no address
+    // from the first malloc of the process on.)
+    static constexpr unsigned k_own_slots = k_own_chunk_slots;
+    Own_chunks own_chunk = no_own_chunks();
     // Read-only once set up, and so in lines of their own: other threads'
     // frees read the key (free_remote) while the owner writes the counters
     // above; sharing a line with them cost larson a cache miss per free.
@@ -257,8 +263,8 @@ public:
     // the general path (not a small slot start of this heap).
     // `size_claimed`, when given, is the size the caller claims (a sized
     // delete): a block of a bin that size is not of declines too.
-    inline bool free_small_fast(void* p);
-    inline bool free_small_fast(void* p, size_t size_claimed);
+    bool free_small_fast(void* p) { return free_small_fast_claimed<false>(p, 0); }
+    bool free_small_fast(void* p, size_t size_claimed) { return free_small_fast_claimed<true>(p, size_claimed); }
     // The fast free's way out (p is a small block of this heap, of the bin
     // claimed, in a page whose map word is `info`, and its slot test
     // failed): true when p is a slot in a page with carried blocks
@@ -453,6 +459,8 @@ public:
 private:
     template <bool Claimed>
     inline uint32_t try_free_small_claimed(void* p, size_t size_claimed);
+    template <bool Claimed>
+    inline bool free_small_fast_claimed(void* p, size_t size_claimed);
     void* alloc_small_slow(unsigned bin, size_t size);
     void drain_remote_stacks();  // drain_remote but the chains
     bool has_remote_stack() const {
@@ -603,20 +611,12 @@ inline uint32_t Heap::try_free_small_claimed(void* p, size_t size_claimed) {
     return 0;
 }
 
-inline bool Heap::free_small_fast(void* p) {
-    uint32_t r = try_free_small(p);
+template <bool Claimed>
+inline bool Heap::free_small_fast_claimed(void* p, size_t size_claimed) {
+    uint32_t r = try_free_small_claimed<Claimed>(p, size_claimed);
     if (r == k_fast_free_uncached && owns_chunk_of(p)) {
         remember_chunk(Chunk::of(p));
-        r = try_free_small(p);
-    }
-    return r == 0 || (r > k_fast_free_uncached && free_in_carried_page(p, r));
-}
-
-inline bool Heap::free_small_fast(void* p, size_t size_claimed) {
-    uint32_t r = try_free_small_sized(p, size_claimed);
-    if (r == k_fast_free_uncached && owns_chunk_of(p)) {
-        remember_chunk(Chunk::of(p));
-        r = try_free_small_sized(p, size_claimed);
+        r = try_free_small_claimed<Claimed>(p, size_claimed);
     }
     return r == 0 || (r > k_fast_free_uncached && free_in_carried_page(p, r));
 }

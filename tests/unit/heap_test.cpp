@@ -118,7 +118,7 @@ BOOST_AUTO_TEST_CASE(owned_chunk_cache_names_owned_chunks_only) {
     BOOST_TEST(h->collect() > 0u);
     BOOST_TEST(h->chunks_count == 0u);
     BOOST_TEST(h->check() == nullptr);
-    for (uintptr_t o : h->own_chunk) BOOST_TEST(o == Heap::k_no_chunk);
+    for (uintptr_t o : h->own_chunk) BOOST_TEST(o == k_no_chunk);
     // A block of a chunk merged away is not the old heap's any more.
     Test_heap request;
     void* p = request->alloc(64);
