@@ -120,10 +120,14 @@ for t in "${targets[@]}"; do
   fi
   corpus=$build/corpus/$t
   mkdir -p "$corpus"
+  # The seeds (tests/fuzz/seeds/TARGET, read only): a corpus minimized from
+  # long runs, so that a short run (CI's) starts deep, not from nothing.
+  seeds=()
+  [ -d "$here/seeds/$t" ] && seeds=("$here/seeds/$t")
   log=$build/$t.log
-  say "running $t for ${per}s (corpus $corpus, $(ls "$corpus" | wc -l) inputs)"
+  say "running $t for ${per}s (corpus $corpus, $(ls "$corpus" | wc -l) inputs${seeds:+; seeds ${seeds[0]#"$root"/}, $(ls "${seeds[0]}" | wc -l) inputs})"
   "$build/$t" -max_total_time="$per" -max_len=4096 -timeout=30 -rss_limit_mb=4096 -detect_leaks=0 \
-    -error_exitcode=1 -print_final_stats=1 -artifact_prefix="$build/artifacts/$t-" "${extra[@]}" "$corpus" >"$log" 2>&1
+    -error_exitcode=1 -print_final_stats=1 -artifact_prefix="$build/artifacts/$t-" "${extra[@]}" "$corpus" "${seeds[@]}" >"$log" 2>&1
   rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
