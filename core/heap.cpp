@@ -191,15 +191,17 @@ void Heap::release_chunk(Chunk* c) {
 // fault. When a heap holds more than its budget of them (free pages of its
 // chunks, cached chunks, cached huge mappings), a purge pass at most every
 // k_purge_interval_ns gives back those that were dirty at the pass before
-// (free for at least one interval: a decay in two generations); beyond eight
-// times the budget, everything at once. Purging each run as it is freed, or
-// every dirty page at each pass, would make a workload that frees and reuses
-// large blocks fault on every reuse. The interval is 100 ms (free for 100 to
-// 200 ms before it goes back): at 10 ms, bench_sizemix 500000 (runs and huge
-// blocks of up to 4 MiB freed and reused at random) took 24.7k-32.1k page
-// faults, varying with the timing, for a peak RSS of 75.4-77.9 MiB; at
-// 100 ms 20.3k every run (tcmalloc 19.7k) for 78.6 MiB, the other
-// benchmarks' RSS unchanged.
+// (free for at least one interval: a decay in two generations) until the
+// budget is left; beyond eight times the budget, down to the budget at once.
+// Purging each run as it is freed, or every dirty page at each pass, would
+// make a workload that frees and reuses large blocks fault on every reuse.
+// The interval is 100 ms (free for 100 to 200 ms before it goes back), a
+// trade of resident memory for page faults: bench_sizemix 2000000 (runs and
+// huge blocks up to 4 MiB freed and reused at random) at 10 ms: 47k-60k
+// faults, 0.45-0.58 s, peak RSS 78.6-80.1 MiB; 25 ms: 31k-33k, 0.50-0.52 s,
+// 81-85 MiB; 50 ms: 28k, 0.46-0.53 s, 86-87 MiB; 100 ms: 24k, 0.39-0.46 s,
+// 87 MiB (tcmalloc 27k, 0.46-0.50 s, 90.6 MiB; glibc 276k, 1.5 s, 67.7 MiB).
+// The other benchmarks' RSS did not move.
 // ============================================================================
 
 namespace {
@@ -211,12 +213,16 @@ uint64_t coarse_now_ns() {
 }
 }  // namespace
 
-// Gives back the dirty pages of c (all of them, or only the aged ones), and
-// returns how many.
-size_t Heap::purge_chunk(Chunk* c, bool only_aged) {
+// Gives back the dirty pages of c (all of them, or only the aged ones), at
+// most `most` of them, and returns how many.
+size_t Heap::purge_chunk(Chunk* c, bool only_aged, size_t most) {
     size_t purged = 0;
     for (unsigned w = 0; w < k_chunk_pages / 64; ++w) {
         uint64_t bits = only_aged ? c->dirty_map[w] & c->aged_map[w] : c->dirty_map[w];
+        // (Past `most`, the pages keep their state: the word's aged map is
+        // still brought up to date.)
+        for (size_t n = static_cast<size_t>(__builtin_popcountll(bits)); n > most - purged; --n)
+            bits &= ~(uint64_t{1} << (63 - __builtin_clzll(bits)));
         c->dirty_map[w] &= ~bits;
         c->aged_map[w] = c->dirty_map[w];  // what stays dirty is old at the next pass
         purged += static_cast<size_t>(__builtin_popcountll(bits));
@@ -232,24 +238,33 @@ size_t Heap::purge_chunk(Chunk* c, bool only_aged) {
     return purged;
 }
 
-void Heap::purge(bool only_aged) {
+void Heap::purge(bool only_aged, size_t keep_pages) {
+    size_t resident = dirty_pages + huge_cache_pages;
+    size_t most = resident > keep_pages ? resident - keep_pages : 0;
     size_t purged = 0;
     if (Chunk* c = chunks) {
         do {
-            purged += purge_chunk(c, only_aged);
+            purged += purge_chunk(c, only_aged, most - purged);
             c = c->next;
         } while (c != chunks);
     }
-    for (Chunk* c = cached; c; c = c->next) purged += purge_chunk(c, only_aged);
+    for (Chunk* c = cached; c; c = c->next) purged += purge_chunk(c, only_aged, most - purged);
     // Huge mappings cached for reuse: kept through one pass, like pages.
     Huge_header** link = &huge_cache;
+    size_t unmapped_pages = 0;
     while (Huge_header* h = *link) {
+        if (purged + unmapped_pages >= most) {
+            if (only_aged) h->aged = true;
+            link = &h->next;
+            continue;
+        }
         if (only_aged && !h->aged) {
             h->aged = true;
             link = &h->next;
             continue;
         }
         *link = h->next;
+        unmapped_pages += h->map_size / k_page_size;
         huge_cache_pages -= h->map_size / k_page_size;
         lower_real(h->map_size);
         unmapped_bytes += h->map_size;
@@ -263,9 +278,9 @@ void Heap::maybe_purge() {
     size_t resident = dirty_pages + huge_cache_pages;
     if (resident <= g_tuning.dirty_budget_pages) return;
     if (resident > 8 * g_tuning.dirty_budget_pages)
-        purge(false);
+        purge(false, g_tuning.dirty_budget_pages);
     else if (coarse_now_ns() - last_purge_ns >= k_purge_interval_ns)
-        purge(true);
+        purge(true, g_tuning.dirty_budget_pages);
 }
 
 // ============================================================================

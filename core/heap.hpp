@@ -421,8 +421,9 @@ public:
 
     // ---- memory return ----
     // Gives dirty free pages and cached huge mappings back to the OS: every
-    // one, or only those already dirty at the last pass.
-    void purge(bool only_aged = false);
+    // one, or only those already dirty at the last pass; once no more than
+    // `keep_pages` stay resident, it stops.
+    void purge(bool only_aged = false, size_t keep_pages = 0);
     // Releases what can be released: cached chunks, wholly free small runs
     // (ZendMM's zend_mm_gc), purges dirty free pages. Returns bytes released.
     size_t collect();
@@ -476,7 +477,7 @@ private:
     void* alloc_huge(size_t size, size_t alignment, bool use_cache = true);
     void link_huge(Huge_header* h, size_t len);
     Huge_header* take_cached_huge(size_t len);
-    size_t purge_chunk(Chunk* c, bool only_aged);
+    size_t purge_chunk(Chunk* c, bool only_aged, size_t most);
     void maybe_purge();
     void* alloc_pages(unsigned count, unsigned align_pages, Chunk** chunk_out);
     Chunk* new_chunk();

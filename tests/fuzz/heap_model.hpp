@@ -689,7 +689,13 @@ struct World {
         switch (what % 5) {
         case 0: log("collect on heap %s", heap_name(id)); h.collect(); break;
         case 1: log("purge(all) on heap %s", heap_name(id)); h.purge(false); break;
-        case 2: log("purge(aged) on heap %s", heap_name(id)); h.purge(true); break;
+        case 2: {  // aged pages, keeping 0, 16, 256 or 2048 resident (a heap's own passes keep its budget)
+            static constexpr size_t k_keep[4] = {0, 16, 256, 2048};
+            size_t keep = k_keep[(what >> 3) % 4];
+            log("purge(aged, keep %zu pages) on heap %s", keep, heap_name(id));
+            h.purge(true, keep);
+            break;
+        }
         case 3: log("trim_cache(%u) on heap %s", (what >> 3) % 4, heap_name(id)); h.trim_cache((what >> 3) % 4); break;
         default: log("collect_runs_if_grown on heap %s", heap_name(id)); h.collect_runs_if_grown(); break;
         }
