@@ -108,7 +108,7 @@ bool prepare(bool fast) {
         return true;
     }
     loader::Use use;
-    void* lib = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
+    void* lib = loader::open_library("libunwind.so.8");
     if (!lib) return false;
     auto fn = reinterpret_cast<Backtrace_fn>(dlsym(lib, "unw_backtrace"));
     if (!fn) return false;

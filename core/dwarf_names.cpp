@@ -1,5 +1,7 @@
 #include "dwarf_names.hpp"
 
+#include "loader_guard.hpp"
+
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
@@ -47,7 +49,7 @@ Demangle_fn demangler() {
         found = reinterpret_cast<Demangle_fn>(dlsym(RTLD_DEFAULT, "__cxa_demangle"));
         if (!found) {  // a C++ program without libstdc++ loaded: bring one, privately
             tried = true;
-            if (void* lib = dlopen("libstdc++.so.6", RTLD_NOW | RTLD_LOCAL))
+            if (void* lib = loader::open_library("libstdc++.so.6"))
                 found = reinterpret_cast<Demangle_fn>(dlsym(lib, "__cxa_demangle"));
         }
     }
@@ -56,12 +58,10 @@ Demangle_fn demangler() {
 
 }  // namespace
 
-bool loaded() { return g_dw_tried && g_dw.ok; }
-
 bool load() {
     if (g_dw_tried) return g_dw.ok;
     g_dw_tried = true;
-    void* lib = dlopen("libdw.so.1", RTLD_NOW | RTLD_LOCAL);
+    void* lib = loader::open_library("libdw.so.1");
     if (!lib) return false;
     Libdw d{};
     bool ok = resolve(lib, "dwfl_begin", d.begin) && resolve(lib, "dwfl_report_begin_add", d.report_begin_add) &&

@@ -13,7 +13,6 @@ namespace zmm::dwarf_names {
 // Loads libdw; false if it is missing (names then come from dladdr, in the
 // process only).
 bool load();
-bool loaded();  // load() was called, and succeeded
 
 // A module's names: `path` is its file (the main executable's too), `base`
 // the address it was loaded at. Null if libdw cannot read it.

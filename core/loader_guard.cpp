@@ -1,5 +1,6 @@
 #include "loader_guard.hpp"
 
+#include <dlfcn.h>
 #include <sys/single_threaded.h>
 
 namespace zmm::loader {
@@ -19,6 +20,8 @@ void before_fork() {
     // (glibc clears it for good at the first pthread_create.)
     g_forking_with_threads = !__libc_single_threaded;
 }
+
+void* open_library(const char* name) { return may_be_locked() ? nullptr : dlopen(name, RTLD_NOW | RTLD_LOCAL); }
 
 void after_fork_parent() { detail::g_gate.open(); }
 // In the child the other threads (and their calls) are gone: a count one

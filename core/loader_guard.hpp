@@ -46,6 +46,11 @@ inline bool in_use() { return detail::t_uses != 0; }
 // (Read on every traced allocation: inline, a load.)
 inline bool may_be_locked() { return detail::g_may_be_locked; }
 
+// zmm's own dlopen of a library (RTLD_NOW | RTLD_LOCAL), inside the
+// caller's Use: nullptr, as for a library that is missing, in a child whose
+// loader may be locked, where it would wait for good.
+void* open_library(const char* name);
+
 // fork(): before (waits for the calls under way), after (parent and child).
 void before_fork();
 void after_fork_parent();

@@ -42,10 +42,6 @@ dwarf_names::Module* g_per_module[k_max_modules];
 
 dwarf_names::Module* module_names(uint32_t index, const stack_depot::Module& m) {
     if (index >= k_max_modules) return nullptr;
-    // (Not libdw's first dlopen in a child whose loader may be locked: it
-    // would wait for good. Names from dladdr then, which takes the lock
-    // fork() resets.)
-    if (!dwarf_names::loaded() && loader::may_be_locked()) return nullptr;
     if (!g_per_module[index]) g_per_module[index] = dwarf_names::open_module(path_of(m), m.base);
     return g_per_module[index];
 }
@@ -346,7 +342,7 @@ void prepare(const char* helper) {
     Lock_guard guard(g_lock);
     if (helper && helper[0] == '0' && helper[1] == 0) g_helper.off = true;
     else if (helper) dwarf_names::copy(g_helper_path, sizeof g_helper_path, helper);
-    if (g_helper.off && !loader::may_be_locked()) {  // (see module_names)
+    if (g_helper.off) {
         loader::Use use;
         dwarf_names::load();  // (a locate would: there, inside the tool heap)
     }
