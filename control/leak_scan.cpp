@@ -6,6 +6,7 @@
 #include <csignal>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <sys/uio.h>
 #include <linux/futex.h>
@@ -75,6 +76,61 @@ void stop_while_waiting() {
     if (t_state.stop_pending) stop_if_pending();
 }
 
+// /proc/self/maps, kept open from one scan to the next where the kernel
+// answers PROCMAP_QUERY (opening it walks /proc: 10-16 µs a scan). Checked
+// before each use: it must be this process's (a forked child inherits the
+// parent's, which describes the parent: left open, as it may be the
+// program's by the time the child looks) and still the file zmm opened (a
+// program that closes every descriptor may have one of its own at that
+// number since: left alone). Where the file is read instead, it is opened
+// for each scan and closed after.
+struct Maps_file {
+    int fd = -1;
+    pid_t pid = 0;
+    dev_t dev = 0;
+    ino_t ino = 0;
+    bool query = true;  // false: this kernel has no PROCMAP_QUERY
+};
+Maps_file g_maps;  // under g_scan_lock
+
+int open_maps() {
+    pid_t pid = getpid();
+    struct stat st{};
+    if (g_maps.fd >= 0 && g_maps.pid == pid && fstat(g_maps.fd, &st) == 0 && st.st_dev == g_maps.dev &&
+        st.st_ino == g_maps.ino)
+        return g_maps.fd;
+    g_maps.fd = -1;
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return -1;
+    }
+    g_maps.fd = fd;
+    g_maps.pid = pid;
+    g_maps.dev = st.st_dev;
+    g_maps.ino = st.st_ino;
+    return fd;
+}
+
+// The mappings, asked of the kernel, or read from the file.
+bool read_mappings(int fd, Ranges& maps) {
+    if (g_maps.query) {
+        switch (memory_map::query_writable(fd, maps)) {
+            case memory_map::Query::done: return true;
+            case memory_map::Query::failed: return false;
+            case memory_map::Query::unsupported: g_maps.query = false; break;
+        }
+    }
+    return memory_map::read_maps(fd, maps);
+}
+
+void done_with_maps() {
+    if (g_maps.query || g_maps.fd < 0) return;
+    close(g_maps.fd);
+    g_maps.fd = -1;
+}
+
 // Without swap, a page mincore() calls absent was never written (reads as
 // zero): skipping those makes a reservation of terabytes cost nothing. With
 // swap it may be swapped out: every page is read.
@@ -85,7 +141,7 @@ bool resident_only_anonymous() {
 
 // [lo, hi) is not read as a root (ctx: the skipped Ranges).
 void add_skipped(void* ctx, uintptr_t lo, uintptr_t hi) {
-    static_cast<Ranges*>(ctx)->push(Range{lo, hi, true, false, true});
+    static_cast<Ranges*>(ctx)->push(Range{lo, hi, true, false, true, true});
 }
 
 // A root range read through the kernel (process_vm_readv): for when a
@@ -230,9 +286,8 @@ bool stopped(const Thread_state* s, uint32_t epoch) {
 // Is the mapping `r` (one of maps) a thread stack glibc keeps: an
 // anonymous mapping with an inaccessible guard page right below it? (An
 // address in an exited thread's stack may since belong to anything.)
-bool looks_like_cached_stack(const Ranges& maps, const Range* r) {
-    size_t i = static_cast<size_t>(r - maps.items);
-    return r->anonymous && i > 0 && maps.items[i - 1].hi == r->lo && !maps.items[i - 1].readable;
+bool looks_like_cached_stack(int maps_fd, const Ranges& maps, const Range* r) {
+    return r->anonymous && memory_map::guarded_below(maps_fd, maps, *r);
 }
 
 }  // namespace
@@ -248,9 +303,9 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap
     // taken now (none left: no scan).
     Modules modules;
     const bool modules_read = memory_map::collect_modules(modules, &own_marker);
-    int maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    int maps_fd = open_maps();
     if (!modules_read || maps_fd < 0 || os::internal_overflowed()) {
-        if (maps_fd >= 0) close(maps_fd);
+        if (maps_fd >= 0) done_with_maps();
         return unscanned(leaks, count);
     }
 
@@ -311,8 +366,7 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap
     // What is mapped now stays mapped until the end (the heap's mappings
     // are held; nobody else runs, or the roots are copied).
     Ranges maps, skip;
-    bool ok = memory_map::read_maps(maps_fd, maps);
-    close(maps_fd);
+    bool ok = read_mappings(maps_fd, maps);
     os::for_each_internal(add_skipped, &skip);
     for (size_t i = 0; i < modules.own.count; ++i) skip.push(modules.own.items[i]);
     // Huge mappings the heaps keep whose contents are stale (cached, slack).
@@ -333,7 +387,7 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap
     unsigned dead_count = 0;
     const uintptr_t* dead = process_request::dead_stacks(&dead_count);
     for (unsigned i = 0; i < dead_count; ++i)
-        if (const Range* r = maps.containing(dead[i]); r && looks_like_cached_stack(maps, r)) skip.push(*r);
+        if (const Range* r = maps.containing(dead[i]); r && looks_like_cached_stack(maps_fd, maps, r)) skip.push(*r);
     skip.sort_and_merge();
 
     // The candidates, checked now that they cannot change: a block freed
@@ -379,6 +433,7 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap
         if (own) own->found_again = reach.found_again();
     }
 
+    done_with_maps();
     g_epoch.store(epoch + 1, std::memory_order_release);
     futex(&g_epoch, FUTEX_WAKE_PRIVATE, INT_MAX);
     os::release_heap_mappings();

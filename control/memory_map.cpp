@@ -1,7 +1,9 @@
 #include "memory_map.hpp"
 
+#include <cerrno>
 #include <cstring>
 #include <link.h>
+#include <sys/ioctl.h>
 
 #include "loader_guard.hpp"
 #include "object_headers.hpp"
@@ -26,7 +28,7 @@ bool parse_line(const char* p, const char* end, Range& r) {
     // The path: "/dev/..." is a device; reading it may act on it.
     bool device = end - p >= 5 && memcmp(p, "/dev/", 5) == 0;
     bool scannable = perms[0] == 'r' && perms[1] == 'w' && perms[3] == 'p' && !device;
-    r = Range{lo, hi, inode == 0, scannable, perms[0] == 'r'};
+    r = Range{lo, hi, inode == 0, scannable, perms[0] == 'r', perms[1] == 'w'};
     return true;
 }
 
@@ -51,6 +53,72 @@ bool read_maps(int fd, Ranges& out) {
 
 namespace {
 
+// The kernel's PROCMAP_QUERY (linux/fs.h of 6.11; Debian 12's headers are
+// older). Version 1 of the structure: `size` says which.
+struct Procmap_query {
+    uint64_t size;
+    uint64_t query_flags;
+    uint64_t query_addr;
+    uint64_t vma_start, vma_end;
+    uint64_t vma_flags;
+    uint64_t vma_page_size;
+    uint64_t vma_offset;
+    uint64_t inode;
+    uint32_t dev_major, dev_minor;
+    uint32_t vma_name_size, build_id_size;
+    uint64_t vma_name_addr, build_id_addr;
+};
+constexpr unsigned long k_procmap_query = _IOWR('f', 17, Procmap_query);
+constexpr uint64_t k_vma_readable = 0x01, k_vma_writable = 0x02, k_vma_shared = 0x08;
+constexpr uint64_t k_covering_or_next = 0x10;
+
+// The first mapping ending above `address` that has every flag of `want`
+// (none: ENOENT; an old kernel: ENOTTY or EINVAL).
+bool query(int fd, uintptr_t address, uint64_t want, Procmap_query& q) {
+    q = Procmap_query{};
+    q.size = sizeof q;
+    q.query_flags = k_covering_or_next | want;
+    q.query_addr = address;
+    return ioctl(fd, k_procmap_query, &q) == 0;
+}
+
+Range range_of(const Procmap_query& q) {
+    bool readable = q.vma_flags & k_vma_readable, writable = q.vma_flags & k_vma_writable;
+    bool anonymous = q.inode == 0;
+    // A device is a file: the scan reads files only where they are a
+    // module's data, so "not a device" needs no name here.
+    return Range{q.vma_start, q.vma_end, anonymous, readable && writable && !(q.vma_flags & k_vma_shared), readable,
+                 writable};
+}
+
+}  // namespace
+
+Query query_writable(int fd, Ranges& out) {
+    out.writable_only = true;
+    Procmap_query q;
+    for (uintptr_t a = 0;; a = q.vma_end) {
+        if (!query(fd, a, k_vma_writable, q)) {
+            if (errno == ENOENT) return Query::done;
+            out.count = 0;
+            out.writable_only = false;
+            return Query::unsupported;
+        }
+        if (q.vma_end <= a || !out.push(range_of(q))) return Query::failed;
+    }
+}
+
+bool guarded_below(int fd, const Ranges& maps, const Range& r) {
+    if (!maps.writable_only) {
+        size_t i = static_cast<size_t>(&r - maps.items);
+        return i > 0 && maps.items[i - 1].hi == r.lo && !maps.items[i - 1].readable;
+    }
+    Procmap_query q;
+    return r.lo > 0 && query(fd, r.lo - 1, 0, q) && q.vma_end == r.lo && q.vma_start < r.lo &&
+           !(q.vma_flags & k_vma_readable);
+}
+
+namespace {
+
 struct Module_query {
     Modules* out;
     uintptr_t own;
@@ -71,7 +139,7 @@ int collect_module(dl_phdr_info* info, size_t, void* data) {
         if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_W)) continue;
         uintptr_t lo = (info->dlpi_addr + ph.p_vaddr) & ~(k_page_size - 1);
         uintptr_t hi = (info->dlpi_addr + ph.p_vaddr + ph.p_memsz + k_page_size - 1) & ~(k_page_size - 1);
-        (is_own ? m->own : m->writable).push(Range{lo, hi, false, true, true});
+        (is_own ? m->own : m->writable).push(Range{lo, hi, false, true, true, true});
     }
     return 0;
 }

@@ -159,4 +159,75 @@ BOOST_AUTO_TEST_CASE(the_mapping_of_an_address_and_its_file) {
     BOOST_TEST(!zmm::os::mapping_of(8, &lo, &hi, nullptr, 0));
 }
 
+// The kernel's answer (PROCMAP_QUERY) is the file's writable lines, with
+// the same kinds; a kernel without it says so and adds nothing.
+BOOST_AUTO_TEST_CASE(the_kernel_query_lists_the_writable_mappings_of_the_file) {
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    BOOST_REQUIRE(fd >= 0);
+    Ranges queried, all;
+    // Room made first: growing either list maps memory between the reads.
+    for (int i = 0; i < 2000; ++i) BOOST_REQUIRE((queried.push(Range{}) && all.push(Range{})));
+    queried.count = all.count = 0;
+    Query q = query_writable(fd, queried);
+    BOOST_TEST(read_maps(fd, all));
+    close(fd);
+    if (q == Query::unsupported) {
+        BOOST_TEST_MESSAGE("this kernel has no PROCMAP_QUERY");
+        BOOST_TEST((queried.count == 0u && !queried.writable_only));
+        return;
+    }
+    BOOST_REQUIRE(q == Query::done);
+    BOOST_TEST(queried.writable_only);
+    std::vector<Range> writable;
+    for (size_t i = 0; i < all.count; ++i)
+        if (all.items[i].writable) writable.push_back(all.items[i]);
+    BOOST_REQUIRE_EQUAL(queried.count, writable.size());
+    BOOST_TEST(writable.size() >= 3u);  // the stack, the heap's, the test's data at least
+    for (size_t i = 0; i < writable.size(); ++i) {
+        const Range &a = queried.items[i], &b = writable[i];
+        BOOST_TEST_CONTEXT("mapping " << i) {
+            BOOST_TEST((a.lo == b.lo && a.hi == b.hi));
+            BOOST_TEST(a.anonymous == b.anonymous);
+            BOOST_TEST(a.scannable == b.scannable);
+            BOOST_TEST(a.readable == b.readable);
+            BOOST_TEST(a.writable);
+        }
+    }
+    int local = 0;
+    const Range* s = queried.containing(reinterpret_cast<uintptr_t>(&local));
+    BOOST_TEST((s && s->scannable && s->anonymous));
+}
+
+// A thread stack's guard: an inaccessible page right below the mapping,
+// whether the list has every mapping or only the writable ones.
+BOOST_AUTO_TEST_CASE(a_guard_page_below_a_mapping_is_seen_with_either_list) {
+    auto* p = static_cast<char*>(mmap(nullptr, 6 * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    BOOST_REQUIRE(p != MAP_FAILED);
+    // [p, +1 page) guard, [+1, +3) guarded; +3 unmapped, [+4, +6) unguarded.
+    BOOST_REQUIRE(mprotect(p + 4096, 2 * 4096, PROT_READ | PROT_WRITE) == 0);
+    BOOST_REQUIRE(munmap(p + 3 * 4096, 4096) == 0);
+    BOOST_REQUIRE(mprotect(p + 4 * 4096, 2 * 4096, PROT_READ | PROT_WRITE) == 0);
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    BOOST_REQUIRE(fd >= 0);
+    Ranges queried, all;
+    for (int i = 0; i < 2000; ++i) BOOST_REQUIRE((queried.push(Range{}) && all.push(Range{})));
+    queried.count = all.count = 0;
+    Query q = query_writable(fd, queried);
+    BOOST_TEST(read_maps(fd, all));
+    auto guarded = [&](const Ranges& r, const char* a) {
+        const Range* m = r.containing(reinterpret_cast<uintptr_t>(a));
+        BOOST_REQUIRE(m);
+        return guarded_below(fd, r, *m);
+    };
+    BOOST_TEST(guarded(all, p + 4096));
+    BOOST_TEST(!guarded(all, p + 4 * 4096));
+    if (q == Query::done) {
+        BOOST_TEST(guarded(queried, p + 4096));
+        BOOST_TEST(!guarded(queried, p + 4 * 4096));
+    }
+    close(fd);
+    munmap(p, 3 * 4096);
+    munmap(p + 4 * 4096, 2 * 4096);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
