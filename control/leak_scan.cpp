@@ -77,13 +77,14 @@ void stop_while_waiting() {
 }
 
 // /proc/self/maps, kept open from one scan to the next where the kernel
-// answers PROCMAP_QUERY (opening it walks /proc: 10-16 µs a scan). Checked
-// before each use: it must be this process's (a forked child inherits the
-// parent's, which describes the parent: left open, as it may be the
-// program's by the time the child looks) and still the file zmm opened (a
-// program that closes every descriptor may have one of its own at that
-// number since: left alone). Where the file is read instead, it is opened
-// for each scan and closed after.
+// answers PROCMAP_QUERY (opening it walks /proc: 10-16 µs a scan; the one
+// descriptor zmm keeps, and only once a scan has run: reports still open
+// their file each time). Checked before each use: it must be this
+// process's and still the file zmm opened (a program that closes every
+// descriptor may have one of its own at that number since: left alone). A
+// forked child closes the parent's, which describes the parent, in its
+// fork handler, before any of the program's code has run in it. Where the
+// file is read instead, it is opened for each scan and closed after.
 struct Maps_file {
     int fd = -1;
     pid_t pid = 0;
@@ -245,6 +246,10 @@ void after_fork_parent() {
 }
 
 void after_fork_child() {
+    struct stat st{};
+    if (g_maps.fd >= 0 && fstat(g_maps.fd, &st) == 0 && st.st_dev == g_maps.dev && st.st_ino == g_maps.ino)
+        close(g_maps.fd);
+    g_maps.fd = -1;
     g_fork_pending.store(false, std::memory_order_relaxed);
     g_scan_lock.reset();
     uint32_t e = g_epoch.load(std::memory_order_relaxed);

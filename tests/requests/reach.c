@@ -37,7 +37,7 @@
  *                found3 again)
  *   nofd1..2     in a forked child (the descriptor zmm keeps open for
  *                /proc/self/maps is the parent's, which describes the
- *                parent): nofd1 ends without a descriptor left: no scan,
+ *                parent: closed in the child, checked): nofd1 ends without a descriptor left: no scan,
  *                its cache listed as a leak (kind live); nofd2 adds an
  *                entry to the cache: both reachable (a block no scan found
  *                lost stays a candidate)
@@ -215,6 +215,19 @@ NOINLINE static void run_nofd(void) {
         waitpid(child, &status, 0);
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) printf("FAIL nofd child: status %d\n", status);
         return;
+    }
+    {
+        /* The parent's scans kept a descriptor for its /proc/PID/maps: the
+         * child's fork handler closed it. */
+        char parent_maps[64], link[256], fd_path[64];
+        snprintf(parent_maps, sizeof parent_maps, "/proc/%d/maps", (int)getppid());
+        for (int fd = 0; fd < 1024; ++fd) {
+            snprintf(fd_path, sizeof fd_path, "/proc/self/fd/%d", fd);
+            ssize_t n = readlink(fd_path, link, sizeof link - 1);
+            if (n <= 0) continue;
+            link[n] = 0;
+            if (strcmp(link, parent_maps) == 0) printf("FAIL the child has the parent's maps open (fd %d)\n", fd);
+        }
     }
     {
         struct rlimit was;
