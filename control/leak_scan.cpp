@@ -6,6 +6,7 @@
 #include <csignal>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <sys/uio.h>
@@ -76,17 +77,21 @@ void stop_while_waiting() {
     if (t_state.stop_pending) stop_if_pending();
 }
 
-// /proc/self/maps, kept open from one scan to the next where the kernel
-// answers PROCMAP_QUERY (opening it walks /proc: 10-16 µs a scan; the one
-// descriptor zmm keeps, and only once a scan has run: reports still open
-// their file each time). Checked before each use: it must be this
-// process's and still the file zmm opened (a program that closes every
-// descriptor may have one of its own at that number since: left alone). A
-// forked child closes the parent's, which describes the parent, in its
-// fork handler, before any of the program's code has run in it. Where the
-// file is read instead, it is opened for each scan and closed after.
+// /proc/self/maps for a scan. Where the kernel answers PROCMAP_QUERY, zmm
+// keeps it open from one scan to the next (opening it walks /proc: 10-16 µs
+// a scan; the one descriptor zmm keeps, and only once a scan has run:
+// reports still open their file each time), moved to a high number
+// (never 0-2, nor the lowest free number a program that closed one expects
+// back from its next open). A kept descriptor is only ever queried: never
+// read (its offset is not moved) and never closed but in a forked child's
+// fork handler (the parent's describes the parent), before any of the
+// program's code has run there (the fork waited for g_scan_lock: it is
+// still zmm's). Checked before each use: this process's, still the file zmm
+// kept (a program that closes every descriptor may have one of its own
+// there since: forgotten, left alone). Where the file is read instead, it
+// is opened for each scan and closed after.
 struct Maps_file {
-    int fd = -1;
+    int kept = -1;
     pid_t pid = 0;
     dev_t dev = 0;
     ino_t ino = 0;
@@ -94,42 +99,69 @@ struct Maps_file {
 };
 Maps_file g_maps;  // under g_scan_lock
 
-int open_maps() {
-    pid_t pid = getpid();
+struct Maps_use {
+    int fd = -1;
+    bool fresh = false;  // opened for this scan: closed after it, unless kept
+};
+
+bool is_kept(int fd, pid_t pid) {
     struct stat st{};
-    if (g_maps.fd >= 0 && g_maps.pid == pid && fstat(g_maps.fd, &st) == 0 && st.st_dev == g_maps.dev &&
-        st.st_ino == g_maps.ino)
-        return g_maps.fd;
-    g_maps.fd = -1;
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    if (fstat(fd, &st) != 0) {
-        close(fd);
-        return -1;
+    return fd >= 0 && g_maps.pid == pid && fstat(fd, &st) == 0 && st.st_dev == g_maps.dev && st.st_ino == g_maps.ino;
+}
+
+Maps_use open_maps() {
+    if (g_maps.kept >= 0 && is_kept(g_maps.kept, getpid())) return Maps_use{g_maps.kept, false};
+    g_maps.kept = -1;
+    return Maps_use{open("/proc/self/maps", O_RDONLY | O_CLOEXEC), true};
+}
+
+// The fresh descriptor of a scan whose query worked, moved high and kept.
+// (Not kept when the descriptor limit leaves no high number.)
+void keep(Maps_use& use) {
+    struct rlimit nofile{};
+    if (getrlimit(RLIMIT_NOFILE, &nofile) != 0) return;
+    rlim_t floor = nofile.rlim_cur / 4 * 3;
+    if (floor > 1000) floor = 1000;
+    if (floor < 3) return;
+    int high = fcntl(use.fd, F_DUPFD_CLOEXEC, static_cast<int>(floor));
+    struct stat st{};
+    if (high < 0) return;
+    if (fstat(high, &st) != 0) {
+        close(high);
+        return;
     }
-    g_maps.fd = fd;
-    g_maps.pid = pid;
+    close(use.fd);
+    use = Maps_use{high, false};
+    g_maps.kept = high;
+    g_maps.pid = getpid();
     g_maps.dev = st.st_dev;
     g_maps.ino = st.st_ino;
-    return fd;
 }
 
 // The mappings, asked of the kernel, or read from the file.
-bool read_mappings(int fd, Ranges& maps) {
+bool read_mappings(Maps_use& use, Ranges& maps) {
     if (g_maps.query) {
-        switch (memory_map::query_writable(fd, maps)) {
-            case memory_map::Query::done: return true;
+        switch (memory_map::query_writable(use.fd, maps)) {
+            case memory_map::Query::done:
+                if (use.fresh) keep(use);
+                return true;
             case memory_map::Query::failed: return false;
-            case memory_map::Query::unsupported: g_maps.query = false; break;
+            case memory_map::Query::unsupported:
+                // A kept descriptor that no longer answers: forgotten (the
+                // next scan opens its own), never read.
+                if (!use.fresh) {
+                    g_maps.kept = -1;
+                    return false;
+                }
+                g_maps.query = false;
+                break;
         }
     }
-    return memory_map::read_maps(fd, maps);
+    return memory_map::read_maps(use.fd, maps);
 }
 
-void done_with_maps() {
-    if (g_maps.query || g_maps.fd < 0) return;
-    close(g_maps.fd);
-    g_maps.fd = -1;
+void done_with_maps(const Maps_use& use) {
+    if (use.fresh && use.fd >= 0) close(use.fd);
 }
 
 // Without swap, a page mincore() calls absent was never written (reads as
@@ -247,9 +279,9 @@ void after_fork_parent() {
 
 void after_fork_child() {
     struct stat st{};
-    if (g_maps.fd >= 0 && fstat(g_maps.fd, &st) == 0 && st.st_dev == g_maps.dev && st.st_ino == g_maps.ino)
-        close(g_maps.fd);
-    g_maps.fd = -1;
+    if (g_maps.kept >= 0 && fstat(g_maps.kept, &st) == 0 && st.st_dev == g_maps.dev && st.st_ino == g_maps.ino)
+        close(g_maps.kept);
+    g_maps.kept = -1;
     g_fork_pending.store(false, std::memory_order_relaxed);
     g_scan_lock.reset();
     uint32_t e = g_epoch.load(std::memory_order_relaxed);
@@ -299,6 +331,11 @@ bool looks_like_cached_stack(int maps_fd, const Ranges& maps, const Range* r) {
 
 __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap* own) {
     if (!count) return Scan_info{};
+    // (errno as the program left it: the kernel's answers set it.)
+    struct Keep_errno {
+        int saved = errno;
+        ~Keep_errno() { errno = saved; }
+    } keep_errno;
     while (g_fork_pending.load(std::memory_order_acquire)) sched_yield();
     Lock_guard one_scan(g_scan_lock);
     uint64_t t0 = os::monotonic_ns();
@@ -308,9 +345,9 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap
     // taken now (none left: no scan).
     Modules modules;
     const bool modules_read = memory_map::collect_modules(modules, &own_marker);
-    int maps_fd = open_maps();
-    if (!modules_read || maps_fd < 0 || os::internal_overflowed()) {
-        if (maps_fd >= 0) done_with_maps();
+    Maps_use maps_file = open_maps();
+    if (!modules_read || maps_file.fd < 0 || os::internal_overflowed()) {
+        done_with_maps(maps_file);
         return unscanned(leaks, count);
     }
 
@@ -371,7 +408,8 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap
     // What is mapped now stays mapped until the end (the heap's mappings
     // are held; nobody else runs, or the roots are copied).
     Ranges maps, skip;
-    bool ok = read_mappings(maps_fd, maps);
+    bool ok = read_mappings(maps_file, maps);
+    const int maps_fd = maps_file.fd;
     os::for_each_internal(add_skipped, &skip);
     for (size_t i = 0; i < modules.own.count; ++i) skip.push(modules.own.items[i]);
     // Huge mappings the heaps keep whose contents are stale (cached, slack).
@@ -438,7 +476,7 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap
         if (own) own->found_again = reach.found_again();
     }
 
-    done_with_maps();
+    done_with_maps(maps_file);
     g_epoch.store(epoch + 1, std::memory_order_release);
     futex(&g_epoch, FUTEX_WAKE_PRIVATE, INT_MAX);
     os::release_heap_mappings();

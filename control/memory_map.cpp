@@ -98,7 +98,9 @@ Query query_writable(int fd, Ranges& out) {
     Procmap_query q;
     for (uintptr_t a = 0;; a = q.vma_end) {
         if (!query(fd, a, k_vma_writable, q)) {
-            if (errno == ENOENT) return Query::done;
+            if (errno == ENOENT) return Query::done;  // no mapping after a
+            if (errno != ENOTTY && errno != EINVAL && errno != ENOSYS && errno != EPERM && errno != EACCES)
+                return Query::failed;
             out.count = 0;
             out.writable_only = false;
             return Query::unsupported;

@@ -77,8 +77,8 @@ bool read_maps(int fd, Ranges& out);
 // file takes 40-60 (the kernel formats each line and its path).
 enum class Query {
     done,
-    unsupported,  // a kernel without it (nothing added): read the file
-    failed,       // a range could not be stored
+    unsupported,  // a kernel without it, or a descriptor it refuses (nothing added): read the file
+    failed,       // a range could not be stored, or the kernel failed otherwise
 };
 Query query_writable(int fd, Ranges& out);
 
