@@ -232,6 +232,7 @@ Request* begin_on_thread(const char* name, bool process_wide) {
 long end_on_thread(Leak_list* into, Share_totals* totals) {
     Request* r = t_state.request;
     if (!r) return -1;
+    os::Errno_keeper keep_errno;  // (the scan's and the report's system calls)
     Heap* h = r->heap;
     Heap* p = t_state.persistent;
     // From here the thread allocates from its own heap again; the report's
@@ -335,6 +336,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
 
 int request_begin(const char* name) {
     if (bypassed() || t_state.request) return -1;
+    os::Errno_keeper keep_errno;  // (loading libunwind)
     if (options().backtrace > 0) backtrace::prepare(options().fast_unwind);  // outside the allocator: may load libunwind
     Busy_section busy;  // the heaps change
     Request* r = begin_on_thread(name, false);

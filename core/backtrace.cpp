@@ -3,6 +3,7 @@
 #include "fast_unwind.hpp"
 #include "loader_guard.hpp"
 #include "loader_watch.hpp"
+#include "os.hpp"
 #include "stack_depot.hpp"
 
 #include <atomic>
@@ -108,6 +109,7 @@ bool prepare(bool fast) {
         return true;
     }
     loader::Use use;
+    os::Standard_descriptors_held standard_fds;  // libunwind's pipe: not on 0-2
     void* lib = loader::open_library("libunwind.so.8");
     if (!lib) return false;
     auto fn = reinterpret_cast<Backtrace_fn>(dlsym(lib, "unw_backtrace"));

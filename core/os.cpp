@@ -418,4 +418,24 @@ int thread_id() { return static_cast<int>(syscall(SYS_gettid)); }
 
 int tgkill(int tid, int sig) { return static_cast<int>(syscall(SYS_tgkill, getpid(), tid, sig)); }
 
+Standard_descriptors_held::Standard_descriptors_held() {
+    const int saved = errno;
+    while (count_ < 3) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) break;
+        if (fd > 2) {
+            close(fd);
+            break;
+        }
+        held_[count_++] = fd;
+    }
+    errno = saved;
+}
+
+Standard_descriptors_held::~Standard_descriptors_held() {
+    const int saved = errno;
+    while (count_) close(held_[--count_]);
+    errno = saved;
+}
+
 }  // namespace zmm::os

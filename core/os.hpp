@@ -4,6 +4,7 @@
 // from inside malloc, from fork handlers and from fatal paths.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 
@@ -103,5 +104,31 @@ uint64_t random_u64();
 int thread_id();
 // Sends sig to thread tid of this process; 0 or -1 (errno).
 int tgkill(int tid, int sig);
+
+// errno as the program left it, back when the scope ends: for what zmm
+// does on the program's behalf (a request's begin and end, whose system
+// calls and libraries set errno).
+struct Errno_keeper {
+    int saved = errno;
+    ~Errno_keeper() { errno = saved; }
+};
+
+// While a library zmm uses opens descriptors it keeps (libunwind's pipe,
+// libdw's files), the standard ones a program closed are held with
+// /dev/null: on 0-2 they would be replaced by the program's next dup2 onto
+// stdin, stdout or stderr (daemon(3) does that) and read or written as
+// something else (a write to /dev/null calls any address readable to
+// libunwind, which would then read an unmapped one). errno is kept.
+class Standard_descriptors_held {
+public:
+    Standard_descriptors_held();
+    ~Standard_descriptors_held();
+    Standard_descriptors_held(const Standard_descriptors_held&) = delete;
+    Standard_descriptors_held& operator=(const Standard_descriptors_held&) = delete;
+
+private:
+    int held_[3];
+    int count_ = 0;
+};
 
 }  // namespace zmm::os

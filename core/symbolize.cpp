@@ -383,6 +383,7 @@ void locate(const stack_depot::Frame& frame, Location& out) {
             if (!named) give_up(stuck);
         }
         if (!named) {  // (the helper is off for good by now)
+            os::Standard_descriptors_held standard_fds;  // libdw's files: not on 0-2
             dwarf_names::lookup(module_names(frame.module, *m), at, out.function, sizeof out.function, out.file,
                                 sizeof out.file, &out.line);
         }
