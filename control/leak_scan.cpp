@@ -331,11 +331,7 @@ bool looks_like_cached_stack(int maps_fd, const Ranges& maps, const Range* r) {
 
 __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap* own) {
     if (!count) return Scan_info{};
-    // (errno as the program left it: the kernel's answers set it.)
-    struct Keep_errno {
-        int saved = errno;
-        ~Keep_errno() { errno = saved; }
-    } keep_errno;
+    os::Errno_keeper keep_errno;  // (the kernel's answers set it)
     while (g_fork_pending.load(std::memory_order_acquire)) sched_yield();
     Lock_guard one_scan(g_scan_lock);
     uint64_t t0 = os::monotonic_ns();

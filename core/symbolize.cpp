@@ -111,12 +111,6 @@ bool helper_binary(char* out, size_t n) {
     return true;
 }
 
-// The program's errno, through the failed calls of a start.
-struct Errno_keeper {
-    int saved = errno;
-    ~Errno_keeper() { errno = saved; }
-};
-
 struct Spawn {
     const char* path;
     char* const* argv;
@@ -182,7 +176,7 @@ bool helper_allowed() {
 
 bool start_helper() {
     Helper& h = g_helper;
-    Errno_keeper keep;
+    os::Errno_keeper keep;  // (through the failed calls of a start)
     char path[1024];
     if (!helper_allowed() || !helper_binary(path, sizeof path) || access(path, X_OK) != 0) return false;
     int sv[2];
