@@ -4,7 +4,9 @@
 #include <cerrno>
 #include <csignal>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <pthread.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -43,7 +45,11 @@ Mapped_array<uintptr_t> g_reported;
 // Internal: "switch now" to one thread (begin: into the request; end: end
 // your share). A real-time signal the program is unlikely to use.
 int g_switch_signal = 0;
-int g_wake_pipe[2] = {-1, -1};
+// Bumped by the external toggle; the reporter thread waits on it (a futex:
+// no descriptor a program that closes every one, or a daemon's dup2 onto
+// 0-2, could take from under it, nor one a forked child shares with its
+// parent).
+std::atomic<uint32_t> g_wake{0};
 uint64_t g_reporter_start = 0;  // the generation when the reporter thread was made
 uintptr_t g_own_lo = 0, g_own_hi = 0;  // the allocator's text: "inside zmm"
 
@@ -103,9 +109,8 @@ void toggle_to(bool open) {
     uint64_t g = g_generation.load(std::memory_order_acquire);
     while (opened(g) != open)
         if (g_generation.compare_exchange_weak(g, g + 1, std::memory_order_acq_rel)) break;
-    char c = 1;
-    ssize_t ignored = write(g_wake_pipe[1], &c, 1);
-    (void)ignored;
+    g_wake.fetch_add(1, std::memory_order_release);
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&g_wake), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
 }
 
 void on_request_signal(int, siginfo_t* info, void*) {
@@ -199,12 +204,14 @@ void* reporter(void*) {
     // toggle that comes in between must not go unseen.
     uint64_t seen = g_reporter_start;
     for (;;) {
-        char c;
-        ssize_t n = read(g_wake_pipe[0], &c, 1);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return nullptr;
+        // (The wake count before the generation: a toggle between the two
+        // changes the count, and the wait returns at once.)
+        const uint32_t wake = g_wake.load(std::memory_order_acquire);
         uint64_t g = g_generation.load(std::memory_order_acquire);
-        if (g == seen) continue;
+        if (g == seen) {
+            syscall(SYS_futex, reinterpret_cast<uint32_t*>(&g_wake), FUTEX_WAIT_PRIVATE, wake, nullptr, nullptr, 0);
+            continue;
+        }
         if (opened(g)) {
             if (!opened(seen)) {
                 open_request();
@@ -327,7 +334,6 @@ void start() {
         return;
     }
     // ZMM_REQUEST=signal
-    if (pipe2(g_wake_pipe, O_CLOEXEC) != 0) return;
     if (!install(o.request_signal.number, on_request_signal)) return;
     pthread_t thread;
     pthread_attr_t attr;

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -423,18 +424,27 @@ Standard_descriptors_held::Standard_descriptors_held() {
     while (count_ < 3) {
         int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (fd < 0) break;
-        if (fd > 2) {
+        struct stat st{};
+        if (fd > 2 || fstat(fd, &st) != 0) {
             close(fd);
             break;
         }
-        held_[count_++] = fd;
+        held_[count_] = Held{fd, st.st_dev, st.st_ino};
+        ++count_;
     }
     errno = saved;
 }
 
 Standard_descriptors_held::~Standard_descriptors_held() {
     const int saved = errno;
-    while (count_) close(held_[--count_]);
+    // (Only what is still ours: a thread of the program's may have put its
+    // own on that number meanwhile, by dup2.)
+    struct stat st{};
+    while (count_) {
+        const Held& h = held_[--count_];
+        if (fstat(h.fd, &st) == 0 && st.st_dev == h.dev && st.st_ino == h.ino && (st.st_mode & S_IFMT) == S_IFCHR)
+            close(h.fd);
+    }
     errno = saved;
 }
 

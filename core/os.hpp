@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <sys/types.h>
 
 namespace zmm::os {
 
@@ -127,7 +128,12 @@ public:
     Standard_descriptors_held& operator=(const Standard_descriptors_held&) = delete;
 
 private:
-    int held_[3];
+    struct Held {
+        int fd;
+        dev_t dev;
+        ino_t ino;
+    };
+    Held held_[3];
     int count_ = 0;
 };
 

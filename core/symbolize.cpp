@@ -183,6 +183,7 @@ bool start_helper() {
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return false;
     // Our end out of the way of the program's small numbers.
     int ours = fcntl(sv[0], F_DUPFD_CLOEXEC, 600);
+    if (ours < 0) ours = fcntl(sv[0], F_DUPFD_CLOEXEC, 3);  // (a descriptor limit under 600: at least not 0-2)
     if (ours >= 0) {
         close(sv[0]);
     } else {
