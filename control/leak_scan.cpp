@@ -6,7 +6,6 @@
 #include <csignal>
 #include <fcntl.h>
 #include <sched.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <sys/uio.h>
@@ -80,9 +79,8 @@ void stop_while_waiting() {
 // /proc/self/maps for a scan. Where the kernel answers PROCMAP_QUERY, zmm
 // keeps it open from one scan to the next (opening it walks /proc: 10-16 µs
 // a scan; the one descriptor zmm keeps, and only once a scan has run:
-// reports still open their file each time), moved to a high number
-// (never 0-2, nor the lowest free number a program that closed one expects
-// back from its next open). A kept descriptor is only ever queried: never
+// reports still open their file each time), moved out of the way of the
+// program's small numbers (os::move_out_of_the_way). A kept descriptor is only ever queried: never
 // read (its offset is not moved) and never closed but in a forked child's
 // fork handler (the parent's describes the parent), before any of the
 // program's code has run there (the fork waited for g_scan_lock: it is
@@ -115,22 +113,13 @@ Maps_use open_maps() {
     return Maps_use{open("/proc/self/maps", O_RDONLY | O_CLOEXEC), true};
 }
 
-// The fresh descriptor of a scan whose query worked, moved high and kept.
-// (Not kept when the descriptor limit leaves no high number.)
+// The fresh descriptor of a scan whose query worked, moved out of the way
+// and kept. (Not kept where no number past 2 is free.)
 void keep(Maps_use& use) {
-    struct rlimit nofile{};
-    if (getrlimit(RLIMIT_NOFILE, &nofile) != 0) return;
-    rlim_t floor = nofile.rlim_cur / 4 * 3;
-    if (floor > 1000) floor = 1000;
-    if (floor < 3) return;
-    int high = fcntl(use.fd, F_DUPFD_CLOEXEC, static_cast<int>(floor));
+    use.fd = os::move_out_of_the_way(use.fd);
     struct stat st{};
-    if (high < 0) return;
-    if (fstat(high, &st) != 0) {
-        close(high);
-        return;
-    }
-    close(use.fd);
+    if (use.fd <= 2 || fstat(use.fd, &st) != 0) return;
+    const int high = use.fd;
     use = Maps_use{high, false};
     g_maps.kept = high;
     g_maps.pid = getpid();

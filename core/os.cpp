@@ -419,6 +419,16 @@ int thread_id() { return static_cast<int>(syscall(SYS_gettid)); }
 
 int tgkill(int tid, int sig) { return static_cast<int>(syscall(SYS_tgkill, getpid(), tid, sig)); }
 
+int move_out_of_the_way(int fd) {
+    const int saved = errno;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 600);
+    if (moved < 0) moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);  // (a descriptor limit under 600)
+    errno = saved;
+    if (moved < 0) return fd;
+    close(fd);
+    return moved;
+}
+
 Standard_descriptors_held::Standard_descriptors_held() {
     const int saved = errno;
     while (count_ < 3) {

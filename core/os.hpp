@@ -114,6 +114,12 @@ struct Errno_keeper {
     ~Errno_keeper() { errno = saved; }
 };
 
+// A descriptor zmm keeps, moved out of the way of the program's small
+// numbers (from 600, else from 3: never 0-2, nor the lowest free number a
+// program that closed one expects back from its next open), close-on-exec.
+// The new number, `fd` closed; or fd itself when no other number is free.
+int move_out_of_the_way(int fd);
+
 // While a library zmm uses opens descriptors it keeps (libunwind's pipe,
 // libdw's files), the standard ones a program closed are held with
 // /dev/null: on 0-2 they would be replaced by the program's next dup2 onto

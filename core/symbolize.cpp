@@ -181,14 +181,7 @@ bool start_helper() {
     if (!helper_allowed() || !helper_binary(path, sizeof path) || access(path, X_OK) != 0) return false;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return false;
-    // Our end out of the way of the program's small numbers.
-    int ours = fcntl(sv[0], F_DUPFD_CLOEXEC, 600);
-    if (ours < 0) ours = fcntl(sv[0], F_DUPFD_CLOEXEC, 3);  // (a descriptor limit under 600: at least not 0-2)
-    if (ours >= 0) {
-        close(sv[0]);
-    } else {
-        ours = sv[0];
-    }
+    const int ours = os::move_out_of_the_way(sv[0]);
     // The environment less LD_PRELOAD and ZMM_* (the helper must not run on
     // zmm), and the clones' stacks: mapped, no malloc.
     size_t n_env = 1;  // and ZMM_ALLOC=0
