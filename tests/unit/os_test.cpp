@@ -3,7 +3,12 @@
 // big ones are not kept.
 #include <boost/test/unit_test.hpp>
 
+#include <cerrno>
 #include <cstring>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <vector>
 
 #include "os.hpp"
@@ -84,6 +89,64 @@ BOOST_AUTO_TEST_CASE(every_internal_mapping_is_listed) {
     BOOST_TEST(listed(again));
     os::unmap(again, 2 << 20);
     BOOST_TEST(!os::internal_overflowed());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// The descriptors zmm keeps stay out of 0-2: a library's descriptors opened
+// while the standard ones are held land past 2, the held ones are given
+// back, and one a thread of the program's put on that number meanwhile is
+// left alone. (fd 0 of the test process is closed for the test and put
+// back after.)
+BOOST_AUTO_TEST_SUITE(os_descriptors)
+
+BOOST_AUTO_TEST_CASE(standard_descriptors_are_held_then_given_back) {
+    const int saved_stdin = dup(0);
+    BOOST_REQUIRE(saved_stdin > 2);
+    BOOST_REQUIRE(close(0) == 0);
+    int p[2] = {-1, -1};
+    {
+        errno = EILSEQ;
+        os::Standard_descriptors_held held;
+        BOOST_TEST(errno == EILSEQ);
+        BOOST_REQUIRE(pipe2(p, O_CLOEXEC) == 0);
+        BOOST_TEST((p[0] > 2 && p[1] > 2));
+    }
+    int lowest = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    BOOST_TEST(lowest == 0);  // given back
+    close(lowest);
+    // Replaced meanwhile (a pipe dup2'd onto 0): not closed.
+    {
+        os::Standard_descriptors_held held;
+        BOOST_REQUIRE(dup2(p[0], 0) == 0);
+    }
+    struct stat st{};
+    BOOST_TEST((fstat(0, &st) == 0 && S_ISFIFO(st.st_mode)));
+    close(p[0]);
+    close(p[1]);
+    BOOST_REQUIRE(dup2(saved_stdin, 0) == 0);
+    close(saved_stdin);
+}
+
+BOOST_AUTO_TEST_CASE(a_kept_descriptor_is_moved_out_of_the_way_and_errno_kept) {
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    BOOST_REQUIRE(fd >= 0);
+    errno = EILSEQ;
+    int moved = os::move_out_of_the_way(fd);
+    BOOST_TEST(errno == EILSEQ);
+    struct rlimit nofile{};
+    BOOST_REQUIRE(getrlimit(RLIMIT_NOFILE, &nofile) == 0);
+    BOOST_TEST(moved > 2);
+    if (nofile.rlim_cur > 600) BOOST_TEST(moved >= 600);
+    BOOST_TEST(fcntl(fd, F_GETFD) == -1);  // the old number is closed
+    BOOST_TEST((fcntl(moved, F_GETFD) & FD_CLOEXEC) != 0);
+    close(moved);
+    {
+        errno = EDOM;
+        os::Errno_keeper keep;
+        errno = ENOENT;
+    }
+    BOOST_TEST(errno == EDOM);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
