@@ -6,11 +6,8 @@
 #include <csignal>
 #include <fcntl.h>
 #include <sched.h>
-#include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <sys/uio.h>
-#include <linux/futex.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,10 +38,6 @@ std::atomic<uint32_t> g_epoch{0};  // odd while a scan holds the other threads
 Spin_lock g_scan_lock;             // one scan at a time
 std::atomic<bool> g_fork_pending{false};  // a fork waits for the scan lock
 
-long futex(std::atomic<uint32_t>* word, int op, uint32_t value) {
-    return syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), op, value, nullptr, nullptr, 0);
-}
-
 // Stops the calling thread until the scan of epoch e is over. Everything
 // the thread had in registers is above this frame (in the signal frame, or
 // spilled by the caller): reading from here up covers it.
@@ -53,7 +46,7 @@ __attribute__((noinline)) void park(uint32_t e) {
     volatile uintptr_t marker = 0;
     t_state.scan_sp = reinterpret_cast<uintptr_t>(&marker);
     t_state.scan_ack.store(e, std::memory_order_release);
-    while (g_epoch.load(std::memory_order_acquire) == e) futex(&g_epoch, FUTEX_WAIT_PRIVATE, e);
+    while (g_epoch.load(std::memory_order_acquire) == e) os::futex_wait(g_epoch, e);
 }
 
 void on_stop(int, siginfo_t* info, void*) {
@@ -91,8 +84,7 @@ void stop_while_waiting() {
 struct Maps_file {
     int kept = -1;
     pid_t pid = 0;
-    dev_t dev = 0;
-    ino_t ino = 0;
+    os::File_id file;
     bool query = true;  // false: this kernel has no PROCMAP_QUERY
 };
 Maps_file g_maps;  // under g_scan_lock
@@ -102,13 +94,9 @@ struct Maps_use {
     bool fresh = false;  // opened for this scan: closed after it, unless kept
 };
 
-bool is_kept(int fd, pid_t pid) {
-    struct stat st{};
-    return fd >= 0 && g_maps.pid == pid && fstat(fd, &st) == 0 && st.st_dev == g_maps.dev && st.st_ino == g_maps.ino;
-}
-
 Maps_use open_maps() {
-    if (g_maps.kept >= 0 && is_kept(g_maps.kept, getpid())) return Maps_use{g_maps.kept, false};
+    if (g_maps.kept >= 0 && g_maps.pid == getpid() && os::is_file(g_maps.kept, g_maps.file))
+        return Maps_use{g_maps.kept, false};
     g_maps.kept = -1;
     return Maps_use{open("/proc/self/maps", O_RDONLY | O_CLOEXEC), true};
 }
@@ -117,14 +105,12 @@ Maps_use open_maps() {
 // and kept. (Not kept where no number past 2 is free.)
 void keep(Maps_use& use) {
     use.fd = os::move_out_of_the_way(use.fd);
-    struct stat st{};
-    if (use.fd <= 2 || fstat(use.fd, &st) != 0) return;
-    const int high = use.fd;
-    use = Maps_use{high, false};
-    g_maps.kept = high;
+    os::File_id file;
+    if (use.fd <= 2 || !os::file_id_of(use.fd, &file)) return;
+    use.fresh = false;
+    g_maps.kept = use.fd;
     g_maps.pid = getpid();
-    g_maps.dev = st.st_dev;
-    g_maps.ino = st.st_ino;
+    g_maps.file = file;
 }
 
 // The mappings, asked of the kernel, or read from the file.
@@ -267,9 +253,7 @@ void after_fork_parent() {
 }
 
 void after_fork_child() {
-    struct stat st{};
-    if (g_maps.kept >= 0 && fstat(g_maps.kept, &st) == 0 && st.st_dev == g_maps.dev && st.st_ino == g_maps.ino)
-        close(g_maps.kept);
+    if (os::is_file(g_maps.kept, g_maps.file)) close(g_maps.kept);
     g_maps.kept = -1;
     g_fork_pending.store(false, std::memory_order_relaxed);
     g_scan_lock.reset();
@@ -463,7 +447,7 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap
 
     done_with_maps(maps_file);
     g_epoch.store(epoch + 1, std::memory_order_release);
-    futex(&g_epoch, FUTEX_WAKE_PRIVATE, INT_MAX);
+    os::futex_wake(g_epoch, INT_MAX);
     os::release_heap_mappings();
     process_request::unlock_threads();
     (void)here;

@@ -4,9 +4,7 @@
 #include <cerrno>
 #include <csignal>
 #include <fcntl.h>
-#include <linux/futex.h>
 #include <pthread.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -110,7 +108,7 @@ void toggle_to(bool open) {
     while (opened(g) != open)
         if (g_generation.compare_exchange_weak(g, g + 1, std::memory_order_acq_rel)) break;
     g_wake.fetch_add(1, std::memory_order_release);
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&g_wake), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+    os::futex_wake(g_wake, 1);
 }
 
 void on_request_signal(int, siginfo_t* info, void*) {
@@ -209,7 +207,7 @@ void* reporter(void*) {
         const uint32_t wake = g_wake.load(std::memory_order_acquire);
         uint64_t g = g_generation.load(std::memory_order_acquire);
         if (g == seen) {
-            syscall(SYS_futex, reinterpret_cast<uint32_t*>(&g_wake), FUTEX_WAIT_PRIVATE, wake, nullptr, nullptr, 0);
+            os::futex_wait(g_wake, wake);
             continue;
         }
         if (opened(g)) {

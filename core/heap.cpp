@@ -253,13 +253,9 @@ void Heap::purge(bool only_aged, size_t keep_pages) {
     Huge_header** link = &huge_cache;
     size_t unmapped_pages = 0;
     while (Huge_header* h = *link) {
-        if (purged + unmapped_pages >= most) {
+        // Kept: past what this pass gives back, or not aged yet.
+        if (purged + unmapped_pages >= most || (only_aged && !h->aged)) {
             if (only_aged) h->aged = true;
-            link = &h->next;
-            continue;
-        }
-        if (only_aged && !h->aged) {
-            h->aged = true;
             link = &h->next;
             continue;
         }

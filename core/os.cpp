@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -419,43 +420,60 @@ int thread_id() { return static_cast<int>(syscall(SYS_gettid)); }
 
 int tgkill(int tid, int sig) { return static_cast<int>(syscall(SYS_tgkill, getpid(), tid, sig)); }
 
+bool file_id_of(int fd, File_id* out) {
+    struct stat st{};
+    if (fd < 0 || fstat(fd, &st) != 0) return false;
+    *out = File_id{st.st_dev, st.st_ino};
+    return true;
+}
+
+bool is_file(int fd, File_id id) {
+    File_id now;
+    return file_id_of(fd, &now) && now.dev == id.dev && now.ino == id.ino;
+}
+
+void futex_wait(std::atomic<uint32_t>& word, uint32_t expected) {
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
+}
+
+void futex_wake(std::atomic<uint32_t>& word, int count) {
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE_PRIVATE, count, nullptr, nullptr, 0);
+}
+
 int move_out_of_the_way(int fd) {
-    const int saved = errno;
-    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 600);
-    if (moved < 0) moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);  // (a descriptor limit under 600)
-    errno = saved;
+    int moved;
+    {
+        Errno_keeper keep;
+        moved = fcntl(fd, F_DUPFD_CLOEXEC, 600);
+        if (moved < 0) moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);  // (a descriptor limit under 600)
+    }
     if (moved < 0) return fd;
     close(fd);
     return moved;
 }
 
 Standard_descriptors_held::Standard_descriptors_held() {
-    const int saved = errno;
+    Errno_keeper keep;
     while (count_ < 3) {
         int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (fd < 0) break;
-        struct stat st{};
-        if (fd > 2 || fstat(fd, &st) != 0) {
+        File_id file;
+        if (fd > 2 || !file_id_of(fd, &file)) {
             close(fd);
             break;
         }
-        held_[count_] = Held{fd, st.st_dev, st.st_ino};
-        ++count_;
+        held_[count_++] = Held{fd, file};
     }
-    errno = saved;
 }
 
 Standard_descriptors_held::~Standard_descriptors_held() {
-    const int saved = errno;
+    Errno_keeper keep;
     // (Only what is still ours: a thread of the program's may have put its
     // own on that number meanwhile, by dup2.)
-    struct stat st{};
     while (count_) {
         const Held& h = held_[--count_];
-        if (fstat(h.fd, &st) == 0 && st.st_dev == h.dev && st.st_ino == h.ino && (st.st_mode & S_IFMT) == S_IFCHR)
-            close(h.fd);
+        if (is_file(h.fd, h.file)) close(h.fd);
     }
-    errno = saved;
 }
 
 }  // namespace zmm::os

@@ -4,6 +4,7 @@
 // from inside malloc, from fork handlers and from fatal paths.
 #pragma once
 
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -114,6 +115,23 @@ struct Errno_keeper {
     ~Errno_keeper() { errno = saved; }
 };
 
+// Which file a descriptor is (its device and inode): for a descriptor zmm
+// keeps, whose number the program may have closed and reused since.
+struct File_id {
+    dev_t dev = 0;
+    ino_t ino = 0;
+};
+// fd's file into *out; false if fd is not open.
+bool file_id_of(int fd, File_id* out);
+// Is fd (still) open on the file `id` names?
+bool is_file(int fd, File_id id);
+
+// A futex on `word`: wait while it holds `expected` (returns on a wake, a
+// signal, or at once if it holds something else), and wake up to `count`
+// waiters. Private to the process.
+void futex_wait(std::atomic<uint32_t>& word, uint32_t expected);
+void futex_wake(std::atomic<uint32_t>& word, int count);
+
 // A descriptor zmm keeps, moved out of the way of the program's small
 // numbers (from 600, else from 3: never 0-2, nor the lowest free number a
 // program that closed one expects back from its next open), close-on-exec.
@@ -136,8 +154,7 @@ public:
 private:
     struct Held {
         int fd;
-        dev_t dev;
-        ino_t ino;
+        File_id file;
     };
     Held held_[3];
     int count_ = 0;

@@ -12,7 +12,6 @@
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -59,8 +58,7 @@ struct Helper {
     int fd = -1;
     pid_t pid = 0;    // the helper, for a kill when it stops answering
     pid_t owner = 0;  // the process that started it (a fork's child has none)
-    dev_t dev = 0;    // fd's socket: the program may have closed fd and
-    ino_t ino = 0;    // reused its number since
+    os::File_id socket;  // fd's: the program may have closed fd and reused its number since
     bool off = false; // ZMM_SYMBOLIZER=0, or given up
 };
 Helper g_helper;
@@ -70,16 +68,11 @@ char g_helper_path[1024];  // ZMM_SYMBOLIZER, or "" (beside libzmm.so)
 // debug file) before it is given up.
 constexpr int k_answer_timeout_ms = 60 * 1000;
 
-bool fd_is_ours(int fd, dev_t dev, ino_t ino) {
-    struct stat st;
-    return fd >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == dev && st.st_ino == ino;
-}
-
 // Closes our end (if the number is still ours). `kill_it`: the helper is
 // alive but stuck (a dead one's pid may be another process's by now).
 void stop_helper(bool kill_it) {
     Helper& h = g_helper;
-    if (fd_is_ours(h.fd, h.dev, h.ino)) close(h.fd);
+    if (os::is_file(h.fd, h.socket)) close(h.fd);
     if (kill_it && h.pid > 0) kill(h.pid, SIGKILL);
     h.fd = -1;
     h.pid = 0;
@@ -221,16 +214,15 @@ bool start_helper() {
     os::unmap(area, 2 * k_stack + env_bytes);
     close(sv[1]);
     pid_t pid = first > 0 ? s.helper : -1;
-    struct stat st;
-    if (pid <= 0 || fstat(ours, &st) != 0) {
+    os::File_id socket;
+    if (pid <= 0 || !os::file_id_of(ours, &socket)) {
         close(ours);
         return false;
     }
     h.fd = ours;
     h.pid = pid;
     h.owner = getpid();
-    h.dev = st.st_dev;
-    h.ino = st.st_ino;
+    h.socket = socket;
     return true;
 }
 
@@ -238,7 +230,7 @@ bool start_helper() {
 bool helper_ready() {
     Helper& h = g_helper;
     if (h.off) return false;
-    if (h.fd >= 0 && h.owner == getpid() && fd_is_ours(h.fd, h.dev, h.ino)) return true;
+    if (h.fd >= 0 && h.owner == getpid() && os::is_file(h.fd, h.socket)) return true;
     // None yet, a fork's child (the parent's helper is not ours), or the
     // program closed our fd: a new one.
     stop_helper(false);

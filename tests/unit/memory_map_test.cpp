@@ -27,6 +27,19 @@ int file_with(const std::string& text) {
     return fd;
 }
 
+// The process's mappings both ways, one right after the other, through fd
+// (an open /proc/self/maps): the kernel's writable ones (`queried`, the
+// query's answer returned) and the file's every one (`all`, BOOST_TESTed).
+// Room is made in both lists first: growing either would map memory between
+// the two reads.
+Query read_both_ways(int fd, Ranges& queried, Ranges& all) {
+    for (int i = 0; i < 2000; ++i) BOOST_REQUIRE((queried.push(Range{}) && all.push(Range{})));
+    queried.count = all.count = 0;
+    Query q = query_writable(fd, queried);
+    BOOST_TEST(read_maps(fd, all));
+    return q;
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(memory_map)
@@ -165,11 +178,7 @@ BOOST_AUTO_TEST_CASE(the_kernel_query_lists_the_writable_mappings_of_the_file) {
     int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     BOOST_REQUIRE(fd >= 0);
     Ranges queried, all;
-    // Room made first: growing either list maps memory between the reads.
-    for (int i = 0; i < 2000; ++i) BOOST_REQUIRE((queried.push(Range{}) && all.push(Range{})));
-    queried.count = all.count = 0;
-    Query q = query_writable(fd, queried);
-    BOOST_TEST(read_maps(fd, all));
+    Query q = read_both_ways(fd, queried, all);
     close(fd);
     if (q == Query::unsupported) {
         BOOST_TEST_MESSAGE("this kernel has no PROCMAP_QUERY");
@@ -210,10 +219,7 @@ BOOST_AUTO_TEST_CASE(a_guard_page_below_a_mapping_is_seen_with_either_list) {
     int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     BOOST_REQUIRE(fd >= 0);
     Ranges queried, all;
-    for (int i = 0; i < 2000; ++i) BOOST_REQUIRE((queried.push(Range{}) && all.push(Range{})));
-    queried.count = all.count = 0;
-    Query q = query_writable(fd, queried);
-    BOOST_TEST(read_maps(fd, all));
+    Query q = read_both_ways(fd, queried, all);
     auto guarded = [&](const Ranges& r, const char* a) {
         const Range* m = r.containing(reinterpret_cast<uintptr_t>(a));
         BOOST_REQUIRE(m);
