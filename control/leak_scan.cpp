@@ -50,7 +50,7 @@ __attribute__((noinline)) void park(uint32_t e) {
 }
 
 void on_stop(int, siginfo_t* info, void*) {
-    if (info->si_code != SI_TKILL || info->si_pid != getpid()) return;
+    if (info->si_code != SI_TKILL || info->si_pid != os::process_id()) return;
     int saved = errno;
     uint32_t e = g_epoch.load(std::memory_order_acquire);
     if (e & 1) {
@@ -95,7 +95,7 @@ struct Maps_use {
 };
 
 Maps_use open_maps() {
-    if (g_maps.kept >= 0 && g_maps.pid == getpid() && os::is_file(g_maps.kept, g_maps.file))
+    if (g_maps.kept >= 0 && g_maps.pid == os::process_id() && os::is_file(g_maps.kept, g_maps.file))
         return Maps_use{g_maps.kept, false};
     g_maps.kept = -1;
     return Maps_use{open("/proc/self/maps", O_RDONLY | O_CLOEXEC), true};
@@ -109,7 +109,7 @@ void keep(Maps_use& use) {
     if (use.fd <= 2 || !os::file_id_of(use.fd, &file)) return;
     use.fresh = false;
     g_maps.kept = use.fd;
-    g_maps.pid = getpid();
+    g_maps.pid = os::process_id();
     g_maps.file = file;
 }
 
@@ -142,9 +142,17 @@ void done_with_maps(const Maps_use& use) {
 // Without swap, a page mincore() calls absent was never written (reads as
 // zero): skipping those makes a reservation of terabytes cost nothing. With
 // swap it may be swapped out: every page is read.
+// (Asked at most once a second: swap is seldom switched on.)
 bool resident_only_anonymous() {
-    struct sysinfo si {};
-    return sysinfo(&si) == 0 && si.totalswap == 0;
+    static uint64_t asked_ns = 0;  // under g_scan_lock
+    static bool answer = false;
+    const uint64_t now = os::monotonic_ns();
+    if (asked_ns == 0 || now - asked_ns >= 1'000'000'000u) {
+        struct sysinfo si {};
+        answer = sysinfo(&si) == 0 && si.totalswap == 0;
+        asked_ns = now;
+    }
+    return answer;
 }
 
 // [lo, hi) is not read as a root (ctx: the skipped Ranges).
@@ -157,7 +165,7 @@ void add_skipped(void* ctx, uintptr_t lo, uintptr_t hi) {
 // reads as nothing, not as a fault in zmm).
 void read_copied(Reachability& reach, uintptr_t lo, uintptr_t hi) {
     static uintptr_t buf[8192];  // 64 KiB; one scan at a time (g_scan_lock)
-    pid_t self = getpid();
+    pid_t self = os::process_id();
     while (lo < hi) {
         size_t n = hi - lo < sizeof buf ? hi - lo : sizeof buf;
         iovec local{buf, n}, remote{reinterpret_cast<void*>(lo), n};
@@ -447,7 +455,10 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap
 
     done_with_maps(maps_file);
     g_epoch.store(epoch + 1, std::memory_order_release);
-    os::futex_wake(g_epoch, INT_MAX);
+    // Only a thread sent the stop signal (this scan or one it missed) parks.
+    bool any_signalled = false;
+    for (unsigned i = 0; i < n; ++i) any_signalled |= signalled[i];
+    if (any_signalled) os::futex_wake(g_epoch, INT_MAX);
     os::release_heap_mappings();
     process_request::unlock_threads();
     (void)here;

@@ -86,7 +86,7 @@ bool inside_allocator(void* context) {
 
 void on_switch(int, siginfo_t* info, void* context) {
     int saved = errno;
-    if (info->si_code == SI_TKILL && info->si_pid == getpid()) {
+    if (info->si_code == SI_TKILL && info->si_pid == os::process_id()) {
         Request* r = t_state.request;
         uint64_t g = g_generation.load(std::memory_order_acquire);
         if (r && r->process_wide && r->generation != g) {
@@ -146,7 +146,7 @@ void report(uint64_t generation) {
         g_totals = {};
     }
     const char* name = o.request == Request_mode::signal ? "signal" : "process";
-    Request_summary s{g_id, name, static_cast<int>(getpid()), os::thread_id(), totals.usage, totals.peak,
+    Request_summary s{g_id, name, static_cast<int>(os::process_id()), os::thread_id(), totals.usage, totals.peak,
                       totals.real_usage, totals.real_peak, thread_limit(), os::monotonic_ns() - g_begin_ns,
                       o.log_format == Log_format::json, {}, o.suppressions.text};
     Depth_guard depth;
@@ -263,7 +263,8 @@ const Thread_ref* lock_threads(unsigned* count, bool* unlisted) {
     g_lock.lock();
     for (unsigned i = 0; i < g_thread_count;) {
         // Signal 0 checks the thread exists; its state is not read before.
-        if (os::tgkill(g_threads[i].tid, 0) != 0 && errno == ESRCH)
+        // (The calling thread does.)
+        if (g_threads[i].state != &t_state && os::tgkill(g_threads[i].tid, 0) != 0 && errno == ESRCH)
             g_threads[i] = g_threads[--g_thread_count];
         else
             ++i;

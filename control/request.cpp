@@ -269,7 +269,7 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         totals->real_peak += real_peak;
     }
     if (!into) {
-        Request_summary s{r->id, r->name, static_cast<int>(getpid()), r->tid, usage, peak, real,
+        Request_summary s{r->id, r->name, static_cast<int>(os::process_id()), r->tid, usage, peak, real,
                           real_peak, h->limit, os::monotonic_ns() - r->begin_ns, o.log_format == Log_format::json, {},
                           o.suppressions.text};
         // The scan leaves the request's lost blocks out. Untraced, every
@@ -459,7 +459,7 @@ bool heap_limit_exceeded(Heap& heap, size_t requested) {
     t.set_fd(fd);
     t.str("Allowed memory size of ").dec(limit).str(" bytes exhausted (tried to allocate ").dec(requested)
         .str(" bytes)\n");
-    t.str("zmm: in request ").dec(r->id).str(" '").str(r->name).str("' (pid ").dec(static_cast<uint64_t>(getpid()))
+    t.str("zmm: in request ").dec(r->id).str(" '").str(r->name).str("' (pid ").dec(static_cast<uint64_t>(os::process_id()))
         .str(", tid ").dec(static_cast<uint64_t>(r->tid)).str("), the allocation came from:\n");
     uintptr_t pcs[stack_depot::k_max_frames];
     unsigned n = backtrace::capture(pcs, 32);

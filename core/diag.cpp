@@ -50,7 +50,7 @@ int report_open() {
         if (p[0] == '%' && p[1] == 'p') {
             char digits[12];
             int d = 0;
-            unsigned v = static_cast<unsigned>(getpid());
+            unsigned v = static_cast<unsigned>(os::process_id());
             do digits[d++] = static_cast<char>('0' + v % 10);
             while (v /= 10);
             while (d) path[o++] = digits[--d];

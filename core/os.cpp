@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <new>
 #include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -416,9 +417,59 @@ uint64_t random_u64() {
     return v | 1;
 }
 
-int thread_id() { return static_cast<int>(syscall(SYS_gettid)); }
+namespace {
+// The page that keeps the pid (nullptr before the first call; the process's
+// own pid in it, or 0 in a child until it asks).
+std::atomic<std::atomic<int>*> g_pid_cell{nullptr};
+// nullptr where the kernel cannot wipe a page in a child (before 4.14):
+// then every call asks.
+std::atomic<int>* pid_cell() {
+    static std::atomic<bool> unsupported{false};
+    if (std::atomic<int>* cell = g_pid_cell.load(std::memory_order_acquire)) return cell;
+    if (unsupported.load(std::memory_order_relaxed)) return nullptr;
+    Errno_keeper keep;
+    void* page = map(k_page);
+    if (!page) return nullptr;
+    if (madvise(page, k_page, MADV_WIPEONFORK) != 0) {
+        unmap(page, k_page);
+        unsupported.store(true, std::memory_order_relaxed);
+        return nullptr;
+    }
+    auto* cell = new (page) std::atomic<int>(0);
+    std::atomic<int>* expected = nullptr;
+    if (g_pid_cell.compare_exchange_strong(expected, cell, std::memory_order_acq_rel)) return cell;
+    // Another thread's came first: this page goes back as an ordinary one
+    // (unmap may keep it for the next map()).
+    madvise(page, k_page, MADV_KEEPONFORK);
+    unmap(page, k_page);
+    return expected;
+}
 
-int tgkill(int tid, int sig) { return static_cast<int>(syscall(SYS_tgkill, getpid(), tid, sig)); }
+__attribute__((tls_model("initial-exec"))) thread_local int t_tid = 0;
+__attribute__((tls_model("initial-exec"))) thread_local int t_tid_pid = 0;  // the pid t_tid was read under
+}  // namespace
+
+int process_id() {
+    std::atomic<int>* cell = pid_cell();
+    if (!cell) return getpid();
+    int pid = cell->load(std::memory_order_relaxed);
+    if (pid == 0) {
+        pid = getpid();
+        cell->store(pid, std::memory_order_relaxed);
+    }
+    return pid;
+}
+
+int thread_id() {
+    const int pid = process_id();
+    if (t_tid_pid != pid) {
+        t_tid = static_cast<int>(syscall(SYS_gettid));
+        t_tid_pid = pid;
+    }
+    return t_tid;
+}
+
+int tgkill(int tid, int sig) { return static_cast<int>(syscall(SYS_tgkill, process_id(), tid, sig)); }
 
 bool file_id_of(int fd, File_id* out) {
     struct stat st{};

@@ -103,6 +103,11 @@ uintptr_t current_break();
 uint64_t monotonic_ns();
 
 uint64_t random_u64();
+// The process's id and the calling thread's, without a system call after
+// the first: the pid is kept in a page the kernel wipes in a child
+// (MADV_WIPEONFORK: fork, or a clone that skipped the atfork handlers), the
+// tid per thread with the pid it was read under.
+int process_id();
 int thread_id();
 // Sends sig to thread tid of this process; 0 or -1 (errno).
 int tgkill(int tid, int sig);

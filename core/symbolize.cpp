@@ -152,7 +152,7 @@ int start_exec_helper(void* arg) {
 // names the helper: a filter may kill the process for clone or execve
 // (systemd's SystemCallFilter does by default).
 bool helper_allowed() {
-    if (getpid() == 1) return false;
+    if (os::process_id() == 1) return false;
     int subreaper = 0;
     if (prctl(PR_GET_CHILD_SUBREAPER, &subreaper, 0, 0, 0) != 0 || subreaper) return false;
     if (g_helper_path[0]) return true;
@@ -221,7 +221,7 @@ bool start_helper() {
     }
     h.fd = ours;
     h.pid = pid;
-    h.owner = getpid();
+    h.owner = os::process_id();
     h.socket = socket;
     return true;
 }
@@ -230,7 +230,7 @@ bool start_helper() {
 bool helper_ready() {
     Helper& h = g_helper;
     if (h.off) return false;
-    if (h.fd >= 0 && h.owner == getpid() && os::is_file(h.fd, h.socket)) return true;
+    if (h.fd >= 0 && h.owner == os::process_id() && os::is_file(h.fd, h.socket)) return true;
     // None yet, a fork's child (the parent's helper is not ours), or the
     // program closed our fd: a new one.
     stop_helper(false);

@@ -8,6 +8,10 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <csignal>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -147,6 +151,56 @@ BOOST_AUTO_TEST_CASE(a_kept_descriptor_is_moved_out_of_the_way_and_errno_kept) {
         errno = ENOENT;
     }
     BOOST_TEST(errno == EDOM);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// The pid and tid zmm keeps (os::process_id, os::thread_id) are read again
+// in a child: after fork(), and after a raw clone that runs no atfork
+// handler (the page holding the pid comes zeroed, MADV_WIPEONFORK). Without
+// the wipe the child would name its parent, and take the parent's kept
+// /proc/self/maps descriptor for its own.
+BOOST_AUTO_TEST_SUITE(os_ids)
+
+// In a child: 0 when its ids are its own (only system calls: a raw clone's
+// child has no glibc state to trust).
+int check_ids_in_child() {
+    const long pid = syscall(SYS_getpid), tid = syscall(SYS_gettid);
+    if (zmm::os::process_id() != pid) return 1;
+    if (zmm::os::thread_id() != tid) return 2;
+    return 0;
+}
+
+int wait_status(pid_t child) {
+    int status = 0;
+    if (waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -1;
+    return WEXITSTATUS(status);
+}
+
+BOOST_AUTO_TEST_CASE(ids_are_the_callers_and_a_childs_own) {
+    BOOST_TEST(zmm::os::process_id() == getpid());
+    BOOST_TEST(zmm::os::thread_id() == static_cast<int>(syscall(SYS_gettid)));
+    BOOST_TEST(zmm::os::process_id() == getpid());  // the kept one
+
+    const pid_t forked = fork();
+    BOOST_TEST_REQUIRE(forked >= 0);
+    if (forked == 0) _exit(check_ids_in_child());
+    BOOST_TEST(wait_status(forked) == 0);
+
+    const long cloned = syscall(SYS_clone, SIGCHLD, nullptr, nullptr, nullptr, nullptr);
+    BOOST_TEST_REQUIRE(cloned >= 0);
+    if (cloned == 0) syscall(SYS_exit_group, check_ids_in_child());
+    BOOST_TEST(wait_status(static_cast<pid_t>(cloned)) == 0);
+    BOOST_TEST(zmm::os::process_id() == getpid());
+}
+
+BOOST_AUTO_TEST_CASE(each_thread_has_its_own_tid) {
+    int seen = 0;
+    std::thread t([&] { seen = zmm::os::thread_id(); });
+    t.join();
+    BOOST_TEST(seen != 0);
+    BOOST_TEST(seen != zmm::os::thread_id());
+    BOOST_TEST(zmm::os::thread_id() == static_cast<int>(syscall(SYS_gettid)));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
