@@ -800,7 +800,7 @@ bool Heap::size_matches(const void* p, size_t bytes) {
     size_t usable = usable_size(p);
     if (usable == 0) return true;  // not a block start: the free diagnoses it
     if (bytes > usable) return false;
-    if (usable <= k_max_small) return bytes <= k_max_small && k_bin_size[size_to_bin(bytes)] == usable;
+    if (is_small_slot(p)) return bytes <= k_max_small && k_bin_size[size_to_bin(bytes)] == usable;
     // Large and huge: the same page count (an aligned new may have rounded up
     // to more; only a size beyond the block or far below it is wrong).
     return bytes > k_max_small && (bytes + k_page_size - 1) / k_page_size * k_page_size >= usable / 2;
@@ -1073,6 +1073,10 @@ size_t Heap::usable_size(const void* p) {
     }
     if (Huge_header* h = huge_header_checked(p)) return h->size;
     return 0;
+}
+
+bool Heap::is_small_slot(const void* p) {
+    return granule_of(p) == granule_chunk && (Chunk::of(p)->map[Chunk::page_of(p)] & k_small);
 }
 
 void* Heap::realloc(void* p, size_t bytes) {

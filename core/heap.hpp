@@ -7,8 +7,8 @@
 // `owner`, `remote`, the atomic stack other threads push their frees onto,
 // and `remote_bins`, where they push chains of small blocks (Outbox_chain).
 //
-// Block kinds by size (ZendMM): small 0..3072 from bins, large 3073 .. 2 MiB -
-// 4 KiB as page runs inside a chunk, huge above that as their own 2 MiB aligned
+// Block kinds by size (ZendMM's, but zmm's bins go to 4608: size_class.hpp):
+// small 0..4608 from bins, large 4609 .. 2 MiB - 4 KiB as page runs inside a chunk, huge above that as their own 2 MiB aligned
 // mapping with a header page just before the block.
 #pragma once
 
@@ -412,6 +412,10 @@ public:
     void for_each_stale_huge_range(void (*fn)(void* ctx, uintptr_t lo, uintptr_t hi), void* ctx) const;
     // Usable size of any zmm block, or 0 if p is not zmm's.
     static size_t usable_size(const void* p);
+    // Is p in a page of a small run (a bin's slot, or inside one)? By the
+    // page, not the size: a page run may be as small as a bin's slot (an
+    // aligned allocation of 4 KiB is a run of one page, bin 30's size).
+    static bool is_small_slot(const void* p);
     // The usable size of the live block that starts at p, or 0 when p is not
     // the start of a live zmm block (free slot, freed run, any other
     // address). Never faults, never diagnoses: for the leak scan.

@@ -152,7 +152,7 @@ inline constexpr size_t round_pages(size_t n) { return (n + k_page_size - 1) & ~
 inline size_t fuzz_size(Reader& in) {
     static constexpr size_t edges[] = {
         0, 1, 8, 15, 16, 17, 31, 32, 33, 48, 64, 65, 256, 257, 3071, 3072, 3073,
-        4095, 4096, 4097, 8192, 16384, k_max_large - 4096, k_max_large - 1, k_max_large,
+        4095, 4096, 4097, 4368, 4607, 4608, 4609, 8192, 16384, k_max_large - 4096, k_max_large - 1, k_max_large,
         k_max_large + 1, k_chunk_size - 1, k_chunk_size, k_chunk_size + 1,
         k_chunk_size + k_page_size, 2 * k_chunk_size, 2 * k_chunk_size + 1, 8u << 20,
         k_max_request};
@@ -571,6 +571,8 @@ struct World {
         Block b = live[i];
         if (thread_of(b.heap) != thread && n_pending >= k_max_pending) thread = thread_of(b.heap);  // keep it local
         check_block(b, "before free");
+        // A slot (not a page run as big as one: an aligned 4 KiB block).
+        const bool small_slot = Heap::is_small_slot(b.p);
         log("free(%p) by thread %c (heap %s)", b.p, thread ? 'B' : 'A', heap_name(b.heap));
         unsigned mine = heap_of_thread(thread);
         if (mine != k_heaps && heaps[mine].free_small_fast(b.p)) {
@@ -585,7 +587,7 @@ struct World {
         }
         remove_live(i);
         if (thread_of(b.heap) != thread) {
-            bool chained = mode == Mode::multi && heaps[b.heap].takes_chains && b.usable <= k_max_small;
+            bool chained = mode == Mode::multi && heaps[b.heap].takes_chains && small_slot;
             uint8_t sender = chained ? static_cast<uint8_t>(thread == 1 ? heap_b : heap_a) : uint8_t{k_heaps};
             pending[n_pending++] = Pending{b.p, b.usable, b.heap, b.heap, b.carried, sender};
             live_bytes += b.usable;

@@ -516,6 +516,42 @@ BOOST_AUTO_TEST_CASE(realloc_across_kinds_keeps_content) {
     BOOST_TEST(h->usage() == 0u);
 }
 
+// 3073..4608 B come from zmm's two bins past ZendMM's (a page; 4608 B slots
+// packed 8 to 9 pages), where ZendMM took 1- and 2-page runs: a block of
+// SQLite's page cache (4368 B) costs 4608 B, not 8192. A sized delete's
+// size is judged by the block's kind, not its usable size: an aligned
+// allocation of 4 KiB is a page run as big as bin 30's slot, and no plain
+// allocation of 4000 B (a slot) is a run.
+BOOST_AUTO_TEST_CASE(page_plus_header_sizes_are_small) {
+    Test_heap h;
+    struct Case {
+        size_t bytes, usable;
+    };
+    for (Case c : {Case{3073, 4096}, Case{4096, 4096}, Case{4097, 4608}, Case{4368, 4608}, Case{4608, 4608},
+                   Case{4609, 8192}}) {
+        BOOST_TEST_CONTEXT("size " << c.bytes) {
+            const size_t before = h->usage();
+            void* p = h->alloc(c.bytes);
+            BOOST_TEST_REQUIRE(p != nullptr);
+            BOOST_TEST(Heap::usable_size(p) == c.usable);
+            BOOST_TEST(Heap::is_small_slot(p) == (c.bytes <= 4608));
+            BOOST_TEST(h->usage() - before == c.usable);  // ZendMM's rounded size, of zmm's bins
+            BOOST_TEST(Heap::size_matches(p, c.bytes));
+            BOOST_TEST(!Heap::size_matches(p, 100));
+            memset(p, 0x33, c.bytes);
+            h->free_owned(p);
+        }
+    }
+    void* aligned_page = h->alloc_aligned(4096, 4000);
+    BOOST_TEST_REQUIRE(aligned_page != nullptr);
+    BOOST_TEST(!Heap::is_small_slot(aligned_page));  // a run of one page
+    BOOST_TEST(Heap::usable_size(aligned_page) == 4096u);
+    BOOST_TEST(!Heap::size_matches(aligned_page, 4000));
+    h->free_owned(aligned_page);
+    BOOST_TEST(h->usage() == 0u);
+    BOOST_TEST(h->check() == nullptr);
+}
+
 BOOST_AUTO_TEST_CASE(aligned_blocks) {
     Test_heap h;
     std::vector<void*> blocks;

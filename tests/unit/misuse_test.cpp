@@ -2,6 +2,8 @@
 // the fatal path into a longjmp back into the test.
 #include <boost/test/unit_test.hpp>
 
+#include <vector>
+
 #include <csetjmp>
 #include <cstring>
 #include <string>
@@ -154,6 +156,34 @@ BOOST_AUTO_TEST_CASE(interior_pointers) {
     h->free_owned(large);
     h->free_owned(huge);
     h->free_owned(b448);
+}
+
+// zmm's bins past ZendMM's (4096 B, one page; 4608 B, 8 slots in 9 pages):
+// a slot's start is a block, anything inside one (a page boundary inside a
+// 4608-byte slot too) is an interior pointer, on the fast path and the slow.
+BOOST_AUTO_TEST_CASE(interior_pointers_in_zmms_bins) {
+    Test_heap h;
+    char* page_slot = static_cast<char*>(h->alloc(4000));
+    BOOST_TEST_REQUIRE(Heap::usable_size(page_slot) == 4096u);
+    BOOST_TEST(Heap::is_small_slot(page_slot));
+    BOOST_TEST(diagnosed(Misuse::interior_pointer, page_slot + 16, [&] { h->free_owned(page_slot + 16); }));
+    BOOST_TEST(!h->free_small_fast(page_slot + 2048));
+
+    std::vector<char*> slots;
+    for (int i = 0; i < 8; ++i) slots.push_back(static_cast<char*>(h->alloc(4200)));
+    for (char* p : slots) BOOST_TEST_REQUIRE(Heap::usable_size(p) == 4608u);
+    // The run's second slot starts 512 bytes into its second page; that
+    // page's first byte is inside the first slot.
+    char* run = reinterpret_cast<char*>(reinterpret_cast<uintptr_t>(slots[0]) & ~(k_page_size - 1));
+    BOOST_TEST_REQUIRE(slots[0] == run);
+    BOOST_TEST(slots[1] == run + 4608);
+    BOOST_TEST(diagnosed(Misuse::interior_pointer, run + k_page_size, [&] { h->free_owned(run + k_page_size); }));
+    BOOST_TEST(diagnosed(Misuse::interior_pointer, run + 4608 + 16, [&] { h->free_owned(run + 4608 + 16); }));
+    BOOST_TEST(!h->free_small_fast(run + 8 * k_page_size));  // inside the last slot, in the run's last page
+    BOOST_TEST(h->check() == nullptr);
+    h->free_owned(page_slot);
+    for (char* p : slots) BOOST_TEST(h->free_small_fast(p));
+    BOOST_TEST(h->usage() == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(unknown_pointers) {

@@ -24,8 +24,9 @@ const Zend_bin k_zend[30] = {
 BOOST_AUTO_TEST_SUITE(size_classes)
 
 BOOST_AUTO_TEST_CASE(table_matches_zendmm) {
-    BOOST_REQUIRE_EQUAL(k_bins, 30u);
-    for (unsigned b = 0; b < k_bins; ++b) {
+    BOOST_REQUIRE_EQUAL(k_zendmm_bins, 30u);
+    BOOST_REQUIRE_EQUAL(k_bin_size[k_zendmm_bins - 1], k_zendmm_max_small);
+    for (unsigned b = 0; b < k_zendmm_bins; ++b) {
         BOOST_TEST_CONTEXT("bin " << b) {
             BOOST_TEST(k_bin_size[b] == k_zend[b].size);
             BOOST_TEST(k_bin_count[b] == k_zend[b].count);
@@ -34,9 +35,23 @@ BOOST_AUTO_TEST_CASE(table_matches_zendmm) {
     }
 }
 
+// zmm's two bins past ZendMM's (size_class.hpp): a page, and 4608 B slots
+// packed in 9 pages; sizes up to 4608 are small.
+BOOST_AUTO_TEST_CASE(bins_past_zendmms) {
+    BOOST_REQUIRE_EQUAL(k_bins, 32u);
+    BOOST_TEST(k_max_small == 4608u);
+    BOOST_TEST(k_bin_size[30] == 4096u);
+    BOOST_TEST(k_bin_count[30] == 1u);
+    BOOST_TEST(k_bin_pages[30] == 1u);
+    BOOST_TEST(k_bin_size[31] == 4608u);
+    BOOST_TEST(k_bin_count[31] == 8u);
+    BOOST_TEST(k_bin_pages[31] == 9u);
+    BOOST_TEST(k_bin_count[31] * k_bin_size[31] == k_bin_pages[31] * k_page_size);  // no tail
+}
+
 BOOST_AUTO_TEST_CASE(zendmm_mapping_is_the_table) {
     // ZendMM's formula sends each size to the smallest bin that holds it.
-    for (size_t s = 0; s <= k_max_small; ++s) {
+    for (size_t s = 0; s <= k_zendmm_max_small; ++s) {
         unsigned b = zendmm_size_to_bin(s);
         BOOST_TEST_REQUIRE(b < k_bins);
         BOOST_TEST_REQUIRE(k_bin_size[b] >= (s ? s : 1));
@@ -63,6 +78,10 @@ BOOST_AUTO_TEST_CASE(zmm_mapping_is_16_aligned_and_smallest) {
     BOOST_TEST(size_to_bin(40) == 5u);
     BOOST_TEST(size_to_bin(56) == 7u);
     BOOST_TEST(size_to_bin(3072) == 29u);
+    BOOST_TEST(size_to_bin(3073) == 30u);
+    BOOST_TEST(size_to_bin(4096) == 30u);
+    BOOST_TEST(size_to_bin(4097) == 31u);
+    BOOST_TEST(size_to_bin(4608) == 31u);
 }
 
 BOOST_AUTO_TEST_CASE(slot_start_test_is_exact) {
