@@ -39,10 +39,17 @@ inline uint64_t offset_in_run(uintptr_t a, uint32_t info) { return (a & (k_page_
 // Chunk::carried_bits says which slots are, so that the others are freed
 // on a short path, Heap::free_in_carried_page).
 // The fast path adds it to the page's offset (`k_small_fast_offset_mask`),
-// which then matches no slot (offsets of real runs stay under 2^15): the
+// which then matches no slot (offsets of real runs stay far below it): the
 // free declines into the slow path at no cost. Every other reader masks it.
 inline constexpr uint32_t k_small_slow_free = 0x04000000u;
 inline constexpr uint32_t k_small_fast_offset_mask = k_small_offset_mask | k_small_slow_free;
+constexpr bool runs_end_below_the_slow_free_bit() {
+    for (unsigned b = 0; b < k_bins; ++b)
+        if (size_t{k_bin_pages[b]} * k_page_size > k_small_slow_free)
+            return false;
+    return true;
+}
+static_assert(runs_end_below_the_slow_free_bit());
 static_assert(uint64_t{k_small_fast_offset_mask} + k_page_size <= k_slot_offset_bound);
 inline constexpr uint32_t k_bin_mask = 0x1Fu;
 inline constexpr uint32_t k_pages_mask = 0x3FFu;
