@@ -284,16 +284,23 @@ void Heap::maybe_purge() {
 // ============================================================================
 
 void* Heap::alloc_pages(unsigned count, unsigned align_pages, Chunk** chunk_out) {
-    Chunk* c = chunks;
+    Chunk* c = nullptr;
     unsigned page = 0;
-    if (c) {
-        do {
-            if (c->free_pages >= count) {
-                page = align_pages > 1 ? c->find_aligned_run(count, align_pages) : c->find_run(count);
-                if (page) break;
-            }
-            c = c->next;
-        } while (c != chunks);
+    for (bool drained = false;; drained = true) {
+        c = chunks;
+        if (c) {
+            do {
+                if (c->free_pages >= count) {
+                    page = align_pages > 1 ? c->find_aligned_run(count, align_pages) : c->find_run(count);
+                    if (page) break;
+                }
+                c = c->next;
+            } while (c != chunks);
+        }
+        // Before a new chunk: the runs other threads freed wait on the
+        // remote stack (until a bin of this heap runs dry, else).
+        if (page || drained || !has_remote_stack()) break;
+        drain_remote_stacks();
     }
     if (!page) {
         c = new_chunk();
@@ -398,6 +405,13 @@ void* Heap::alloc_huge(size_t bytes, size_t alignment, bool use_cache) {
     if (alignment < k_chunk_size) alignment = k_chunk_size;
     if (alignment == k_chunk_size && use_cache)
         if (Huge_header* h = take_cached_huge(len)) return h->block();
+    // Before a new mapping: huge blocks other threads freed wait on the
+    // remote stack (until a bin of this heap runs dry, else), mapped.
+    if (has_remote_stack()) {
+        drain_remote_stacks();
+        if (alignment == k_chunk_size && use_cache)
+            if (Huge_header* h = take_cached_huge(len)) return h->block();
+    }
     if (!grow_real(len + k_page_size)) return nullptr;
     // Map enough that an aligned block with its header page before it fits,
     // then give back the slack on both sides.
@@ -1131,7 +1145,9 @@ void* Heap::realloc_block(void* p, size_t bytes) {
             if (may_be_in_table(p)) forget(p);
             free_small(p, c->map[page]);  // (checked again: the allocation may have run a limit handler)
             return fresh;
-        } else if (large_start && bytes > k_max_small && bytes <= k_max_large) {
+        } else if (large_start && bytes > k_zendmm_max_small && bytes <= k_max_large) {
+            // (Down to ZendMM's largest bin a run stays a run, in place, as
+            // in ZendMM: zmm's larger bins would cost a copy.)
             unsigned count = info & k_pages_mask;
             unsigned want = static_cast<unsigned>(round_pages(bytes) / k_page_size);
             if (want == count) return p;

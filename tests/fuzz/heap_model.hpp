@@ -152,7 +152,7 @@ inline constexpr size_t round_pages(size_t n) { return (n + k_page_size - 1) & ~
 inline size_t fuzz_size(Reader& in) {
     static constexpr size_t edges[] = {
         0, 1, 8, 15, 16, 17, 31, 32, 33, 48, 64, 65, 256, 257, 3071, 3072, 3073,
-        4095, 4096, 4097, 4368, 4607, 4608, 4609, 8192, 16384, k_max_large - 4096, k_max_large - 1, k_max_large,
+        4095, 4096, 4097, 4368, 4607, 4608, 4609, 7168, 7169, 8191, 8192, 8193, 16384, k_max_large - 4096, k_max_large - 1, k_max_large,
         k_max_large + 1, k_chunk_size - 1, k_chunk_size, k_chunk_size + 1,
         k_chunk_size + k_page_size, 2 * k_chunk_size, 2 * k_chunk_size + 1, 8u << 20,
         k_max_request};
@@ -616,6 +616,10 @@ struct World {
         if (live_bytes - b.usable + size > k_max_live_bytes) return;
         if (thread_of(b.heap) != thread && n_pending >= k_max_pending) return;
         check_block(b, "before realloc");
+        // A page run resized in place stays a run (down to ZendMM's largest
+        // bin, below zmm's largest): whole pages, where a new block of that
+        // size would be a slot.
+        const bool was_run = !Heap::is_small_slot(b.p) && b.usable <= k_max_large;
         log("realloc(%p usable %zu, %zu) on heap %s (block of heap %s)", b.p, b.usable, size, heap_name(id), heap_name(b.heap));
         errno = 0;
         char* q = static_cast<char*>(heaps[id].realloc(b.p, size));
@@ -638,7 +642,10 @@ struct World {
             live_bytes += b.usable;
         }
         if (q == b.p && b.heap != id) fail("realloc(%p) on heap %s kept a block of heap %s in place", b.p, heap_name(id), heap_name(b.heap));
-        add_block(id, q, size, 0, true, false, "realloc");
+        const bool run_in_place = q == b.p && was_run;
+        if (run_in_place && Heap::usable_size(q) != round_pages(size))
+            fail("realloc(%p, %zu) in place: usable %zu, expected the run's pages", q, size, Heap::usable_size(q));
+        add_block(id, q, size, 0, !run_in_place, false, "realloc");
         // In place, a carried block stays carried (its table entry stays),
         // with what it grew or shrank by.
         if (q == b.p && b.carried) live[n_live - 1].carried = true;

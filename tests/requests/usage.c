@@ -95,7 +95,7 @@ int main(void) {
     CHECK_EQ(delta_of(17, &p17), 32);      /* 16-aligned: the 32-byte bin */
     CHECK_EQ(delta_of(100, &p100), 112);   /* bin 112 */
     CHECK_EQ(delta_of(3000, &p3000), 3072); /* the largest bin */
-    CHECK_EQ(delta_of(3073, &p3073), 4096); /* large: one page */
+    CHECK_EQ(delta_of(3073, &p3073), 4096); /* zmm's one-page bin (ZendMM: a one-page run) */
     CHECK_EQ(delta_of(5000, &p5000), 8192); /* two pages */
     CHECK_EQ(delta_of(65536, &p64k), 65536);
     CHECK_EQ(delta_of(2 * MIB - 4 * KIB, &pbig), 2 * MIB - 4 * KIB); /* the largest run: a chunk of its own */
@@ -107,7 +107,8 @@ int main(void) {
     before = zmm_memory_usage(0);
     p100 = realloc(p100, 200);
     CHECK_EQ(zmm_memory_usage(0) - before, 224 - 112);
-    /* realloc of a run in place (shrink): 8 pages -> 2 */
+    /* realloc of a run in place (shrink): 8 pages -> 2 (a run shrunk to
+     * more than ZendMM's largest bin stays a run: no copy) */
     void* shrink = malloc(32768);
     before = zmm_memory_usage(0);
     void* shrunk = realloc(shrink, 5000);

@@ -548,6 +548,50 @@ BOOST_AUTO_TEST_CASE(page_plus_header_sizes_are_small) {
     BOOST_TEST(Heap::usable_size(aligned_page) == 4096u);
     BOOST_TEST(!Heap::size_matches(aligned_page, 4000));
     h->free_owned(aligned_page);
+    // A run shrunk by realloc stays a run in place down to ZendMM's largest
+    // bin (no copy, as ZendMM), and moves to a slot below it.
+    char* run = static_cast<char*>(h->alloc(32768));
+    memset(run, 0x44, 32768);
+    BOOST_TEST(h->realloc(run, 4200) == run);
+    BOOST_TEST(Heap::usable_size(run) == 8192u);
+    BOOST_TEST(!Heap::is_small_slot(run));
+    BOOST_TEST(h->usage() == 8192u);
+    char* slot = static_cast<char*>(h->realloc(run, 3000));
+    BOOST_TEST(slot != run);
+    BOOST_TEST(Heap::usable_size(slot) == 3072u);
+    BOOST_TEST((slot[0] == 0x44 && slot[2999] == 0x44));
+    h->free_owned(slot);
+    BOOST_TEST(h->usage() == 0u);
+    BOOST_TEST(h->check() == nullptr);
+}
+
+// Runs and huge blocks another thread freed wait on the owner's remote
+// stack; a large or huge allocation that would otherwise map memory takes
+// them first (they waited until one of the heap's bins ran dry, with their
+// pages counted in use and a new chunk or mapping made instead).
+BOOST_AUTO_TEST_CASE(remote_frees_are_taken_before_mapping) {
+    Test_heap h;
+    char other_thread = 0;
+    std::vector<void*> runs;
+    while (h->chunks_count <= 1) runs.push_back(h->alloc(256 * 1024));
+    h->free_owned(runs.back());  // the one that took a second chunk
+    runs.pop_back();
+    BOOST_TEST_REQUIRE(h->chunks_count == 1u);
+    void* freed = runs[3];
+    Heap::free_any(freed, &other_thread);  // onto the remote stack
+    void* again = h->alloc(256 * 1024);
+    BOOST_TEST(again == freed);
+    BOOST_TEST(h->chunks_count == 1u);
+    runs[3] = again;
+
+    void* huge = h->alloc(3u << 20);
+    const size_t real = h->real_size;
+    Heap::free_any(huge, &other_thread);
+    void* huge_again = h->alloc(3u << 20);
+    BOOST_TEST(huge_again == huge);  // the cached mapping, not a new one
+    BOOST_TEST(h->real_size == real);
+    h->free_owned(huge_again);
+    for (void* p : runs) h->free_owned(p);
     BOOST_TEST(h->usage() == 0u);
     BOOST_TEST(h->check() == nullptr);
 }
