@@ -403,14 +403,14 @@ void* Heap::alloc_huge(size_t bytes, size_t alignment, bool use_cache) {
     }
     size_t len = round_pages(bytes);
     if (alignment < k_chunk_size) alignment = k_chunk_size;
-    if (alignment == k_chunk_size && use_cache)
-        if (Huge_header* h = take_cached_huge(len)) return h->block();
-    // Before a new mapping: huge blocks other threads freed wait on the
-    // remote stack (until a bin of this heap runs dry, else), mapped.
-    if (has_remote_stack()) {
-        drain_remote_stacks();
+    // A cached mapping first. Before a new one: the huge blocks other
+    // threads freed wait on the remote stack (until a bin of this heap runs
+    // dry, else), mapped; drained, they are cached.
+    for (bool drained = false;; drained = true) {
         if (alignment == k_chunk_size && use_cache)
             if (Huge_header* h = take_cached_huge(len)) return h->block();
+        if (drained || !has_remote_stack()) break;
+        drain_remote_stacks();
     }
     if (!grow_real(len + k_page_size)) return nullptr;
     // Map enough that an aligned block with its header page before it fits,

@@ -8,8 +8,9 @@
 // and `remote_bins`, where they push chains of small blocks (Outbox_chain).
 //
 // Block kinds by size (ZendMM's, but zmm's bins go to 4608: size_class.hpp):
-// small 0..4608 from bins, large 4609 .. 2 MiB - 4 KiB as page runs inside a chunk, huge above that as their own 2 MiB aligned
-// mapping with a header page just before the block.
+// small 0..4608 from bins, large 4609 .. 2 MiB - 4 KiB as page runs inside a
+// chunk, huge above that as their own 2 MiB aligned mapping with a header
+// page just before the block.
 #pragma once
 
 #include <array>

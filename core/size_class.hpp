@@ -14,8 +14,8 @@
 // before, from a bin now (the fast path, no run search). Large runs start at
 // 4609 B.
 //
-// One deliberate difference from ZendMM, in the mapping from request size to
-// bin, not in the table:
+// The other deliberate differences from ZendMM are in the mapping from
+// request size to bin, not in the table:
 //  * x86-64 programs and compilers assume that malloc and operator new return
 //    16-byte aligned memory for any size of 16 or more. ZendMM's 24-, 40- and
 //    56-byte slots are only 8-aligned, so zmm serves 17..24 from the 32-byte
