@@ -225,14 +225,22 @@ size_t Heap::purge_chunk(Chunk* c, bool only_aged, size_t most) {
             bits &= ~(uint64_t{1} << (63 - __builtin_clzll(bits)));
         c->dirty_map[w] &= ~bits;
         c->aged_map[w] = c->dirty_map[w];  // what stays dirty is old at the next pass
-        purged += static_cast<size_t>(__builtin_popcountll(bits));
         while (bits) {
             unsigned first = static_cast<unsigned>(__builtin_ctzll(bits));
             uint64_t shifted = ~(bits >> first);
             unsigned len = shifted ? static_cast<unsigned>(__builtin_ctzll(shifted)) : 64 - first;
-            os::purge(c->page_address(w * 64 + first), size_t{len} * k_page_size);
-            purged_bytes += size_t{len} * k_page_size;
-            bits &= ~(len == 64 ? ~uint64_t{0} : ((uint64_t{1} << len) - 1) << first);
+            const uint64_t range = (len == 64 ? ~uint64_t{0} : ((uint64_t{1} << len) - 1) << first);
+            if (os::purge(c->page_address(w * 64 + first), size_t{len} * k_page_size)) {
+                purged += len;
+                purged_bytes += size_t{len} * k_page_size;
+            } else {
+                // Refused (locked memory): the pages keep their contents, and
+                // a free page that is not dirty must read as zero (calloc
+                // trusts it).
+                c->dirty_map[w] |= range;
+                c->aged_map[w] |= range;
+            }
+            bits &= ~range;
         }
     }
     return purged;
@@ -283,7 +291,7 @@ void Heap::maybe_purge() {
 // Pages (large runs and the runs of bins)
 // ============================================================================
 
-void* Heap::alloc_pages(unsigned count, unsigned align_pages, Chunk** chunk_out) {
+void* Heap::alloc_pages(unsigned count, unsigned align_pages, Chunk** chunk_out, bool* zeroed) {
     Chunk* c = nullptr;
     unsigned page = 0;
     for (bool drained = false;; drained = true) {
@@ -307,20 +315,26 @@ void* Heap::alloc_pages(unsigned count, unsigned align_pages, Chunk** chunk_out)
         if (!c) return nullptr;
         page = align_pages > 1 ? align_pages : 1;
     }
-    dirty_pages -= c->mark_used(page, count);
+    const unsigned reused_dirty = c->mark_used(page, count);
+    dirty_pages -= reused_dirty;
+    // A free page that is not dirty was never written since it was mapped,
+    // or was purged since: it reads as zero.
+    if (zeroed) *zeroed = reused_dirty == 0;
     *chunk_out = c;
     return c->page_address(page);
 }
 
-void* Heap::alloc_large(size_t bytes) {
+void* Heap::alloc_large(size_t bytes, bool* zeroed) {
     unsigned count = static_cast<unsigned>(round_pages(bytes) / k_page_size);
     Chunk* c;
-    char* p = static_cast<char*>(alloc_pages(count, 1, &c));
+    bool clean = false;
+    char* p = static_cast<char*>(alloc_pages(count, 1, &c, &clean));
     if (!p) return nullptr;
     unsigned page = Chunk::page_of(p);
     c->map[page] = k_large | count;
     for (unsigned i = 1; i < count; ++i) c->map[page + i] = k_large_tail | i;
-    forget_remote_link(p);
+    if (!clean) forget_remote_link(p);  // (zero already, and left untouched)
+    if (zeroed) *zeroed = clean;
     ++large_allocs;
     bytes_allocated_slow += size_t{count} * k_page_size;
     count_alloc(size_t{count} * k_page_size);
@@ -615,9 +629,18 @@ void* Heap::alloc(size_t bytes) {
 
 void* Heap::alloc_zeroed(size_t bytes) {
     requesting = bytes;
-    if (bytes <= k_max_large) {
+    if (bytes <= k_max_small) {
         void* p = alloc(bytes);
         if (p) memset(p, 0, bytes);
+        return p;
+    }
+    if (bytes <= k_max_large) {
+        // Pages never written (or purged) since they were mapped are not
+        // cleared again: a large table calloc'd and used sparsely faults in
+        // only what it uses, as with glibc's fresh memory.
+        bool zeroed = false;
+        void* p = alloc_large(bytes, &zeroed);
+        if (p && !zeroed) memset(p, 0, bytes);
         return p;
     }
     if (bytes > SIZE_MAX - 4 * k_chunk_size) {

@@ -478,13 +478,14 @@ private:
     // free_slot_through_outbox's last step: s, a block of o.to's, joins the chain.
     inline void append_to_chain(Outbox_chain& o, unsigned bin, Free_slot* s);
     void restart_chain(Outbox_chain& o, unsigned bin, Heap* to, Free_slot* s);  // o for `to` from now
-    void* alloc_large(size_t size);
+    // `zeroed` (if given): set to whether every page of the run reads as zero.
+    void* alloc_large(size_t size, bool* zeroed = nullptr);
     void* alloc_huge(size_t size, size_t alignment, bool use_cache = true);
     void link_huge(Huge_header* h, size_t len);
     Huge_header* take_cached_huge(size_t len);
     size_t purge_chunk(Chunk* c, bool only_aged, size_t most);
     void maybe_purge();
-    void* alloc_pages(unsigned count, unsigned align_pages, Chunk** chunk_out);
+    void* alloc_pages(unsigned count, unsigned align_pages, Chunk** chunk_out, bool* zeroed = nullptr);
     Chunk* new_chunk();
     void release_chunk(Chunk* c);
     size_t collect_small_runs();

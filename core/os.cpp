@@ -240,10 +240,9 @@ void* map_aligned(size_t size, size_t alignment) {
     return reinterpret_cast<void*>(a);
 }
 
-void purge(void* p, size_t size) {
-    int saved = errno;
-    madvise(p, size, MADV_DONTNEED);
-    errno = saved;
+bool purge(void* p, size_t size) {
+    Errno_keeper keep;
+    return madvise(p, size, MADV_DONTNEED) == 0;
 }
 
 bool remap_in_place(void* p, size_t old_size, size_t new_size) {

@@ -55,8 +55,9 @@ bool internal_overflowed();
 void for_each_internal(void (*fn)(void* ctx, uintptr_t lo, uintptr_t hi), void* ctx);
 
 // Tells the OS the pages' contents are no longer needed: they read as zero
-// afterwards and stop counting towards RSS. The range stays mapped.
-void purge(void* p, size_t size);
+// afterwards and stop counting towards RSS. The range stays mapped. False
+// when the kernel refused (locked pages: mlockall): the contents stay.
+bool purge(void* p, size_t size);
 
 // Grows or shrinks a mapping in place (no move). false if the pages after the
 // mapping are taken.

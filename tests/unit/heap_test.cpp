@@ -552,12 +552,12 @@ BOOST_AUTO_TEST_CASE(page_plus_header_sizes_are_small) {
     // bin (no copy, as ZendMM), and moves to a slot below it.
     char* run = static_cast<char*>(h->alloc(32768));
     memset(run, 0x44, 32768);
-    BOOST_TEST(h->realloc(run, 4200) == run);
+    BOOST_TEST(h->realloc(run, 4200) == static_cast<void*>(run));
     BOOST_TEST(Heap::usable_size(run) == 8192u);
     BOOST_TEST(!Heap::is_small_slot(run));
     BOOST_TEST(h->usage() == 8192u);
     char* slot = static_cast<char*>(h->realloc(run, 3000));
-    BOOST_TEST(slot != run);
+    BOOST_TEST(static_cast<void*>(slot) != static_cast<void*>(run));
     BOOST_TEST(Heap::usable_size(slot) == 3072u);
     BOOST_TEST((slot[0] == 0x44 && slot[2999] == 0x44));
     h->free_owned(slot);
@@ -594,6 +594,59 @@ BOOST_AUTO_TEST_CASE(remote_frees_are_taken_before_mapping) {
     for (void* p : runs) h->free_owned(p);
     BOOST_TEST(h->usage() == 0u);
     BOOST_TEST(h->check() == nullptr);
+}
+
+// calloc of a page run clears only pages that may hold something: pages
+// never written since the chunk was mapped, or purged since, read as zero
+// and stay untouched (not resident); a run reused from a freed block is
+// cleared; and pages the kernel refused to purge (locked memory) stay
+// dirty, so they are cleared too.
+BOOST_AUTO_TEST_CASE(calloc_clears_only_pages_that_may_be_written) {
+    Test_heap h;
+    const size_t size = 256 * 1024, pages = size / k_page_size;
+    auto resident = [](void* p, size_t n) {
+        std::vector<unsigned char> vec(n / k_page_size);
+        BOOST_TEST_REQUIRE(mincore(p, n, vec.data()) == 0);
+        size_t count = 0;
+        for (unsigned char v : vec) count += v & 1;
+        return count;
+    };
+    auto all_zero = [](const char* p, size_t n) {
+        for (size_t i = 0; i < n; ++i)
+            if (p[i]) return false;
+        return true;
+    };
+    char* fresh = static_cast<char*>(h->alloc_zeroed(size));
+    BOOST_TEST_REQUIRE(fresh != nullptr);
+    BOOST_TEST(resident(fresh, size) == 0u);  // not cleared: never written
+    BOOST_TEST(all_zero(fresh, size));
+    memset(fresh, 0xab, size);
+    h->free_owned(fresh);
+    char* reused = static_cast<char*>(h->alloc_zeroed(size));
+    BOOST_TEST_REQUIRE(static_cast<void*>(reused) == static_cast<void*>(fresh));  // the same pages, dirty: cleared
+    BOOST_TEST(all_zero(reused, size));
+    memset(reused, 0xcd, size);
+    h->free_owned(reused);
+    h->purge();
+    char* purged = static_cast<char*>(h->alloc_zeroed(size));
+    BOOST_TEST_REQUIRE(static_cast<void*>(purged) == static_cast<void*>(fresh));
+    BOOST_TEST(resident(purged, size) == 0u);  // purged: zero, untouched
+    BOOST_TEST(all_zero(purged, size));
+    memset(purged, 0xef, size);
+    if (mlock(purged, size) == 0) {
+        h->free_owned(purged);
+        h->purge();  // refused for the locked pages: they stay dirty
+        char* locked = static_cast<char*>(h->alloc_zeroed(size));
+        BOOST_TEST_REQUIRE(static_cast<void*>(locked) == static_cast<void*>(fresh));
+        BOOST_TEST(all_zero(locked, size));
+        munlock(locked, size);
+        h->free_owned(locked);
+    } else {
+        BOOST_TEST_MESSAGE("mlock refused (" << strerror(errno) << "): the locked case is not run");
+        h->free_owned(purged);
+    }
+    BOOST_TEST(h->usage() == 0u);
+    BOOST_TEST(pages == 64u);
 }
 
 BOOST_AUTO_TEST_CASE(aligned_blocks) {

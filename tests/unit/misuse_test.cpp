@@ -175,8 +175,8 @@ BOOST_AUTO_TEST_CASE(interior_pointers_in_zmms_bins) {
     // The run's second slot starts 512 bytes into its second page; that
     // page's first byte is inside the first slot.
     char* run = reinterpret_cast<char*>(reinterpret_cast<uintptr_t>(slots[0]) & ~(k_page_size - 1));
-    BOOST_TEST_REQUIRE(slots[0] == run);
-    BOOST_TEST(slots[1] == run + 4608);
+    BOOST_TEST_REQUIRE(static_cast<void*>(slots[0]) == static_cast<void*>(run));
+    BOOST_TEST(static_cast<void*>(slots[1]) == static_cast<void*>(run + 4608));  // (char*: Boost would compare strings)
     BOOST_TEST(diagnosed(Misuse::interior_pointer, run + k_page_size, [&] { h->free_owned(run + k_page_size); }));
     BOOST_TEST(diagnosed(Misuse::interior_pointer, run + 4608 + 16, [&] { h->free_owned(run + 4608 + 16); }));
     BOOST_TEST(!h->free_small_fast(run + 8 * k_page_size));  // inside the last slot, in the run's last page
