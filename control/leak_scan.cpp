@@ -82,9 +82,7 @@ void stop_while_waiting() {
 // there since: forgotten, left alone). Where the file is read instead, it
 // is opened for each scan and closed after.
 struct Maps_file {
-    int kept = -1;
-    pid_t pid = 0;
-    os::File_id file;
+    os::Kept_fd kept;
     bool query = true;  // false: this kernel has no PROCMAP_QUERY
 };
 Maps_file g_maps;  // under g_scan_lock
@@ -95,9 +93,8 @@ struct Maps_use {
 };
 
 Maps_use open_maps() {
-    if (g_maps.kept >= 0 && g_maps.pid == os::process_id() && os::is_file(g_maps.kept, g_maps.file))
-        return Maps_use{g_maps.kept, false};
-    g_maps.kept = -1;
+    if (g_maps.kept.is_ours()) return Maps_use{g_maps.kept.fd, false};
+    g_maps.kept.forget();
     return Maps_use{open("/proc/self/maps", O_RDONLY | O_CLOEXEC), true};
 }
 
@@ -105,12 +102,8 @@ Maps_use open_maps() {
 // and kept. (Not kept where no number past 2 is free.)
 void keep(Maps_use& use) {
     use.fd = os::move_out_of_the_way(use.fd);
-    os::File_id file;
-    if (use.fd <= 2 || !os::file_id_of(use.fd, &file)) return;
+    if (use.fd <= 2 || !g_maps.kept.keep(use.fd)) return;
     use.fresh = false;
-    g_maps.kept = use.fd;
-    g_maps.pid = os::process_id();
-    g_maps.file = file;
 }
 
 // The mappings, asked of the kernel, or read from the file.
@@ -125,7 +118,7 @@ bool read_mappings(Maps_use& use, Ranges& maps) {
                 // A kept descriptor that no longer answers: forgotten (the
                 // next scan opens its own), never read.
                 if (!use.fresh) {
-                    g_maps.kept = -1;
+                    g_maps.kept.forget();
                     return false;
                 }
                 g_maps.query = false;
@@ -261,8 +254,7 @@ void after_fork_parent() {
 }
 
 void after_fork_child() {
-    if (os::is_file(g_maps.kept, g_maps.file)) close(g_maps.kept);
-    g_maps.kept = -1;
+    g_maps.kept.close_and_forget();
     g_fork_pending.store(false, std::memory_order_relaxed);
     g_scan_lock.reset();
     uint32_t e = g_epoch.load(std::memory_order_relaxed);

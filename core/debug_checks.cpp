@@ -36,7 +36,7 @@ void on_alloc(Heap& h, void* p, size_t size) {
     // poisoned when cut). Page runs are made of pages from several earlier
     // blocks or given back to the OS: they are poisoned, not checked.
     size_t from = 2 * sizeof(void*);
-    if (Heap::is_small_slot(p)) {
+    if (Heap::in_small_run(p)) {
         size_t bad = first_not(bytes, from, usable, k_poison);
         if (bad != usable) {
             char detail[64];

@@ -291,24 +291,30 @@ void Heap::maybe_purge() {
 // Pages (large runs and the runs of bins)
 // ============================================================================
 
+unsigned Heap::find_free_run(unsigned count, unsigned align_pages, Chunk** chunk_out) const {
+    Chunk* c = chunks;
+    if (!c) return 0;
+    do {
+        if (c->free_pages >= count) {
+            unsigned page = align_pages > 1 ? c->find_aligned_run(count, align_pages) : c->find_run(count);
+            if (page) {
+                *chunk_out = c;
+                return page;
+            }
+        }
+        c = c->next;
+    } while (c != chunks);
+    return 0;
+}
+
 void* Heap::alloc_pages(unsigned count, unsigned align_pages, Chunk** chunk_out, bool* zeroed) {
     Chunk* c = nullptr;
-    unsigned page = 0;
-    for (bool drained = false;; drained = true) {
-        c = chunks;
-        if (c) {
-            do {
-                if (c->free_pages >= count) {
-                    page = align_pages > 1 ? c->find_aligned_run(count, align_pages) : c->find_run(count);
-                    if (page) break;
-                }
-                c = c->next;
-            } while (c != chunks);
-        }
-        // Before a new chunk: the runs other threads freed wait on the
-        // remote stack (until a bin of this heap runs dry, else).
-        if (page || drained || !has_remote_stack()) break;
+    unsigned page = find_free_run(count, align_pages, &c);
+    // Before a new chunk: the runs other threads freed wait on the remote
+    // stack (until a bin of this heap runs dry, else).
+    if (!page && has_remote_stack()) {
         drain_remote_stacks();
+        page = find_free_run(count, align_pages, &c);
     }
     if (!page) {
         c = new_chunk();
@@ -837,7 +843,7 @@ bool Heap::size_matches(const void* p, size_t bytes) {
     size_t usable = usable_size(p);
     if (usable == 0) return true;  // not a block start: the free diagnoses it
     if (bytes > usable) return false;
-    if (is_small_slot(p)) return bytes <= k_max_small && k_bin_size[size_to_bin(bytes)] == usable;
+    if (in_small_run(p)) return bytes <= k_max_small && k_bin_size[size_to_bin(bytes)] == usable;
     // Large and huge: the same page count (an aligned new may have rounded up
     // to more; only a size beyond the block or far below it is wrong).
     return bytes > k_max_small && (bytes + k_page_size - 1) / k_page_size * k_page_size >= usable / 2;
@@ -1112,7 +1118,7 @@ size_t Heap::usable_size(const void* p) {
     return 0;
 }
 
-bool Heap::is_small_slot(const void* p) {
+bool Heap::in_small_run(const void* p) {
     return granule_of(p) == granule_chunk && (Chunk::of(p)->map[Chunk::page_of(p)] & k_small);
 }
 

@@ -416,7 +416,7 @@ public:
     // Is p in a page of a small run (a bin's slot, or inside one)? By the
     // page, not the size: a page run may be as small as a bin's slot (an
     // aligned allocation of 4 KiB is a run of one page, bin 30's size).
-    static bool is_small_slot(const void* p);
+    static bool in_small_run(const void* p);
     // The usable size of the live block that starts at p, or 0 when p is not
     // the start of a live zmm block (free slot, freed run, any other
     // address). Never faults, never diagnoses: for the leak scan.
@@ -486,6 +486,9 @@ private:
     size_t purge_chunk(Chunk* c, bool only_aged, size_t most);
     void maybe_purge();
     void* alloc_pages(unsigned count, unsigned align_pages, Chunk** chunk_out, bool* zeroed = nullptr);
+    // The first page of `count` free ones (aligned to `align_pages`) in one
+    // of the heap's chunks, *chunk_out that chunk; 0 if none has them.
+    unsigned find_free_run(unsigned count, unsigned align_pages, Chunk** chunk_out) const;
     Chunk* new_chunk();
     void release_chunk(Chunk* c);
     size_t collect_small_runs();

@@ -490,6 +490,20 @@ void futex_wake(std::atomic<uint32_t>& word, int count) {
     syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE_PRIVATE, count, nullptr, nullptr, 0);
 }
 
+bool Kept_fd::keep(int kept) {
+    File_id id;
+    if (!file_id_of(kept, &id)) return false;
+    fd = kept;
+    owner = process_id();
+    file = id;
+    return true;
+}
+
+void Kept_fd::close_and_forget() {
+    if (is_file(fd, file)) close(fd);
+    forget();
+}
+
 int move_out_of_the_way(int fd) {
     int moved;
     {

@@ -144,6 +144,27 @@ void futex_wake(std::atomic<uint32_t>& word, int count);
 // The new number, `fd` closed; or fd itself when no other number is free.
 int move_out_of_the_way(int fd);
 
+// A descriptor zmm keeps from one use to the next (the symbolizer's socket,
+// the leak scan's /proc/self/maps): valid in the process that kept it (a
+// forked child inherits the parent's), while its number still holds the
+// file kept (the program may have closed it and reused the number).
+struct Kept_fd {
+    int fd = -1;
+    int owner = 0;  // the process that kept it
+    File_id file;
+    // Keeps fd (already moved out of the way); false when it is not open.
+    bool keep(int fd);
+    bool is_ours() const { return fd >= 0 && owner == process_id() && is_file(fd, file); }
+    // Closes it if its number still holds the file kept (in any process:
+    // a forked child closes the parent's), and forgets it.
+    void close_and_forget();
+    // Forgets it, open or not (its number may be the program's by now).
+    void forget() {
+        fd = -1;
+        owner = 0;
+    }
+};
+
 // While a library zmm uses opens descriptors it keeps (libunwind's pipe,
 // libdw's files), the standard ones a program closed are held with
 // /dev/null: on 0-2 they would be replaced by the program's next dup2 onto

@@ -55,11 +55,9 @@ dwarf_names::Module* module_names(uint32_t index, const stack_depot::Module& m) 
 // Given up for good (names then come from this process) when it cannot be
 // started or stops answering.
 struct Helper {
-    int fd = -1;
-    pid_t pid = 0;    // the helper, for a kill when it stops answering
-    pid_t owner = 0;  // the process that started it (a fork's child has none)
-    os::File_id socket;  // fd's: the program may have closed fd and reused its number since
-    bool off = false; // ZMM_SYMBOLIZER=0, or given up
+    os::Kept_fd socket;  // our end (a fork's child has none)
+    pid_t pid = 0;       // the helper, for a kill when it stops answering
+    bool off = false;    // ZMM_SYMBOLIZER=0, or given up
 };
 Helper g_helper;
 char g_helper_path[1024];  // ZMM_SYMBOLIZER, or "" (beside libzmm.so)
@@ -72,11 +70,9 @@ constexpr int k_answer_timeout_ms = 60 * 1000;
 // alive but stuck (a dead one's pid may be another process's by now).
 void stop_helper(bool kill_it) {
     Helper& h = g_helper;
-    if (os::is_file(h.fd, h.socket)) close(h.fd);
+    h.socket.close_and_forget();
     if (kill_it && h.pid > 0) kill(h.pid, SIGKILL);
-    h.fd = -1;
     h.pid = 0;
-    h.owner = 0;
 }
 
 void give_up(bool kill_it) {
@@ -214,15 +210,11 @@ bool start_helper() {
     os::unmap(area, 2 * k_stack + env_bytes);
     close(sv[1]);
     pid_t pid = first > 0 ? s.helper : -1;
-    os::File_id socket;
-    if (pid <= 0 || !os::file_id_of(ours, &socket)) {
+    if (pid <= 0 || !h.socket.keep(ours)) {
         close(ours);
         return false;
     }
-    h.fd = ours;
     h.pid = pid;
-    h.owner = os::process_id();
-    h.socket = socket;
     return true;
 }
 
@@ -230,7 +222,7 @@ bool start_helper() {
 bool helper_ready() {
     Helper& h = g_helper;
     if (h.off) return false;
-    if (h.fd >= 0 && h.owner == os::process_id() && os::is_file(h.fd, h.socket)) return true;
+    if (h.socket.is_ours()) return true;
     // None yet, a fork's child (the parent's helper is not ours), or the
     // program closed our fd: a new one.
     stop_helper(false);
@@ -264,7 +256,7 @@ bool receive_all(int fd, void* buf, size_t n, int64_t deadline, bool& stuck) {
 // The helper's names for `at` in the module at `path`, loaded at `base`.
 // `stuck`: no answer in time (the helper is alive).
 bool ask_helper(const char* path, uintptr_t base, uintptr_t at, Location& out, bool& stuck) {
-    int fd = g_helper.fd;
+    int fd = g_helper.socket.fd;
     size_t len = strlen(path);
     if (len > k_symbolizer_max_path) return false;
     Symbolizer_question q{k_symbolizer_magic, static_cast<uint32_t>(len), base, at};

@@ -572,7 +572,7 @@ struct World {
         if (thread_of(b.heap) != thread && n_pending >= k_max_pending) thread = thread_of(b.heap);  // keep it local
         check_block(b, "before free");
         // A slot (not a page run as big as one: an aligned 4 KiB block).
-        const bool small_slot = Heap::is_small_slot(b.p);
+        const bool small_slot = Heap::in_small_run(b.p);
         log("free(%p) by thread %c (heap %s)", b.p, thread ? 'B' : 'A', heap_name(b.heap));
         unsigned mine = heap_of_thread(thread);
         if (mine != k_heaps && heaps[mine].free_small_fast(b.p)) {
@@ -619,7 +619,7 @@ struct World {
         // A page run resized in place stays a run (down to ZendMM's largest
         // bin, below zmm's largest): whole pages, where a new block of that
         // size would be a slot.
-        const bool was_run = !Heap::is_small_slot(b.p) && b.usable <= k_max_large;
+        const bool was_run = !Heap::in_small_run(b.p) && b.usable <= k_max_large;
         log("realloc(%p usable %zu, %zu) on heap %s (block of heap %s)", b.p, b.usable, size, heap_name(id), heap_name(b.heap));
         errno = 0;
         char* q = static_cast<char*>(heaps[id].realloc(b.p, size));

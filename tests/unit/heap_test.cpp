@@ -534,7 +534,7 @@ BOOST_AUTO_TEST_CASE(page_plus_header_sizes_are_small) {
             void* p = h->alloc(c.bytes);
             BOOST_TEST_REQUIRE(p != nullptr);
             BOOST_TEST(Heap::usable_size(p) == c.usable);
-            BOOST_TEST(Heap::is_small_slot(p) == (c.bytes <= 4608));
+            BOOST_TEST(Heap::in_small_run(p) == (c.bytes <= 4608));
             BOOST_TEST(h->usage() - before == c.usable);  // ZendMM's rounded size, of zmm's bins
             BOOST_TEST(Heap::size_matches(p, c.bytes));
             BOOST_TEST(!Heap::size_matches(p, 100));
@@ -544,7 +544,7 @@ BOOST_AUTO_TEST_CASE(page_plus_header_sizes_are_small) {
     }
     void* aligned_page = h->alloc_aligned(4096, 4000);
     BOOST_TEST_REQUIRE(aligned_page != nullptr);
-    BOOST_TEST(!Heap::is_small_slot(aligned_page));  // a run of one page
+    BOOST_TEST(!Heap::in_small_run(aligned_page));  // a run of one page
     BOOST_TEST(Heap::usable_size(aligned_page) == 4096u);
     BOOST_TEST(!Heap::size_matches(aligned_page, 4000));
     h->free_owned(aligned_page);
@@ -554,7 +554,7 @@ BOOST_AUTO_TEST_CASE(page_plus_header_sizes_are_small) {
     memset(run, 0x44, 32768);
     BOOST_TEST(h->realloc(run, 4200) == static_cast<void*>(run));
     BOOST_TEST(Heap::usable_size(run) == 8192u);
-    BOOST_TEST(!Heap::is_small_slot(run));
+    BOOST_TEST(!Heap::in_small_run(run));
     BOOST_TEST(h->usage() == 8192u);
     char* slot = static_cast<char*>(h->realloc(run, 3000));
     BOOST_TEST(static_cast<void*>(slot) != static_cast<void*>(run));

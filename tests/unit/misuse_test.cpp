@@ -165,7 +165,7 @@ BOOST_AUTO_TEST_CASE(interior_pointers_in_zmms_bins) {
     Test_heap h;
     char* page_slot = static_cast<char*>(h->alloc(4000));
     BOOST_TEST_REQUIRE(Heap::usable_size(page_slot) == 4096u);
-    BOOST_TEST(Heap::is_small_slot(page_slot));
+    BOOST_TEST(Heap::in_small_run(page_slot));
     BOOST_TEST(diagnosed(Misuse::interior_pointer, page_slot + 16, [&] { h->free_owned(page_slot + 16); }));
     BOOST_TEST(!h->free_small_fast(page_slot + 2048));
 
