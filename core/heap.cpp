@@ -1149,6 +1149,15 @@ void* Heap::realloc(void* p, size_t bytes) {
     return q;
 }
 
+void* Heap::realloc_small_move(Free_slot* s, unsigned bin, unsigned want, size_t size) {
+    void* q = pop_small(want);
+    if (!q) return nullptr;
+    size_t old = bin_size[bin];
+    memcpy(q, s, old < size ? old : size);
+    push_free(s, bin);
+    return q;
+}
+
 void* Heap::realloc_block(void* p, size_t bytes) {
     requesting = bytes;
     Granule g = granule_of(p);

@@ -283,6 +283,17 @@ public:
     // heap's the cache does not hold: owns_chunk_of and remember_chunk);
     // k_fast_free_declined otherwise.
     inline uint32_t try_free_small(void* p) { return try_free_small_claimed<false>(p, 0); }
+    // realloc's fast path, on the free fast path's terms: p a live slot of
+    // a chunk own_chunk names, in a page without carried blocks, and `size`
+    // small (not 0). Returns p if size's bin is still p's (ZendMM: a block
+    // stays where it fits and would not fit a smaller bin), else a slot of
+    // size's bin from its free list, holding p's bytes, p freed. nullptr on
+    // anything else, p untouched: the slow path's (an empty bin list, a
+    // large size, a misuse it diagnoses).
+    inline void* try_realloc_small(void* p, size_t size);
+    // Its move, out of line (the copy is most of it): s, a live slot of
+    // `bin`, to a slot of `want` from its free list; nullptr if that is empty.
+    void* realloc_small_move(Free_slot* s, unsigned bin, unsigned want, size_t size);
     // A sized delete's: declines (k_fast_free_declined) a block of a bin
     // `size` is not of as well, any size (one beyond the bins too).
     inline uint32_t try_free_small_sized(void* p, size_t size) { return try_free_small_claimed<true>(p, size); }
@@ -619,6 +630,23 @@ inline uint32_t Heap::try_free_small_claimed(void* p, size_t size_claimed) {
     if (__builtin_expect(s->shadow == shadow_of(s, s->next), 0)) return k_fast_free_declined;
     push_free(s, bin);
     return 0;
+}
+
+inline void* Heap::try_realloc_small(void* p, size_t size) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    uintptr_t base = a & ~(k_chunk_size - 1);
+    if (size - 1 >= k_max_small || own_chunk[own_slot(a)] != base) return nullptr;
+    Chunk* c = reinterpret_cast<Chunk*>(base);
+    uint32_t info = c->map[Chunk::page_of(p)];
+    if (!(info & k_small)) return nullptr;
+    unsigned bin = info & k_bin_mask;
+    uint64_t offset = (a & (k_page_size - 1)) + (info & k_small_fast_offset_mask);
+    if (!is_slot_start(offset, bin)) return nullptr;  // (a page with carried blocks too)
+    Free_slot* s = static_cast<Free_slot*>(p);
+    if (s->shadow == shadow_of(s, s->next)) return nullptr;  // free already
+    unsigned want = size_to_bin(size);
+    if (want == bin) return p;
+    return realloc_small_move(s, bin, want, size);
 }
 
 template <bool Claimed>

@@ -69,7 +69,13 @@ __attribute__((always_inline)) inline void free_sized(void* p, size_t size, cons
 }
 
 void* calloc(size_t n, size_t size);
-void* realloc(void* p, size_t size);
+void* realloc_slow(void* p, size_t size);
+// A small block of the thread's heap that stays small: in place, or moved
+// within the heap's bins, on the fast paths' terms (no frame but the copy's).
+__attribute__((always_inline)) inline void* realloc(void* p, size_t size) {
+    if (void* q = t_heap->try_realloc_small(p, size); __builtin_expect(q != nullptr, 1)) return q;
+    return realloc_slow(p, size);
+}
 void* aligned(size_t alignment, size_t size);  // alignment: a power of two
 size_t usable_size(const void* p);
 

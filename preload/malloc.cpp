@@ -226,7 +226,7 @@ size_t usable_size(const void* p) {
     return 0;
 }
 
-void* realloc(void* p, size_t size) {
+void* realloc_slow(void* p, size_t size) {
     if (p == nullptr) return malloc(size);
     if (size == 0) {  // glibc: frees and returns NULL
         free(p);

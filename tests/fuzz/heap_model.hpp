@@ -622,7 +622,11 @@ struct World {
         const bool was_run = !Heap::in_small_run(b.p) && b.usable <= k_max_large;
         log("realloc(%p usable %zu, %zu) on heap %s (block of heap %s)", b.p, b.usable, size, heap_name(id), heap_name(b.heap));
         errno = 0;
-        char* q = static_cast<char*>(heaps[id].realloc(b.p, size));
+        // The preload's fast path first (api::realloc), then the heap's.
+        char* q = static_cast<char*>(heaps[id].try_realloc_small(b.p, size));
+        if (q && (b.heap != id || b.carried))
+            fail("try_realloc_small(%p) on heap %s took a %s block", b.p, heap_name(id), b.carried ? "carried" : "foreign");
+        if (!q) q = static_cast<char*>(heaps[id].realloc(b.p, size));
         sync_remote();
         if (!q) {
             expect_enomem(id, "realloc", size);

@@ -73,6 +73,48 @@ BOOST_AUTO_TEST_CASE(fast_free_matches_general_free) {
     h->free_owned(large);
 }
 
+// realloc's fast path: in place within the bin, moved between bins from
+// the free lists, and nothing (p untouched) wherever the slow path must
+// look or diagnose.
+BOOST_AUTO_TEST_CASE(fast_realloc_matches_general_realloc) {
+    Test_heap h;
+    char* p = static_cast<char*>(h->alloc(100));
+    const unsigned from = size_to_bin(100), to = size_to_bin(200);
+    memset(p, 0x5a, 100);
+    BOOST_TEST(static_cast<void*>(h->try_realloc_small(p, 101)) == static_cast<void*>(p));  // same bin
+    BOOST_TEST(h->usage() == k_bin_size[from]);
+    // A bin never used has an empty list: the slow path's, p untouched.
+    BOOST_TEST(h->try_realloc_small(p, 200) == nullptr);
+    BOOST_TEST(!h->holds_link(p));
+    BOOST_TEST(h->usage() == k_bin_size[from]);
+    h->free_owned(h->alloc(200));  // now the bin's list holds a slot
+    char* q = static_cast<char*>(h->try_realloc_small(p, 200));
+    BOOST_TEST_REQUIRE(q != nullptr);
+    BOOST_TEST(static_cast<void*>(q) != static_cast<void*>(p));
+    BOOST_TEST(Heap::usable_size(q) == k_bin_size[to]);
+    BOOST_TEST(std::count(q, q + 100, 0x5a) == 100);
+    BOOST_TEST(h->holds_link(p));  // freed
+    BOOST_TEST(h->usage() == k_bin_size[to]);
+    BOOST_TEST(h->check() == nullptr);
+    BOOST_TEST(h->try_realloc_small(p, 50) == nullptr);  // freed already: the slow path diagnoses
+    BOOST_TEST(h->try_realloc_small(q + 16, 50) == nullptr);  // interior
+    BOOST_TEST(h->try_realloc_small(q, 0) == nullptr);  // realloc(p, 0) frees
+    BOOST_TEST(h->try_realloc_small(q, k_max_small + 1) == nullptr);  // to a page run
+    BOOST_TEST(h->try_realloc_small(nullptr, 16) == nullptr);
+    alignas(16) char on_stack[64] = {};
+    BOOST_TEST(h->try_realloc_small(on_stack, 16) == nullptr);
+    void* large = h->alloc(10000);
+    BOOST_TEST(h->try_realloc_small(large, 100) == nullptr);  // not a slot
+    // Down a bin, from the list again (p's slot, freed above).
+    char* r = static_cast<char*>(h->try_realloc_small(q, 100));
+    BOOST_TEST(static_cast<void*>(r) == static_cast<void*>(p));
+    BOOST_TEST(std::count(r, r + 100, 0x5a) == 100);
+    BOOST_TEST(h->usage() == k_bin_size[from] + Heap::usable_size(large));
+    h->free_owned(r);
+    h->free_owned(large);
+    BOOST_TEST(h->usage() == 0u);
+    BOOST_TEST(h->check() == nullptr);
+}
 // A sized delete's claim (the heap's copy of k_size_claims) is size_to_bin's
 // answer, for every size and bin; a size beyond the bins fits none.
 BOOST_AUTO_TEST_CASE(size_claims_match_the_lookup) {
