@@ -283,6 +283,15 @@ public:
     // heap's the cache does not hold: owns_chunk_of and remember_chunk);
     // k_fast_free_declined otherwise.
     inline uint32_t try_free_small(void* p) { return try_free_small_claimed<false>(p, 0); }
+    // A sized delete's: declines (k_fast_free_declined) a block of a bin
+    // `size` is not of as well, any size (one beyond the bins too).
+    inline uint32_t try_free_small_sized(void* p, size_t size) { return try_free_small_claimed<true>(p, size); }
+    // Does `size` belong to bin b (as k_size_claims has it)?
+    bool size_claim_fits(size_t size, unsigned b) const { return size - bin_claim_low[b] <= bin_claim_span[b]; }
+    // Neither is a small page's map word (k_small).
+    static constexpr uint32_t k_fast_free_declined = 1;
+    static constexpr uint32_t k_fast_free_uncached = 2;  // not in a chunk own_chunk names
+    static unsigned own_slot(uintptr_t a) { return static_cast<unsigned>(a >> k_granule_shift) % k_own_slots; }
     // realloc's fast path, on the free fast path's terms: p a live slot of
     // a chunk own_chunk names, in a page without carried blocks, and `size`
     // small (not 0). Returns p if size's bin is still p's (ZendMM: a block
@@ -294,15 +303,6 @@ public:
     // Its move, out of line (the copy is most of it): s, a live slot of
     // `bin`, to a slot of `want` from its free list; nullptr if that is empty.
     void* realloc_small_move(Free_slot* s, unsigned bin, unsigned want, size_t size);
-    // A sized delete's: declines (k_fast_free_declined) a block of a bin
-    // `size` is not of as well, any size (one beyond the bins too).
-    inline uint32_t try_free_small_sized(void* p, size_t size) { return try_free_small_claimed<true>(p, size); }
-    // Does `size` belong to bin b (as k_size_claims has it)?
-    bool size_claim_fits(size_t size, unsigned b) const { return size - bin_claim_low[b] <= bin_claim_span[b]; }
-    // Neither is a small page's map word (k_small).
-    static constexpr uint32_t k_fast_free_declined = 1;
-    static constexpr uint32_t k_fast_free_uncached = 2;  // not in a chunk own_chunk names
-    static unsigned own_slot(uintptr_t a) { return static_cast<unsigned>(a >> k_granule_shift) % k_own_slots; }
     // Is p in a chunk on this heap's owned list (the registry, then the
     // chunk's owner)? Its cached chunks name it as their owner too, but are
     // empty, and an owned chunk never is (the free of its last block gives

@@ -226,6 +226,7 @@ size_t usable_size(const void* p) {
     return 0;
 }
 
+// realloc but what its fast path took (api.hpp, Heap::try_realloc_small).
 void* realloc_slow(void* p, size_t size) {
     if (p == nullptr) return malloc(size);
     if (size == 0) {  // glibc: frees and returns NULL

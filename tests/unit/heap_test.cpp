@@ -115,6 +115,7 @@ BOOST_AUTO_TEST_CASE(fast_realloc_matches_general_realloc) {
     BOOST_TEST(h->usage() == 0u);
     BOOST_TEST(h->check() == nullptr);
 }
+
 // A sized delete's claim (the heap's copy of k_size_claims) is size_to_bin's
 // answer, for every size and bin; a size beyond the bins fits none.
 BOOST_AUTO_TEST_CASE(size_claims_match_the_lookup) {
