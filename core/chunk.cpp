@@ -55,6 +55,7 @@ void Chunk::init(Heap* owner, uint32_t number, Pages pages) {
     next = prev = nullptr;
     carried_bits = nullptr;  // (Heap::drop_carried gave them back, if any)
     has_carried = false;
+    was_huge_block = false;
     num = number;
     free_pages = k_chunk_pages - 1;
     for (auto& w : free_map) w = 0;

@@ -82,6 +82,9 @@ struct Chunk {
     static constexpr unsigned k_carried_words = k_page_size / 8 / 64;
     uint64_t* carried_bits;
     bool has_carried;
+    // Made of a freed huge block's mapping (Heap::chunk_from_cached_huge):
+    // a free of the chunk's own address is that block's second free.
+    bool was_huge_block;
     static size_t carried_word(uintptr_t a) { return (a >> 9) & (k_chunk_pages * k_carried_words - 1); }
     static uint64_t carried_mask(uintptr_t a) { return uint64_t{1} << ((a >> 3) & 63); }
     bool carried_has(uintptr_t a) const { return !carried_bits || ((carried_bits[carried_word(a)] >> ((a >> 3) & 63)) & 1); }

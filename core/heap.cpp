@@ -99,6 +99,11 @@ Chunk* Heap::new_chunk() {
         src->lower_real(k_chunk_size);
         count_real(k_chunk_size);
         from_cache = true;
+    } else if ((c = chunk_from_cached_huge())) {
+        c->init(this, next_chunk_num++, Chunk::Pages::all_dirty);
+        c->was_huge_block = true;
+        link_chunk(c);
+        return c;
     } else {
         if (!grow_real(k_chunk_size)) return nullptr;
         c = static_cast<Chunk*>(os::map_aligned(k_chunk_size, k_chunk_size));
@@ -120,6 +125,38 @@ Chunk* Heap::new_chunk() {
     c->init(this, next_chunk_num++, from_cache ? Chunk::Pages::keep : Chunk::Pages::fresh);
     link_chunk(c);
     return c;
+}
+
+// A freed huge mapping of 2 MiB or more, kept in the huge cache, made a
+// chunk: its block starts on a chunk boundary, so its first 2 MiB are one,
+// already resident (every page counted dirty: any may have been written).
+// The header page before it and the tail after it go back to the OS. The
+// heap's free memory is then one pool, not two: without this, a program
+// whose large runs and huge blocks take turns (bench_sizemix) kept both its
+// empty chunks and its freed huge mappings resident, and mapped fresh
+// chunks beside freed huge mappings it could not use.
+Chunk* Heap::chunk_from_cached_huge() {
+    for (Huge_header** link = &huge_cache; Huge_header* h = *link; link = &h->next) {
+        char* block = static_cast<char*>(h->block());
+        char* map_base = h->map_base;
+        const size_t map_size = h->map_size;
+        if (map_size - k_page_size < k_chunk_size || reinterpret_cast<uintptr_t>(block) & (k_chunk_size - 1)) continue;
+        *link = h->next;
+        huge_cache_pages -= map_size / k_page_size;
+        char* tail = block + k_chunk_size;
+        const size_t tail_size = static_cast<size_t>(map_base + map_size - tail);
+        os::unmap_heap(map_base, k_page_size);  // h is gone from here
+        if (tail_size) os::unmap_heap(tail, tail_size);
+        lower_real(k_page_size + tail_size);
+        unmapped_bytes += k_page_size + tail_size;
+        if (g_tuning.huge_pages) os::advise_huge_pages(block, k_chunk_size);
+        registry_mark(block, k_chunk_size, granule_chunk);
+        Chunk* c = reinterpret_cast<Chunk*>(block);
+        for (auto& w : c->aged_map) w = 0;  // (the block's bytes, else)
+        dirty_pages += k_chunk_pages - 1;
+        return c;
+    }
+    return nullptr;
 }
 
 void Heap::collect_for_os() {
@@ -705,7 +742,7 @@ static void check_block_start(void* p) {
         Chunk* c = Chunk::of(p);
         unsigned page = Chunk::page_of(p);
         uint32_t info = c->map[page];
-        if (page == 0) misuse(Misuse::unknown_pointer, p);
+        if (page == 0) misuse(c->was_huge_block ? Misuse::double_free : Misuse::unknown_pointer, p);
         if (info & k_small) {
             unsigned bin = info & k_bin_mask;
             if (!is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), bin)) misuse(Misuse::interior_pointer, p);
@@ -738,7 +775,7 @@ void Heap::free_owned(void* p) {
         Chunk* c = Chunk::of(p);
         unsigned page = Chunk::page_of(p);
         uint32_t info = c->map[page];
-        if (page == 0) misuse(Misuse::unknown_pointer, p);
+        if (page == 0) misuse(c->was_huge_block ? Misuse::double_free : Misuse::unknown_pointer, p);
         if (info & k_small) return free_small(p, info);
         if (page_aligned(p)) {
             if (info & k_large) {

@@ -501,6 +501,7 @@ private:
     // of the heap's chunks, *chunk_out that chunk; 0 if none has them.
     unsigned find_free_run(unsigned count, unsigned align_pages, Chunk** chunk_out) const;
     Chunk* new_chunk();
+    Chunk* chunk_from_cached_huge();
     void release_chunk(Chunk* c);
     size_t collect_small_runs();
     void unmap_chunk(Chunk* c);

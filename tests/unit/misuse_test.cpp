@@ -103,6 +103,26 @@ BOOST_AUTO_TEST_CASE(double_free_large_and_huge) {
     h->free_owned(keep);
 }
 
+// A huge block freed twice after its cached mapping became a chunk (its
+// address is the chunk's header now): still a double free, the chunk left
+// intact. Any other chunk's own address is an unknown pointer.
+BOOST_AUTO_TEST_CASE(double_free_of_a_huge_block_whose_mapping_became_a_chunk) {
+    Test_heap h;
+    void* huge = h->alloc(3 * 1024 * 1024);
+    h->free_owned(huge);
+    void* large = h->alloc(100000);  // the new chunk: the mapping's first 2 MiB
+    BOOST_TEST_REQUIRE(static_cast<void*>(Chunk::of(large)) == huge);
+    BOOST_TEST(diagnosed(Misuse::double_free, huge, [&] { h->free_owned(huge); }));
+    BOOST_TEST(diagnosed(Misuse::double_free, huge, [&] { Heap::free_remote(&h.heap, huge); }));
+    BOOST_TEST(h->check() == nullptr);
+    void* other = h->alloc(2000 * 1024);  // a second chunk, fresh
+    BOOST_TEST_REQUIRE(Chunk::of(other) != Chunk::of(large));
+    BOOST_TEST(diagnosed(Misuse::unknown_pointer, Chunk::of(other), [&] { h->free_owned(Chunk::of(other)); }));
+    h->free_owned(other);
+    h->free_owned(large);
+    BOOST_TEST(h->usage() == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(double_free_through_remote_stack) {
     Test_heap h;
     void* p = h->alloc(100);
