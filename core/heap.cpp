@@ -316,6 +316,7 @@ void Heap::purge(bool only_aged, size_t keep_pages) {
 }
 
 void Heap::maybe_purge() {
+    heap_pool::trim_idle();
     size_t resident = dirty_pages + huge_cache_pages;
     if (resident <= g_tuning.dirty_budget_pages) return;
     if (resident > 8 * g_tuning.dirty_budget_pages)

@@ -212,6 +212,7 @@ public:
     uint64_t purged_bytes, unmapped_bytes;
     Heap* all_next;   // every heap ever made (heap_pool)
     Heap* pool_next;  // abandoned heaps waiting for a thread
+    uint64_t pooled_ns;  // when it was abandoned; 0 once trimmed (heap_pool)
     // Request heaps whose chunks were merged into this one: frees another
     // thread pushed onto their remote stacks late are drained with ours.
     Heap* retired;

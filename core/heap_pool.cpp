@@ -1,5 +1,6 @@
 #include "heap_pool.hpp"
 
+#include <atomic>
 #include <cstring>
 
 #include "os.hpp"
@@ -12,7 +13,7 @@ constinit Spin_lock g_lock;
 Heap* g_all = nullptr;   // every heap, by all_next
 Heap* g_pool = nullptr;  // abandoned heaps, by pool_next
 unsigned g_count = 0;
-unsigned g_pooled = 0;
+unsigned g_pooled = 0;  // (written under g_lock; read without it by trim_idle)
 uint64_t g_key = 0;
 
 // Heap structures come from mmap'd slabs: they must not come from the heap.
@@ -41,7 +42,39 @@ Heap* new_heap_locked() {
     return h;
 }
 
+// A heap that waits in the pool this long gives its memory back (collect:
+// free runs, empty chunks, dirty pages, cached huge mappings; live blocks
+// stay): new threads take the heap pooled last, so one deeper in the pool
+// may wait for long, and its memory is then of no use to anyone
+// (after a burst of threads, every heap but the few taken again). One that
+// waited less is likely taken again soon, its memory warm. Looked for when
+// a thread starts or leaves, and from any heap's purge check (trim_idle):
+// up to 8 heaps at a time, `next` (the one a starting thread takes) left
+// alone.
+constexpr uint64_t k_idle_ns = 100'000'000;
+std::atomic<uint64_t> g_last_trim_ns{0};
+
+void trim_idle_locked(const Heap* next) {
+    const uint64_t now = os::monotonic_ns();
+    g_last_trim_ns.store(now, std::memory_order_relaxed);
+    unsigned looked = 0, trimmed = 0;
+    for (Heap* h = g_pool; h && looked < 1024 && trimmed < 8; h = h->pool_next, ++looked)
+        if (h != next && h->pooled_ns && now - h->pooled_ns >= k_idle_ns) {
+            h->collect();
+            h->pooled_ns = 0;
+            ++trimmed;
+        }
+}
+
 }  // namespace
+
+void trim_idle() {
+    if (__atomic_load_n(&g_pooled, __ATOMIC_RELAXED) == 0) return;
+    if (os::monotonic_ns() - g_last_trim_ns.load(std::memory_order_relaxed) < k_idle_ns) return;
+    if (!g_lock.try_lock()) return;  // (taken: by this thread too, collecting a pooled heap)
+    trim_idle_locked(nullptr);
+    g_lock.unlock();
+}
 
 Heap* all_heaps() { return __atomic_load_n(&g_all, __ATOMIC_ACQUIRE); }
 
@@ -53,11 +86,12 @@ uint64_t free_list_key() {
 
 Heap* acquire(const void* owner) {
     Lock_guard guard(g_lock);
+    trim_idle_locked(g_pool);
     Heap* h = g_pool;
     if (h) {
         g_pool = h->pool_next;
         h->pool_next = nullptr;
-        --g_pooled;
+        __atomic_store_n(&g_pooled, g_pooled - 1, __ATOMIC_RELAXED);
     } else {
         h = new_heap_locked();
         if (!h) return nullptr;
@@ -81,9 +115,11 @@ void abandon(Heap* heap) {
     Lock_guard guard(g_lock);
     for (Heap* r = heap->retired; r; r = r->retired_next) r->owner.store(nullptr, std::memory_order_release);
     heap->owner.store(nullptr, std::memory_order_release);
+    trim_idle_locked(nullptr);
+    heap->pooled_ns = os::monotonic_ns();
     heap->pool_next = g_pool;
     g_pool = heap;
-    ++g_pooled;
+    __atomic_store_n(&g_pooled, g_pooled + 1, __ATOMIC_RELAXED);
 }
 
 void reclaim_if_abandoned(Heap* heap, const void* current_owner) {

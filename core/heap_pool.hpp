@@ -40,6 +40,12 @@ inline bool is_thread_token(const void* owner) { return reinterpret_cast<uintptr
 // freed into dead threads' heaps does not wait for a new thread.
 void reclaim_if_abandoned(Heap* heap, const void* current_owner);
 
+// Pooled heaps idle for 100 ms or more give their memory back (collect).
+// Done when a thread starts or leaves; this, from a heap's slow path (its
+// purge check), does it too, at most every 100 ms, and never waits for the
+// pool's lock.
+void trim_idle();
+
 // fork(): lock in the parent before, unlock after; in the child, every heap
 // not owned by `survivor` (the forking thread) is orphaned.
 void before_fork();

@@ -248,6 +248,68 @@ BOOST_AUTO_TEST_CASE(abandoned_heaps_are_adopted) {
     BOOST_TEST(heap_pool::heaps_count() == before + 1);  // one heap served both threads
 }
 
+// A heap that waits in the pool for 100 ms or more gives its memory back
+// when a thread starts or leaves (not the one a starting thread takes);
+// its live blocks stay. One pooled just now keeps its memory.
+BOOST_AUTO_TEST_CASE(idle_pooled_heaps_are_trimmed) {
+    Heap* idle = nullptr;
+    void* kept = nullptr;
+    std::thread a([&] {
+        char token = 0;
+        idle = heap_pool::acquire(&token);
+        std::vector<void*> blocks;
+        for (int i = 0; i < 2000; ++i) blocks.push_back(idle->alloc(1000));
+        blocks.push_back(idle->alloc(3u << 20));  // huge: cached when freed
+        kept = idle->alloc(64);
+        for (void* p : blocks) idle->free_owned(p);
+        heap_pool::abandon(idle);
+    });
+    a.join();
+    const size_t before = idle->real_size;
+    BOOST_TEST(before > 2 * k_chunk_size);
+    // Two threads in turn: the first takes the idle heap (pooled last),
+    // gives it back; pooled just now, the second's start leaves it as it is.
+    auto start_and_leave = [] {
+        std::thread t([] {
+            char token = 0;
+            heap_pool::abandon(heap_pool::acquire(&token));
+        });
+        t.join();
+    };
+    start_and_leave();
+    BOOST_TEST(idle->real_size == before);
+    // Idle for long (as if): the next start trims it, unless it is the heap
+    // that start takes; the next leave does.
+    idle->pooled_ns -= 200'000'000;
+    std::thread c([&] {
+        char token = 0;
+        Heap* h = heap_pool::acquire(&token);
+        BOOST_TEST(h == idle);  // (pooled last: taken, so not trimmed)
+        BOOST_TEST(idle->real_size == before);
+        heap_pool::abandon(h);
+    });
+    c.join();
+    idle->pooled_ns -= 200'000'000;
+    std::thread d([&] {
+        char token = 0;
+        Heap* own = heap_pool::acquire(&token);  // idle, again
+        Heap* second = heap_pool::acquire(&token);  // as a second thread would
+        heap_pool::abandon(own);
+        BOOST_TEST(idle->real_size == before);  // pooled just now
+        idle->pooled_ns -= 200'000'000;
+        heap_pool::abandon(second);  // a leave: the idle heap is trimmed
+    });
+    d.join();
+    BOOST_TEST(idle->real_size == k_chunk_size);  // the chunk of the live block
+    BOOST_TEST(idle->pooled_ns == 0u);
+    BOOST_TEST(Heap::usable_size(kept) == 64u);
+    BOOST_TEST(idle->usage() == 64u);
+    char token = 0;
+    Heap::free_any(kept, &token);
+    heap_pool::reclaim_if_abandoned(idle, &token);
+    BOOST_TEST(idle->usage() == 0u);
+}
+
 // A chain whose heap's thread left while the chain waited in an outbox is
 // taken at once (its blocks are free for the heap's next thread, and for
 // malloc_trim), as a direct free into an abandoned heap is.
