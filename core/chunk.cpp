@@ -55,7 +55,7 @@ void Chunk::init(Heap* owner, uint32_t number, Pages pages) {
     next = prev = nullptr;
     carried_bits = nullptr;  // (Heap::drop_carried gave them back, if any)
     has_carried = false;
-    was_huge_block = false;
+    if (pages == Pages::fresh) was_huge_block = false;  // (else it stays: the chunk's address is the block's)
     num = number;
     free_pages = k_chunk_pages - 1;
     for (auto& w : free_map) w = 0;

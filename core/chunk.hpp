@@ -83,7 +83,9 @@ struct Chunk {
     uint64_t* carried_bits;
     bool has_carried;
     // Made of a freed huge block's mapping (Heap::chunk_from_cached_huge):
-    // a free of the chunk's own address is that block's second free.
+    // a free of the chunk's own address is that block's second free, for
+    // as long as the chunk is mapped (cached and reused too; unmapped, the
+    // registry says huge_freed there, as for the block's own mapping).
     bool was_huge_block;
     static size_t carried_word(uintptr_t a) { return (a >> 9) & (k_chunk_pages * k_carried_words - 1); }
     static uint64_t carried_mask(uintptr_t a) { return uint64_t{1} << ((a >> 3) & 63); }

@@ -42,6 +42,7 @@ public:
             while (u.n.load(std::memory_order_seq_cst) != 0) sched_yield();
     }
     void open() { closed_.store(false, std::memory_order_release); }
+    bool is_closed() const { return closed_.load(std::memory_order_acquire); }
     // A forked child: the crossings under way were other threads'.
     void reset() {
         closed_.store(false, std::memory_order_relaxed);

@@ -100,8 +100,6 @@ Chunk* Heap::new_chunk() {
         count_real(k_chunk_size);
         from_cache = true;
     } else if ((c = chunk_from_cached_huge())) {
-        c->init(this, next_chunk_num++, Chunk::Pages::all_dirty);
-        c->was_huge_block = true;
         link_chunk(c);
         return c;
     } else {
@@ -134,29 +132,38 @@ Chunk* Heap::new_chunk() {
 // heap's free memory is then one pool, not two: without this, a program
 // whose large runs and huge blocks take turns (bench_sizemix) kept both its
 // empty chunks and its freed huge mappings resident, and mapped fresh
-// chunks beside freed huge mappings it could not use.
+// chunks beside freed huge mappings it could not use. The smallest such
+// mapping is taken (the least given back). The chunk is set up and named
+// in the registry before anything is unmapped: an unmap may wait for a
+// leak scan, which must not find the block's old bytes unlisted meanwhile
+// (it would read them as roots), nor a chunk without its header.
 Chunk* Heap::chunk_from_cached_huge() {
-    for (Huge_header** link = &huge_cache; Huge_header* h = *link; link = &h->next) {
-        char* block = static_cast<char*>(h->block());
-        char* map_base = h->map_base;
-        const size_t map_size = h->map_size;
-        if (map_size - k_page_size < k_chunk_size || reinterpret_cast<uintptr_t>(block) & (k_chunk_size - 1)) continue;
-        *link = h->next;
-        huge_cache_pages -= map_size / k_page_size;
-        char* tail = block + k_chunk_size;
-        const size_t tail_size = static_cast<size_t>(map_base + map_size - tail);
-        os::unmap_heap(map_base, k_page_size);  // h is gone from here
-        if (tail_size) os::unmap_heap(tail, tail_size);
-        lower_real(k_page_size + tail_size);
-        unmapped_bytes += k_page_size + tail_size;
-        if (g_tuning.huge_pages) os::advise_huge_pages(block, k_chunk_size);
-        registry_mark(block, k_chunk_size, granule_chunk);
-        Chunk* c = reinterpret_cast<Chunk*>(block);
-        for (auto& w : c->aged_map) w = 0;  // (the block's bytes, else)
-        dirty_pages += k_chunk_pages - 1;
-        return c;
-    }
-    return nullptr;
+    Huge_header** best = nullptr;
+    for (Huge_header** link = &huge_cache; Huge_header* h = *link; link = &h->next)
+        if (h->map_size - k_page_size >= k_chunk_size && !(reinterpret_cast<uintptr_t>(h->block()) & (k_chunk_size - 1)) &&
+            (!best || h->map_size < (*best)->map_size))
+            best = link;
+    if (!best) return nullptr;
+    Huge_header* h = *best;
+    *best = h->next;
+    char* block = static_cast<char*>(h->block());
+    char* map_base = h->map_base;
+    const size_t map_size = h->map_size;
+    huge_cache_pages -= map_size / k_page_size;
+    Chunk* c = reinterpret_cast<Chunk*>(block);
+    for (auto& w : c->aged_map) w = 0;  // (the block's bytes, else)
+    c->init(this, next_chunk_num++, Chunk::Pages::all_dirty);
+    c->was_huge_block = true;
+    dirty_pages += k_chunk_pages - 1;
+    registry_mark(block, k_chunk_size, granule_chunk);
+    char* tail = block + k_chunk_size;
+    const size_t tail_size = static_cast<size_t>(map_base + map_size - tail);
+    os::unmap_heap(map_base, k_page_size);  // h is gone from here
+    if (tail_size) os::unmap_heap(tail, tail_size);
+    lower_real(k_page_size + tail_size);
+    unmapped_bytes += k_page_size + tail_size;
+    if (g_tuning.huge_pages) os::advise_huge_pages(block, k_chunk_size);
+    return c;
 }
 
 void Heap::collect_for_os() {
@@ -200,7 +207,7 @@ void Heap::unlink_chunk(Chunk* c) {
 
 void Heap::unmap_chunk(Chunk* c) {
     dirty_pages -= c->dirty_count();
-    registry_clear(c, k_chunk_size);
+    registry_clear(c, k_chunk_size, c->was_huge_block ? granule_huge_freed : granule_none);
     os::unmap_heap(c, k_chunk_size);
     lower_real(k_chunk_size);
     unmapped_bytes += k_chunk_size;
@@ -243,11 +250,6 @@ void Heap::release_chunk(Chunk* c) {
 
 namespace {
 constexpr uint64_t k_purge_interval_ns = 100'000'000;
-uint64_t coarse_now_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
-}
 }  // namespace
 
 // Gives back the dirty pages of c (all of them, or only the aged ones), at
@@ -312,7 +314,7 @@ void Heap::purge(bool only_aged, size_t keep_pages) {
         os::unmap_heap(h->map_base, h->map_size);
     }
     dirty_pages -= purged;
-    last_purge_ns = coarse_now_ns();
+    last_purge_ns = os::coarse_monotonic_ns();
 }
 
 void Heap::maybe_purge() {
@@ -321,7 +323,7 @@ void Heap::maybe_purge() {
     if (resident <= g_tuning.dirty_budget_pages) return;
     if (resident > 8 * g_tuning.dirty_budget_pages)
         purge(false, g_tuning.dirty_budget_pages);
-    else if (coarse_now_ns() - last_purge_ns >= k_purge_interval_ns)
+    else if (os::coarse_monotonic_ns() - last_purge_ns >= k_purge_interval_ns)
         purge(true, g_tuning.dirty_budget_pages);
 }
 

@@ -1,7 +1,10 @@
 #include "heap_pool.hpp"
 
 #include <atomic>
+#include <csignal>
 #include <cstring>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "os.hpp"
 #include "spin_lock.hpp"
@@ -43,36 +46,70 @@ Heap* new_heap_locked() {
 }
 
 // A heap that waits in the pool this long gives its memory back (collect:
-// free runs, empty chunks, dirty pages, cached huge mappings; live blocks
-// stay): new threads take the heap pooled last, so one deeper in the pool
-// may wait for long, and its memory is then of no use to anyone
-// (after a burst of threads, every heap but the few taken again). One that
-// waited less is likely taken again soon, its memory warm. Looked for when
-// a thread starts or leaves, and from any heap's purge check (trim_idle):
-// up to 8 heaps at a time, `next` (the one a starting thread takes) left
-// alone.
+// free runs, empty chunks, dirty pages, cached huge mappings, and those of
+// its retired request heaps; live blocks stay): new threads take the heap
+// pooled last, so one deeper in the pool may wait for long, and its memory
+// is then of no use to anyone (after a burst of threads, every heap but the
+// few taken again). One that waited less is likely taken again soon, its
+// memory warm. Looked for when a thread leaves, and from any heap's purge
+// check (trim_idle): up to 4 heaps at a time. A heap whose blocks are freed
+// while it waits (reclaim_if_abandoned) waits anew.
+//
+// Under the pool's lock, with every signal blocked (a handler that
+// allocates would take the reentry heap's lock, which a fork holds while it
+// waits for this one), and not while a leak scan holds the heap's mappings
+// (an unmap would wait for it, the pool's lock held; and a handler on the
+// scanning thread would wait for itself).
 constexpr uint64_t k_idle_ns = 100'000'000;
+constexpr size_t k_pooled_dirty_pages = 256;
 std::atomic<uint64_t> g_last_trim_ns{0};
 
-void trim_idle_locked(const Heap* next) {
-    const uint64_t now = os::monotonic_ns();
+class Signals_blocked {
+public:
+    Signals_blocked() {
+        sigset_t all;
+        sigfillset(&all);
+        syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, &old_, _NSIG / 8);
+    }
+    ~Signals_blocked() { syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old_, nullptr, _NSIG / 8); }
+    Signals_blocked(const Signals_blocked&) = delete;
+    Signals_blocked& operator=(const Signals_blocked&) = delete;
+
+private:
+    sigset_t old_;
+};
+
+bool idle(const Heap* h, uint64_t now) { return h->pooled_ns && now - h->pooled_ns >= k_idle_ns; }
+
+void trim_idle_locked(uint64_t now) {
     g_last_trim_ns.store(now, std::memory_order_relaxed);
     unsigned looked = 0, trimmed = 0;
-    for (Heap* h = g_pool; h && looked < 1024 && trimmed < 8; h = h->pool_next, ++looked)
-        if (h != next && h->pooled_ns && now - h->pooled_ns >= k_idle_ns) {
-            h->collect();
-            h->pooled_ns = 0;
-            ++trimmed;
-        }
+    for (Heap* h = g_pool; h && looked < 1024 && trimmed < 4; h = h->pool_next, ++looked) {
+        if (!idle(h, now) || os::heap_mappings_held()) continue;
+        h->collect();
+        for (Heap* r = h->retired; r; r = r->retired_next) r->collect();
+        h->pooled_ns = 0;
+        ++trimmed;
+    }
+}
+
+// Is any heap pooled up to 1024 deep idle? (Read under the lock.)
+bool any_idle_locked(uint64_t now) {
+    unsigned looked = 0;
+    for (Heap* h = g_pool; h && looked < 1024; h = h->pool_next, ++looked)
+        if (idle(h, now)) return true;
+    return false;
 }
 
 }  // namespace
 
 void trim_idle() {
     if (__atomic_load_n(&g_pooled, __ATOMIC_RELAXED) == 0) return;
-    if (os::monotonic_ns() - g_last_trim_ns.load(std::memory_order_relaxed) < k_idle_ns) return;
+    const uint64_t now = os::coarse_monotonic_ns();
+    if (now - g_last_trim_ns.load(std::memory_order_relaxed) < k_idle_ns || os::heap_mappings_held()) return;
+    Signals_blocked quiet;
     if (!g_lock.try_lock()) return;  // (taken: by this thread too, collecting a pooled heap)
-    trim_idle_locked(nullptr);
+    trim_idle_locked(now);
     g_lock.unlock();
 }
 
@@ -86,7 +123,6 @@ uint64_t free_list_key() {
 
 Heap* acquire(const void* owner) {
     Lock_guard guard(g_lock);
-    trim_idle_locked(g_pool);
     Heap* h = g_pool;
     if (h) {
         g_pool = h->pool_next;
@@ -112,14 +148,23 @@ Heap* new_request_heap(const void* owner) {
 void abandon(Heap* heap) {
     heap->flush_outbox();
     heap->drain_remote();
-    Lock_guard guard(g_lock);
-    for (Heap* r = heap->retired; r; r = r->retired_next) r->owner.store(nullptr, std::memory_order_release);
-    heap->owner.store(nullptr, std::memory_order_release);
-    trim_idle_locked(nullptr);
-    heap->pooled_ns = os::monotonic_ns();
-    heap->pool_next = g_pool;
-    g_pool = heap;
-    __atomic_store_n(&g_pooled, g_pooled + 1, __ATOMIC_RELAXED);
+    const uint64_t now = os::coarse_monotonic_ns();
+    bool trim;
+    {
+        Lock_guard guard(g_lock);
+        for (Heap* r = heap->retired; r; r = r->retired_next) r->owner.store(nullptr, std::memory_order_release);
+        heap->owner.store(nullptr, std::memory_order_release);
+        heap->pooled_ns = now;
+        heap->pool_next = g_pool;
+        g_pool = heap;
+        __atomic_store_n(&g_pooled, g_pooled + 1, __ATOMIC_RELAXED);
+        trim = any_idle_locked(now);
+    }
+    if (trim && !os::heap_mappings_held()) {
+        Signals_blocked quiet;
+        Lock_guard guard(g_lock);
+        trim_idle_locked(now);
+    }
 }
 
 void reclaim_if_abandoned(Heap* heap, const void* current_owner) {
@@ -129,6 +174,11 @@ void reclaim_if_abandoned(Heap* heap, const void* current_owner) {
     if (heap->owner.load(std::memory_order_relaxed) == nullptr) {
         heap->owner.store(current_owner, std::memory_order_relaxed);
         heap->drain_remote();
+        // Pages and huge mappings freed into a heap no thread uses go back
+        // at once, past 1 MiB (glibc trims a dead thread's arena as its
+        // blocks are freed); free slots in runs wait for the idle trim.
+        if (heap->dirty_pages + heap->huge_cache_pages > k_pooled_dirty_pages) heap->purge();
+        heap->pooled_ns = os::coarse_monotonic_ns();  // (idle from now on: trimmed again later)
         heap->owner.store(nullptr, std::memory_order_release);
     }
     g_lock.unlock();

@@ -174,6 +174,8 @@ void set_unmap_wait_hook(void (*hook)()) { g_wait_hook.store(hook, std::memory_o
 
 void release_heap_mappings() { g_unmaps.open(); }
 
+bool heap_mappings_held() { return g_unmaps.is_closed(); }
+
 void reset_heap_mappings_hold() { g_unmaps.reset(); }
 
 void* map_heap(size_t size) {
@@ -393,6 +395,12 @@ void write_all(int fd, const char* s, size_t n) {
 uint64_t monotonic_ns() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+uint64_t coarse_monotonic_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
 }
 

@@ -40,6 +40,8 @@ void unmap_heap(void* p, size_t size);
 // back) waits. hold waits for those already under way.
 void hold_heap_mappings();
 void release_heap_mappings();
+// Held now (by a scan under way)? Work that may wait can be put off.
+bool heap_mappings_held();
 // In a forked child: no scan runs there.
 void reset_heap_mappings_hold();
 // Called over and over while an unmap waits for a scan (the waiting thread
@@ -102,6 +104,9 @@ uintptr_t current_break();
 
 // CLOCK_MONOTONIC in nanoseconds.
 uint64_t monotonic_ns();
+// CLOCK_MONOTONIC_COARSE (a few ms of resolution, cheaper): for intervals
+// of 100 ms.
+uint64_t coarse_monotonic_ns();
 
 uint64_t random_u64();
 // The process's id and the calling thread's, without a system call after

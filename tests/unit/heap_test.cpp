@@ -266,32 +266,37 @@ BOOST_AUTO_TEST_CASE(huge_mappings_are_reused) {
 // A freed huge mapping in the cache becomes the heap's next chunk when no
 // empty chunk is cached: its first 2 MiB, resident, every page counted
 // dirty (calloc clears what it takes), the header page and the tail given
-// back, and the registry names a chunk there.
+// back, and the registry names a chunk there. Of two cached mappings, the
+// smaller is taken.
 BOOST_AUTO_TEST_CASE(cached_huge_mapping_becomes_a_chunk) {
     Test_heap h;
+    char* big = static_cast<char*>(h->alloc(5 * 1024 * 1024));
     char* p = static_cast<char*>(h->alloc(3 * 1024 * 1024));
     memset(p, 0xab, 3 * 1024 * 1024);
     h->free_owned(p);
+    h->free_owned(big);
     BOOST_TEST_REQUIRE(h->huge_cache != nullptr);
     BOOST_TEST(h->chunks == nullptr);
     const size_t unmapped = h->unmapped_bytes;
-    char* q = static_cast<char*>(h->alloc(1024 * 1024));  // a large run: the heap's first chunk
-    BOOST_TEST_REQUIRE(q != nullptr);
-    BOOST_TEST(static_cast<void*>(Chunk::of(q)) == static_cast<void*>(p));
-    BOOST_TEST(granule_of(p) == granule_chunk);
-    BOOST_TEST(h->huge_cache == nullptr);
-    BOOST_TEST(h->huge_cache_pages == 0u);
-    BOOST_TEST(h->real_size == k_chunk_size);
-    BOOST_TEST(h->unmapped_bytes - unmapped == 1024 * 1024 + k_page_size);  // the tail and the header page
-    BOOST_TEST(h->dirty_pages == k_chunk_pages - 1 - 256);
-    BOOST_TEST(h->check() == nullptr);
-    h->free_owned(q);
+    const size_t real = h->real_size;
+    // A calloc'd large run, the heap's first chunk: its pages held 0xab.
     char* z = static_cast<char*>(h->alloc_zeroed(1024 * 1024));
     BOOST_TEST_REQUIRE(z != nullptr);
+    BOOST_TEST(static_cast<void*>(Chunk::of(z)) == static_cast<void*>(p));
     BOOST_TEST(std::all_of(z, z + 1024 * 1024, [](char c) { return c == 0; }));
+    BOOST_TEST(granule_of(p) == granule_chunk);
+    BOOST_TEST(h->huge_cache != nullptr);  // the 5 MiB one, kept
+    BOOST_TEST(static_cast<void*>(h->huge_cache->block()) == static_cast<void*>(big));
+    BOOST_TEST(h->huge_cache->next == nullptr);
+    BOOST_TEST(h->real_size == real - 1024 * 1024 - k_page_size);  // less the tail and the header page
+    BOOST_TEST(h->unmapped_bytes - unmapped == 1024 * 1024 + k_page_size);
+    BOOST_TEST(h->dirty_pages == k_chunk_pages - 1 - 256);
+    BOOST_TEST(h->check() == nullptr);
     h->free_owned(z);
     BOOST_TEST(h->usage() == 0u);
     BOOST_TEST(h->check() == nullptr);
+    h->purge();
+    BOOST_TEST(h->huge_cache == nullptr);
 }
 
 // A huge block moved by realloc leaves the heap's block table, as a free

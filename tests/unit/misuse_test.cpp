@@ -105,7 +105,8 @@ BOOST_AUTO_TEST_CASE(double_free_large_and_huge) {
 
 // A huge block freed twice after its cached mapping became a chunk (its
 // address is the chunk's header now): still a double free, the chunk left
-// intact. Any other chunk's own address is an unknown pointer.
+// intact; so too once the chunk was cached and taken again, and once it was
+// unmapped. Any other chunk's own address is an unknown pointer.
 BOOST_AUTO_TEST_CASE(double_free_of_a_huge_block_whose_mapping_became_a_chunk) {
     Test_heap h;
     void* huge = h->alloc(3 * 1024 * 1024);
@@ -119,8 +120,16 @@ BOOST_AUTO_TEST_CASE(double_free_of_a_huge_block_whose_mapping_became_a_chunk) {
     BOOST_TEST_REQUIRE(Chunk::of(other) != Chunk::of(large));
     BOOST_TEST(diagnosed(Misuse::unknown_pointer, Chunk::of(other), [&] { h->free_owned(Chunk::of(other)); }));
     h->free_owned(other);
+    h->free_owned(large);  // the chunk, empty: to the cache
+    BOOST_TEST(h->cached_count == 2u);
+    large = h->alloc(100000);
+    BOOST_TEST_REQUIRE(static_cast<void*>(Chunk::of(large)) == huge);  // (cached last, taken first)
+    BOOST_TEST(diagnosed(Misuse::double_free, huge, [&] { h->free_owned(huge); }));
     h->free_owned(large);
     BOOST_TEST(h->usage() == 0u);
+    h->collect();  // the chunks unmapped
+    BOOST_TEST(granule_of(huge) == granule_huge_freed);
+    BOOST_TEST(diagnosed(Misuse::double_free, huge, [&] { h->free_owned(huge); }));
 }
 
 BOOST_AUTO_TEST_CASE(double_free_through_remote_stack) {

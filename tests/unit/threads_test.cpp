@@ -249,11 +249,14 @@ BOOST_AUTO_TEST_CASE(abandoned_heaps_are_adopted) {
 }
 
 // A heap that waits in the pool for 100 ms or more gives its memory back
-// when a thread starts or leaves (not the one a starting thread takes);
-// its live blocks stay. One pooled just now keeps its memory.
+// when a thread leaves; its live blocks stay. One pooled just now keeps its
+// memory, as does the heap a starting thread takes. Blocks freed into it
+// while it waits make it wait anew, then go back too; their pages at once,
+// past 1 MiB.
 BOOST_AUTO_TEST_CASE(idle_pooled_heaps_are_trimmed) {
     Heap* idle = nullptr;
     void* kept = nullptr;
+    void* kept_large = nullptr;
     std::thread a([&] {
         char token = 0;
         idle = heap_pool::acquire(&token);
@@ -261,14 +264,13 @@ BOOST_AUTO_TEST_CASE(idle_pooled_heaps_are_trimmed) {
         for (int i = 0; i < 2000; ++i) blocks.push_back(idle->alloc(1000));
         blocks.push_back(idle->alloc(3u << 20));  // huge: cached when freed
         kept = idle->alloc(64);
+        kept_large = idle->alloc(1536u << 10);
         for (void* p : blocks) idle->free_owned(p);
         heap_pool::abandon(idle);
     });
     a.join();
     const size_t before = idle->real_size;
     BOOST_TEST(before > 2 * k_chunk_size);
-    // Two threads in turn: the first takes the idle heap (pooled last),
-    // gives it back; pooled just now, the second's start leaves it as it is.
     auto start_and_leave = [] {
         std::thread t([] {
             char token = 0;
@@ -276,20 +278,20 @@ BOOST_AUTO_TEST_CASE(idle_pooled_heaps_are_trimmed) {
         });
         t.join();
     };
+    // The next thread takes the idle heap (pooled last) and gives it back:
+    // pooled just now, nothing is trimmed.
     start_and_leave();
     BOOST_TEST(idle->real_size == before);
-    // Idle for long (as if): the next start trims it, unless it is the heap
-    // that start takes; the next leave does.
+    // Idle for long (as if): a thread start does not trim (it takes it).
     idle->pooled_ns -= 200'000'000;
     std::thread c([&] {
         char token = 0;
         Heap* h = heap_pool::acquire(&token);
-        BOOST_TEST(h == idle);  // (pooled last: taken, so not trimmed)
+        BOOST_TEST(h == idle);
         BOOST_TEST(idle->real_size == before);
         heap_pool::abandon(h);
     });
     c.join();
-    idle->pooled_ns -= 200'000'000;
     std::thread d([&] {
         char token = 0;
         Heap* own = heap_pool::acquire(&token);  // idle, again
@@ -297,14 +299,27 @@ BOOST_AUTO_TEST_CASE(idle_pooled_heaps_are_trimmed) {
         heap_pool::abandon(own);
         BOOST_TEST(idle->real_size == before);  // pooled just now
         idle->pooled_ns -= 200'000'000;
-        heap_pool::abandon(second);  // a leave: the idle heap is trimmed
+        heap_pool::abandon(second);  // a thread leaves: the idle heap is trimmed
     });
     d.join();
-    BOOST_TEST(idle->real_size == k_chunk_size);  // the chunk of the live block
+    const size_t live_chunks = Chunk::of(kept) == Chunk::of(kept_large) ? 1 : 2;
+    BOOST_TEST(idle->real_size == live_chunks * k_chunk_size);  // the chunks of the live blocks
     BOOST_TEST(idle->pooled_ns == 0u);
     BOOST_TEST(Heap::usable_size(kept) == 64u);
-    BOOST_TEST(idle->usage() == 64u);
+    BOOST_TEST(idle->usage() == 64u + (1536u << 10));
+    // A block freed into it while it waits: its pages go back at once (1.5
+    // MiB), and it waits anew; then the chunk it leaves empty, if any, goes
+    // (the one of the 64-byte block stays).
     char token = 0;
+    Heap::free_any(kept_large, &token);
+    heap_pool::reclaim_if_abandoned(idle, &token);
+    BOOST_TEST(idle->pooled_ns != 0u);
+    BOOST_TEST(idle->dirty_pages == 0u);
+    BOOST_TEST(idle->real_size == live_chunks * k_chunk_size);
+    idle->pooled_ns -= 200'000'000;
+    start_and_leave();  // takes the heap pooled last (d's second), leaves: trims the idle one
+    BOOST_TEST(idle->pooled_ns == 0u);
+    BOOST_TEST(idle->real_size == k_chunk_size);  // the 64-byte block's
     Heap::free_any(kept, &token);
     heap_pool::reclaim_if_abandoned(idle, &token);
     BOOST_TEST(idle->usage() == 0u);
