@@ -6,32 +6,15 @@
 #pragma once
 
 #include <atomic>
-#include <csignal>
 #include <cstdint>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "leak_scan.hpp"
+#include "os.hpp"
 #include "thread_heap.hpp"
 
 namespace zmm {
 
-// Blocks every signal (the raw system call: zmm's own signals too) until
-// destroyed.
-class Signals_blocked {
-public:
-    Signals_blocked() {
-        sigset_t all;
-        sigfillset(&all);
-        syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, &old_, _NSIG / 8);
-    }
-    ~Signals_blocked() { syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old_, nullptr, _NSIG / 8); }
-    Signals_blocked(const Signals_blocked&) = delete;
-    Signals_blocked& operator=(const Signals_blocked&) = delete;
-
-private:
-    sigset_t old_;
-};
+using os::Signals_blocked;
 
 // Allocations and frees that arrive while the thread is inside zmm's
 // allocator (t_state.in_allocator): a signal handler that interrupted a slow

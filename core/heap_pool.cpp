@@ -1,10 +1,7 @@
 #include "heap_pool.hpp"
 
 #include <atomic>
-#include <csignal>
 #include <cstring>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "os.hpp"
 #include "spin_lock.hpp"
@@ -64,28 +61,14 @@ constexpr uint64_t k_idle_ns = 100'000'000;
 constexpr size_t k_pooled_dirty_pages = 256;
 std::atomic<uint64_t> g_last_trim_ns{0};
 
-class Signals_blocked {
-public:
-    Signals_blocked() {
-        sigset_t all;
-        sigfillset(&all);
-        syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, &old_, _NSIG / 8);
-    }
-    ~Signals_blocked() { syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old_, nullptr, _NSIG / 8); }
-    Signals_blocked(const Signals_blocked&) = delete;
-    Signals_blocked& operator=(const Signals_blocked&) = delete;
-
-private:
-    sigset_t old_;
-};
-
 bool idle(const Heap* h, uint64_t now) { return h->pooled_ns && now - h->pooled_ns >= k_idle_ns; }
 
 void trim_idle_locked(uint64_t now) {
     g_last_trim_ns.store(now, std::memory_order_relaxed);
     unsigned looked = 0, trimmed = 0;
     for (Heap* h = g_pool; h && looked < 1024 && trimmed < 4; h = h->pool_next, ++looked) {
-        if (!idle(h, now) || os::heap_mappings_held()) continue;
+        if (os::heap_mappings_held()) break;
+        if (!idle(h, now)) continue;
         h->collect();
         for (Heap* r = h->retired; r; r = r->retired_next) r->collect();
         h->pooled_ns = 0;
@@ -107,7 +90,7 @@ void trim_idle() {
     if (__atomic_load_n(&g_pooled, __ATOMIC_RELAXED) == 0) return;
     const uint64_t now = os::coarse_monotonic_ns();
     if (now - g_last_trim_ns.load(std::memory_order_relaxed) < k_idle_ns || os::heap_mappings_held()) return;
-    Signals_blocked quiet;
+    os::Signals_blocked quiet;
     if (!g_lock.try_lock()) return;  // (taken: by this thread too, collecting a pooled heap)
     trim_idle_locked(now);
     g_lock.unlock();
@@ -161,7 +144,7 @@ void abandon(Heap* heap) {
         trim = any_idle_locked(now);
     }
     if (trim && !os::heap_mappings_held()) {
-        Signals_blocked quiet;
+        os::Signals_blocked quiet;
         Lock_guard guard(g_lock);
         trim_idle_locked(now);
     }

@@ -6,11 +6,31 @@
 
 #include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 namespace zmm::os {
+
+// Blocks every signal (the raw system call: zmm's own signals too) until
+// destroyed.
+class Signals_blocked {
+public:
+    Signals_blocked() {
+        sigset_t all;
+        sigfillset(&all);
+        syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, &old_, _NSIG / 8);
+    }
+    ~Signals_blocked() { syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old_, nullptr, _NSIG / 8); }
+    Signals_blocked(const Signals_blocked&) = delete;
+    Signals_blocked& operator=(const Signals_blocked&) = delete;
+
+private:
+    sigset_t old_;
+};
 
 // Internal memory (tables, lists, records) comes from map()/unmap(), which
 // keep a list of these mappings (lock-free, async-signal-safe): the leak scan
