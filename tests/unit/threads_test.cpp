@@ -245,7 +245,8 @@ BOOST_AUTO_TEST_CASE(abandoned_heaps_are_adopted) {
         heap_pool::abandon(h);
     });
     b.join();
-    BOOST_TEST(heap_pool::heaps_count() == before + 1);  // one heap served both threads
+    // One heap served both threads (a new one, or one earlier tests pooled).
+    BOOST_TEST(heap_pool::heaps_count() <= before + 1);
 }
 
 // A heap that waits in the pool for 100 ms or more gives its memory back
