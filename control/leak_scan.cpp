@@ -6,7 +6,6 @@
 #include <csignal>
 #include <fcntl.h>
 #include <sched.h>
-#include <sys/sysinfo.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -130,22 +129,6 @@ bool read_mappings(Maps_use& use, Ranges& maps) {
 
 void done_with_maps(const Maps_use& use) {
     if (use.fresh && use.fd >= 0) close(use.fd);
-}
-
-// Without swap, a page mincore() calls absent was never written (reads as
-// zero): skipping those makes a reservation of terabytes cost nothing. With
-// swap it may be swapped out: every page is read.
-// (Asked at most once a second: swap is seldom switched on.)
-bool resident_only_anonymous() {
-    static uint64_t asked_ns = 0;  // under g_scan_lock
-    static bool answer = false;
-    const uint64_t now = os::monotonic_ns();
-    if (asked_ns == 0 || now - asked_ns >= 1'000'000'000u) {
-        struct sysinfo si {};
-        answer = sysinfo(&si) == 0 && si.totalswap == 0;
-        asked_ns = now;
-    }
-    return answer;
 }
 
 // [lo, hi) is not read as a root (ctx: the skipped Ranges).
@@ -406,7 +389,10 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap
     // since its request ended is `gone`.
     Reachability reach;
     ok = ok && reach.prepare(leaks, count);
-    reach.set_resident_only(resident_only_anonymous());
+    // Without swap, a page mincore() calls absent was never written (reads as
+    // zero): skipping those makes a reservation of terabytes cost nothing.
+    // With swap it may be swapped out: every page is read.
+    reach.set_resident_only(os::no_swap());
     // A stack inside a heap block (a fiber's) is read with the heap: then
     // no heap is left out, lost blocks included.
     bool heap_stacks = granule_of(reinterpret_cast<void*>(own_sp)) != granule_none;

@@ -127,7 +127,9 @@ Chunk* Heap::new_chunk() {
 
 // A freed huge mapping of 2 MiB or more, kept in the huge cache, made a
 // chunk: its block starts on a chunk boundary, so its first 2 MiB are one,
-// already resident (every page counted dirty: any may have been written).
+// already resident. Its resident pages count as dirty (written, maybe);
+// without swap, the others were never written (or were purged) and read as
+// zero, as a fresh chunk's (with swap, or if mincore fails, all are dirty).
 // The header page before it and the tail after it go back to the OS. The
 // heap's free memory is then one pool, not two: without this, a program
 // whose large runs and huge blocks take turns (bench_sizemix) kept both its
@@ -151,10 +153,17 @@ Chunk* Heap::chunk_from_cached_huge() {
     const size_t map_size = h->map_size;
     huge_cache_pages -= map_size / k_page_size;
     Chunk* c = reinterpret_cast<Chunk*>(block);
-    for (auto& w : c->aged_map) w = 0;  // (the block's bytes, else)
-    c->init(this, next_chunk_num++, Chunk::Pages::all_dirty);
+    unsigned char resident[k_chunk_pages];
+    if (os::no_swap() && os::resident_pages(block, k_chunk_size, resident)) {
+        c->init(this, next_chunk_num++, Chunk::Pages::fresh);
+        for (unsigned page = 1; page < k_chunk_pages; ++page)
+            if (resident[page] & 1) c->dirty_map[page / 64] |= uint64_t{1} << (page % 64);
+    } else {
+        for (auto& w : c->aged_map) w = 0;  // (the block's bytes, else)
+        c->init(this, next_chunk_num++, Chunk::Pages::all_dirty);
+    }
     c->was_huge_block = true;
-    dirty_pages += k_chunk_pages - 1;
+    dirty_pages += c->dirty_count();
     registry_mark(block, k_chunk_size, granule_chunk);
     char* tail = block + k_chunk_size;
     const size_t tail_size = static_cast<size_t>(map_base + map_size - tail);

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/sysinfo.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -396,6 +397,21 @@ uint64_t monotonic_ns() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+bool no_swap() {
+    static std::atomic<uint64_t> asked_ns{0};
+    static std::atomic<bool> answer{false};
+    const uint64_t now = coarse_monotonic_ns();
+    const uint64_t asked = asked_ns.load(std::memory_order_relaxed);
+    if (asked == 0 || now - asked >= 1'000'000'000u) {
+        int saved = errno;
+        struct sysinfo si {};
+        answer.store(sysinfo(&si) == 0 && si.totalswap == 0, std::memory_order_relaxed);
+        errno = saved;
+        asked_ns.store(now ? now : 1, std::memory_order_relaxed);
+    }
+    return answer.load(std::memory_order_relaxed);
 }
 
 uint64_t coarse_monotonic_ns() {

@@ -100,6 +100,10 @@ bool is_mapped(const void* p);
 // Which pages of [p, p + size) (p page-aligned, size at most 4 MiB) are
 // resident: vec[i] & 1 for page i. false if the kernel cannot say.
 bool resident_pages(const void* p, size_t size, unsigned char* vec);
+// Is there no swap? Then an anonymous private page that is not resident
+// was never written since it was mapped or purged: it reads as zero. (With
+// swap it may be swapped out.) Asked of the kernel at most once a second.
+bool no_swap();
 
 // write(2) until done or an error other than EINTR.
 void write_all(int fd, const char* s, size_t n);

@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 
 #include "block_table.hpp"
+#include "os.hpp"
 #include "test_heap.hpp"
 
 using namespace zmm;
@@ -297,6 +298,31 @@ BOOST_AUTO_TEST_CASE(cached_huge_mapping_becomes_a_chunk) {
     BOOST_TEST(h->check() == nullptr);
     h->purge();
     BOOST_TEST(h->huge_cache == nullptr);
+}
+
+// Without swap, the pages of such a mapping the huge block never touched
+// are clean: calloc does not clear (fault in) them, and they stay out of
+// the resident set.
+BOOST_AUTO_TEST_CASE(untouched_pages_of_a_huge_mapping_made_a_chunk_are_clean) {
+    Test_heap h;
+    char* p = static_cast<char*>(h->alloc(3 * 1024 * 1024));
+    p[0] = 1;
+    p[400 * k_page_size] = 1;  // one page of the future chunk written
+    h->free_owned(p);
+    char* z = static_cast<char*>(h->alloc_zeroed(1024 * 1024));  // pages 1-256
+    BOOST_TEST_REQUIRE(static_cast<void*>(Chunk::of(z)) == static_cast<void*>(p));
+    unsigned char vec[256];
+    BOOST_TEST_REQUIRE(os::resident_pages(z, 1024 * 1024, vec));
+    const size_t resident = static_cast<size_t>(std::count_if(vec, vec + 256, [](unsigned char v) { return v & 1; }));
+    if (os::no_swap()) {
+        BOOST_TEST(h->dirty_pages == 1u);  // page 400
+        BOOST_TEST(resident == 0u);
+    } else {
+        BOOST_TEST(h->dirty_pages == k_chunk_pages - 1 - 256);
+    }
+    BOOST_TEST(std::all_of(z, z + 1024 * 1024, [](char c) { return c == 0; }));
+    h->free_owned(z);
+    BOOST_TEST(h->check() == nullptr);
 }
 
 // A huge block moved by realloc leaves the heap's block table, as a free
