@@ -39,7 +39,7 @@ public:
     Heap* heap() const { return g_reentry; }
 
 private:
-    Signals_blocked quiet_;  // first: held across the lock
+    os::Signals_blocked quiet_;  // first: held across the lock
 };
 
 }  // namespace

@@ -14,8 +14,6 @@
 
 namespace zmm {
 
-using os::Signals_blocked;
-
 // Allocations and frees that arrive while the thread is inside zmm's
 // allocator (t_state.in_allocator): a signal handler that interrupted a slow
 // path, which POSIX leaves undefined and programs do anyway, or a memory

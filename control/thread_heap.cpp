@@ -68,7 +68,7 @@ void on_thread_exit(void* heap) {
     if (h && h == t_state.persistent) {
         // The pool's lock is held and the thread has no heap: a handler
         // that allocated here would wait for its own thread (as at set-up).
-        Signals_blocked quiet;
+        os::Signals_blocked quiet;
         t_heap = &g_empty_heap;
         t_state.persistent = nullptr;
         heap_pool::abandon(h);
@@ -181,7 +181,7 @@ Heap* persistent_heap() {
     // otherwise spin on the lock its own thread holds. Once per thread.
     Heap* h;
     {
-        Signals_blocked quiet;
+        os::Signals_blocked quiet;
         h = heap_pool::acquire(thread_token());
         if (h) t_state.persistent = h;
     }

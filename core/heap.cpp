@@ -126,10 +126,12 @@ Chunk* Heap::new_chunk() {
 }
 
 // A freed huge mapping of 2 MiB or more, kept in the huge cache, made a
-// chunk: its block starts on a chunk boundary, so its first 2 MiB are one,
-// already resident. Its resident pages count as dirty (written, maybe);
-// without swap, the others were never written (or were purged) and read as
-// zero, as a fresh chunk's (with swap, or if mincore fails, all are dirty).
+// chunk: its block starts on a chunk boundary (every huge block does; the
+// cache keeps only mappings that start at the block's header page), so its
+// first 2 MiB are one, already resident. Its resident pages count as dirty
+// (written, maybe); without swap, the others were never written (or were
+// purged) and read as zero, as a fresh chunk's (with swap, or if mincore
+// fails, all are dirty).
 // The header page before it and the tail after it go back to the OS. The
 // heap's free memory is then one pool, not two: without this, a program
 // whose large runs and huge blocks take turns (bench_sizemix) kept both its
@@ -142,8 +144,7 @@ Chunk* Heap::new_chunk() {
 Chunk* Heap::chunk_from_cached_huge() {
     Huge_header** best = nullptr;
     for (Huge_header** link = &huge_cache; Huge_header* h = *link; link = &h->next)
-        if (h->map_size - k_page_size >= k_chunk_size && !(reinterpret_cast<uintptr_t>(h->block()) & (k_chunk_size - 1)) &&
-            (!best || h->map_size < (*best)->map_size))
+        if (h->map_size - k_page_size >= k_chunk_size && (!best || h->map_size < (*best)->map_size))
             best = link;
     if (!best) return nullptr;
     Huge_header* h = *best;
@@ -295,7 +296,7 @@ size_t Heap::purge_chunk(Chunk* c, bool only_aged, size_t most) {
 }
 
 void Heap::purge(bool only_aged, size_t keep_pages) {
-    size_t resident = dirty_pages + huge_cache_pages;
+    size_t resident = free_resident_pages();
     size_t most = resident > keep_pages ? resident - keep_pages : 0;
     size_t purged = 0;
     if (Chunk* c = chunks) {
@@ -328,7 +329,7 @@ void Heap::purge(bool only_aged, size_t keep_pages) {
 
 void Heap::maybe_purge() {
     heap_pool::trim_idle();
-    size_t resident = dirty_pages + huge_cache_pages;
+    size_t resident = free_resident_pages();
     if (resident <= g_tuning.dirty_budget_pages) return;
     if (resident > 8 * g_tuning.dirty_budget_pages)
         purge(false, g_tuning.dirty_budget_pages);
@@ -744,6 +745,12 @@ void* Heap::alloc_aligned(size_t alignment, size_t bytes) {
     return alloc_huge(bytes < k_max_large + 1 ? k_max_large + 1 : bytes, alignment);
 }
 
+// p is a chunk's own address (its header page): no block's. A second free
+// of the huge block whose mapping became the chunk, or a foreign pointer.
+[[noreturn]] static void chunk_address_freed(const Chunk* c, void* p) {
+    misuse(c->was_huge_block ? Misuse::double_free : Misuse::unknown_pointer, p);
+}
+
 // Validates p as the start of a live zmm block, diagnosing (and not
 // returning) when it is not: used where a bad pointer must be caught before
 // it is queued (remote frees) or trusted.
@@ -754,7 +761,7 @@ static void check_block_start(void* p) {
         Chunk* c = Chunk::of(p);
         unsigned page = Chunk::page_of(p);
         uint32_t info = c->map[page];
-        if (page == 0) misuse(c->was_huge_block ? Misuse::double_free : Misuse::unknown_pointer, p);
+        if (page == 0) chunk_address_freed(c, p);
         if (info & k_small) {
             unsigned bin = info & k_bin_mask;
             if (!is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), bin)) misuse(Misuse::interior_pointer, p);
@@ -787,7 +794,7 @@ void Heap::free_owned(void* p) {
         Chunk* c = Chunk::of(p);
         unsigned page = Chunk::page_of(p);
         uint32_t info = c->map[page];
-        if (page == 0) misuse(c->was_huge_block ? Misuse::double_free : Misuse::unknown_pointer, p);
+        if (page == 0) chunk_address_freed(c, p);
         if (info & k_small) return free_small(p, info);
         if (page_aligned(p)) {
             if (info & k_large) {

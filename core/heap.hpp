@@ -212,7 +212,7 @@ public:
     uint64_t purged_bytes, unmapped_bytes;
     Heap* all_next;   // every heap ever made (heap_pool)
     Heap* pool_next;  // abandoned heaps waiting for a thread
-    uint64_t pooled_ns;  // when it was abandoned; 0 once trimmed (heap_pool)
+    uint64_t pooled_ns;  // since when it waits in the pool; 0 once trimmed, until blocks are freed into it (heap_pool)
     // Request heaps whose chunks were merged into this one: frees another
     // thread pushed onto their remote stacks late are drained with ours.
     Heap* retired;
@@ -437,6 +437,8 @@ public:
     static Heap* owner_of(const void* p);
 
     // ---- memory return ----
+    // Freed memory still resident: dirty free pages, cached huge mappings.
+    size_t free_resident_pages() const { return dirty_pages + huge_cache_pages; }
     // Gives dirty free pages and cached huge mappings back to the OS: every
     // one, or only those already dirty at the last pass; once no more than
     // `keep_pages` stay resident, it stops.

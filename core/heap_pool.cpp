@@ -59,6 +59,7 @@ Heap* new_heap_locked() {
 // scanning thread would wait for itself).
 constexpr uint64_t k_idle_ns = 100'000'000;
 constexpr size_t k_pooled_dirty_pages = 256;
+constexpr unsigned k_pool_depth_looked = 1024;  // heaps looked at, from the one pooled last
 std::atomic<uint64_t> g_last_trim_ns{0};
 
 bool idle(const Heap* h, uint64_t now) { return h->pooled_ns && now - h->pooled_ns >= k_idle_ns; }
@@ -66,7 +67,7 @@ bool idle(const Heap* h, uint64_t now) { return h->pooled_ns && now - h->pooled_
 void trim_idle_locked(uint64_t now) {
     g_last_trim_ns.store(now, std::memory_order_relaxed);
     unsigned looked = 0, trimmed = 0;
-    for (Heap* h = g_pool; h && looked < 1024 && trimmed < 4; h = h->pool_next, ++looked) {
+    for (Heap* h = g_pool; h && looked < k_pool_depth_looked && trimmed < 4; h = h->pool_next, ++looked) {
         if (os::heap_mappings_held()) break;
         if (!idle(h, now)) continue;
         h->collect();
@@ -76,10 +77,10 @@ void trim_idle_locked(uint64_t now) {
     }
 }
 
-// Is any heap pooled up to 1024 deep idle? (Read under the lock.)
+// Is any heap that deep in the pool idle? (Read under the lock.)
 bool any_idle_locked(uint64_t now) {
     unsigned looked = 0;
-    for (Heap* h = g_pool; h && looked < 1024; h = h->pool_next, ++looked)
+    for (Heap* h = g_pool; h && looked < k_pool_depth_looked; h = h->pool_next, ++looked)
         if (idle(h, now)) return true;
     return false;
 }
@@ -160,7 +161,7 @@ void reclaim_if_abandoned(Heap* heap, const void* current_owner) {
         // Pages and huge mappings freed into a heap no thread uses go back
         // at once, past 1 MiB (glibc trims a dead thread's arena as its
         // blocks are freed); free slots in runs wait for the idle trim.
-        if (heap->dirty_pages + heap->huge_cache_pages > k_pooled_dirty_pages) heap->purge();
+        if (heap->free_resident_pages() > k_pooled_dirty_pages) heap->purge();
         heap->pooled_ns = os::coarse_monotonic_ns();  // (idle from now on: trimmed again later)
         heap->owner.store(nullptr, std::memory_order_release);
     }
