@@ -43,6 +43,10 @@ bool g_options_loaded = false;
 bool g_bypass = false;
 pthread_key_t g_exit_key;
 bool g_exit_key_ok = false;
+// Frees into other heaps a thread's fresh heap may try before the thread
+// keeps it (take_heap_of): a consumer that only frees live threads' blocks
+// stops asking soon.
+constexpr int k_exchange_tries = 64;
 
 void apply_options() {
     const Options& o = options();
@@ -186,6 +190,8 @@ Heap* persistent_heap() {
         if (h) t_state.persistent = h;
     }
     if (!h) return nullptr;
+    t_state.allocations_at_acquire = h->allocations();
+    t_state.exchange_tries = k_exchange_tries;
     if (t_heap == &g_empty_heap && !t_state.request) t_heap = fast_path_heap(h);
     if (g_exit_key_ok) pthread_setspecific(g_exit_key, h);
     // Every thread with a heap is listed: the process-wide request signals
@@ -194,6 +200,28 @@ Heap* persistent_heap() {
     t_state.stack_hint = here;
     process_request::register_thread();
     return h;
+}
+
+void take_heap_of(void* p) {
+    Heap* mine = t_state.persistent;
+    if (!mine || --t_state.exchange_tries <= 0 || t_heap != fast_path_heap(mine) || t_state.request ||
+        mine->allocations() != t_state.allocations_at_acquire) {
+        t_state.exchange_tries = 0;
+        return;
+    }
+    Heap* wanted = Chunk::of(p)->heap;
+    if (wanted->owner.load(std::memory_order_relaxed) != nullptr) return;  // (a live thread's: the common case)
+    bool taken;
+    {
+        os::Signals_blocked quiet;  // the pool's lock (as persistent_heap)
+        taken = heap_pool::exchange(mine, wanted, thread_token());
+        if (taken) {
+            t_state.persistent = wanted;
+            t_heap = fast_path_heap(wanted);
+        }
+    }
+    t_state.exchange_tries = 0;  // (not taken: another thread took it, or it is a retired request heap)
+    if (taken && g_exit_key_ok) pthread_setspecific(g_exit_key, wanted);
 }
 
 Tool_scope::Tool_scope() {

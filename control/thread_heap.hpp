@@ -56,6 +56,11 @@ struct Thread_state {
     Heap* tool_heap;       // inside a Tool_scope: the tool heap
     size_t reported_seen;  // process-wide reports' lost blocks this thread has marked
     int tool_depth;
+    // The thread's heap as it took it (its allocations then), and how many
+    // more frees into other heaps may still find one to take instead
+    // (take_heap_of); 0 once the thread allocated, or gave up.
+    uint64_t allocations_at_acquire;
+    int exchange_tries;
 };
 
 extern constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec")));
@@ -101,5 +106,13 @@ private:
 Heap* thread_heap();
 // The calling thread's own heap (never a request heap).
 Heap* persistent_heap();
+
+// p, a block in a chunk of another heap's, is about to be freed by a thread
+// whose heap is still as it took it: if p's heap waits in the pool, the
+// thread takes it instead of its own (heap_pool::exchange), and p's free is
+// then local. A thread that begins by freeing a dead thread's blocks (a new
+// worker taking over a queue, or a graveyard) reuses their memory at once,
+// where it would otherwise grow its own heap while theirs waits.
+void take_heap_of(void* p);
 
 }  // namespace zmm

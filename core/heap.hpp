@@ -241,6 +241,12 @@ public:
         const int64_t under = under_peak;
         return under > static_cast<int64_t>(top) ? 0 : top - static_cast<size_t>(under);
     }
+    // Blocks allocated from this heap so far, of every kind.
+    uint64_t allocations() const {
+        uint64_t n = large_allocs + huge_allocs;
+        for (uint64_t a : small_allocs) n += a;
+        return n;
+    }
     // Bytes in the current request's own blocks (over base_size), and their peak.
     size_t size_in_request() const { return usage() > base_size ? usage() - base_size : 0; }
     size_t peak_in_request() const { return peak > base_size ? peak - base_size : 0; }

@@ -122,6 +122,27 @@ Heap* acquire(const void* owner) {
     return h;
 }
 
+bool exchange(Heap* mine, Heap* wanted, const void* owner) {
+    mine->flush_outbox();
+    mine->drain_remote();
+    Lock_guard guard(g_lock);
+    if (wanted->owner.load(std::memory_order_relaxed) != nullptr) return false;
+    Heap** link = &g_pool;
+    for (unsigned looked = 0; *link && *link != wanted && looked < k_pool_depth_looked; ++looked)
+        link = &(*link)->pool_next;
+    if (*link != wanted) return false;  // (an unowned heap not pooled: a retired request heap's)
+    *link = wanted->pool_next;
+    wanted->pool_next = nullptr;
+    wanted->owner.store(owner, std::memory_order_release);
+    for (Heap* r = wanted->retired; r; r = r->retired_next) r->owner.store(owner, std::memory_order_release);
+    for (Heap* r = mine->retired; r; r = r->retired_next) r->owner.store(nullptr, std::memory_order_release);
+    mine->owner.store(nullptr, std::memory_order_release);
+    mine->pooled_ns = os::coarse_monotonic_ns();
+    mine->pool_next = g_pool;
+    g_pool = mine;
+    return true;
+}
+
 Heap* new_request_heap(const void* owner) {
     Lock_guard guard(g_lock);
     Heap* h = new_heap_locked();

@@ -22,6 +22,13 @@ Heap* acquire(const void* owner);
 // the request heaps retired into it).
 void abandon(Heap* heap);
 
+// A thread's heap that it has not allocated from since it took it goes
+// back to the pool, and `wanted`, a heap in the pool, becomes the thread's
+// instead (the heap whose blocks the thread began by freeing: a thread that
+// takes over a dead one's work, as a pool's new worker does). False, and
+// nothing changed, if `wanted` is not in the pool (another thread took it).
+bool exchange(Heap* mine, Heap* wanted, const void* owner);
+
 // A heap for one thread's requests: listed with the others (statistics,
 // fork) but never pooled; it is retired into the thread's heap after its
 // request and reused by the thread's next request.

@@ -96,8 +96,13 @@ __attribute__((noinline)) void free_in_carried_page(void* p, Heap* h, uint32_t i
 // thread's persistent heap joins this thread's outbox chain at once (larson:
 // most frees); a block of another heap of this thread's (its persistent
 // heap's during a request, its request heap's during a traced one) is freed
-// there.
+// there. A thread that has not allocated yet may first take p's heap, if it
+// waits in the pool (take_heap_of): p's free is then its own.
 static void free_other_heap(void* p) {
+    if (__builtin_expect(t_state.exchange_tries > 0, 0) && !reentry::inside()) {
+        take_heap_of(p);
+        if (Heap* h = t_heap; h->owns_chunk_of(p)) return free_slow(p);  // (its own now: an ordinary free)
+    }
     if (!reentry::inside() && !options().debug) {
         Busy_section busy;
         return Heap::free_in_chunk_of_other(p, thread_token(), t_state.persistent);

@@ -249,6 +249,36 @@ BOOST_AUTO_TEST_CASE(abandoned_heaps_are_adopted) {
     BOOST_TEST(heap_pool::heaps_count() <= before + 1);
 }
 
+// A thread's heap, unused, goes back to the pool for one that waits there
+// (heap_pool::exchange, the preload's take_heap_of): the pool keeps its
+// count, the heap given back is the next one taken; a heap that is not in
+// the pool (owned) is refused, and nothing changes.
+BOOST_AUTO_TEST_CASE(a_heap_is_exchanged_for_one_in_the_pool) {
+    char token_a = 0, token_b = 0, token_c = 0, token_d = 0;
+    Heap* a = heap_pool::acquire(&token_a);
+    Heap* b = heap_pool::acquire(&token_b);
+    BOOST_TEST_REQUIRE((a && b && a != b));
+    void* left = a->alloc(100);
+    heap_pool::abandon(a);
+    heap_pool::abandon(b);
+    const unsigned pooled = heap_pool::pooled_count();
+    Heap* c = heap_pool::acquire(&token_c);
+    BOOST_TEST_REQUIRE(c == b);  // pooled last
+    BOOST_TEST(heap_pool::exchange(c, a, &token_c));
+    BOOST_TEST(a->owner.load() == &token_c);
+    BOOST_TEST(b->owner.load() == nullptr);
+    BOOST_TEST(heap_pool::pooled_count() == pooled - 1);
+    a->free_owned(left);  // a's block is the new owner's to free
+    BOOST_TEST(a->usage() == 0u);
+    Heap* d = heap_pool::acquire(&token_d);
+    BOOST_TEST(d == b);
+    BOOST_TEST(!heap_pool::exchange(d, a, &token_d));  // a is owned
+    BOOST_TEST(a->owner.load() == &token_c);
+    BOOST_TEST(d->owner.load() == &token_d);
+    heap_pool::abandon(a);
+    heap_pool::abandon(d);
+}
+
 // A heap that waits in the pool for 100 ms or more gives its memory back
 // when a thread leaves; its live blocks stay. One pooled just now keeps its
 // memory, as does the heap a starting thread takes. Blocks freed into it
