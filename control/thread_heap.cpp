@@ -43,10 +43,10 @@ bool g_options_loaded = false;
 bool g_bypass = false;
 pthread_key_t g_exit_key;
 bool g_exit_key_ok = false;
-// Frees into other heaps a thread's fresh heap may try before the thread
-// keeps it (take_heap_of): a consumer that only frees live threads' blocks
-// stops asking soon.
-constexpr int k_exchange_tries = 64;
+// Frees into other heaps after which a thread keeps the heap it was given
+// (take_heap_of): a consumer that only frees live threads' blocks stops
+// asking, and paying a call for it, after as many.
+constexpr int k_exchange_tries = 1024;
 
 void apply_options() {
     const Options& o = options();
@@ -203,18 +203,28 @@ Heap* persistent_heap() {
 }
 
 void take_heap_of(void* p) {
+    if (--t_state.exchange_tries <= 0) return;
+    // (A live thread's heap, the common case, first: one load of p's chunk
+    // header, which the free reads anyway. It may be another new thread's
+    // that will give it back to the pool soon.)
+    Heap* wanted = Chunk::of(p)->heap;
+    if (wanted->owner.load(std::memory_order_relaxed) != nullptr) return;
+    // A thread that ever ran a request keeps its heap: its request heap is
+    // retired in it (and its next request's), and must not go to the pool
+    // with it. (Its allocations there are not the heap's own.)
     Heap* mine = t_state.persistent;
-    if (!mine || --t_state.exchange_tries <= 0 || t_heap != fast_path_heap(mine) || t_state.request ||
+    if (!mine || t_heap != fast_path_heap(mine) || t_state.request || t_state.request_heap || t_state.spare ||
         mine->allocations() != t_state.allocations_at_acquire) {
         t_state.exchange_tries = 0;
         return;
     }
-    Heap* wanted = Chunk::of(p)->heap;
-    if (wanted->owner.load(std::memory_order_relaxed) != nullptr) return;  // (a live thread's: the common case)
-    bool taken;
+    bool taken = false;
     {
         os::Signals_blocked quiet;  // the pool's lock (as persistent_heap)
-        taken = heap_pool::exchange(mine, wanted, thread_token());
+        // Again, signals blocked: a process-wide request's switch may have
+        // sent the thread to the slow path (t_heap) meanwhile.
+        if (t_heap == fast_path_heap(mine) && !t_state.request)
+            taken = heap_pool::exchange(mine, wanted, thread_token());
         if (taken) {
             t_state.persistent = wanted;
             t_heap = fast_path_heap(wanted);

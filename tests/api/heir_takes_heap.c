@@ -6,10 +6,12 @@
  * Two threads leave blocks and exit, A then B: B's heap is pooled last, the
  * one a new thread is given at its start. The heir frees A's blocks, then
  * allocates as many of the same sizes: on zmm most of them land on the
- * addresses of A's. Then a thread that allocates before it frees keeps the
- * heap it was given: nothing of B's (the heap it was given) is reused by
- * the heir's frees of B's blocks. */
+ * addresses of A's. A thread that allocates before it frees keeps the heap
+ * it was given, and so does one that ran a request (zmm_request_begin/end):
+ * its request heap lives in its own heap, which must not go to the pool.
+ * Those two allocate on B's addresses, none of A's. */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,11 +71,22 @@ static int reused(void* const* mine, void* const* theirs) {
 }
 
 static void* const* g_freed;  /* the heir frees these first */
-static int g_allocate_first;
+static int g_allocate_first, g_request_first;
+static int (*g_request_begin)(const char*);
+static long (*g_request_end)(void);
+static void* volatile g_kept;
 
 static void* heir(void* arg) {
     (void)arg;
     void* early = g_allocate_first ? malloc(32) : NULL;
+    if (g_request_first && g_request_begin) {
+        /* Its block freed after the end (a free inside would end the tries
+         * there), reachable from a global meanwhile (no leak report). */
+        g_request_begin("heir");
+        g_kept = malloc(100);
+        g_request_end();
+        free(g_kept);
+    }
     for (int i = 0; i < BLOCKS; ++i) {
         const unsigned char* b = g_freed[i];
         if (b[0] != (unsigned char)(i & 0xff)) {
@@ -139,6 +152,33 @@ int main(void) {
     printf("heir_takes_heap: allocating first, on A's addresses: %d\n", from_a);
     if (zmm && from_a > BLOCKS / 10) {
         fprintf(stderr, "heir_takes_heap: FAIL: an heir that allocated took another heap (%d reused)\n", from_a);
+        return 1;
+    }
+    for (int i = 0; i < BLOCKS; ++i) {
+        free(g_heir.p[i]);
+        free(g_b.p[i]);
+    }
+
+    /* An heir that ran a request first keeps its heap too. */
+    g_request_begin = (int (*)(const char*))dlsym(RTLD_DEFAULT, "zmm_request_begin");
+    g_request_end = (long (*)(void))dlsym(RTLD_DEFAULT, "zmm_request_end");
+    if (zmm && (!g_request_begin || !g_request_end)) {
+        fprintf(stderr, "heir_takes_heap: FAIL: no zmm_request_begin/end\n");
+        return 1;
+    }
+    if (g_request_begin) {  /* what a first request loads, loaded (its allocations are the main thread's) */
+        g_request_begin("warm");
+        g_request_end();
+    }
+    leave_two();
+    g_freed = g_a.p;
+    g_allocate_first = 0;
+    g_request_first = 1;
+    run(heir, NULL);
+    from_a = reused(g_heir.p, g_a.p);
+    printf("heir_takes_heap: after a request, on A's addresses: %d\n", from_a);
+    if (zmm && from_a > BLOCKS / 10) {
+        fprintf(stderr, "heir_takes_heap: FAIL: an heir that ran a request took another heap (%d reused)\n", from_a);
         return 1;
     }
     for (int i = 0; i < BLOCKS; ++i) {
