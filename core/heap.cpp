@@ -424,6 +424,11 @@ void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
         drain_remote_stacks();
         if (free_slot[bin]) return alloc_small(bin, size_wanted);
     }
+    // A new run: heaps idle in the pool give their memory back first (one
+    // load while none waits; a look at the clock every run cut while some
+    // do), so that a program that only allocates small blocks after its
+    // threads left gets it back too.
+    heap_pool::trim_idle();
     Chunk* c;
     char* run = static_cast<char*>(alloc_pages(k_bin_pages[bin], 1, &c));
     if (!run) return nullptr;

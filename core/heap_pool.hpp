@@ -4,7 +4,7 @@
 //
 // The pool's lock is taken on a thread's first allocation, at thread exit,
 // around fork(), for statistics, for a free into a heap in the pool, and at
-// most every 100 ms from a heap's purge check (trim_idle, which only tries
+// most every 100 ms from a heap's purge check or new run (trim_idle, which only tries
 // it): never on the fast path.
 #pragma once
 
@@ -50,9 +50,9 @@ inline bool is_thread_token(const void* owner) { return reinterpret_cast<uintptr
 void reclaim_if_abandoned(Heap* heap, const void* current_owner);
 
 // Pooled heaps idle for 100 ms or more give their memory back (collect).
-// Done when a thread leaves; this, from a heap's slow path (its purge
-// check), does it too, at most every 100 ms, and never waits for the pool's
-// lock.
+// Done when a thread leaves; this, from a heap's slow paths (its purge
+// check, a new run of a bin), does it too, at most every 100 ms, and never
+// waits for the pool's lock.
 void trim_idle();
 
 // fork(): lock in the parent before, unlock after; in the child, every heap

@@ -9,6 +9,8 @@
  *    100 ms, at the next purge check of a heap still in use (here the main
  *    thread's large frees, 4 heaps a check, a check every 100 ms at most)
  *    or the next thread exit.
+ * 3. The same burst again, then the main thread only allocates small
+ *    blocks: the runs it cuts for them check the pool too.
  *
  * Measured by the process's resident set (/proc/self/statm), against the
  * RSS before the threads started; the limits leave room for what any
@@ -80,6 +82,18 @@ static void large_frees(void) {
     }
 }
 
+// Small blocks kept live: every call cuts new runs.
+static void small_allocations(void) {
+    static void* kept[5][100];
+    static int calls;
+    for (int i = 0; i < 100; ++i) {
+        kept[calls % 5][i] = malloc(3000);
+        if (!kept[calls % 5][i]) abort();
+        memset(kept[calls % 5][i], 0x3c, 3000);
+    }
+    ++calls;
+}
+
 static int check(const char* what, long rss, long base, long most) {
     printf("dead_threads_memory: %s: %ld KiB resident, %ld over the start (at most %ld)\n", what, rss, rss - base, most);
     if (rss - base > most) {
@@ -114,5 +128,15 @@ int main(void) {
         large_frees();
     }
     failed |= check("after a burst of threads, the main thread's large frees over 550 ms", rss_kib(), base, 24 * 1024);
+
+    const long before = rss_kib();
+    run_threads(BURST, churn, 0);
+    printf("dead_threads_memory: %d threads came and went again: %ld KiB resident\n", BURST, rss_kib());
+    for (int k = 0; k < 5; ++k) {
+        nanosleep(&wait, NULL);
+        small_allocations();
+    }
+    // (the main thread's own 1.5 MB of small blocks on top)
+    failed |= check("after a second burst, the main thread's small allocations over 550 ms", rss_kib(), before, 12 * 1024);
     return failed;
 }
