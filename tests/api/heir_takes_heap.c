@@ -129,62 +129,44 @@ static void leave_two(void) {
     pthread_barrier_destroy(&g_both_up);
 }
 
-int main(void) {
-    int zmm = on_zmm_check("heir_takes_heap", "malloc", (const void*)&malloc);
+/* One heir after A and B left: does it take A's heap (most of its blocks
+ * on A's addresses) or keep the one it was given (hardly any)? */
+static int scenario(int zmm, const char* what, int allocate_first, int request_first, int takes) {
     leave_two();
     g_freed = g_a.p;
+    g_allocate_first = allocate_first;
+    g_request_first = request_first;
     run(heir, NULL);
-    int from_a = reused(g_heir.p, g_a.p);
-    printf("heir_takes_heap: the heir's %d blocks on A's addresses: %d\n", BLOCKS, from_a);
-    if (zmm && from_a < BLOCKS / 2) {
-        fprintf(stderr, "heir_takes_heap: FAIL: the heir did not take A's heap (%d of %d reused)\n", from_a, BLOCKS);
-        return 1;
-    }
-    for (int i = 0; i < BLOCKS; ++i) free(g_heir.p[i]);
-
-    /* An heir that allocates first keeps its heap: B's frees are remote,
-     * its blocks come from the heap it was given. */
-    leave_two();
-    g_freed = g_a.p;
-    g_allocate_first = 1;
-    run(heir, NULL);
-    from_a = reused(g_heir.p, g_a.p);
-    printf("heir_takes_heap: allocating first, on A's addresses: %d\n", from_a);
-    if (zmm && from_a > BLOCKS / 10) {
-        fprintf(stderr, "heir_takes_heap: FAIL: an heir that allocated took another heap (%d reused)\n", from_a);
+    const int from_a = reused(g_heir.p, g_a.p);
+    printf("heir_takes_heap: %s: %d of the heir's %d blocks on A's addresses\n", what, from_a, BLOCKS);
+    if (zmm && (takes ? from_a < BLOCKS / 2 : from_a > BLOCKS / 10)) {
+        fprintf(stderr, "heir_takes_heap: FAIL: %s: the heir %s A's heap (%d of %d reused)\n", what,
+                takes ? "did not take" : "took", from_a, BLOCKS);
         return 1;
     }
     for (int i = 0; i < BLOCKS; ++i) {
         free(g_heir.p[i]);
         free(g_b.p[i]);
     }
+    return 0;
+}
 
-    /* An heir that ran a request first keeps its heap too. */
+int main(void) {
+    int zmm = on_zmm_check("heir_takes_heap", "malloc", (const void*)&malloc);
     g_request_begin = (int (*)(const char*))dlsym(RTLD_DEFAULT, "zmm_request_begin");
     g_request_end = (long (*)(void))dlsym(RTLD_DEFAULT, "zmm_request_end");
     if (zmm && (!g_request_begin || !g_request_end)) {
         fprintf(stderr, "heir_takes_heap: FAIL: no zmm_request_begin/end\n");
         return 1;
     }
+    if (scenario(zmm, "freeing first", 0, 0, 1)) return 1;
+    /* B's frees are remote: its blocks come from the heap it was given. */
+    if (scenario(zmm, "allocating first", 1, 0, 0)) return 1;
     if (g_request_begin) {  /* what a first request loads, loaded (its allocations are the main thread's) */
         g_request_begin("warm");
         g_request_end();
     }
-    leave_two();
-    g_freed = g_a.p;
-    g_allocate_first = 0;
-    g_request_first = 1;
-    run(heir, NULL);
-    from_a = reused(g_heir.p, g_a.p);
-    printf("heir_takes_heap: after a request, on A's addresses: %d\n", from_a);
-    if (zmm && from_a > BLOCKS / 10) {
-        fprintf(stderr, "heir_takes_heap: FAIL: an heir that ran a request took another heap (%d reused)\n", from_a);
-        return 1;
-    }
-    for (int i = 0; i < BLOCKS; ++i) {
-        free(g_heir.p[i]);
-        free(g_b.p[i]);
-    }
+    if (scenario(zmm, "after a request", 0, 1, 0)) return 1;
     printf("heir_takes_heap: ok\n");
     return 0;
 }
