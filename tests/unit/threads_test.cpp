@@ -356,6 +356,39 @@ BOOST_AUTO_TEST_CASE(idle_pooled_heaps_are_trimmed) {
     BOOST_TEST(idle->usage() == 0u);
 }
 
+// A bin's new run trims idle pooled heaps too, unless its heap is used
+// under a lock a leak scan may need (the reentry heap: never_waits_for_scans).
+BOOST_AUTO_TEST_CASE(new_runs_trim_idle_heaps_unless_their_heap_never_waits_for_scans) {
+    Heap* idle = nullptr;
+    std::thread a([&] {
+        char token = 0;
+        idle = heap_pool::acquire(&token);
+        std::vector<void*> blocks;
+        for (int i = 0; i < 2000; ++i) blocks.push_back(idle->alloc(1000));
+        for (void* p : blocks) idle->free_owned(p);
+        heap_pool::abandon(idle);
+    });
+    a.join();
+    const size_t before = idle->real_size;
+    BOOST_TEST(before >= k_chunk_size);
+    idle->pooled_ns -= 200'000'000;  // idle for long (as if)
+    std::this_thread::sleep_for(std::chrono::milliseconds(110));  // (a trim at most every 100 ms)
+    char token = 0;
+    Heap* locked = heap_pool::new_request_heap(&token);
+    BOOST_TEST_REQUIRE(locked);
+    locked->never_waits_for_scans = true;
+    void* p = locked->alloc(2000);  // its first run
+    BOOST_TEST(idle->real_size == before);
+    BOOST_TEST(idle->pooled_ns != 0u);
+    Heap* other = heap_pool::new_request_heap(&token);
+    BOOST_TEST_REQUIRE(other);
+    void* q = other->alloc(2000);  // its first run: the idle heap is trimmed
+    BOOST_TEST(idle->pooled_ns == 0u);
+    BOOST_TEST(idle->real_size < before);
+    locked->free_owned(p);
+    other->free_owned(q);
+}
+
 // A chain whose heap's thread left while the chain waited in an outbox is
 // taken at once (its blocks are free for the heap's next thread, and for
 // malloc_trim), as a direct free into an abandoned heap is.
