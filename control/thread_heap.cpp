@@ -230,7 +230,10 @@ void take_heap_of(void* p) {
             t_heap = fast_path_heap(wanted);
         }
     }
-    t_state.exchange_tries = 0;  // (not taken: another thread took it, or it is a retired request heap)
+    // One exchange at most. Not taken: `wanted` left the pool meanwhile
+    // (another new thread's now), or was never in it (a retired request
+    // heap of a thread that left).
+    t_state.exchange_tries = 0;
     if (taken && g_exit_key_ok) pthread_setspecific(g_exit_key, wanted);
 }
 
