@@ -309,6 +309,12 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap
     uintptr_t own_sp = t_state.scan_from ? reinterpret_cast<uintptr_t>(t_state.scan_from)
                                          : reinterpret_cast<uintptr_t>(&here);
 
+    // No handler of the program's runs on this thread until the scan is
+    // done: one that allocates would wait for the reentry heap's lock,
+    // whose holder (another thread's handler) may itself wait for the scan
+    // to open the unmap gate (an unmap of the reentry heap's). That holder
+    // then waits for this scan's end, a second at most.
+    os::Signals_blocked quiet;
     unsigned n = 0;
     bool unlisted = false;  // threads the list could not hold: never stopped
     const process_request::Thread_ref* threads = process_request::lock_threads(&n, &unlisted);

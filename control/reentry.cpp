@@ -106,16 +106,7 @@ void* realloc(void* p, size_t size) {
     return q;
 }
 
-void start() {
-    g_reentry = heap_pool::new_request_heap(k_reentry_idle);
-    if (!g_reentry) return;
-    g_reentry->never_waits_for_scans = true;
-    // Its first chunk mapped now, before any scan can run: a new chunk's
-    // mapping may unmap an unaligned first try, which waits for a scan. (A
-    // handler that needs more than a chunk still may: a known limit.)
-    Reentry_scope scope;
-    if (void* p = g_reentry->alloc(16)) g_reentry->free_owned(p);
-}
+void start() { g_reentry = heap_pool::new_request_heap(k_reentry_idle); }
 
 void before_fork() { g_reentry_lock.lock(); }
 void after_fork_parent() { g_reentry_lock.unlock(); }

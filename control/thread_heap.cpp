@@ -230,9 +230,10 @@ void take_heap_of(void* p) {
             t_heap = fast_path_heap(wanted);
         }
     }
-    // One exchange at most. Not taken: `wanted` left the pool meanwhile
-    // (another new thread's now), or was never in it (a retired request
-    // heap of a thread that left).
+    // One exchange at most. Not taken: a request's switch came meanwhile, or
+    // `wanted` left the pool meanwhile (another new thread's now), was never
+    // in it (a retired request heap of a thread that left) or waits deeper
+    // in it than the pool looks.
     t_state.exchange_tries = 0;
     if (taken && g_exit_key_ok) pthread_setspecific(g_exit_key, wanted);
 }

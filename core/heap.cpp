@@ -328,7 +328,6 @@ void Heap::purge(bool only_aged, size_t keep_pages) {
 }
 
 void Heap::maybe_purge() {
-    if (never_waits_for_scans) return;
     heap_pool::trim_idle();
     size_t resident = free_resident_pages();
     if (resident <= g_tuning.dirty_budget_pages) return;
@@ -429,7 +428,7 @@ void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
     // load while none waits; a look at the clock every run cut while some
     // do), so that a program that only allocates small blocks after its
     // threads left gets it back too.
-    if (!never_waits_for_scans) heap_pool::trim_idle();
+    heap_pool::trim_idle();
     Chunk* c;
     char* run = static_cast<char*>(alloc_pages(k_bin_pages[bin], 1, &c));
     if (!run) return nullptr;

@@ -226,11 +226,6 @@ public:
     // ZMM_DEBUG's sizes): a block may_be_carried rules out is not in it.
     bool table_only_carried;
     bool internal;        // zmm's own (the tool heap): not the program's memory
-    // Used under a lock a leak scan's thread may need (the reentry heap,
-    // which serves signal handlers, the scanning thread's too): its slow
-    // paths neither trim the pool nor purge, since an unmap there may wait
-    // for the scan, which would wait for the lock.
-    bool never_waits_for_scans;
     // A thread's persistent heap: the chains of small blocks its thread
     // freed into other heaps (free_through_outbox), by bin, not yet sent
     // (send_chain).

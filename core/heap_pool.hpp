@@ -3,10 +3,11 @@
 // blocks; the next thread without a heap adopts it, remote frees and all.
 //
 // The pool's lock is taken on a thread's first allocation, at thread exit,
-// around fork(), for statistics, for a free into a heap in the pool, when a
-// new thread takes a pooled heap for its own (exchange), and at most every
-// 100 ms from a heap's purge check or new run (trim_idle, which only tries
-// it): never on the fast path.
+// for a new request heap, around fork(), for statistics, for malloc_trim,
+// for a free into a heap in the pool, when a new thread takes a pooled heap
+// for its own (exchange), and at most every 100 ms from a heap's purge
+// check or new run (trim_idle, which only tries it): never on the fast
+// path.
 #pragma once
 
 #include <cstdint>
@@ -27,8 +28,9 @@ void abandon(Heap* heap);
 // back to the pool, and `wanted`, a heap in the pool, becomes the thread's
 // instead (the heap whose blocks the thread began by freeing: a thread that
 // takes over a dead one's work, as a pool's new worker does). False if
-// `wanted` is not in the pool (another thread took it): the thread keeps
-// `mine`, its outbox sent and its remote frees taken meanwhile.
+// `wanted` is not in the pool (another thread took it), or not among the
+// 1024 heaps pooled last: the thread keeps `mine`, its outbox sent and its
+// remote frees taken meanwhile.
 bool exchange(Heap* mine, Heap* wanted, const void* owner);
 
 // A heap for one thread's requests: listed with the others (statistics,

@@ -872,6 +872,16 @@ def test_scan_stress(prog):
            f"emfile: the scan cannot run; it must say so and list the live block: {r.out!r} {r.err[:400]!r}")
 
 
+def test_handler_scan(prog):
+    """A handler's huge allocation (the reentry heap's lock held, an unmap
+    waiting for the scan) while another thread's request ends and a timer's
+    handler allocates there: both go on (handler_scan.c)."""
+    for i in range(2):
+        r = run([prog], {"ZMM_LOG": "/dev/null"}, timeout=40)
+        expect_status(r, 0)
+        expect(r.out.strip() == "handler_scan ok", f"handler_scan: {r.out!r} {r.err[-400:]!r}")
+
+
 def test_signal_carry(prog):
     """ZMM_REQUEST=signal: a block reachable in request 1 and dropped in
     request 2 is reported lost by request 2, once."""
@@ -898,6 +908,7 @@ TESTS = {
     "seccomp": test_seccomp,
     "scan_stress": test_scan_stress,
     "signal_carry": test_signal_carry,
+    "handler_scan": test_handler_scan,
     "json": test_json,
     "log_file": test_log_file,
     "leak_exitcode": test_leak_exitcode,
