@@ -876,7 +876,7 @@ def test_handler_scan(prog):
     """A handler's huge allocation (the reentry heap's lock held, an unmap
     waiting for the scan) while another thread's request ends and a timer's
     handler allocates there: both go on (handler_scan.c)."""
-    for i in range(2):
+    for _ in range(2):
         r = run([prog], {"ZMM_LOG": "/dev/null"}, timeout=40)
         expect_status(r, 0)
         expect(r.out.strip() == "handler_scan ok", f"handler_scan: {r.out!r} {r.err[-400:]!r}")
