@@ -213,16 +213,15 @@ void take_heap_of(void* p) {
     // retired in it (and its next request's), and must not go to the pool
     // with it. (Its allocations there are not the heap's own.)
     Heap* mine = t_state.persistent;
-    if (!mine || t_heap != fast_path_heap(mine) || t_state.request || t_state.request_heap || t_state.spare ||
-        mine->allocations() != t_state.allocations_at_acquire) {
+    if (!mine || t_state.request_heap || t_state.spare || mine->allocations() != t_state.allocations_at_acquire) {
         t_state.exchange_tries = 0;
         return;
     }
     bool taken = false;
     {
         os::Signals_blocked quiet;  // the pool's lock (as persistent_heap)
-        // Again, signals blocked: a process-wide request's switch may have
-        // sent the thread to the slow path (t_heap) meanwhile.
+        // Asked with signals blocked: a process-wide request's switch may
+        // send the thread to the slow path (t_heap) at any time before.
         if (t_heap == fast_path_heap(mine) && !t_state.request)
             taken = heap_pool::exchange(mine, wanted, thread_token());
         if (taken) {

@@ -62,6 +62,20 @@ constexpr size_t k_pooled_dirty_pages = 256;
 constexpr unsigned k_pool_depth_looked = 1024;  // heaps looked at, from the one pooled last
 std::atomic<uint64_t> g_last_trim_ns{0};
 
+// h becomes `owner`'s, with the request heaps retired into it.
+void lend_locked(Heap* h, const void* owner) {
+    h->owner.store(owner, std::memory_order_release);
+    for (Heap* r = h->retired; r; r = r->retired_next) r->owner.store(owner, std::memory_order_release);
+}
+
+// h, owned by nobody now, goes to the pool's head.
+void pool_locked(Heap* h, uint64_t now) {
+    lend_locked(h, nullptr);
+    h->pooled_ns = now;
+    h->pool_next = g_pool;
+    g_pool = h;
+}
+
 bool idle(const Heap* h, uint64_t now) { return h->pooled_ns && now - h->pooled_ns >= k_idle_ns; }
 
 void trim_idle_locked(uint64_t now) {
@@ -117,8 +131,7 @@ Heap* acquire(const void* owner) {
         if (!h) return nullptr;
         h->takes_chains = g_tuning.batch_remote_frees;
     }
-    h->owner.store(owner, std::memory_order_release);
-    for (Heap* r = h->retired; r; r = r->retired_next) r->owner.store(owner, std::memory_order_release);
+    lend_locked(h, owner);
     return h;
 }
 
@@ -133,13 +146,8 @@ bool exchange(Heap* mine, Heap* wanted, const void* owner) {
     if (*link != wanted) return false;  // (an unowned heap not pooled: a retired request heap's)
     *link = wanted->pool_next;
     wanted->pool_next = nullptr;
-    wanted->owner.store(owner, std::memory_order_release);
-    for (Heap* r = wanted->retired; r; r = r->retired_next) r->owner.store(owner, std::memory_order_release);
-    for (Heap* r = mine->retired; r; r = r->retired_next) r->owner.store(nullptr, std::memory_order_release);
-    mine->owner.store(nullptr, std::memory_order_release);
-    mine->pooled_ns = os::coarse_monotonic_ns();
-    mine->pool_next = g_pool;
-    g_pool = mine;
+    lend_locked(wanted, owner);
+    pool_locked(mine, os::coarse_monotonic_ns());
     return true;
 }
 
@@ -157,11 +165,7 @@ void abandon(Heap* heap) {
     bool trim;
     {
         Lock_guard guard(g_lock);
-        for (Heap* r = heap->retired; r; r = r->retired_next) r->owner.store(nullptr, std::memory_order_release);
-        heap->owner.store(nullptr, std::memory_order_release);
-        heap->pooled_ns = now;
-        heap->pool_next = g_pool;
-        g_pool = heap;
+        pool_locked(heap, now);
         __atomic_store_n(&g_pooled, g_pooled + 1, __ATOMIC_RELAXED);
         trim = any_idle_locked(now);
     }

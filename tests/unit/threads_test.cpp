@@ -16,6 +16,28 @@ using zmm::test::Test_heap;
 
 BOOST_AUTO_TEST_SUITE(threads)
 
+// A heap a thread took, filled (fill(heap)) and left to the pool.
+template <class Fill>
+Heap* heap_left_by_a_thread(Fill fill) {
+    Heap* h = nullptr;
+    std::thread t([&] {
+        char token = 0;
+        h = heap_pool::acquire(&token);
+        fill(h);
+        heap_pool::abandon(h);
+    });
+    t.join();
+    return h;
+}
+
+// 2000 blocks of 1000 bytes in a heap, all freed again: its memory stays
+// resident.
+void alloc_and_free_2000(Heap* h) {
+    std::vector<void*> blocks;
+    for (int i = 0; i < 2000; ++i) blocks.push_back(h->alloc(1000));
+    for (void* p : blocks) h->free_owned(p);
+}
+
 BOOST_AUTO_TEST_CASE(remote_frees_from_several_threads) {
     Test_heap h;
     constexpr int k_threads = 4, k_per_thread = 5000;
@@ -285,21 +307,16 @@ BOOST_AUTO_TEST_CASE(a_heap_is_exchanged_for_one_in_the_pool) {
 // while it waits make it wait anew, then go back too; their pages at once,
 // past 1 MiB.
 BOOST_AUTO_TEST_CASE(idle_pooled_heaps_are_trimmed) {
-    Heap* idle = nullptr;
     void* kept = nullptr;
     void* kept_large = nullptr;
-    std::thread a([&] {
-        char token = 0;
-        idle = heap_pool::acquire(&token);
+    Heap* idle = heap_left_by_a_thread([&](Heap* h) {
         std::vector<void*> blocks;
-        for (int i = 0; i < 2000; ++i) blocks.push_back(idle->alloc(1000));
-        blocks.push_back(idle->alloc(3u << 20));  // huge: cached when freed
-        kept = idle->alloc(64);
-        kept_large = idle->alloc(1536u << 10);
-        for (void* p : blocks) idle->free_owned(p);
-        heap_pool::abandon(idle);
+        for (int i = 0; i < 2000; ++i) blocks.push_back(h->alloc(1000));
+        blocks.push_back(h->alloc(3u << 20));  // huge: cached when freed
+        kept = h->alloc(64);
+        kept_large = h->alloc(1536u << 10);
+        for (void* p : blocks) h->free_owned(p);
     });
-    a.join();
     const size_t before = idle->real_size;
     BOOST_TEST(before > 2 * k_chunk_size);
     auto start_and_leave = [] {
@@ -360,16 +377,7 @@ BOOST_AUTO_TEST_CASE(idle_pooled_heaps_are_trimmed) {
 // thread's exit): a program that only allocates small blocks gets their
 // memory back.
 BOOST_AUTO_TEST_CASE(a_new_run_trims_idle_pooled_heaps) {
-    Heap* idle = nullptr;
-    std::thread a([&] {
-        char token = 0;
-        idle = heap_pool::acquire(&token);
-        std::vector<void*> blocks;
-        for (int i = 0; i < 2000; ++i) blocks.push_back(idle->alloc(1000));
-        for (void* p : blocks) idle->free_owned(p);
-        heap_pool::abandon(idle);
-    });
-    a.join();
+    Heap* idle = heap_left_by_a_thread(alloc_and_free_2000);
     const size_t before = idle->real_size;
     BOOST_TEST(before >= k_chunk_size);
     idle->pooled_ns -= 200'000'000;  // idle for long (as if)
