@@ -179,11 +179,11 @@ const char* Chunk::check() const {
     for (unsigned p = 1; p < k_chunk_pages;) {
         uint32_t m = map[p];
         if (m & k_small) {
-            unsigned bin = m & k_bin_mask;
-            if (bin >= k_bins || (m & k_small_offset_mask) != 0) return "small run does not start at offset 0";
+            unsigned bin = small_bin(m);
+            if (bin >= k_bins || small_run_first_page(m) != p) return "small run does not start at its first page";
             for (unsigned i = 0; i < k_bin_pages[bin]; ++i) {
                 if (!page_used(p + i)) return "small run page marked free";
-                if ((map[p + i] & ~k_small_slow_free) != (k_small | (i << 12) | bin))
+                if (without_slow_free(map[p + i]) != small_page_word(bin, p))
                     return "small run page has a wrong map word";
             }
             p += k_bin_pages[bin];

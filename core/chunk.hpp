@@ -5,10 +5,13 @@
 // bin or run in one load:
 //
 //   0                         free page
-//   k_small | offset | bin    page of a small run; `offset` is the page's byte
-//                             offset from the run's first page (bits 12..25),
-//                             so slot arithmetic needs no second lookup; bit
-//                             26: k_small_slow_free
+//   k_small | bin | start     page of a small run (every page of the run
+//                             has the same word, small_page_word): the bin
+//                             in bits 26..30, and in bits 12..20 the run's
+//                             first byte, negated: a pointer's low 21 bits
+//                             plus the word's are its offset in the run, so
+//                             slot arithmetic needs no second lookup (an add
+//                             and a mask); bit 25: k_small_slow_free
 //   k_large | pages           first page of a large run of `pages` pages
 //   k_large_tail | offset     later page of a large run (pages from the first)
 //   k_large_freed             first page of a large run that was freed (until
@@ -30,28 +33,55 @@ inline constexpr uint32_t k_small = 0x80000000u;
 inline constexpr uint32_t k_large = 0x40000000u;
 inline constexpr uint32_t k_large_tail = 0x20000000u;
 inline constexpr uint32_t k_large_freed = 0x10000000u;
-inline constexpr uint32_t k_small_offset_mask = 0x03FFF000u;
-// The offset of address `a` from the start of its small run (`info`: the
-// map word of a's page), for the slot test.
-inline uint64_t offset_in_run(uintptr_t a, uint32_t info) { return (a & (k_page_size - 1)) + (info & k_small_offset_mask); }
+inline constexpr unsigned k_small_bin_shift = 26;
+inline constexpr uint32_t k_small_start_mask = 0x001FF000u;  // the run's first byte, negated
+inline constexpr uint32_t k_chunk_offset_mask = k_chunk_size - 1;
 // On a small page: the page holds a block the fast free must not take (an
 // untraced request heap's carried block: its free updates the heap's table;
 // Chunk::carried_bits says which slots are, so that the others are freed
 // on a short path, Heap::free_in_carried_page).
-// The fast path adds it to the page's offset (`k_small_fast_offset_mask`),
-// which then matches no slot (offsets of real runs stay far below it): the
-// free declines into the slow path at no cost. Every other reader masks it.
-inline constexpr uint32_t k_small_slow_free = 0x04000000u;
-inline constexpr uint32_t k_small_fast_offset_mask = k_small_offset_mask | k_small_slow_free;
-constexpr bool runs_end_below_the_slow_free_bit() {
+// Setting it flips bit 20 of the start too (k_slow_free_skew): the fast
+// path's offset (fast_offset_in_run) is then 1 MiB past the real one and
+// matches no slot, so the free declines into the slow path at no cost.
+// Every other reader takes the skew out (small_unskewed).
+inline constexpr uint32_t k_small_slow_free = 1u << 25;
+inline constexpr uint32_t k_slow_free_skew = k_small_slow_free >> 5;
+static_assert(k_slow_free_skew == (k_chunk_size >> 1));
+constexpr bool runs_end_below_the_skew() {
     for (unsigned b = 0; b < k_bins; ++b)
-        if (size_t{k_bin_pages[b]} * k_page_size > k_small_slow_free)
+        if (size_t{k_bin_pages[b]} * k_page_size > k_slow_free_skew)
             return false;
     return true;
 }
-static_assert(runs_end_below_the_slow_free_bit());
-static_assert(uint64_t{k_small_fast_offset_mask} + k_page_size <= k_slot_offset_bound);
-inline constexpr uint32_t k_bin_mask = 0x1Fu;
+static_assert(runs_end_below_the_skew());
+static_assert(k_chunk_size <= k_slot_offset_bound);
+
+// The map word of every page of the small run of `bin` that starts at
+// page `first_page` of its chunk.
+constexpr uint32_t small_page_word(unsigned bin, unsigned first_page) {
+    return k_small | (bin << k_small_bin_shift) | ((0u - first_page * static_cast<uint32_t>(k_page_size)) & k_small_start_mask);
+}
+constexpr unsigned small_bin(uint32_t info) { return (info >> k_small_bin_shift) & 0x1Fu; }
+// A small page's word as small_page_word made it (its slow-free flag kept).
+constexpr uint32_t small_unskewed(uint32_t info) { return info ^ ((info & k_small_slow_free) >> 5); }
+constexpr unsigned small_run_first_page(uint32_t info) {
+    return ((0u - small_unskewed(info)) & k_small_start_mask) / static_cast<uint32_t>(k_page_size);
+}
+constexpr uint32_t with_slow_free(uint32_t info) {
+    return (info & k_small_slow_free) ? info : (info | k_small_slow_free) ^ k_slow_free_skew;
+}
+constexpr uint32_t without_slow_free(uint32_t info) {
+    return (info & k_small_slow_free) ? (info & ~k_small_slow_free) ^ k_slow_free_skew : info;
+}
+// The offset of address `a` from the start of its small run (`info`: the
+// map word of a's page), for the slot test.
+inline uint64_t offset_in_run(uintptr_t a, uint32_t info) {
+    return (static_cast<uint32_t>(a) + small_unskewed(info)) & k_chunk_offset_mask;
+}
+// The fast path's: offset_in_run, or at least 1 MiB on a slow-free page.
+inline uint64_t fast_offset_in_run(uintptr_t a, uint32_t info) {
+    return (static_cast<uint32_t>(a) + info) & k_chunk_offset_mask;
+}
 inline constexpr uint32_t k_pages_mask = 0x3FFu;
 inline constexpr size_t k_carried_bits_bytes = k_chunk_pages * k_page_size / 8 / 8;  // 32 KiB
 

@@ -434,7 +434,7 @@ void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
     if (!run) return nullptr;
     unsigned page = Chunk::page_of(run);
     for (unsigned i = 0; i < k_bin_pages[bin]; ++i)
-        c->map[page + i] = k_small | (i << 12) | bin;
+        c->map[page + i] = small_page_word(bin, page);
     // Cut the run into its slots, in address order (ZendMM), the first one
     // returned, the others on the free list.
     const size_t slot_size = k_bin_size[bin];
@@ -457,14 +457,14 @@ void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
 }
 
 void Heap::check_slot(void* p, uint32_t info) const {
-    if (!is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), info & k_bin_mask))
+    if (!is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), small_bin(info)))
         misuse(Misuse::interior_pointer, p);
     if (holds_link(p)) misuse(Misuse::double_free, p);
 }
 
 void Heap::free_small(void* p, uint32_t info) {
     check_slot(p, info);
-    push_free(static_cast<Free_slot*>(p), info & k_bin_mask);
+    push_free(static_cast<Free_slot*>(p), small_bin(info));
 }
 
 // ============================================================================
@@ -768,7 +768,7 @@ static void check_block_start(void* p) {
         uint32_t info = c->map[page];
         if (page == 0) chunk_address_freed(c, p);
         if (info & k_small) {
-            unsigned bin = info & k_bin_mask;
+            unsigned bin = small_bin(info);
             if (!is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), bin)) misuse(Misuse::interior_pointer, p);
             return;
         }
@@ -828,7 +828,7 @@ void Heap::free_owned_unchecked(void* p) {
         Chunk* c = Chunk::of(p);
         unsigned page = Chunk::page_of(p);
         uint32_t info = c->map[page];
-        if (info & k_small) return push_free(static_cast<Free_slot*>(p), info & k_bin_mask);
+        if (info & k_small) return push_free(static_cast<Free_slot*>(p), small_bin(info));
         return free_large(c, page, info & k_pages_mask);
     }
     free_huge(Huge_header::of(p));
@@ -850,7 +850,7 @@ void Heap::forget(void* p) {
     under_peak -= static_cast<int64_t>(cut);  // (the usage stays)
     if (is_chunk_granule(a)) {
         uint32_t info = Chunk::of(p)->map[Chunk::page_of(p)];
-        if (info & k_small) --carried_small[info & k_bin_mask];
+        if (info & k_small) --carried_small[small_bin(info)];
     }
 }
 
@@ -867,7 +867,7 @@ void Heap::mark_carried(const void* p) {
         c->has_carried = true;
     }
     if (c->carried_bits) c->carried_bits[Chunk::carried_word(a)] |= Chunk::carried_mask(a);
-    info |= k_small_slow_free;
+    info = with_slow_free(info);
 }
 
 void Heap::unmark_carried(uintptr_t a) {
@@ -881,13 +881,13 @@ void Heap::unmark_carried(uintptr_t a) {
     const uint64_t* bits = c->carried_bits + size_t{page} * Chunk::k_carried_words;
     for (unsigned w = 0; w < Chunk::k_carried_words; ++w)
         if (bits[w]) return;
-    info &= ~k_small_slow_free;
+    info = without_slow_free(info);
 }
 
 void Heap::drop_carried(Chunk* c) {
     if (!c->has_carried) return;
     for (unsigned p = 1; p < k_chunk_pages; ++p)
-        if (c->map[p] & k_small) c->map[p] &= ~k_small_slow_free;
+        if (c->map[p] & k_small) c->map[p] = without_slow_free(c->map[p]);
     if (c->carried_bits) carried_bits_pool::give(c->carried_bits);
     c->carried_bits = nullptr;
     c->has_carried = false;
@@ -991,7 +991,7 @@ void Heap::free_through_outbox(Heap* to, void* p) {
     // general check and the remote stack.
     const uintptr_t a = reinterpret_cast<uintptr_t>(p);
     const uint32_t info = is_chunk_granule(a) && Chunk::page_of(p) != 0 ? Chunk::of(p)->map[Chunk::page_of(p)] : 0;
-    const unsigned bin = info & k_bin_mask;
+    const unsigned bin = small_bin(info);
     if (!(info & k_small) || !is_slot_start(offset_in_run(a, info), bin)) return free_remote(to, p);
     free_slot_through_outbox(to, p, bin);
 }
@@ -1004,7 +1004,7 @@ void Heap::free_in_chunk_of_other(void* p, const void* current_owner, Heap* outb
     const unsigned page = Chunk::page_of(p);
     if (owner && outbox && to->takes_chains && g_tuning.batch_remote_frees && page != 0) {
         const uint32_t info = c->map[page];
-        const unsigned bin = info & k_bin_mask;
+        const unsigned bin = small_bin(info);
         if ((info & k_small) && outbox->is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), bin))
             return outbox->free_slot_through_outbox(to, p, bin);
     }
@@ -1130,7 +1130,7 @@ size_t Heap::live_block_size(const void* p) {
             if (page == 0) return 0;
             uint32_t m = c->map[page];
             if (m & k_small) {
-                unsigned bin = m & k_bin_mask;
+                unsigned bin = small_bin(m);
                 if (!zmm::is_slot_start(offset_in_run(a, m), bin)) return 0;
                 if (c->heap->holds_link(p)) return 0;  // free
                 return k_bin_size[bin];
@@ -1171,7 +1171,7 @@ size_t Heap::usable_size(const void* p) {
         Chunk* c = Chunk::of(p);
         unsigned page = Chunk::page_of(p);
         uint32_t info = c->map[page];
-        if (info & k_small) return k_bin_size[info & k_bin_mask];
+        if (info & k_small) return k_bin_size[small_bin(info)];
         if ((info & k_large) && page != 0 && page_aligned(p)) return size_t{info & k_pages_mask} * k_page_size;
         return 0;
     }
@@ -1231,7 +1231,7 @@ void* Heap::realloc_block(void* p, size_t bytes) {
         // thread, on its way back (free_owned's test).
         if (large_start && holds_link(p)) misuse(Misuse::double_free, p);
         if (info & k_small) {
-            unsigned bin = info & k_bin_mask;
+            unsigned bin = small_bin(info);
             check_slot(p, info);
             // Stay in place if the block still fits and would not fit a
             // smaller bin (ZendMM).
@@ -1308,7 +1308,7 @@ size_t Heap::collect_small_runs() {
     auto run_of = [](Free_slot* s) {
         Chunk* sc = Chunk::of(s);
         unsigned page = Chunk::page_of(s);
-        return sc->num * k_chunk_pages + page - ((sc->map[page] & k_small_offset_mask) >> 12);
+        return sc->num * k_chunk_pages + small_run_first_page(sc->map[page]);
     };
     bool any = false;
     for (unsigned b = 0; b < k_bins; ++b)
@@ -1339,8 +1339,8 @@ size_t Heap::collect_small_runs() {
             const uint16_t* t = tally + i * k_chunk_pages;
             for (unsigned p = 1; p < k_chunk_pages; ++p) {
                 uint32_t m = c->map[p];
-                if (!(m & k_small) || (m & k_small_offset_mask) || t[p] != k_bin_count[m & k_bin_mask]) continue;
-                unsigned count = k_bin_pages[m & k_bin_mask];
+                if (!(m & k_small) || small_run_first_page(m) != p || t[p] != k_bin_count[small_bin(m)]) continue;
+                unsigned count = k_bin_pages[small_bin(m)];
                 for (unsigned k = 0; k < count; ++k) c->map[p + k] = 0;
                 dirty_pages += c->mark_free(p, count);
                 released += count * k_page_size;
@@ -1397,7 +1397,7 @@ void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), 
         for (unsigned p = 1; p < k_chunk_pages;) {
             uint32_t m = c->map[p];
             if (m & k_small) {
-                unsigned bin = m & k_bin_mask;
+                unsigned bin = small_bin(m);
                 char* slot = c->page_address(p);
                 p += k_bin_pages[bin];
                 if (to_find[bin] == 0) continue;
@@ -1612,7 +1612,7 @@ const char* Heap::check() const {
         for (Free_slot* s = free_slot[b]; s; s = s->next) {
             if (granule_of(s) != granule_chunk || Chunk::of(s)->heap != this) return "free slot outside the heap";
             uint32_t m = Chunk::of(s)->map[Chunk::page_of(s)];
-            if (!(m & k_small) || (m & k_bin_mask) != b) return "free slot in a page of another bin";
+            if (!(m & k_small) || small_bin(m) != b) return "free slot in a page of another bin";
             if (s->shadow != shadow_of(s, s->next)) return "free slot with a bad shadow";
         }
     return nullptr;

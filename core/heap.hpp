@@ -294,7 +294,7 @@ public:
     // `size` is not of as well, any size (one beyond the bins too).
     inline uint32_t try_free_small_sized(void* p, size_t size) { return try_free_small_claimed<true>(p, size); }
     // Does `size` belong to bin b (as k_size_claims has it)?
-    bool size_claim_fits(size_t size, unsigned b) const { return size - bin_claim_low[b] <= bin_claim_span[b]; }
+    bool size_claim_fits(size_t size, size_t b) const { return size - bin_claim_low[b] <= bin_claim_span[b]; }
     // Neither is a small page's map word (k_small).
     static constexpr uint32_t k_fast_free_declined = 1;
     static constexpr uint32_t k_fast_free_uncached = 2;  // not in a chunk own_chunk names
@@ -464,7 +464,7 @@ public:
 
     // Is `offset` (from the run's first byte) the start of one of its slots?
     // (See Slot_divisor: one multiply, one compare.)
-    bool is_slot_start(uint64_t offset, unsigned bin) const {
+    bool is_slot_start(uint64_t offset, size_t bin) const {
         return offset * bin_slot_multiplier[bin] <= bin_slot_limit[bin];
     }
 
@@ -518,7 +518,7 @@ private:
     // interior pointer or a slot that is free already.
     void check_slot(void* p, uint32_t info) const;
     void free_small(void* p, uint32_t info);
-    inline void push_free(Free_slot* s, unsigned bin);
+    inline void push_free(Free_slot* s, size_t bin);
     // p leaves the table, and is no longer carried.
     void forget(void* p);
     // Can p be in `blocks`? (The frees of an untraced request skip the lookup.)
@@ -631,10 +631,12 @@ inline uint32_t Heap::try_free_small_claimed(void* p, size_t size_claimed) {
     Chunk* c = reinterpret_cast<Chunk*>(base);
     uint32_t info = c->map[Chunk::page_of(p)];
     if (__builtin_expect(!(info & k_small), 0)) return k_fast_free_declined;
-    unsigned bin = info & k_bin_mask;
+    // small_bin(info) where k_small is known set: the compiler folds the
+    // subtraction into the displacements of the bin tables' loads.
+    size_t bin = size_t{info >> k_small_bin_shift} - (k_small >> k_small_bin_shift);
     if constexpr (Claimed)
         if (__builtin_expect(!size_claim_fits(size_claimed, bin), 0)) return k_fast_free_declined;
-    uint64_t offset = (a & (k_page_size - 1)) + (info & k_small_fast_offset_mask);
+    uint64_t offset = fast_offset_in_run(a, info);
     if (__builtin_expect(!is_slot_start(offset, bin), 0)) return info;
     Free_slot* s = static_cast<Free_slot*>(p);
     if (__builtin_expect(s->shadow == shadow_of(s, s->next), 0)) return k_fast_free_declined;
@@ -649,8 +651,8 @@ inline void* Heap::try_realloc_small(void* p, size_t size) {
     Chunk* c = reinterpret_cast<Chunk*>(base);
     uint32_t info = c->map[Chunk::page_of(p)];
     if (!(info & k_small)) return nullptr;
-    unsigned bin = info & k_bin_mask;
-    uint64_t offset = (a & (k_page_size - 1)) + (info & k_small_fast_offset_mask);
+    unsigned bin = small_bin(info);
+    uint64_t offset = fast_offset_in_run(a, info);
     if (!is_slot_start(offset, bin)) return nullptr;  // (a page with carried blocks too)
     Free_slot* s = static_cast<Free_slot*>(p);
     if (s->shadow == shadow_of(s, s->next)) return nullptr;  // free already
@@ -672,7 +674,7 @@ inline bool Heap::free_small_fast_claimed(void* p, size_t size_claimed) {
 inline bool Heap::free_in_carried_page(void* p, uint32_t info) {
     if (!(info & k_small_slow_free)) return false;
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    unsigned bin = info & k_bin_mask;
+    unsigned bin = small_bin(info);
     if (!is_slot_start(offset_in_run(a, info), bin)) return false;
     if (Chunk::of(p)->carried_has(a)) return false;  // the slow path's table forgets it
     if (holds_link(p)) return false;  // the slow path diagnoses it
@@ -681,7 +683,7 @@ inline bool Heap::free_in_carried_page(void* p, uint32_t info) {
     return true;
 }
 
-inline void Heap::push_free(Free_slot* s, unsigned bin) {
+inline void Heap::push_free(Free_slot* s, size_t bin) {
     Free_slot* head = free_slot[bin];
     s->next = head;
     s->shadow = shadow_of(s, head);

@@ -91,8 +91,8 @@ uintptr_t Reachability::block_start(uintptr_t v, size_t* usable) {
             if (page == 0) return 0;
             uint32_t m = c->map[page];
             if (m & k_small) {
-                unsigned bin = m & k_bin_mask;
-                uintptr_t run = (v & ~uintptr_t{k_page_size - 1}) - (m & k_small_offset_mask);
+                unsigned bin = small_bin(m);
+                uintptr_t run = reinterpret_cast<uintptr_t>(c->page_address(small_run_first_page(m)));
                 uintptr_t slot = (v - run) / k_bin_size[bin];
                 if (slot >= k_bin_count[bin]) return 0;
                 start = run + slot * k_bin_size[bin];
@@ -291,7 +291,7 @@ void Reachability::scan_heap(const Heap& heap) {
             uint32_t m = c->map[page];
             char* at = const_cast<Chunk*>(c)->page_address(page);
             if (m & k_small) {
-                unsigned bin = m & k_bin_mask;
+                unsigned bin = small_bin(m);
                 const size_t size = k_bin_size[bin];
                 for (unsigned k = 0; k < k_bin_count[bin]; ++k) {
                     auto* s = reinterpret_cast<const uintptr_t*>(at + size_t{k} * size);

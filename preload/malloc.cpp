@@ -170,7 +170,7 @@ __attribute__((noinline)) void free_sized_uncached(void* p, size_t size, const v
     // path's, which reports a wrong size; an interior pointer is diagnosed
     // on either path. Under ZMM_DEBUG a block's bin holds its canary too.)
     const uint32_t info = c->map[Chunk::page_of(p)];
-    if (!options().debug && (info & k_small) && size <= k_max_small && (info & k_bin_mask) == size_to_bin(size))
+    if (!options().debug && (info & k_small) && size <= k_max_small && small_bin(info) == size_to_bin(size))
         return free_other_heap(p);
     free_sized_slow(p, size, site);
 }

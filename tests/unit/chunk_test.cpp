@@ -158,4 +158,40 @@ BOOST_AUTO_TEST_CASE(large_realloc_in_place) {
     BOOST_TEST(h->usage() == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(small_page_words_give_offsets_in_the_run) {
+    // Every bin, every place its run can start, every page of the run, a
+    // few addresses of each page, in chunks at odd and even 2 MiB steps
+    // (bit 21 of the address takes no part): the word gives the bin, the
+    // run's first page, the address's offset in the run; with the slow-free
+    // flag the same, and the fast path's offset is never a slot.
+    const uintptr_t bases[] = {uintptr_t{0x7f0000000000}, uintptr_t{0x7f0000200000}};
+    for (unsigned b = 0; b < k_bins; ++b) {
+        for (unsigned first = 1; first + k_bin_pages[b] <= k_chunk_pages; ++first) {
+            const uint32_t word = small_page_word(b, first);
+            const uint32_t slow = with_slow_free(word);
+            BOOST_TEST_REQUIRE((word & k_small) != 0);
+            BOOST_TEST_REQUIRE(small_bin(word) == b);
+            BOOST_TEST_REQUIRE(small_bin(slow) == b);
+            BOOST_TEST_REQUIRE(small_run_first_page(word) == first);
+            BOOST_TEST_REQUIRE(small_run_first_page(slow) == first);
+            BOOST_TEST_REQUIRE((slow & k_small_slow_free) != 0);
+            BOOST_TEST_REQUIRE(with_slow_free(slow) == slow);
+            BOOST_TEST_REQUIRE(without_slow_free(slow) == word);
+            BOOST_TEST_REQUIRE(without_slow_free(word) == word);
+            for (uintptr_t base : bases) {
+                for (unsigned i = 0; i < k_bin_pages[b]; ++i) {
+                    for (uint64_t in_page : {uint64_t{0}, uint64_t{8}, uint64_t{k_bin_size[b] % k_page_size}, uint64_t{k_page_size - 8}}) {
+                        const uint64_t offset = uint64_t{i} * k_page_size + in_page;
+                        const uintptr_t a = base + uint64_t{first} * k_page_size + offset;
+                        BOOST_TEST_REQUIRE(offset_in_run(a, word) == offset);
+                        BOOST_TEST_REQUIRE(offset_in_run(a, slow) == offset);
+                        BOOST_TEST_REQUIRE(fast_offset_in_run(a, word) == offset);
+                        BOOST_TEST_REQUIRE(!is_slot_start(fast_offset_in_run(a, slow), b));
+                    }
+                }
+            }
+        }
+    }
+}
+
 BOOST_AUTO_TEST_SUITE_END()
