@@ -17,7 +17,9 @@
 //   k_large_freed             first page of a large run that was freed (until
 //                             reused), so a second free is a double free
 //
-// Only k_small has bit 31 set: the hot path tests the sign.
+// Only k_small has bit 31 set: the hot path tests the sign. A small word's
+// bin overlaps bits 28..30 (k_large, k_large_tail, k_large_freed): a reader
+// tests k_small first.
 #pragma once
 
 #include <cstddef>

@@ -1226,7 +1226,7 @@ void* Heap::realloc_block(void* p, size_t bytes) {
         Chunk* c = Chunk::of(p);
         unsigned page = Chunk::page_of(p);
         uint32_t info = c->map[page];
-        const bool large_start = (info & k_large) && page_aligned(p) && page != 0;
+        const bool large_start = !(info & k_small) && (info & k_large) && page_aligned(p) && page != 0;
         // A large or huge block that holds a link: freed already by another
         // thread, on its way back (free_owned's test).
         if (large_start && holds_link(p)) misuse(Misuse::double_free, p);
