@@ -26,6 +26,15 @@
 
 namespace zmm {
 
+// PREFETCHW (on x86-64 CPUs without it, a NOP: the opcode never faults).
+inline void prefetch_for_write(const void* p) {
+#if defined(__x86_64__)
+    asm volatile("prefetchw (%0)" : : "r"(p));
+#else
+    __builtin_prefetch(p, 1);
+#endif
+}
+
 struct Free_slot {
     Free_slot* next;
     uintptr_t shadow;  // next ^ key ^ this: a free slot proves it is free
@@ -613,7 +622,10 @@ inline void* Heap::pop_small(size_t bin) {
     free_slot[bin] = next;
     // The next allocation's slot, read while the program uses this one: a
     // slot another thread freed last (a chain taken whole) is a cache miss.
-    __builtin_prefetch(next);
+    // For writing (the pop clears its link): a line fetched to be read
+    // comes shared from the core that freed it, and the store then takes
+    // a second trip for ownership.
+    prefetch_for_write(next);
     // An allocated slot must not look free, and must not hold the free
     // list's link: the leak scan would read it as a pointer (one 16-byte store).
     s->next = nullptr;
