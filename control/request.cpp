@@ -403,7 +403,7 @@ Heap* request_heap_for_thread() {
     return process_request::join();
 }
 
-void trace_allocation(Heap* heap, void* block, size_t size) {
+void trace_allocation(Heap* heap, void* block, size_t size, const void* entry) {
     if (!block) return;
     Request* r = static_cast<Request*>(heap->request);
     if (!r || !r->traced) return;
@@ -419,7 +419,7 @@ void trace_allocation(Heap* heap, void* block, size_t size) {
         // flag are in the memo's tag (k_tagged | id << 1 | runtime).
         constexpr uint64_t k_tagged = uint64_t{1} << 63;
         uint64_t tag;
-        unsigned n = backtrace::capture(pcs, max, &r->stacks, &tag);
+        unsigned n = backtrace::capture(pcs, max, &r->stacks, &tag, reinterpret_cast<uintptr_t>(entry));
         bool runtime;
         if (tag) {
             info.stack = static_cast<uint32_t>(tag >> 1);

@@ -136,7 +136,7 @@ bool prepare(bool fast) {
     return true;
 }
 
-unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t* tag) {
+unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t* tag, uintptr_t start_frame) {
     if (memo) {
         *tag = 0;
         memo->last = nullptr;
@@ -151,7 +151,7 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
     // zmm's own frames above the program's (malloc, its slow path, the
     // tracing, this), unwound and not kept: the fast unwinder skips them itself.
     if (fast && g_own_lo != 0) {
-        int n = fast_unwind::capture(out, max, g_own_lo, g_own_hi, memo, tag);
+        int n = fast_unwind::capture(out, max, g_own_lo, g_own_hi, memo, tag, start_frame);
         if (n >= 0) return static_cast<unsigned>(n);
     }
     // Else into a buffer, and the own frames skipped here (libunwind's, or

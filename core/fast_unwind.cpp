@@ -636,7 +636,8 @@ void end_entry(Memo& memo, Memo_entry& e, uint64_t generation, unsigned max, uns
 
 }  // namespace
 
-int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, Memo* memo, uint64_t* tag) {
+int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, Memo* memo, uint64_t* tag,
+            uintptr_t start_frame) {
     if (memo) {
         *tag = 0;
         memo->last = nullptr;
@@ -651,9 +652,12 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, 
     uintptr_t hi;
     if (!stack_range(frame, hi) || frame + 16 > hi) return -1;
     const uintptr_t lo = frame;  // nothing below this frame is read
-    uintptr_t pc = load(frame + 8);
-    uintptr_t sp = frame + 16;
-    uintptr_t fp = load(frame);
+    // The caller's frame to start from, when it named one on this stack
+    // (one of its callers': the frames between are the allocator's).
+    const uintptr_t from = start_frame > frame && start_frame <= hi - 16 && start_frame % 8 == 0 ? start_frame : frame;
+    uintptr_t pc = load(from + 8);
+    uintptr_t sp = from + 16;
+    uintptr_t fp = load(from);
     // One frame up, from pc's rule.
     enum Step { up, stack_end, give_up };
     auto step = [&](const uint32_t rule) -> Step {

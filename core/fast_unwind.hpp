@@ -28,9 +28,13 @@ struct Memo;
 // (the allocator's own frames) are unwound, not kept; at most k_max_skipped.
 // With `memo` (the calling thread's, below), `*tag` is the tag given to
 // these frames when they were last unwound from here, 0 if none (remember
-// gives one).
+// gives one). `start_frame`, if not 0: the frame address
+// (__builtin_frame_address(0)) of a function with a frame pointer that is
+// still running below the caller, where the unwinding starts (at its
+// return address), the frames between not unwound (ignored if it is not
+// above this call's frame in the same stack).
 int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo = 0, uintptr_t skip_hi = 0, Memo* memo = nullptr,
-            uint64_t* tag = nullptr);
+            uint64_t* tag = nullptr, uintptr_t start_frame = 0);
 inline constexpr unsigned k_max_skipped = 16;
 
 // A thread's memo of the stacks it unwound. A program allocates from the

@@ -9,7 +9,10 @@
 
 namespace zmm::api {
 
-void* malloc_slow(size_t size);
+// `entry`: the frame address of the allocator's entry that calls it, if
+// not malloc_slow's own (the caller is zmm's: operator new's slow path), from
+// where a traced allocation's stack is unwound.
+void* malloc_slow(size_t size, const void* entry = nullptr);
 void free_slow(void* p);
 
 // A miss of the fast path (an empty bin list) takes the slow path, never the

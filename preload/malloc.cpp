@@ -41,8 +41,9 @@ static void* reentered_alloc(size_t size, size_t alignment, bool zeroed) {
     return reentry::alloc(size, alignment, zeroed);
 }
 
-// malloc's slow path, inside the allocator already.
-static void* malloc_inside(size_t size) {
+// malloc's slow path, inside the allocator already. `entry`: the frame of
+// the allocator's entry (trace_allocation's stack starts there), or null.
+static void* malloc_inside(size_t size, const void* entry = nullptr) {
     Heap* h = thread_heap();
     if (!h) {
         if (bypassed()) return libc::functions().malloc(size);
@@ -59,18 +60,20 @@ static void* malloc_inside(size_t size) {
         h->drain_remote();
         void* p = h->alloc(size + debug_checks::k_canary_bytes);
         debug_checks::on_alloc(*h, p, size);
-        if (h->request) trace_allocation(h, p, size);
+        if (h->request) trace_allocation(h, p, size, entry);
         return p;
     }
     void* p = h->alloc(size);
-    if (h->request) trace_allocation(h, p, size);
+    if (h->request) trace_allocation(h, p, size, entry);
     return p;
 }
 
-void* malloc_slow(size_t size) {
+void* malloc_slow(size_t size, const void* entry) {
     if (reentry::inside()) return reentered_alloc(size, 0, false);
     Busy_section busy;
-    return malloc_inside(size);
+    // Without an entry, this frame's return address is the program's
+    // (malloc jumps here): a traced allocation's unwinding starts here.
+    return malloc_inside(size, entry ? entry : __builtin_frame_address(0));
 }
 
 // Not a block of zmm's: glibc's (handed back), or nothing anyone allocated.
@@ -220,7 +223,7 @@ void* calloc(size_t n, size_t size) {
         return p;
     }
     void* p = h->alloc_zeroed(bytes);
-    if (h->request) trace_allocation(h, p, bytes);
+    if (h->request) trace_allocation(h, p, bytes, __builtin_frame_address(0));
     return p;
 }
 
@@ -261,7 +264,7 @@ void* realloc_slow(void* p, size_t size) {
     if (ours) {
         if (Heap* h = thread_heap()) {
             void* q = h->realloc(p, size);
-            if (h->request) trace_allocation(h, q, size);
+            if (h->request) trace_allocation(h, q, size, __builtin_frame_address(0));
             return q;
         }
         // bypassed, and the block is still zmm's: move it to glibc
@@ -299,7 +302,7 @@ void* aligned(size_t alignment, size_t size) {
         return p;
     }
     void* p = h->alloc_aligned(alignment, size);
-    if (h->request) trace_allocation(h, p, size);
+    if (h->request) trace_allocation(h, p, size, __builtin_frame_address(0));
     return p;
 }
 

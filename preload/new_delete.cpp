@@ -44,8 +44,10 @@ void* new_loop(Alloc alloc) {
 
 // The fast path's miss, out of line and reached by a tail call, so that a
 // hit keeps no frame (and saves no register) for it.
+// (Its return address is the program's: the unwinding of a traced
+// allocation starts from its frame.)
 __attribute__((noinline)) void* new_throwing_slow(size_t n) {
-    void* p = zmm::api::malloc_slow(n);
+    void* p = zmm::api::malloc_slow(n, __builtin_frame_address(0));
     if (p) return p;
     p = new_loop([n] { return malloc(n); });
     if (!p) throw_bad_alloc();
@@ -53,7 +55,7 @@ __attribute__((noinline)) void* new_throwing_slow(size_t n) {
 }
 
 __attribute__((noinline)) void* new_nothrow_slow(size_t n) noexcept {
-    void* p = zmm::api::malloc_slow(n);
+    void* p = zmm::api::malloc_slow(n, __builtin_frame_address(0));
     if (p) return p;
     return new_loop([n] { return malloc(n); });
 }
