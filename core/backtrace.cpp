@@ -148,8 +148,9 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
     // under ZMM_FAST_UNWIND=0.
     const bool locked = loader::may_be_locked();
     const bool fast = g_fast.load(std::memory_order_relaxed) || locked;
-    // zmm's own frames above the program's (malloc, its slow path, the
-    // tracing, this), unwound and not kept: the fast unwinder skips them itself.
+    // zmm's own frames above the program's (those above start_frame, if
+    // given: the allocator's entries), unwound and not kept: the fast
+    // unwinder skips them itself.
     if (fast && g_own_lo != 0) {
         int n = fast_unwind::capture(out, max, g_own_lo, g_own_hi, memo, tag, start_frame);
         if (n >= 0) return static_cast<unsigned>(n);

@@ -679,10 +679,11 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, 
         return up;
     };
     // The innermost return addresses inside [skip_lo, skip_hi): unwound, not
-    // kept. Through the memo, they are the same few call chains of the
-    // allocator's, each from the same first frame, whatever the program's
-    // frames above them (their own entries, every one tried: malloc's and
-    // operator new's paths start from the same frame and differ above it).
+    // kept (those above the start frame: a traced allocation starts at the
+    // allocator's entry, where there are none, or one or two when an entry
+    // calls another). Through the memo, they are the same few call chains of
+    // the allocator's, each from the same first frame, whatever the
+    // program's frames above them (their own entries, every one tried).
     if (pc >= skip_lo && pc < skip_hi) {
         Memo_skip* noted = nullptr;  // the entry this unwinding is noted in
         if (memo && !memo->skip_hi) {  // the range the skip entries are for, from now on

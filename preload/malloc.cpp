@@ -205,7 +205,8 @@ void* calloc(size_t n, size_t size) {
         return nullptr;
     }
     if (bytes <= k_max_small) {
-        void* p = malloc(bytes);
+        void* p = malloc_fast(bytes);
+        if (!p) p = malloc_slow(bytes, __builtin_frame_address(0));  // (this frame has one anyway)
         if (p) memset(p, 0, bytes);
         return p;
     }
@@ -218,7 +219,7 @@ void* calloc(size_t n, size_t size) {
         return nullptr;
     }
     if (options().debug) {
-        void* p = malloc_inside(bytes);
+        void* p = malloc_inside(bytes, __builtin_frame_address(0));
         if (p) memset(p, 0, bytes);
         return p;
     }
@@ -255,7 +256,7 @@ void* realloc_slow(void* p, size_t size) {
             return nullptr;
         }
         size_t old = debug_checks::requested_size(p, thread_token());
-        void* q = malloc_inside(size);
+        void* q = malloc_inside(size, __builtin_frame_address(0));
         if (!q) return nullptr;
         memcpy(q, p, old < size ? old : size);
         free_inside(p);
@@ -298,7 +299,7 @@ void* aligned(size_t alignment, size_t size) {
                       ? h->alloc_aligned(alignment, size + debug_checks::k_canary_bytes)
                       : nullptr;
         debug_checks::on_alloc(*h, p, size);
-        if (h->request) trace_allocation(h, p, size);
+        if (h->request) trace_allocation(h, p, size, __builtin_frame_address(0));
         return p;
     }
     void* p = h->alloc_aligned(alignment, size);

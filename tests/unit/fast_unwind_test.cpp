@@ -234,6 +234,59 @@ BOOST_AUTO_TEST_CASE(skips_the_innermost_frames_in_a_range) {
     BOOST_TEST(capture_skipping(some, 1, 2) == n);
 }
 
+// A capture from a caller's frame (the allocator's entry, for a traced
+// allocation): that frame's return address first, the frames below it not
+// unwound. A start that is not a frame above the capture's own in its
+// stack is ignored.
+__attribute__((noinline)) int capture_from(uintptr_t* out, uintptr_t start) {
+    int n = fast_unwind::capture(out, 64, 0, 0, nullptr, nullptr, start);
+    asm volatile("" ::: "memory");  // not a tail call
+    return n;
+}
+__attribute__((noinline)) int inner_from(uintptr_t* out, uintptr_t start) {
+    int n = capture_from(out, start);
+    asm volatile("" ::: "memory");
+    return n;
+}
+// all: every frame (all[2] here, all[3] the test); from: from this frame.
+__attribute__((noinline)) int entry_frame_capture(uintptr_t* all, uintptr_t* from, int* n_from) {
+    const uintptr_t me = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+    int n = inner_from(all, 0);
+    *n_from = inner_from(from, me);
+    asm volatile("" ::: "memory");
+    return n;
+}
+__attribute__((noinline)) void with_and_without(uintptr_t start, uintptr_t* a, int* na, uintptr_t* b, int* nb) {
+    *na = inner_from(a, 0);
+    *nb = inner_from(b, start);
+    asm volatile("" ::: "memory");
+}
+
+BOOST_AUTO_TEST_CASE(starts_from_a_caller_s_frame) {
+    uintptr_t all[64], from[64];
+    int m = 0;
+    const int n = entry_frame_capture(all, from, &m);
+    BOOST_TEST_REQUIRE(n >= 5);
+    BOOST_TEST(m == n - 3);
+    for (int i = 3; i < n; ++i) BOOST_TEST(from[i - 3] == all[i]);
+    // Ignored: below any frame, in static data, past the stack's end,
+    // misaligned (a[2] and b[2] are with_and_without's two call sites).
+    const uintptr_t here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+    for (uintptr_t start : {uintptr_t{8}, reinterpret_cast<uintptr_t>(&g_result) & ~uintptr_t{7},
+                            UINTPTR_MAX & ~uintptr_t{7}, here + 4}) {
+        BOOST_TEST_INFO("start " << start);
+        uintptr_t a[64], b[64];
+        int na = 0, nb = 0;
+        with_and_without(start, a, &na, b, &nb);
+        BOOST_TEST_REQUIRE(na >= 4);
+        BOOST_TEST(nb == na);
+        BOOST_TEST(b[0] == a[0]);
+        BOOST_TEST(b[1] == a[1]);
+        BOOST_TEST(b[2] != a[2]);
+        for (int i = 3; i < na && i < nb; ++i) BOOST_TEST(b[i] == a[i]);
+    }
+}
+
 // Forgotten rules are computed again, and the same.
 BOOST_AUTO_TEST_CASE(forgets_rules) {
     uint64_t computed[4];
