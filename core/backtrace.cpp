@@ -136,7 +136,8 @@ bool prepare(bool fast) {
     return true;
 }
 
-unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t* tag, uintptr_t start_frame) {
+unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t* tag,
+                 uintptr_t start_frame) {
     if (memo) {
         *tag = 0;
         memo->last = nullptr;

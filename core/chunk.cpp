@@ -180,7 +180,8 @@ const char* Chunk::check() const {
         uint32_t m = map[p];
         if (m & k_small) {
             unsigned bin = small_bin(m);
-            if (bin >= k_bins || small_run_first_page(m) != p) return "small run does not start at its first page";
+            if (bin >= k_bins || small_run_first_page(m) != p)
+                return "small run does not start at its first page";
             for (unsigned i = 0; i < k_bin_pages[bin]; ++i) {
                 if (!page_used(p + i)) return "small run page marked free";
                 if (without_slow_free(map[p + i]) != small_page_word(bin, p))

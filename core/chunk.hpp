@@ -61,7 +61,8 @@ static_assert(k_chunk_size <= k_slot_offset_bound);
 // The map word of every page of the small run of `bin` that starts at
 // page `first_page` of its chunk.
 constexpr uint32_t small_page_word(unsigned bin, unsigned first_page) {
-    return k_small | (bin << k_small_bin_shift) | ((0u - first_page * static_cast<uint32_t>(k_page_size)) & k_small_start_mask);
+    const uint32_t start = 0u - first_page * static_cast<uint32_t>(k_page_size);  // negated
+    return k_small | (bin << k_small_bin_shift) | (start & k_small_start_mask);
 }
 constexpr unsigned small_bin(uint32_t info) { return (info >> k_small_bin_shift) & 0x1Fu; }
 // A small page's word as small_page_word made it (its slow-free flag kept).

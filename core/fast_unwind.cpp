@@ -654,7 +654,8 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, 
     const uintptr_t lo = frame;  // nothing below this frame is read
     // The caller's frame to start from, when it named one on this stack
     // (one of its callers': the frames between are the allocator's).
-    const uintptr_t from = start_frame > frame && start_frame <= hi - 16 && start_frame % 8 == 0 ? start_frame : frame;
+    const bool start_here = start_frame > frame && start_frame <= hi - 16 && start_frame % 8 == 0;
+    const uintptr_t from = start_here ? start_frame : frame;
     uintptr_t pc = load(from + 8);
     uintptr_t sp = from + 16;
     uintptr_t fp = load(from);

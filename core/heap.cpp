@@ -1339,7 +1339,8 @@ size_t Heap::collect_small_runs() {
             const uint16_t* t = tally + i * k_chunk_pages;
             for (unsigned p = 1; p < k_chunk_pages; ++p) {
                 uint32_t m = c->map[p];
-                if (!(m & k_small) || small_run_first_page(m) != p || t[p] != k_bin_count[small_bin(m)]) continue;
+                if (!(m & k_small) || small_run_first_page(m) != p) continue;
+                if (t[p] != k_bin_count[small_bin(m)]) continue;
                 unsigned count = k_bin_pages[small_bin(m)];
                 for (unsigned k = 0; k < count; ++k) c->map[p + k] = 0;
                 dirty_pages += c->mark_free(p, count);

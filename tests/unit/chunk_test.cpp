@@ -180,7 +180,8 @@ BOOST_AUTO_TEST_CASE(small_page_words_give_offsets_in_the_run) {
             BOOST_TEST_REQUIRE(without_slow_free(word) == word);
             for (uintptr_t base : bases) {
                 for (unsigned i = 0; i < k_bin_pages[b]; ++i) {
-                    for (uint64_t in_page : {uint64_t{0}, uint64_t{8}, uint64_t{k_bin_size[b] % k_page_size}, uint64_t{k_page_size - 8}}) {
+                    const uint64_t in_pages[] = {0, 8, k_bin_size[b] % k_page_size, k_page_size - 8};
+                    for (uint64_t in_page : in_pages) {
                         const uint64_t offset = uint64_t{i} * k_page_size + in_page;
                         const uintptr_t a = base + uint64_t{first} * k_page_size + offset;
                         BOOST_TEST_REQUIRE(offset_in_run(a, word) == offset);

@@ -256,7 +256,8 @@ __attribute__((noinline)) int entry_frame_capture(uintptr_t* all, uintptr_t* fro
     asm volatile("" ::: "memory");
     return n;
 }
-__attribute__((noinline)) void with_and_without(uintptr_t start, uintptr_t* a, int* na, uintptr_t* b, int* nb) {
+__attribute__((noinline)) void with_and_without(uintptr_t start, uintptr_t* a, int* na, uintptr_t* b,
+                                                int* nb) {
     *na = inner_from(a, 0);
     *nb = inner_from(b, start);
     asm volatile("" ::: "memory");
