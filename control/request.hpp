@@ -50,9 +50,9 @@ void set_limit_handler(void (*handler)(size_t, size_t, void*), void* arg);
 Heap* request_heap_for_thread();
 
 // Records a block just allocated from a traced request heap. `entry`: the
-// frame address of the allocator's entry that serves it (its stack is
-// captured from there), or null.
-void trace_allocation(Heap* heap, void* block, size_t size, const void* entry = nullptr);
+// frame address of the allocator's entry that serves it: its stack is
+// captured from there (null: from the capture's own frame).
+void trace_allocation(Heap* heap, void* block, size_t size, const void* entry);
 
 // Thread exit: the thread's share of a process-wide request is handed over;
 // an API request left open is ended (and reported).

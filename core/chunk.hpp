@@ -47,7 +47,8 @@ inline constexpr uint32_t k_chunk_offset_mask = k_chunk_size - 1;
 // matches no slot, so the free declines into the slow path at no cost.
 // Every other reader takes the skew out (small_unskewed).
 inline constexpr uint32_t k_small_slow_free = 1u << 25;
-inline constexpr uint32_t k_slow_free_skew = k_small_slow_free >> 5;
+inline constexpr unsigned k_slow_free_skew_shift = 5;  // from the flag's bit to the skew's
+inline constexpr uint32_t k_slow_free_skew = k_small_slow_free >> k_slow_free_skew_shift;
 static_assert(k_slow_free_skew == (k_chunk_size >> 1));
 constexpr bool runs_end_below_the_skew() {
     for (unsigned b = 0; b < k_bins; ++b)
@@ -65,8 +66,16 @@ constexpr uint32_t small_page_word(unsigned bin, unsigned first_page) {
     return k_small | (bin << k_small_bin_shift) | (start & k_small_start_mask);
 }
 constexpr unsigned small_bin(uint32_t info) { return (info >> k_small_bin_shift) & 0x1Fu; }
+// small_bin of a word known to be a small page's (k_small set), as the fast
+// paths index their bin tables with it: the compiler folds the subtraction
+// into the loads' displacements, where small_bin's mask is an instruction.
+constexpr size_t small_bin_index(uint32_t info) {
+    return size_t{info >> k_small_bin_shift} - (k_small >> k_small_bin_shift);
+}
 // A small page's word as small_page_word made it (its slow-free flag kept).
-constexpr uint32_t small_unskewed(uint32_t info) { return info ^ ((info & k_small_slow_free) >> 5); }
+constexpr uint32_t small_unskewed(uint32_t info) {
+    return info ^ ((info & k_small_slow_free) >> k_slow_free_skew_shift);
+}
 constexpr unsigned small_run_first_page(uint32_t info) {
     return ((0u - small_unskewed(info)) & k_small_start_mask) / static_cast<uint32_t>(k_page_size);
 }

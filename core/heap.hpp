@@ -643,9 +643,7 @@ inline uint32_t Heap::try_free_small_claimed(void* p, size_t size_claimed) {
     Chunk* c = reinterpret_cast<Chunk*>(base);
     uint32_t info = c->map[Chunk::page_of(p)];
     if (__builtin_expect(!(info & k_small), 0)) return k_fast_free_declined;
-    // small_bin(info) where k_small is known set: the compiler folds the
-    // subtraction into the displacements of the bin tables' loads.
-    size_t bin = size_t{info >> k_small_bin_shift} - (k_small >> k_small_bin_shift);
+    size_t bin = small_bin_index(info);
     if constexpr (Claimed)
         if (__builtin_expect(!size_claim_fits(size_claimed, bin), 0)) return k_fast_free_declined;
     uint64_t offset = fast_offset_in_run(a, info);

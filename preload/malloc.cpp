@@ -43,7 +43,7 @@ static void* reentered_alloc(size_t size, size_t alignment, bool zeroed) {
 
 // malloc's slow path, inside the allocator already. `entry`: the frame of
 // the allocator's entry (trace_allocation's stack starts there), or null.
-static void* malloc_inside(size_t size, const void* entry = nullptr) {
+static void* malloc_inside(size_t size, const void* entry) {
     Heap* h = thread_heap();
     if (!h) {
         if (bypassed()) return libc::functions().malloc(size);
