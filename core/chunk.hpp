@@ -41,7 +41,7 @@ inline constexpr uint32_t k_chunk_offset_mask = k_chunk_size - 1;
 // On a small page: the page holds a block the fast free must not take (an
 // untraced request heap's carried block: its free updates the heap's table;
 // Chunk::carried_bits says which slots are, so that the others are freed
-// on a short path, Heap::free_in_carried_page).
+// on a branch of the fast free, Heap::free_in_carried_page).
 // Setting it flips bit 20 of the start too (k_slow_free_skew): the fast
 // path's offset (fast_offset_in_run) is then 1 MiB past the real one and
 // matches no slot, so the free declines into the slow path at no cost.

@@ -282,31 +282,29 @@ public:
     // delete): a block of a bin that size is not of declines too.
     bool free_small_fast(void* p) { return free_small_fast_claimed<false>(p, 0); }
     bool free_small_fast(void* p, size_t size_claimed) { return free_small_fast_claimed<true>(p, size_claimed); }
-    // The fast free's way out (p is a small block of this heap, of the bin
-    // claimed, in a page whose map word is `info`, and its slot test
-    // failed): true when p is a slot in a page with carried blocks
-    // (k_small_slow_free), not carried itself (its bit is clear), not free,
-    // and it was freed as the fast path would; false leaves it to the slow
-    // path (a carried block, which the table forgets; misuse). As safe as
-    // the fast path outside a slow path.
-    inline bool free_in_carried_page(void* p, uint32_t info);
     // free_small_fast's main line, for the preload's inline fast path
     // (free_small_fast, which tests and the fuzz model call, wraps it): 0
-    // when freed; the page's map word when only the slot test failed (an
-    // interior pointer, or a page with carried blocks: free_in_carried_page
-    // may still take it, out of line); k_fast_free_uncached when p is not in
-    // a chunk own_chunk names (another heap's, not a chunk, or one of this
-    // heap's the cache does not hold: owns_chunk_of and remember_chunk);
-    // k_fast_free_declined otherwise.
+    // when freed; k_fast_free_uncached when p is not in a chunk own_chunk
+    // names (another heap's, not a chunk, or one of this heap's the cache
+    // does not hold: owns_chunk_of and remember_chunk);
+    // k_fast_free_declined otherwise. A page with carried blocks
+    // (k_small_slow_free) fails the main line's slot test; its blocks that
+    // are not carried are freed on a branch out of the main line
+    // (free_in_carried_page), the carried ones decline: the table forgets them.
     inline uint32_t try_free_small(void* p) { return try_free_small_claimed<false>(p, 0); }
     // A sized delete's: declines (k_fast_free_declined) a block of a bin
     // `size` is not of as well, any size (one beyond the bins too).
     inline uint32_t try_free_small_sized(void* p, size_t size) { return try_free_small_claimed<true>(p, size); }
     // Does `size` belong to bin b (as k_size_claims has it)?
     bool size_claim_fits(size_t size, size_t b) const { return size - bin_claim_low[b] <= bin_claim_span[b]; }
-    // Neither is a small page's map word (k_small).
     static constexpr uint32_t k_fast_free_declined = 1;
     static constexpr uint32_t k_fast_free_uncached = 2;  // not in a chunk own_chunk names
+    // The fast free's branch for a slot test that failed: frees p, a slot
+    // of `bin` in a page with carried blocks (`info`, the page's map word,
+    // of chunk c), if it is not carried itself nor free, as the main line
+    // would. false leaves an interior pointer, a carried block (the table
+    // forgets it) and a double free to the slow path.
+    inline bool free_in_carried_page(Chunk* c, void* p, uint32_t info, size_t bin);
     static unsigned own_slot(uintptr_t a) { return static_cast<unsigned>(a >> k_granule_shift) % k_own_slots; }
     // realloc's fast path, on the free fast path's terms: p a live slot of
     // a chunk own_chunk names, in a page without carried blocks, and `size`
@@ -647,7 +645,8 @@ inline uint32_t Heap::try_free_small_claimed(void* p, size_t size_claimed) {
     if constexpr (Claimed)
         if (__builtin_expect(!size_claim_fits(size_claimed, bin), 0)) return k_fast_free_declined;
     uint64_t offset = fast_offset_in_run(a, info);
-    if (__builtin_expect(!is_slot_start(offset, bin), 0)) return info;
+    if (__builtin_expect(!is_slot_start(offset, bin), 0))
+        return free_in_carried_page(c, p, info, bin) ? 0 : k_fast_free_declined;
     Free_slot* s = static_cast<Free_slot*>(p);
     if (__builtin_expect(s->shadow == shadow_of(s, s->next), 0)) return k_fast_free_declined;
     push_free(s, bin);
@@ -678,17 +677,18 @@ inline bool Heap::free_small_fast_claimed(void* p, size_t size_claimed) {
         remember_chunk(Chunk::of(p));
         r = try_free_small_claimed<Claimed>(p, size_claimed);
     }
-    return r == 0 || (r > k_fast_free_uncached && free_in_carried_page(p, r));
+    return r == 0;
 }
 
-inline bool Heap::free_in_carried_page(void* p, uint32_t info) {
-    if (!(info & k_small_slow_free)) return false;
+inline bool Heap::free_in_carried_page(Chunk* c, void* p, uint32_t info, size_t bin) {
+    // The main line's registers stay its own: this branch loads what it
+    // needs again, and frees on its own (sharing the main line's push, the
+    // main line would hold the bin in one more register, an instruction).
+    asm volatile("" ::: "memory");
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    unsigned bin = small_bin(info);
-    if (!is_slot_start(offset_in_run(a, info), bin)) return false;
-    if (Chunk::of(p)->carried_has(a)) return false;  // the slow path's table forgets it
-    if (holds_link(p)) return false;  // the slow path diagnoses it
+    if (!(info & k_small_slow_free) || !is_slot_start(offset_in_run(a, info), bin) || c->carried_has(a)) return false;
     Free_slot* s = static_cast<Free_slot*>(p);
+    if (holds_link(s)) return false;
     push_free(s, bin);
     return true;
 }

@@ -32,24 +32,18 @@ __attribute__((always_inline)) inline void* malloc(size_t size) {
     return malloc_slow(size);
 }
 
-// The fast path's slot test failed (Heap::try_free_small, the page's map
-// word `info`): a block in a page with carried blocks, freed on the side
-// path if it can be, else (an interior pointer too) on the slow path. Out of
+// The fast path found p outside the chunks its heap's cache names (a
+// chunk of another heap's: a cross-thread free; not a chunk at all; or a
+// chunk of h's the cache does not hold, which it then remembers). Out of
 // line, a tail call, so that the fast path keeps no frame. `h` is the heap
 // the fast path tried (t_heap may have changed since: a signal's request
 // switch).
-void free_in_carried_page(void* p, Heap* h, uint32_t info);
-// The fast path found p outside the chunks its heap's cache names (a
-// chunk of another heap's: a cross-thread free; not a chunk at all; or a
-// chunk of h's the cache does not hold, which it then remembers), out of
-// line as above.
 void free_uncached(void* p, Heap* h);
 
 __attribute__((always_inline)) inline void free(void* p) {
     Heap* h = t_heap;
     uint32_t r = h->try_free_small(p);
     if (__builtin_expect(r == 0, 1)) return;
-    if (r > Heap::k_fast_free_uncached) return free_in_carried_page(p, h, r);
     if (r == Heap::k_fast_free_uncached) return free_uncached(p, h);
     free_slow(p);
 }
@@ -66,7 +60,6 @@ __attribute__((always_inline)) inline void free_sized(void* p, size_t size, cons
     Heap* h = t_heap;
     uint32_t r = h->try_free_small_sized(p, size);
     if (__builtin_expect(r == 0, 1)) return;
-    if (r > Heap::k_fast_free_uncached) return free_in_carried_page(p, h, r);
     if (r == Heap::k_fast_free_uncached) return free_sized_uncached(p, size, site, h);
     free_sized_slow(p, size, site);
 }

@@ -90,11 +90,6 @@ static void free_inside(void* p) {
     if (!Heap::free_any(p, thread_token(), t_state.persistent)) free_foreign(p);
 }
 
-__attribute__((noinline)) void free_in_carried_page(void* p, Heap* h, uint32_t info) {
-    if (__builtin_expect(h->free_in_carried_page(p, info), 1)) return;
-    free_slow(p);
-}
-
 // p is in a chunk of another heap's. A small block of another live
 // thread's persistent heap joins this thread's outbox chain at once (larson:
 // most frees); a block of another heap of this thread's (its persistent
@@ -122,9 +117,7 @@ __attribute__((noinline)) void free_uncached(void* p, Heap* h) {
     // h's cached chunks, empty: a stale pointer, the slow path's.)
     if (!h->owns_chunk_of(p)) return free_slow(p);
     h->remember_chunk(c);
-    uint32_t r = h->try_free_small(p);
-    if (__builtin_expect(r == 0, 1)) return;
-    if (r > Heap::k_fast_free_uncached) return free_in_carried_page(p, h, r);
+    if (__builtin_expect(h->try_free_small(p) == 0, 1)) return;
     free_slow(p);
 }
 
@@ -163,9 +156,7 @@ __attribute__((noinline)) void free_sized_uncached(void* p, size_t size, const v
     if (c->heap == h) {  // as free_uncached
         if (!h->owns_chunk_of(p)) return free_sized_slow(p, size, site);
         h->remember_chunk(c);
-        uint32_t r = h->try_free_small_sized(p, size);
-        if (__builtin_expect(r == 0, 1)) return;
-        if (r > Heap::k_fast_free_uncached) return free_in_carried_page(p, h, r);
+        if (__builtin_expect(h->try_free_small_sized(p, size) == 0, 1)) return;
         return free_sized_slow(p, size, site);
     }
     // (A small page's map word names its bin: the claim fits when the size
