@@ -130,8 +130,16 @@ bool prepare(bool fast) {
     st.get_reg = reinterpret_cast<decltype(st.get_reg)>(dlsym(lib, "_ULx86_64_get_reg"));
     if (st.getcontext && st.init_local && st.step && st.get_reg) g_stepper = st;
     loader_watch::start();
-    void* warm[8];
-    fn(warm, 8);  // first use: libunwind's own set-up happens here, not in malloc
+    // First use: libunwind's own set-up happens here, not in malloc. Step by
+    // step where it can: unw_backtrace's first call on a thread maps that
+    // thread's trace cache (256 KiB, written whole), which every leak scan
+    // would then read as a root. A thread maps one only if the fast unwinder
+    // sends a capture of its to unw_backtrace.
+    uintptr_t warm[8];
+    if (g_stepper.step)
+        step_backtrace(warm, 8);
+    else
+        fn(reinterpret_cast<void**>(warm), 8);
     g_unw_backtrace.store(fn, std::memory_order_release);
     return true;
 }
