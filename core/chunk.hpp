@@ -44,7 +44,7 @@ inline constexpr uint32_t k_chunk_offset_mask = k_chunk_size - 1;
 // on a branch of the fast free, Heap::free_in_carried_page).
 // Setting it flips bit 20 of the start too (k_slow_free_skew): the fast
 // path's offset (fast_offset_in_run) is then 1 MiB past the real one and
-// matches no slot, so the free declines into the slow path at no cost.
+// matches no slot, so the free leaves the main line at no cost to it.
 // Every other reader takes the skew out (small_unskewed).
 inline constexpr uint32_t k_small_slow_free = 1u << 25;
 inline constexpr unsigned k_slow_free_skew_shift = 5;  // from the flag's bit to the skew's

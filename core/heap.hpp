@@ -681,12 +681,15 @@ inline bool Heap::free_small_fast_claimed(void* p, size_t size_claimed) {
 }
 
 inline bool Heap::free_in_carried_page(Chunk* c, void* p, uint32_t info, size_t bin) {
-    // The main line's registers stay its own: this branch loads what it
-    // needs again, and frees on its own (sharing the main line's push, the
-    // main line would hold the bin in one more register, an instruction).
+    // The main line's registers stay its own: this branch loads the bin's
+    // figures again (held from the main line's slot test, they would cost
+    // the main line registers: pushes and pops, an instruction). It may
+    // still end in the main line's own shadow test and push.
     asm volatile("" ::: "memory");
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    if (!(info & k_small_slow_free) || !is_slot_start(offset_in_run(a, info), bin) || c->carried_has(a)) return false;
+    // (No test of k_small_slow_free: without it the offset is the one the
+    // main line's slot test just failed.)
+    if (!is_slot_start(offset_in_run(a, info), bin) || c->carried_has(a)) return false;
     Free_slot* s = static_cast<Free_slot*>(p);
     if (holds_link(s)) return false;
     push_free(s, bin);

@@ -381,7 +381,8 @@ BOOST_AUTO_TEST_CASE(carried_blocks_mark_their_page) {
     char* b = blocks[2];
     char* d = blocks[3];
     BOOST_TEST(Heap::usable_size(b) == 48u);
-    // The page's other blocks still free on the fast path (its way out);
+    // The page's other blocks still free on the fast path (its branch for
+    // a page with carried blocks);
     // the carried one, a wrong bin, an interior pointer do not.
     BOOST_TEST(!h->free_small_fast(a));
     BOOST_TEST(!h->free_small_fast(d, 16));  // a size of another bin
