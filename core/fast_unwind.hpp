@@ -83,13 +83,13 @@ struct Memo_skip {
     uint8_t slot[k_max_skipped];      // rbp reloaded from CFA - 8 * slot; 0: none
 };
 
-// 30 KiB, not zeroed by its constructor: it lives in memory that comes
+// 60 KiB, not zeroed by its constructor: it lives in memory that comes
 // zeroed (a request record from os::map, static storage), where an entry
 // never used costs no resident page (in a fresh mapping; a kept one is
 // zeroed again).
 struct Memo {
     Memo() {}
-    static constexpr unsigned k_entries = 64;  // by the first frame's pc and sp
+    static constexpr unsigned k_entries = 128;  // by the first frame's pc and sp
     Memo_entry entries[k_entries];
     static constexpr unsigned k_skip_entries = 4;  // each tried (replaced in turn)
     Memo_skip skips[k_skip_entries];
