@@ -130,11 +130,20 @@ bool prepare(bool fast) {
     st.get_reg = reinterpret_cast<decltype(st.get_reg)>(dlsym(lib, "_ULx86_64_get_reg"));
     if (st.getcontext && st.init_local && st.step && st.get_reg) g_stepper = st;
     loader_watch::start();
-    // First use: libunwind's own set-up happens here, not in malloc. Step by
+    // First use: libunwind's global set-up (its validate-memory pipe, its
+    // mempool pages, the modules' list) happens here, not in malloc. Step by
     // step where it can: unw_backtrace's first call on a thread maps that
     // thread's trace cache (256 KiB, written whole), which every leak scan
-    // would then read as a root. A thread maps one only if the fast unwinder
-    // sends a capture of its to unw_backtrace.
+    // would then read as a root. A thread maps one only when a capture of
+    // its goes to unw_backtrace (the fast unwinder declined it, or
+    // ZMM_FAST_UNWIND=0: every capture), and that first call does, inside
+    // the allocator, what it did for every thread but this one already:
+    // the trace cache's key (once per process, pthread_once and
+    // pthread_key_create: no allocation), the thread's first use of
+    // libunwind's TLS (glibc's dl_load_tls_lock, and a 16-byte block), and
+    // pthread_setspecific (a calloc for a key past the first 32); their
+    // allocations are the reentry heap's, the thread being inside the
+    // allocator.
     uintptr_t warm[8];
     if (g_stepper.step)
         step_backtrace(warm, 8);

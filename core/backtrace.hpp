@@ -17,7 +17,9 @@
 
 namespace zmm::backtrace {
 
-// Loads and warms up libunwind. Call outside the allocator (it may allocate).
+// Loads libunwind and warms up its global state (not unw_backtrace's
+// per-thread trace cache: backtrace.cpp). Call outside the allocator (it
+// may allocate).
 // false if libunwind is not available: captures then return 0 frames.
 // `fast` false: every capture through libunwind (ZMM_FAST_UNWIND=0). In a
 // child whose loader may be locked (loader::may_be_locked), never libunwind
