@@ -320,6 +320,16 @@ def test_json(prog):
         expect(all(by_address[a][1] == p["size"] for a in p["blocks"]), f"{p['function']}: block sizes")
         check_planted_frames(p["function"], g["frames"], os.path.basename(prog))
     expect(info["persistent"] not in by_address, "the persistent block is in the report")
+    # What backtraces add to the scan's roots: zmm's own tables are left
+    # out, and so is libunwind's trace cache, which its unw_backtrace maps
+    # (256 KiB, written whole) on a thread's first call: zmm warms libunwind
+    # up step by step, and this thread's captures are the fast unwinder's.
+    untraced = run([prog], {"ZMM_LOG_FORMAT": "json", "ZMM_BACKTRACE": "0"})
+    expect_status(untraced, 0)
+    plain = json.loads(untraced.err.splitlines()[0])
+    expect("bytes" in o["scan"] and "bytes" in plain["scan"], f"scans without bytes: {o['scan']} {plain['scan']}")
+    expect(o["scan"]["bytes"] < plain["scan"]["bytes"] + 128 * 1024,
+           f"the traced request's scan read {o['scan']['bytes']} bytes, the untraced one's {plain['scan']['bytes']}")
 
 
 def test_log_file(prog):
