@@ -4,9 +4,9 @@
  * Each request leaks two 48-byte blocks, which zmm carries: their pages
  * free on a branch of the fast path from then on
  * (Heap::free_in_carried_page), the carried block itself through the
- * request heap's table. The request also churns
- * 48-byte blocks (most of which land in such pages by now), and frees the
- * block kept three requests ago, whose slot the next allocation takes
+ * request heap's table. The request also churns 48-byte blocks (most of
+ * which land in such pages by now), and frees the block kept three
+ * requests ago, whose slot the next allocation takes
  * (LIFO): a block of this request at the address of a carried one, which
  * must be reported as this request's leak, not taken for the carried one.
  * Each request must report exactly its two blocks, its usage must count
