@@ -136,14 +136,11 @@ bool prepare(bool fast) {
     // thread's trace cache (256 KiB, written whole), which every leak scan
     // would then read as a root. A thread maps one only when a capture of
     // its goes to unw_backtrace (the fast unwinder declined it, or
-    // ZMM_FAST_UNWIND=0: every capture), and that first call does, inside
-    // the allocator, what it did for every thread but this one already:
-    // the trace cache's key (once per process, pthread_once and
-    // pthread_key_create: no allocation), the thread's first use of
-    // libunwind's TLS (glibc's dl_load_tls_lock, and a 16-byte block), and
-    // pthread_setspecific (a calloc for a key past the first 32); their
-    // allocations are the reentry heap's, the thread being inside the
-    // allocator.
+    // ZMM_FAST_UNWIND=0), and that call sets the cache up inside the
+    // allocator, as it always did on other threads: its key (once per
+    // process), the thread's first use of libunwind's TLS (glibc's
+    // dl_load_tls_lock) and pthread_setspecific, whose allocations are the
+    // reentry heap's.
     uintptr_t warm[8];
     if (g_stepper.step)
         step_backtrace(warm, 8);

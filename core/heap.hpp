@@ -283,22 +283,23 @@ public:
     bool free_small_fast(void* p) { return free_small_fast_claimed<false>(p, 0); }
     bool free_small_fast(void* p, size_t size_claimed) { return free_small_fast_claimed<true>(p, size_claimed); }
     // free_small_fast's main line, for the preload's inline fast path
-    // (free_small_fast, which tests and the fuzz model call, wraps it): 0
-    // when freed; k_fast_free_uncached when p is not in a chunk own_chunk
+    // (free_small_fast, which tests and the fuzz model call, wraps it):
+    // k_fast_freed when freed; k_fast_free_uncached when p is not in a chunk own_chunk
     // names (another heap's, not a chunk, or one of this heap's the cache
     // does not hold: owns_chunk_of and remember_chunk);
     // k_fast_free_declined otherwise. A page with carried blocks
     // (k_small_slow_free) fails the main line's slot test; its blocks that
     // are not carried are freed on a branch out of the main line
     // (free_in_carried_page), the carried ones decline: the table forgets them.
-    inline uint32_t try_free_small(void* p) { return try_free_small_claimed<false>(p, 0); }
+    enum Fast_free { k_fast_freed, k_fast_free_declined, k_fast_free_uncached };
+    inline Fast_free try_free_small(void* p) { return try_free_small_claimed<false>(p, 0); }
     // A sized delete's: declines (k_fast_free_declined) a block of a bin
     // `size` is not of as well, any size (one beyond the bins too).
-    inline uint32_t try_free_small_sized(void* p, size_t size) { return try_free_small_claimed<true>(p, size); }
+    inline Fast_free try_free_small_sized(void* p, size_t size) {
+        return try_free_small_claimed<true>(p, size);
+    }
     // Does `size` belong to bin b (as k_size_claims has it)?
     bool size_claim_fits(size_t size, size_t b) const { return size - bin_claim_low[b] <= bin_claim_span[b]; }
-    static constexpr uint32_t k_fast_free_declined = 1;
-    static constexpr uint32_t k_fast_free_uncached = 2;  // not in a chunk own_chunk names
     // The fast free's branch for a slot test that failed: frees p, a slot
     // of `bin` in a page with carried blocks (`info`, the page's map word,
     // of chunk c), if it is not carried itself nor free, as the main line
@@ -491,7 +492,7 @@ public:
 
 private:
     template <bool Claimed>
-    inline uint32_t try_free_small_claimed(void* p, size_t size_claimed);
+    inline Fast_free try_free_small_claimed(void* p, size_t size_claimed);
     template <bool Claimed>
     inline bool free_small_fast_claimed(void* p, size_t size_claimed);
     void* alloc_small_slow(unsigned bin, size_t size);
@@ -634,7 +635,7 @@ inline void* Heap::pop_small(size_t bin) {
 }
 
 template <bool Claimed>
-inline uint32_t Heap::try_free_small_claimed(void* p, size_t size_claimed) {
+inline Heap::Fast_free Heap::try_free_small_claimed(void* p, size_t size_claimed) {
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
     uintptr_t base = a & ~(k_chunk_size - 1);
     if (__builtin_expect(own_chunk[own_slot(a)] != base, 0)) return k_fast_free_uncached;
@@ -646,11 +647,11 @@ inline uint32_t Heap::try_free_small_claimed(void* p, size_t size_claimed) {
         if (__builtin_expect(!size_claim_fits(size_claimed, bin), 0)) return k_fast_free_declined;
     uint64_t offset = fast_offset_in_run(a, info);
     if (__builtin_expect(!is_slot_start(offset, bin), 0))
-        return free_in_carried_page(c, p, info, bin) ? 0 : k_fast_free_declined;
+        return free_in_carried_page(c, p, info, bin) ? k_fast_freed : k_fast_free_declined;
     Free_slot* s = static_cast<Free_slot*>(p);
     if (__builtin_expect(s->shadow == shadow_of(s, s->next), 0)) return k_fast_free_declined;
     push_free(s, bin);
-    return 0;
+    return k_fast_freed;
 }
 
 inline void* Heap::try_realloc_small(void* p, size_t size) {
@@ -672,12 +673,12 @@ inline void* Heap::try_realloc_small(void* p, size_t size) {
 
 template <bool Claimed>
 inline bool Heap::free_small_fast_claimed(void* p, size_t size_claimed) {
-    uint32_t r = try_free_small_claimed<Claimed>(p, size_claimed);
+    Fast_free r = try_free_small_claimed<Claimed>(p, size_claimed);
     if (r == k_fast_free_uncached && owns_chunk_of(p)) {
         remember_chunk(Chunk::of(p));
         r = try_free_small_claimed<Claimed>(p, size_claimed);
     }
-    return r == 0;
+    return r == k_fast_freed;
 }
 
 inline bool Heap::free_in_carried_page(Chunk* c, void* p, uint32_t info, size_t bin) {

@@ -42,8 +42,8 @@ void free_uncached(void* p, Heap* h);
 
 __attribute__((always_inline)) inline void free(void* p) {
     Heap* h = t_heap;
-    uint32_t r = h->try_free_small(p);
-    if (__builtin_expect(r == 0, 1)) return;
+    Heap::Fast_free r = h->try_free_small(p);
+    if (__builtin_expect(r == Heap::k_fast_freed, 1)) return;
     if (r == Heap::k_fast_free_uncached) return free_uncached(p, h);
     free_slow(p);
 }
@@ -58,8 +58,8 @@ void free_sized_uncached(void* p, size_t size, const void* site, Heap* h);
 // (A block whose slot test fails is of the bin claimed: its size fits.)
 __attribute__((always_inline)) inline void free_sized(void* p, size_t size, const void* site) {
     Heap* h = t_heap;
-    uint32_t r = h->try_free_small_sized(p, size);
-    if (__builtin_expect(r == 0, 1)) return;
+    Heap::Fast_free r = h->try_free_small_sized(p, size);
+    if (__builtin_expect(r == Heap::k_fast_freed, 1)) return;
     if (r == Heap::k_fast_free_uncached) return free_sized_uncached(p, size, site, h);
     free_sized_slow(p, size, site);
 }

@@ -117,7 +117,7 @@ __attribute__((noinline)) void free_uncached(void* p, Heap* h) {
     // h's cached chunks, empty: a stale pointer, the slow path's.)
     if (!h->owns_chunk_of(p)) return free_slow(p);
     h->remember_chunk(c);
-    if (__builtin_expect(h->try_free_small(p) == 0, 1)) return;
+    if (__builtin_expect(h->try_free_small(p) == Heap::k_fast_freed, 1)) return;
     free_slow(p);
 }
 
@@ -156,7 +156,7 @@ __attribute__((noinline)) void free_sized_uncached(void* p, size_t size, const v
     if (c->heap == h) {  // as free_uncached
         if (!h->owns_chunk_of(p)) return free_sized_slow(p, size, site);
         h->remember_chunk(c);
-        if (__builtin_expect(h->try_free_small_sized(p, size) == 0, 1)) return;
+        if (__builtin_expect(h->try_free_small_sized(p, size) == Heap::k_fast_freed, 1)) return;
         return free_sized_slow(p, size, site);
     }
     // (A small page's map word names its bin: the claim fits when the size
