@@ -1403,18 +1403,22 @@ void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), 
                 p += k_bin_pages[bin];
                 if (to_find[bin] == 0) continue;
                 const size_t slot_size = k_bin_size[bin];
-                // Blocks left by earlier requests (lost ones pile up in a
-                // leaky program's pages) are skipped by their bit, unread.
+                // Most slots are free at a request's end: the free test
+                // comes first (the key in a register: as far as the compiler
+                // knows, fn may change the heap). Blocks left by earlier
+                // requests (lost ones pile up in a leaky program's pages)
+                // are then skipped by their bit.
                 const bool marked = own_runs && (m & k_small_slow_free) && c->carried_bits;
-                for (unsigned k = 0; k < k_bin_count[bin]; ++k, slot += slot_size) {
+                const uint64_t link_key = key;
+                for (unsigned k = 0, n = k_bin_count[bin]; k < n; ++k, slot += slot_size) {
+                    auto* s = reinterpret_cast<const Free_slot*>(slot);
+                    if (s->shadow == shadow_with(link_key, s, s->next)) continue;
                     if (marked && c->carried_has(reinterpret_cast<uintptr_t>(slot))) continue;
-                    if (!holds_link(slot)) {
-                        fn(ctx, slot, slot_size);
-                        if (--to_find[bin] == 0) break;
-                        if (own_runs && (marked || !is_carried(slot)) && --own_left[bin] == 0) {
-                            to_find[bin] = 0;
-                            break;
-                        }
+                    fn(ctx, slot, slot_size);
+                    if (--to_find[bin] == 0) break;
+                    if (own_runs && (marked || !is_carried(slot)) && --own_left[bin] == 0) {
+                        to_find[bin] = 0;
+                        break;
                     }
                 }
             } else if (m & k_large) {

@@ -140,7 +140,7 @@ size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t c
     Group* groups = nullptr;
     size_t groups_bytes = m * sizeof(Group);
     if (m) {
-        groups = static_cast<Group*>(os::map(groups_bytes));
+        groups = static_cast<Group*>(os::map_unzeroed(groups_bytes));
         if (!groups) return m;
     }
     size_t n = m ? group_leaks(leaks, m, groups) : 0;

@@ -21,7 +21,7 @@ struct Mapped_array {
     bool push(const T& item) {
         if (count == capacity) {
             size_t cap = capacity ? capacity * 2 : First;
-            auto* bigger = static_cast<T*>(os::map(cap * sizeof(T)));
+            auto* bigger = static_cast<T*>(os::map_unzeroed(cap * sizeof(T)));
             if (!bigger) return false;
             if (items) {
                 memcpy(static_cast<void*>(bigger), items, count * sizeof(T));

@@ -107,8 +107,9 @@ void unmap_listed(void* p, size_t bytes) {
     errno = saved;
 }
 
-// A kept mapping of `pages` to 2 * `pages` pages, zeroed over `pages`; nullptr if none.
-void* take_kept(size_t pages) {
+// A kept mapping of `pages` to 2 * `pages` pages, zeroed over `pages` if
+// `zeroed`; nullptr if none.
+void* take_kept(size_t pages, bool zeroed) {
     if (pages > k_kept_max_pages) return nullptr;
     for (auto& slot : g_kept) {
         uintptr_t v = slot.load(std::memory_order_relaxed);
@@ -116,7 +117,7 @@ void* take_kept(size_t pages) {
         if (v == 0 || n < pages || n > 2 * pages) continue;
         if (!slot.compare_exchange_strong(v, 0, std::memory_order_acquire)) continue;
         void* p = reinterpret_cast<void*>(v & ~(k_page - 1));
-        memset(p, 0, pages * k_page);
+        if (zeroed) memset(p, 0, pages * k_page);
         return p;
     }
     return nullptr;
@@ -192,12 +193,17 @@ void unmap_heap(void* p, size_t size) {
     errno = saved;
 }
 
-void* map(size_t size) {
-    if (void* kept = take_kept(round_page(size) / k_page)) return kept;
+namespace {
+void* map_internal(size_t size, bool zeroed) {
+    if (void* kept = take_kept(round_page(size) / k_page, zeroed)) return kept;
     void* p = map_heap(size);
     if (p) track(p, round_page(size));
     return p;
 }
+}  // namespace
+
+void* map(size_t size) { return map_internal(size, true); }
+void* map_unzeroed(size_t size) { return map_internal(size, false); }
 
 void unmap(void* p, size_t size) {
     // Its own length, which may be more than `size` (a kept mapping reused).

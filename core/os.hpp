@@ -46,6 +46,9 @@ void* map_aligned(size_t size, size_t alignment);
 
 // Maps `size` bytes at no particular alignment (pages). nullptr on failure.
 void* map(size_t size);
+// The same, its contents unspecified (a kept mapping is not zeroed): for
+// arrays that are written before they are read.
+void* map_unzeroed(size_t size);
 // Returns [p, p + size) to the OS: a whole mapping map() returned.
 void unmap(void* p, size_t size);
 

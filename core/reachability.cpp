@@ -1,5 +1,7 @@
 #include "reachability.hpp"
 
+#include <immintrin.h>
+
 #include "block_table.hpp"
 #include "chunk.hpp"
 #include "chunk_registry.hpp"
@@ -15,13 +17,15 @@ uint64_t hash_address(uintptr_t a) { return (a >> 4) * 0x9E3779B97F4A7C15ull; }
 
 bool Reachability::prepare(Leak* blocks, size_t count) {
     release();
+    __builtin_cpu_init();  // (its constructor may not have run: it costs a cpuid or two)
+    wide_ = __builtin_cpu_supports("avx2");
     blocks_ = blocks;
     count_ = count;
     if (count == 0) return true;
     capacity_ = 16;
     while (capacity_ < count * 2) capacity_ *= 2;
     slots_ = static_cast<Slot*>(os::map(round_pages(capacity_ * sizeof(Slot))));
-    work_ = static_cast<uint32_t*>(os::map(round_pages(count * sizeof(uint32_t))));
+    work_ = static_cast<uint32_t*>(os::map_unzeroed(round_pages(count * sizeof(uint32_t))));
     if (!slots_ || !work_) {
         release();
         return false;
@@ -203,9 +207,41 @@ void Reachability::hit(uintptr_t v) {
     work_[work_count_++] = static_cast<uint32_t>(i);
 }
 
+namespace {
+
+// The first group of 8 words from w with a word v in [lo, lo + span) (as
+// unsigned: v - lo < span), or where fewer than 8 are left. AVX2 (4 words a
+// compare, signed: both sides biased by 2^63) where the CPU has it: most of
+// a root is words no candidate is near, and this reads them 4 to 5 times
+// faster than one at a time.
+__attribute__((target("avx2"))) const uintptr_t* skip_far_words(const uintptr_t* w, const uintptr_t* end,
+                                                               uintptr_t lo, uintptr_t span) {
+    const __m256i bias = _mm256_set1_epi64x(INT64_MIN);
+    const __m256i low = _mm256_set1_epi64x(static_cast<int64_t>(lo));
+    const __m256i limit = _mm256_xor_si256(_mm256_set1_epi64x(static_cast<int64_t>(span)), bias);
+    for (; end - w >= 8; w += 8) {
+        __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+        __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 4));
+        a = _mm256_xor_si256(_mm256_sub_epi64(a, low), bias);
+        b = _mm256_xor_si256(_mm256_sub_epi64(b, low), bias);
+        __m256i near = _mm256_or_si256(_mm256_cmpgt_epi64(limit, a), _mm256_cmpgt_epi64(limit, b));
+        if (!_mm256_testz_si256(near, near)) break;
+    }
+    return w;
+}
+
+}  // namespace
+
 void Reachability::scan_words(const uintptr_t* w, const uintptr_t* end) {
     scanned_ += static_cast<uint64_t>(end - w) * sizeof(uintptr_t);
     const uintptr_t lo = lo_, span = span_;
+    if (wide_)
+        while (end - w >= 8) {
+            w = skip_far_words(w, end, lo, span);
+            if (end - w < 8) break;
+            for (const uintptr_t* group_end = w + 8; w < group_end; ++w)
+                if (*w - lo < span) hit(*w);
+        }
     for (; w < end; ++w) {
         uintptr_t v = *w;
         if (__builtin_expect(v - lo < span, 0)) hit(v);

@@ -112,6 +112,7 @@ private:
     uint64_t scanned_ = 0;
     bool indirect_pass_ = false;
     bool resident_only_ = false;
+    bool wide_ = false;  // the CPU has AVX2 (scan_words)
     const Heap* lost_heap_ = nullptr;
     bool lost_heap_covered_ = false;
     size_t found_again_ = 0;

@@ -3,6 +3,7 @@
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -87,6 +88,45 @@ BOOST_AUTO_TEST_CASE(a_root_reaches_the_block_and_what_it_points_to) {
     BOOST_TEST((c.kind_of(a) == Leak_kind::reachable));
     BOOST_TEST((c.kind_of(b) == Leak_kind::reachable));
     BOOST_TEST((c.kind_of(d) == Leak_kind::reachable));
+}
+
+// A long root is read 8 words at a time where the CPU allows (AVX2): a
+// pointer in any of a group's 8 places, or in the tail after the last
+// whole group, is found; words near the candidates' range but out of it
+// (on either side, or only the sign bit apart) reach nothing.
+BOOST_AUTO_TEST_CASE(pointers_anywhere_in_a_long_root_are_found) {
+    Test_heap req;
+    Candidates c;
+    std::vector<void*> blocks;
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (int i = 0; i < 21; ++i) {
+        void* b = req->alloc(16);
+        memset(b, 0, 16);
+        blocks.push_back(b);
+        c.add(b, 16);
+        lo = std::min(lo, reinterpret_cast<uintptr_t>(b));
+        hi = std::max(hi, reinterpret_cast<uintptr_t>(b));
+    }
+    const uintptr_t sign = uintptr_t{1} << 63;
+    const uintptr_t misses[] = {0, 1, lo - 1, lo - 4096, lo ^ sign, hi ^ sign, ~uintptr_t{0}, sign};
+    std::vector<uintptr_t> root(8 * 16 + 5);
+    for (size_t i = 0; i < root.size(); ++i) root[i] = misses[i % (sizeof misses / sizeof misses[0])];
+    {
+        Reachability r;
+        BOOST_REQUIRE(r.prepare(c.leaks.data(), c.leaks.size()));
+        r.scan_root(root.data(), root.data() + root.size());
+        r.classify();
+        for (void* b : blocks) BOOST_TEST((c.kind_of(b) == Leak_kind::definite));
+    }
+    // Block i at word 6i + i % 8 (every place of a group, groups apart);
+    // the last one in the tail, as an interior pointer.
+    for (size_t i = 0; i + 1 < blocks.size(); ++i) root[6 * i + i % 8] = reinterpret_cast<uintptr_t>(blocks[i]);
+    root[root.size() - 2] = reinterpret_cast<uintptr_t>(blocks.back()) + 8;
+    Reachability r;
+    BOOST_REQUIRE(r.prepare(c.leaks.data(), c.leaks.size()));
+    r.scan_root(root.data(), root.data() + root.size());
+    r.classify();
+    for (void* b : blocks) BOOST_TEST((c.kind_of(b) == Leak_kind::reachable));
 }
 
 BOOST_AUTO_TEST_CASE(interior_pointers_reach_small_large_and_huge_blocks) {
