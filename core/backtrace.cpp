@@ -150,12 +150,13 @@ bool prepare(bool fast) {
     return true;
 }
 
-unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t* tag,
-                 uintptr_t start_frame) {
-    if (memo) {
-        *tag = 0;
-        memo->last = nullptr;
-    }
+namespace {
+
+// capture() past its common case: `fast_tried`, the fast unwinder with the
+// own range failed already; `caller`, capture()'s return address.
+__attribute__((noinline)) unsigned capture_general(uintptr_t* out, unsigned max, fast_unwind::Memo* memo,
+                                                   uint64_t* tag, uintptr_t start_frame, bool fast_tried,
+                                                   uintptr_t caller) {
     Backtrace_fn fn = g_unw_backtrace.load(std::memory_order_acquire);
     if ((!fn && !g_fast_only.load(std::memory_order_relaxed)) || max == 0) return 0;
     // In a child whose loader may be locked, libunwind would wait for its
@@ -166,7 +167,7 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
     // zmm's own frames above the program's (those above start_frame, if
     // given: the allocator's entries), unwound and not kept: the fast
     // unwinder skips them itself.
-    if (fast && g_own_lo != 0) {
+    if (fast && g_own_lo != 0 && !fast_tried) {
         int n = fast_unwind::capture(out, max, g_own_lo, g_own_hi, memo, tag, start_frame);
         if (n >= 0) return static_cast<unsigned>(n);
     }
@@ -188,15 +189,39 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
         if (stepwise || (n > 0 && loader_watch::through(raw, static_cast<unsigned>(n))))
             n = g_stepper.step ? step_backtrace(raw, static_cast<int>(want)) : 0;
     }
+    // The allocator's frames (this function's and capture()'s among them)
+    // are skipped; with no range set, those up to capture()'s caller.
+    const unsigned count = n > 0 ? static_cast<unsigned>(n) : 0;
     unsigned kept = 0, i = 0;
-    // skip capture() itself and the allocator's frames
-    for (; i < static_cast<unsigned>(n > 0 ? n : 0); ++i) {
-        uintptr_t pc = raw[i];
-        if (!(pc >= g_own_lo && pc < g_own_hi) && pc != reinterpret_cast<uintptr_t>(&capture)) break;
+    if (g_own_lo != 0) {
+        while (i < count && raw[i] >= g_own_lo && raw[i] < g_own_hi) ++i;
+    } else {
+        while (i < count && raw[i] != caller) ++i;
+        if (i == count) i = count > 0 ? 1 : 0;  // (not found: this function's own frame alone)
     }
-    if (g_own_lo == 0 && i == 0 && n > 0) i = 1;  // no range set: drop capture() itself
-    for (; i < static_cast<unsigned>(n) && kept < max; ++i) out[kept++] = raw[i];
+    for (; i < count && kept < max; ++i) out[kept++] = raw[i];
     return kept;
+}
+
+}  // namespace
+
+unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t* tag,
+                 uintptr_t start_frame) {
+    if (memo) {
+        *tag = 0;
+        memo->last = nullptr;
+    }
+    // The common case, in a frame of its own size (capture_general's buffer
+    // costs every call a prologue of pushes): the fast unwinder, which skips
+    // zmm's own frames itself.
+    const bool fast_tried = g_fast.load(std::memory_order_relaxed) && g_own_lo != 0 && max != 0 &&
+                            (g_unw_backtrace.load(std::memory_order_acquire) || g_fast_only.load(std::memory_order_relaxed));
+    if (fast_tried) {
+        int n = fast_unwind::capture(out, max, g_own_lo, g_own_hi, memo, tag, start_frame);
+        if (n >= 0) return static_cast<unsigned>(n);
+    }
+    return capture_general(out, max, memo, tag, start_frame, fast_tried,
+                           reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
 }
 
 void check_unloads() {

@@ -35,7 +35,8 @@ void set_own_range(uintptr_t lo, uintptr_t hi);
 // Up to `max` return addresses of the calling thread, innermost first,
 // without the allocator's own frames. 0 if not prepared. With `memo` (the
 // thread's), `*tag` is the tag fast_unwind::remember gave these frames when
-// the same stack was last captured, 0 if none. `start_frame`: as
+// the same stack was last captured, 0 if none; with a tag, `out` is not
+// written (the tag stands for the frames). `start_frame`: as
 // fast_unwind::capture's (the allocator's entry: its frames below are its own).
 unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo = nullptr, uint64_t* tag = nullptr,
                  uintptr_t start_frame = 0);

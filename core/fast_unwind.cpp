@@ -725,9 +725,11 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, 
     if (noted) {
         const Memo_entry& e = *noted;
         if (replay(e, generation, pc, sp, fp, max, lo, hi)) {
+            // Tagged, the frames are the caller's already (it tagged them).
             // (A loop, not memcpy's rep movs: the caller reads them at once,
             // and a load waits for a string store to retire.)
-            for (unsigned i = 0; i < e.n; ++i) out[i] = e.pcs[i];
+            if (!e.tag)
+                for (unsigned i = 0; i < e.n; ++i) out[i] = e.pcs[i];
             *tag = e.tag;
             ++memo->hits;
             return static_cast<int>(e.n);

@@ -28,7 +28,8 @@ struct Memo;
 // (the allocator's own frames) are unwound, not kept; at most k_max_skipped.
 // With `memo` (the calling thread's, below), `*tag` is the tag given to
 // these frames when they were last unwound from here, 0 if none (remember
-// gives one). `start_frame`, if not 0: the frame address
+// gives one); with a tag, `out` is left as it was (the count is returned:
+// the tag stands for the frames). `start_frame`, if not 0: the frame address
 // (__builtin_frame_address(0)) of a function with a frame pointer that is
 // still running below the caller, where the unwinding starts (at its
 // return address), the frames between not unwound (ignored if it is not

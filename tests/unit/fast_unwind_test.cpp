@@ -337,14 +337,42 @@ struct Short {
     uint64_t tag;
 };
 
+// What a caller of the memo keeps, as zmm keeps a stack's depot id: the
+// frames each tag it gave stands for (a replay with a tag leaves `out`
+// unwritten). Tags are given once each; `name` is what a test calls them.
+struct Tag_book {
+    struct Entry {
+        uint64_t name;
+        std::vector<uintptr_t> frames;
+    };
+    std::vector<Entry> entries;  // tag i + 1
+    // The frames of a capture that returned n and `tag`, from `out` or the book.
+    std::vector<uintptr_t> frames(const uintptr_t* out, int n, uint64_t tag) const {
+        if (tag == 0) return std::vector<uintptr_t>(out, out + (n > 0 ? n : 0));
+        BOOST_REQUIRE(tag <= entries.size());
+        BOOST_TEST(static_cast<size_t>(n) == entries[tag - 1].frames.size());
+        return entries[tag - 1].frames;
+    }
+    uint64_t name_of(uint64_t tag) const { return tag ? entries.at(tag - 1).name : 0; }
+    // Tags the last capture, untagged, that found `frames`.
+    void remember(fast_unwind::Memo& memo, uint64_t name, const std::vector<uintptr_t>& frames) {
+        entries.push_back(Entry{name, frames});
+        fast_unwind::remember(memo, entries.size());
+    }
+};
+Tag_book g_book;
+
 // Both unwinders, 16 frames, the fast one through the memo; the frames are
-// tagged with `tag` when the memo had no tag for them.
-__attribute__((noinline)) Short unwind_16(uint64_t tag) {
+// tagged (named `name`) when the memo had no tag for them.
+__attribute__((noinline)) Short unwind_16(uint64_t name) {
     Short b;
     uintptr_t out[16];
-    int n = fast_unwind::capture(out, 16, 0, 0, &g_memo, &b.tag);
-    if (n > 0) b.fast.assign(out + 1, out + n);
-    if (b.tag == 0) fast_unwind::remember(g_memo, tag);
+    uint64_t tag;
+    int n = fast_unwind::capture(out, 16, 0, 0, &g_memo, &tag);
+    const std::vector<uintptr_t> all = g_book.frames(out, n, tag);
+    if (all.size() > 1) b.fast.assign(all.begin() + 1, all.end());
+    b.tag = g_book.name_of(tag);
+    if (tag == 0) g_book.remember(g_memo, name, all);
     void* raw[16];
     int m = libunwind()(raw, 16);
     for (int i = 1; i < m; ++i) b.general.push_back(reinterpret_cast<uintptr_t>(raw[i]));
@@ -383,6 +411,51 @@ BOOST_AUTO_TEST_CASE(a_stack_seen_before_is_the_memo_s) {
     BOOST_TEST(s[2].tag == 0xau);
     BOOST_TEST(hits[1] == hits[0] + 1);
     BOOST_TEST(hits[2] == hits[1] + 1);
+}
+
+// A replay writes the frames, unless they have a tag: the caller has them
+// under it (zmm's depot id), and copying them would be time lost.
+__attribute__((noinline)) int capture_16(uintptr_t* out, uint64_t* tag) {
+    int n = fast_unwind::capture(out, 16, 0, 0, &g_memo, tag);
+    asm volatile("" ::: "memory");  // not a tail call
+    return n;
+}
+
+BOOST_AUTO_TEST_CASE(a_replay_with_a_tag_leaves_the_frames_unwritten) {
+    uintptr_t out[4][16];
+    uint64_t tags[4];
+    int n[4];
+    const uint64_t hits = g_memo.hits;
+    uint64_t hits_after[4];
+    // 0: unwound; 1: replayed untagged; (rules forgotten: the memo void)
+    // 2: unwound again, and tagged; 3: replayed tagged. (What is done
+    // around the call is called through a pointer: one call site, the same
+    // stack, with no branch for the compiler to copy the call into.)
+    void (*none)() = [] {};
+    void (*before[4])() = {none, none, [] { fast_unwind::forget_rules(); }, none};
+    void (*after[4])() = {none, none, [] { fast_unwind::remember(g_memo, 0x77); }, none};
+    for (int i = 0; i < 4; ++i) {
+        asm volatile("" : "+r"(i));
+        for (uintptr_t& w : out[i]) w = 0x5e;
+        before[i]();
+        n[i] = capture_16(out[i], &tags[i]);
+        hits_after[i] = g_memo.hits;
+        after[i]();
+    }
+    BOOST_TEST_REQUIRE(n[0] > 1);
+    const std::vector<uintptr_t> first(out[0], out[0] + n[0]);
+    BOOST_TEST(tags[0] == 0u);
+    BOOST_TEST(hits_after[0] == hits);
+    BOOST_TEST(tags[1] == 0u);
+    BOOST_TEST(hits_after[1] == hits + 1);
+    BOOST_TEST(std::vector<uintptr_t>(out[1], out[1] + n[1]) == first);
+    BOOST_TEST(tags[2] == 0u);
+    BOOST_TEST(hits_after[2] == hits + 1);
+    BOOST_TEST(std::vector<uintptr_t>(out[2], out[2] + n[2]) == first);
+    BOOST_TEST(tags[3] == 0x77u);
+    BOOST_TEST(hits_after[3] == hits + 2);
+    BOOST_TEST(n[3] == n[0]);
+    for (uintptr_t w : out[3]) BOOST_TEST(w == 0x5eu);
 }
 
 BOOST_AUTO_TEST_CASE(another_caller_at_the_same_place_is_unwound) {
@@ -435,12 +508,13 @@ __attribute__((noinline)) int capture_skipping_memo(uintptr_t* out, uint64_t* ta
 // the program's first frames apart.
 Short g_skipped;
 template <int which>
-__attribute__((noinline)) void skip_caller(uint64_t tag) {
+__attribute__((noinline)) void skip_caller(uint64_t name) {
     uintptr_t out[16];
-    g_skipped.tag = 0;
-    int n = capture_skipping_memo(out, &g_skipped.tag);
-    g_skipped.fast.assign(out, out + (n > 0 ? n : 0));
-    if (g_skipped.tag == 0) fast_unwind::remember(g_memo, tag);
+    uint64_t tag;
+    int n = capture_skipping_memo(out, &tag);
+    g_skipped.fast = g_book.frames(out, n, tag);
+    g_skipped.tag = g_book.name_of(tag);
+    if (tag == 0) g_book.remember(g_memo, name, g_skipped.fast);
     void* raw[16];
     int m = libunwind()(raw, 16);  // raw[0]: here; from raw[1], this function's callers
     g_skipped.general.assign(reinterpret_cast<uintptr_t*>(raw), reinterpret_cast<uintptr_t*>(raw) + m);
@@ -536,8 +610,8 @@ __attribute__((noinline)) void skip_through(int way) {
     uintptr_t out[16];
     uint64_t tag;
     int n = fn(out, &tag);
-    g_skipped.fast.assign(out, out + (n > 0 ? n : 0));
-    if (tag == 0) fast_unwind::remember(g_memo_sections, 1);
+    g_skipped.fast = g_book.frames(out, n, tag);
+    if (tag == 0) g_book.remember(g_memo_sections, 1, g_skipped.fast);
     void* raw[16];
     int m = libunwind()(raw, 16);
     g_skipped.general.assign(reinterpret_cast<uintptr_t*>(raw), reinterpret_cast<uintptr_t*>(raw) + m);
