@@ -543,19 +543,18 @@ Memo_entry& entry_for(Memo& memo, uintptr_t pc, uintptr_t sp) {
 }
 
 // Does the stack still hold what `e` read, from a start at pc, sp, fp on the
-// stack [lo, hi)? Then its frames are e's.
+// stack [lo, hi)? Then its frames are e's. (The same sp: each word is read
+// where it was, inside [e.lowest_read, e.highest_cfa), which end_entry
+// checked, and so inside the stack.)
 bool replay(const Memo_entry& e, uint64_t generation, uintptr_t pc, uintptr_t sp, uintptr_t fp, unsigned max,
             uintptr_t lo, uintptr_t hi) {
     if (e.generation != generation || e.pc != pc || e.sp != sp || (e.fp_read && e.fp != fp) || e.max != max ||
-        e.n > k_memo_frames || e.steps > e.n || e.lowest_read < lo || e.highest_cfa > hi)
-        return false;  // (n and steps bounded whatever e holds)
-    for (unsigned k = 0; k < e.steps; ++k) {
-        const uintptr_t cfa = sp + e.step[k].cfa_off;
-        const unsigned slot = e.step[k].slot & k_slot_mask;
-        if (cfa > hi || cfa - 8 * slot < lo) return false;  // (reads stay on the stack, whatever e holds)
-        if (load(cfa - 8) != (k + 1 < e.n ? e.pcs[k + 1] : e.last_pc)) return false;
-        if ((e.step[k].slot & k_fp_used) && load(cfa - 8 * slot) != e.step[k].fp) return false;
-    }
+        e.n > k_memo_frames || e.steps > e.n || e.fp_reads > e.steps || e.lowest_read < lo || e.highest_cfa > hi)
+        return false;  // (the counts bounded whatever e holds)
+    for (unsigned k = 0; k < e.steps; ++k)
+        if (load(sp + static_cast<intptr_t>(e.ra_off[k])) != e.pcs[k + 1]) return false;
+    for (unsigned k = 0; k < e.fp_reads; ++k)
+        if (load(sp + static_cast<intptr_t>(e.fp_off[k])) != e.fp_val[k]) return false;
     return true;
 }
 
@@ -582,6 +581,16 @@ bool replay_skip(const Memo_skip& e, uint64_t generation, uintptr_t& pc, uintptr
     return true;
 }
 
+// What an unwinding that writes an entry keeps of each step besides its
+// return address's offset: the rbp it reloaded (slot 1-7: from CFA - 8 *
+// slot; 0: none) and the word read there, compared on replay when a later
+// rule read it (k_fp_used).
+constexpr uint32_t k_fp_used = 8;
+struct Recording {
+    uint32_t slot[k_memo_frames];
+    uintptr_t fp[k_memo_frames];
+};
+
 // An entry about to be written from the state pc, sp, fp.
 void begin_entry(Memo_entry& e, uintptr_t pc, uintptr_t sp, uintptr_t fp, uintptr_t hi) {
     e.generation = 0;  // (valid once done)
@@ -593,43 +602,54 @@ void begin_entry(Memo_entry& e, uintptr_t pc, uintptr_t sp, uintptr_t fp, uintpt
     e.highest_cfa = sp;
     e.tag = 0;
     e.steps = 0;
+    e.fp_reads = 0;
 }
 
 // Before a step by `rule`: the fp it reads (an rbp-based rule) is the
 // entry's first, or the word the last step that reloaded it read, which
 // replay must then compare (the others it need not: rbp is often just a
 // register the program keeps a value in).
-void note_fp_use(Memo_entry& e, uint32_t rule, int reloaded_at) {
+void note_fp_use(Memo_entry& e, Recording& rec, uint32_t rule, int reloaded_at) {
     if (rule >= k_outermost || !(rule & k_rbp_base)) return;
     if (reloaded_at < 0)
         e.fp_read = true;
     else
-        e.step[reloaded_at].slot |= k_fp_used;
+        rec.slot[reloaded_at] |= k_fp_used;
 }
 
 // Notes in `e` a step taken by `rule` to the state sp (the CFA), fp;
 // `reloaded_at`, the last step that reloaded fp, -1 for none.
-void note_step(Memo_entry& e, uint32_t rule, uintptr_t sp, uintptr_t fp, int& reloaded_at) {
-    Memo_step& st = e.step[e.steps];
-    st.cfa_off = static_cast<uint32_t>(sp - e.sp);
-    st.slot = rule & k_slot_mask;
-    st.fp = fp;
+void note_step(Memo_entry& e, Recording& rec, uint32_t rule, uintptr_t sp, uintptr_t fp, int& reloaded_at) {
+    const unsigned k = e.steps;
+    e.ra_off[k] = static_cast<int32_t>(sp - 8 - e.sp);  // (end_entry checks that it fits)
+    rec.slot[k] = rule & k_slot_mask;
+    rec.fp[k] = fp;
     if (sp - 8 < e.lowest_read) e.lowest_read = sp - 8;
-    if (st.slot) {
-        reloaded_at = static_cast<int>(e.steps);
-        if (sp - 8 * st.slot < e.lowest_read) e.lowest_read = sp - 8 * st.slot;
+    if (rec.slot[k]) {
+        reloaded_at = static_cast<int>(k);
+        if (sp - 8 * rec.slot[k] < e.lowest_read) e.lowest_read = sp - 8 * rec.slot[k];
     }
     if (sp > e.highest_cfa) e.highest_cfa = sp;
     ++e.steps;
 }
 
 // The entry done: n frames, the last step having read pc; valid for the
-// generation of rules the capture began with.
-void end_entry(Memo& memo, Memo_entry& e, uint64_t generation, unsigned max, unsigned n, uintptr_t pc, uintptr_t sp) {
-    if (sp - e.sp > UINT32_MAX) return;  // (the offsets do not fit: left invalid)
+// generation of rules the capture began with. The saved rbp words a later
+// rule read join the words a replay compares.
+void end_entry(Memo& memo, Memo_entry& e, const Recording& rec, uint64_t generation, unsigned max, unsigned n,
+               uintptr_t pc) {
+    // (Offsets that do not fit leave it invalid: CFAs only grow, and reads
+    // are at most 56 bytes below one.)
+    if (e.highest_cfa - e.sp > INT32_MAX || (e.lowest_read < e.sp && e.sp - e.lowest_read > INT32_MAX)) return;
+    for (unsigned k = 0; k < e.steps; ++k) {
+        if (!(rec.slot[k] & k_fp_used)) continue;
+        const uintptr_t cfa = e.sp + static_cast<intptr_t>(e.ra_off[k]) + 8;
+        e.fp_off[e.fp_reads] = static_cast<int32_t>(cfa - 8 * (rec.slot[k] & k_slot_mask) - e.sp);
+        e.fp_val[e.fp_reads++] = rec.fp[k];
+    }
     e.max = max;
     e.n = n;
-    e.last_pc = pc;
+    e.pcs[n] = pc;
     e.generation = generation;
     memo.last = &e;
 }
@@ -738,17 +758,18 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, 
     }
     int reloaded_at = -1;
     unsigned n = 0;
+    Recording rec;  // (written only for steps taken)
     while (n < max && pc) {
         if (noted) noted->pcs[n] = pc;
         out[n++] = pc;
         const uint32_t rule = rule_for(table, pc);
-        if (noted) note_fp_use(*noted, rule, reloaded_at);
+        if (noted) note_fp_use(*noted, rec, rule, reloaded_at);
         const Step s = step(rule);
         if (s == give_up) return -1;
         if (s == stack_end) break;
-        if (noted) note_step(*noted, rule, sp, fp, reloaded_at);
+        if (noted) note_step(*noted, rec, rule, sp, fp, reloaded_at);
     }
-    if (noted) end_entry(*memo, *noted, generation, max, n, pc, sp);
+    if (noted) end_entry(*memo, *noted, rec, generation, max, n, pc);
     return static_cast<int>(n);
 }
 

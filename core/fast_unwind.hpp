@@ -52,23 +52,21 @@ inline constexpr unsigned k_max_skipped = 16;
 // cache miss) before it can read the next. Entries die with their
 // generation of rules (forget_rules). Backtraces of up to k_memo_frames.
 inline constexpr unsigned k_memo_frames = 16;
-struct Memo_step {
-    uint32_t cfa_off;  // the frame's CFA, from the first frame's sp
-    uint32_t slot;     // rbp reloaded from CFA - 8 * (slot & k_slot_mask) (1-7); 0: none
-    uintptr_t fp;      // the word read there (compared with k_fp_used: a later rule reads it)
-};
 inline constexpr uint32_t k_slot_mask = 7;
-inline constexpr uint32_t k_fp_used = 8;
 struct Memo_entry {
     uint64_t generation;  // of the rules it was unwound with; 0: empty
     uintptr_t pc, sp, fp;
     bool fp_read;         // a rule read the first frame's fp
-    unsigned max, n, steps;
-    uintptr_t lowest_read, highest_cfa;  // against the stack's bounds then
-    uintptr_t last_pc;    // what the last step read (0, or beyond max)
-    uint64_t tag;         // the caller's (remember); 0: none yet
-    uintptr_t pcs[k_memo_frames];
-    Memo_step step[k_memo_frames];
+    unsigned max, n, steps, fp_reads;
+    uintptr_t lowest_read, highest_cfa;  // every word read is in [lowest_read, highest_cfa)
+    uint64_t tag;                        // the caller's (remember); 0: none yet
+    uintptr_t pcs[k_memo_frames + 1];    // the frames, then what the last step read (0, or beyond max)
+    // What a replay reads, at these offsets from the first frame's sp:
+    // step k's return address (pcs[k + 1]), then the saved rbp words a later
+    // rule used (fp_val).
+    int32_t ra_off[k_memo_frames];
+    int32_t fp_off[k_memo_frames];
+    uintptr_t fp_val[k_memo_frames];
 };
 // The allocator's own frames, skipped before the program's: a few call
 // chains (malloc's, operator new's, ...), each the same from every
