@@ -214,8 +214,9 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
     // The common case, in a frame of its own size (capture_general's buffer
     // costs every call a prologue of pushes): the fast unwinder, which skips
     // zmm's own frames itself.
-    const bool fast_tried = g_fast.load(std::memory_order_relaxed) && g_own_lo != 0 && max != 0 &&
-                            (g_unw_backtrace.load(std::memory_order_acquire) || g_fast_only.load(std::memory_order_relaxed));
+    const bool fast_tried =
+        g_fast.load(std::memory_order_relaxed) && g_own_lo != 0 && max != 0 &&
+        (g_unw_backtrace.load(std::memory_order_acquire) || g_fast_only.load(std::memory_order_relaxed));
     if (fast_tried) {
         int n = fast_unwind::capture(out, max, g_own_lo, g_own_hi, memo, tag, start_frame);
         if (n >= 0) return static_cast<unsigned>(n);

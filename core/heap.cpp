@@ -1403,17 +1403,23 @@ void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), 
                 p += k_bin_pages[bin];
                 if (to_find[bin] == 0) continue;
                 const size_t slot_size = k_bin_size[bin];
-                // Most slots are free at a request's end: the free test
-                // comes first (the key in a register: as far as the compiler
-                // knows, fn may change the heap). Blocks left by earlier
-                // requests (lost ones pile up in a leaky program's pages)
-                // are then skipped by their bit.
+                // Blocks left by earlier requests (lost ones pile up in a
+                // leaky program's pages) are skipped by their bit, unread;
+                // then the free test, the key in a register (as far as the
+                // compiler knows, fn may change the heap).
                 const bool marked = own_runs && (m & k_small_slow_free) && c->carried_bits;
                 const uint64_t link_key = key;
-                for (unsigned k = 0, n = k_bin_count[bin]; k < n; ++k, slot += slot_size) {
+                // The run's bits (as Chunk::carried_has reads them), from
+                // its first page: slot k's is bit k * slot_size / 8.
+                const uint64_t* bits =
+                    marked ? c->carried_bits + Chunk::carried_word(reinterpret_cast<uintptr_t>(slot))
+                           : nullptr;
+                const size_t bit_step = slot_size / 8;
+                size_t bit = 0;
+                for (unsigned k = 0, n = k_bin_count[bin]; k < n; ++k, slot += slot_size, bit += bit_step) {
+                    if (marked && ((bits[bit >> 6] >> (bit & 63)) & 1)) continue;
                     auto* s = reinterpret_cast<const Free_slot*>(slot);
                     if (s->shadow == shadow_with(link_key, s, s->next)) continue;
-                    if (marked && c->carried_has(reinterpret_cast<uintptr_t>(slot))) continue;
                     fn(ctx, slot, slot_size);
                     if (--to_find[bin] == 0) break;
                     if (own_runs && (marked || !is_carried(slot)) && --own_left[bin] == 0) {

@@ -1,8 +1,9 @@
-// A growing array in memory from the OS (os::map), never from the program's
-// malloc: for zmm's own lists (leaks gathered at a request's end, the
-// mappings a leak scan reads). Doubles when full; push is async-signal-safe
-// (a share of a process-wide request ends in a signal handler). A plain
-// value: copying it copies the handle, release() gives the memory back.
+// A growing array in memory from the OS (os::map_unzeroed: items are written
+// before they are read), never from the program's malloc: for zmm's own
+// lists (leaks gathered at a request's end, the mappings a leak scan
+// reads). Doubles when full; push is async-signal-safe (a share of a
+// process-wide request ends in a signal handler). A plain value: copying it
+// copies the handle, release() gives the memory back.
 #pragma once
 
 #include <cstddef>

@@ -49,7 +49,8 @@ void* map(size_t size);
 // The same, its contents unspecified (a kept mapping is not zeroed): for
 // arrays that are written before they are read.
 void* map_unzeroed(size_t size);
-// Returns [p, p + size) to the OS: a whole mapping map() returned.
+// Returns [p, p + size) to the OS: a whole mapping map() or map_unzeroed()
+// returned.
 void unmap(void* p, size_t size);
 
 // The same for the heap's memory (not listed as internal). Any page-aligned

@@ -1,6 +1,8 @@
 #include "reachability.hpp"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
 #include "block_table.hpp"
 #include "chunk.hpp"
@@ -11,14 +13,19 @@
 namespace zmm {
 
 namespace {
+bool g_narrow_only = false;  // set_narrow_only
 size_t round_pages(size_t n) { return (n + k_page_size - 1) & ~(k_page_size - 1); }
 uint64_t hash_address(uintptr_t a) { return (a >> 4) * 0x9E3779B97F4A7C15ull; }
 }  // namespace
 
+void Reachability::set_narrow_only(bool on) { g_narrow_only = on; }
+
 bool Reachability::prepare(Leak* blocks, size_t count) {
     release();
+#if defined(__x86_64__)
     __builtin_cpu_init();  // (its constructor may not have run: it costs a cpuid or two)
-    wide_ = __builtin_cpu_supports("avx2");
+    wide_ = !g_narrow_only && __builtin_cpu_supports("avx2");
+#endif
     blocks_ = blocks;
     count_ = count;
     if (count == 0) return true;
@@ -207,41 +214,35 @@ void Reachability::hit(uintptr_t v) {
     work_[work_count_++] = static_cast<uint32_t>(i);
 }
 
-namespace {
-
-// The first group of 8 words from w with a word v in [lo, lo + span) (as
-// unsigned: v - lo < span), or where fewer than 8 are left. AVX2 (4 words a
-// compare, signed: both sides biased by 2^63) where the CPU has it: most of
-// a root is words no candidate is near, and this reads them 4 to 5 times
-// faster than one at a time.
-__attribute__((target("avx2"))) const uintptr_t* skip_far_words(const uintptr_t* w, const uintptr_t* end,
-                                                               uintptr_t lo, uintptr_t span) {
+#if defined(__x86_64__)
+// Words compared 4 at a time (as unsigned, v - lo < span: signed, both sides
+// biased by 2^63); a group of 8 with none in the candidates' range, most of
+// a root, costs no branch of its own. Up to the last whole group.
+__attribute__((target("avx2"))) const uintptr_t* Reachability::scan_words_wide(const uintptr_t* w,
+                                                                               const uintptr_t* end) {
     const __m256i bias = _mm256_set1_epi64x(INT64_MIN);
-    const __m256i low = _mm256_set1_epi64x(static_cast<int64_t>(lo));
-    const __m256i limit = _mm256_xor_si256(_mm256_set1_epi64x(static_cast<int64_t>(span)), bias);
+    const __m256i low = _mm256_set1_epi64x(static_cast<int64_t>(lo_));
+    const __m256i limit = _mm256_xor_si256(_mm256_set1_epi64x(static_cast<int64_t>(span_)), bias);
     for (; end - w >= 8; w += 8) {
         __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
         __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 4));
         a = _mm256_xor_si256(_mm256_sub_epi64(a, low), bias);
         b = _mm256_xor_si256(_mm256_sub_epi64(b, low), bias);
-        __m256i near = _mm256_or_si256(_mm256_cmpgt_epi64(limit, a), _mm256_cmpgt_epi64(limit, b));
-        if (!_mm256_testz_si256(near, near)) break;
+        unsigned near =
+            static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(limit, a)))) |
+            static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(limit, b)))) << 4;
+        for (; __builtin_expect(near != 0, 0); near &= near - 1) hit(w[__builtin_ctz(near)]);
     }
     return w;
 }
-
-}  // namespace
+#endif
 
 void Reachability::scan_words(const uintptr_t* w, const uintptr_t* end) {
     scanned_ += static_cast<uint64_t>(end - w) * sizeof(uintptr_t);
+#if defined(__x86_64__)
+    if (wide_) w = scan_words_wide(w, end);
+#endif
     const uintptr_t lo = lo_, span = span_;
-    if (wide_)
-        while (end - w >= 8) {
-            w = skip_far_words(w, end, lo, span);
-            if (end - w < 8) break;
-            for (const uintptr_t* group_end = w + 8; w < group_end; ++w)
-                if (*w - lo < span) hit(*w);
-        }
     for (; w < end; ++w) {
         uintptr_t v = *w;
         if (__builtin_expect(v - lo < span, 0)) hit(v);

@@ -70,6 +70,9 @@ public:
 
     // The candidate index of the block `v` points into, or -1.
     long resolve(uintptr_t v) const;
+    // For tests: words read one at a time from the next prepare() on, even
+    // where the CPU has AVX2 (scan_words_wide).
+    static void set_narrow_only(bool on);
     uint64_t bytes_scanned() const { return scanned_; }
 
 private:
@@ -81,6 +84,10 @@ private:
     static size_t bytes_of(const Leak& b);
     void hit(uintptr_t v);
     void scan_words(const uintptr_t* w, const uintptr_t* end);
+#if defined(__x86_64__)
+    __attribute__((target("avx2"))) const uintptr_t* scan_words_wide(const uintptr_t* w,
+                                                                     const uintptr_t* end);
+#endif
     void flood();
     // Not a root: a candidate, or a block of lost_heap_ found lost.
     bool left_out(const Heap& heap, bool may_hold_candidates, uintptr_t block) const;
@@ -112,7 +119,7 @@ private:
     uint64_t scanned_ = 0;
     bool indirect_pass_ = false;
     bool resident_only_ = false;
-    bool wide_ = false;  // the CPU has AVX2 (scan_words)
+    bool wide_ = false;  // the CPU has AVX2 (scan_words_wide)
     const Heap* lost_heap_ = nullptr;
     bool lost_heap_covered_ = false;
     size_t found_again_ = 0;

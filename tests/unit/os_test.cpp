@@ -55,6 +55,28 @@ BOOST_AUTO_TEST_CASE(a_mapping_given_back_is_taken_again_zeroed) {
     os::unmap(t, 20 * k_page);
 }
 
+// map_unzeroed takes a kept mapping as it was left (its callers write
+// before they read: zeroing would be time lost); map() still zeroes it.
+BOOST_AUTO_TEST_CASE(an_unzeroed_map_takes_a_kept_mapping_as_it_was) {
+    void* fill[8];
+    for (auto& f : fill) f = os::map(200 * k_page);
+    for (auto& f : fill) os::unmap(f, 200 * k_page);
+    const size_t bytes = 53 * k_page;  // a size nothing else here uses
+    auto* p = static_cast<unsigned char*>(os::map_unzeroed(bytes));
+    BOOST_TEST_REQUIRE(p != nullptr);
+    memset(p, 0xcd, bytes);
+    os::unmap(p, bytes);
+    auto* q = static_cast<unsigned char*>(os::map_unzeroed(bytes));
+    BOOST_TEST_REQUIRE(q == p);
+    BOOST_TEST(q[0] == 0xcd);
+    BOOST_TEST(q[bytes - 1] == 0xcd);
+    os::unmap(q, bytes);
+    auto* r = static_cast<unsigned char*>(os::map(bytes));
+    BOOST_TEST_REQUIRE(r == p);
+    for (size_t i = 0; i < bytes; ++i) BOOST_TEST_REQUIRE(r[i] == 0);
+    os::unmap(r, bytes);
+}
+
 BOOST_AUTO_TEST_CASE(the_oldest_makes_room_and_big_ones_are_unmapped) {
     std::vector<void*> ps;
     for (size_t i = 0; i < 12; ++i) ps.push_back(os::map((101 + i) * k_page));

@@ -90,11 +90,17 @@ BOOST_AUTO_TEST_CASE(a_root_reaches_the_block_and_what_it_points_to) {
     BOOST_TEST((c.kind_of(d) == Leak_kind::reachable));
 }
 
-// A long root is read 8 words at a time where the CPU allows (AVX2): a
-// pointer in any of a group's 8 places, or in the tail after the last
-// whole group, is found; words near the candidates' range but out of it
-// (on either side, or only the sign bit apart) reach nothing.
-BOOST_AUTO_TEST_CASE(pointers_anywhere_in_a_long_root_are_found) {
+// A long root is read 8 words at a time where the CPU allows (AVX2), else
+// one at a time (both are tested): a pointer in any of a group's 8 places,
+// or in the tail after the last whole group, is found; words near the
+// candidates' range but out of it (on either side, or only the sign bit
+// apart) reach nothing.
+BOOST_DATA_TEST_CASE(pointers_anywhere_in_a_long_root_are_found, boost::unit_test::data::make({false, true}),
+                     narrow_only) {
+    Reachability::set_narrow_only(narrow_only);
+    struct Restore {
+        ~Restore() { Reachability::set_narrow_only(false); }
+    } restore;
     Test_heap req;
     Candidates c;
     std::vector<void*> blocks;
@@ -118,8 +124,8 @@ BOOST_AUTO_TEST_CASE(pointers_anywhere_in_a_long_root_are_found) {
         r.classify();
         for (void* b : blocks) BOOST_TEST((c.kind_of(b) == Leak_kind::definite));
     }
-    // Block i at word 6i + i % 8 (every place of a group, groups apart);
-    // the last one in the tail, as an interior pointer.
+    // Block i at word 6i + i % 8 (each of a group's 8 places taken by
+    // one block or more); the last one in the tail, as an interior pointer.
     for (size_t i = 0; i + 1 < blocks.size(); ++i) root[6 * i + i % 8] = reinterpret_cast<uintptr_t>(blocks[i]);
     root[root.size() - 2] = reinterpret_cast<uintptr_t>(blocks.back()) + 8;
     Reachability r;
