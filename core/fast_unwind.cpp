@@ -544,8 +544,8 @@ Memo_entry& entry_for(Memo& memo, uintptr_t pc, uintptr_t sp) {
 
 // Does the stack still hold what `e` read, from a start at pc, sp, fp on the
 // stack [lo, hi)? Then its frames are e's. (The same sp: each word is read
-// where it was, inside [e.lowest_read, e.highest_cfa), which end_entry
-// checked, and so inside the stack.)
+// where the unwinding read it, inside [e.lowest_read, e.highest_cfa), which
+// is checked against the stack once.)
 bool replay(const Memo_entry& e, uint64_t generation, uintptr_t pc, uintptr_t sp, uintptr_t fp, unsigned max,
             uintptr_t lo, uintptr_t hi) {
     if (e.generation != generation || e.pc != pc || e.sp != sp || (e.fp_read && e.fp != fp) || e.max != max ||
@@ -638,17 +638,17 @@ void note_step(Memo_entry& e, Recording& rec, uint32_t rule, uintptr_t sp, uintp
 // rule read join the words a replay compares.
 void end_entry(Memo& memo, Memo_entry& e, const Recording& rec, uint64_t generation, unsigned max, unsigned n,
                uintptr_t pc) {
-    // (Offsets that do not fit leave it invalid: CFAs only grow, and reads
-    // are at most 56 bytes below one.)
-    if (e.highest_cfa - e.sp > INT32_MAX || (e.lowest_read < e.sp && e.sp - e.lowest_read > INT32_MAX)) return;
+    // (Offsets that do not fit leave it invalid: CFAs only grow, and no read
+    // is more than 56 bytes below the first sp.)
+    if (e.highest_cfa - e.sp > INT32_MAX) return;
     for (unsigned k = 0; k < e.steps; ++k) {
         if (!(rec.slot[k] & k_fp_used)) continue;
         const uintptr_t cfa = e.sp + static_cast<intptr_t>(e.ra_off[k]) + 8;
         e.fp_off[e.fp_reads] = static_cast<int32_t>(cfa - 8 * (rec.slot[k] & k_slot_mask) - e.sp);
         e.fp_val[e.fp_reads++] = rec.fp[k];
     }
-    e.max = max;
-    e.n = n;
+    e.max = static_cast<uint8_t>(max);
+    e.n = static_cast<uint8_t>(n);
     e.pcs[n] = pc;
     e.generation = generation;
     memo.last = &e;

@@ -57,7 +57,7 @@ struct Memo_entry {
     uint64_t generation;  // of the rules it was unwound with; 0: empty
     uintptr_t pc, sp, fp;
     bool fp_read;         // a rule read the first frame's fp
-    unsigned max, n, steps, fp_reads;
+    uint8_t max, n, steps, fp_reads;  // (each at most k_memo_frames)
     uintptr_t lowest_read, highest_cfa;  // every word read is in [lowest_read, highest_cfa)
     uint64_t tag;                        // the caller's (remember); 0: none yet
     uintptr_t pcs[k_memo_frames + 1];    // the frames, then what the last step read (0, or beyond max)
@@ -85,7 +85,10 @@ struct Memo_skip {
 // 60 KiB, not zeroed by its constructor: it lives in memory that comes
 // zeroed (a request record from os::map, static storage), where an entry
 // never used costs no resident page (in a fresh mapping; a kept one is
-// zeroed again).
+// zeroed again). Only capture writes it, and a replay trusts what it wrote:
+// the offsets of an entry's reads, whose addresses step() bounds-checked
+// when it recorded them (memory of zmm's own, which the program does not
+// reach but by a wild write).
 struct Memo {
     Memo() {}
     static constexpr unsigned k_entries = 128;  // by the first frame's pc and sp
@@ -97,6 +100,8 @@ struct Memo {
     Memo_entry* last;  // written by the last capture that missed
     uint64_t hits, skip_hits;
 };
+static_assert(sizeof(Memo) <= 60 * 1024, "a request record holds the memo: keep it within its pages");
+
 
 // Tags the frames the last capture through `memo` unwound (it returned a
 // tag of 0), if it kept them.

@@ -661,6 +661,50 @@ BOOST_AUTO_TEST_CASE(frames_that_read_rbp_through_the_memo) {
     BOOST_TEST(s[2].tag == 0xf0u);  // the memo's
 }
 
+// A saved rbp word a later rule reads is compared on replay: with that word
+// alone changed (the caller's rbp saved in an unoptimised frame, whose
+// caller's CFA rule takes it), the memo's entry is not replayed.
+struct Rbp_round {
+    uint64_t hits_before, hits_after;
+};
+Rbp_round g_rbp_round;
+__attribute__((noinline)) void capture_for_rbp() {
+    uintptr_t out[16];
+    uint64_t tag;
+    g_rbp_round.hits_before = g_memo.hits;
+    fast_unwind::capture(out, 16, 0, 0, &g_memo, &tag);
+    g_rbp_round.hits_after = g_memo.hits;
+    asm volatile("" ::: "memory");
+}
+__attribute__((noinline, optimize("O0"))) void unoptimised_rbp(int depth, int change) {
+    int local[4];
+    local[0] = depth;
+    if (depth > 0) {
+        unoptimised_rbp(depth - 1, change);
+    } else {
+        // This frame's first word: its caller's rbp, restored (by `leave`)
+        // only when this function returns.
+        auto* saved = static_cast<uintptr_t*>(__builtin_frame_address(0));
+        const uintptr_t word = *saved;
+        if (change) *saved = word + 16;
+        capture_for_rbp();
+        *saved = word;
+    }
+    (void)local;
+}
+
+BOOST_AUTO_TEST_CASE(a_changed_saved_rbp_is_not_replayed) {
+    Rbp_round r[3];
+    const int change[3] = {0, 0, 1};
+    for (int i = 0; i < 3; ++i) {
+        asm volatile("" : "+r"(i));
+        unoptimised_rbp(2, change[i]);
+        r[i] = g_rbp_round;
+    }
+    BOOST_TEST(r[1].hits_after == r[1].hits_before + 1);  // the same stack: replayed
+    BOOST_TEST(r[2].hits_after == r[2].hits_before);      // one saved rbp word changed: not
+}
+
 // More frames than the memo keeps: unwound every time, never tagged.
 BOOST_AUTO_TEST_CASE(long_backtraces_pass_the_memo_by) {
     for (int i = 0; i < 2; ++i) {
