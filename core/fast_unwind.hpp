@@ -102,7 +102,6 @@ struct Memo {
 };
 static_assert(sizeof(Memo) <= 60 * 1024, "a request record holds the memo: keep it within its pages");
 
-
 // Tags the frames the last capture through `memo` unwound (it returned a
 // tag of 0), if it kept them.
 void remember(Memo& memo, uint64_t tag);
