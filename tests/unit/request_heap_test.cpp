@@ -1,7 +1,9 @@
 // What a request does with a heap: enumerate its live blocks (the leaks),
 // merge what is left into the thread's persistent heap, trace blocks.
+#include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <thread>
@@ -224,6 +226,52 @@ BOOST_AUTO_TEST_CASE(own_runs_walk_finds_the_request_s_own_blocks) {
     for (void* p : {leak_with_carried, leak_alone, leak_large}) h->free_owned(p);
     for (void* p : carried)
         if (p) h->free_owned(p);
+    BOOST_TEST(table.size() == 0u);
+    h->request = nullptr;
+    h->blocks = nullptr;
+}
+
+// In runs of several pages (320 B slots: 5 pages, 1792 B: 7), the walk reads
+// the carried bits of every page of the run: every other slot carried, the
+// request's one leak in the run's last slot is found, no carried one is.
+BOOST_DATA_TEST_CASE(own_runs_walk_reads_the_bits_of_every_page_of_a_run,
+                     boost::unit_test::data::make({size_t{300}, size_t{1700}}), size) {
+    Test_heap h;
+    Block_table table;
+    h->blocks = &table;
+    char token = 0;
+    h->request = &token;  // (core asks only whether there is one)
+    const unsigned bin = size_to_bin(size);
+    const unsigned slots = k_bin_count[bin];
+    BOOST_TEST_REQUIRE(k_bin_pages[bin] > 1u);
+    // Request 1: one whole run; every other slot is left, carried.
+    std::vector<char*> run;
+    for (unsigned i = 0; i < slots; ++i) run.push_back(static_cast<char*>(h->alloc(size)));
+    std::sort(run.begin(), run.end());
+    BOOST_TEST_REQUIRE(static_cast<size_t>(run.back() - run.front()) == size_t{slots - 1} * k_bin_size[bin]);
+    for (unsigned i = 0; i < slots; ++i) {
+        if (i % 2) {
+            h->free_owned(run[i]);
+            continue;
+        }
+        BOOST_TEST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(run[i]), size, 0, k_block_carried}));
+        h->mark_carried(run[i]);
+    }
+    h->reset_for_request(SIZE_MAX);
+    // Request 2 takes the free slots back and keeps only the run's last.
+    std::vector<char*> mine;
+    for (unsigned i = 1; i < slots; i += 2) mine.push_back(static_cast<char*>(h->alloc(size)));
+    std::sort(mine.begin(), mine.end());
+    BOOST_TEST_REQUIRE((mine.front() == run[1] && mine.back() == run[slots - 1]));
+    for (char* p : mine)
+        if (p != run[slots - 1]) h->free_owned(p);
+    std::set<void*> seen;
+    h->for_each_live_block(
+        [](void* ctx, void* block, size_t) { static_cast<std::set<void*>*>(ctx)->insert(block); }, &seen, true);
+    BOOST_TEST(seen.size() == 1u);
+    BOOST_TEST(seen.count(run[slots - 1]) == 1u);
+    h->free_owned(run[slots - 1]);
+    for (unsigned i = 0; i < slots; i += 2) h->free_owned(run[i]);
     BOOST_TEST(table.size() == 0u);
     h->request = nullptr;
     h->blocks = nullptr;
