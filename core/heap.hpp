@@ -284,9 +284,9 @@ public:
     bool free_small_fast(void* p, size_t size_claimed) { return free_small_fast_claimed<true>(p, size_claimed); }
     // free_small_fast's main line, for the preload's inline fast path
     // (free_small_fast, which tests and the fuzz model call, wraps it):
-    // k_fast_freed when freed; k_fast_free_uncached when p is not in a chunk own_chunk
-    // names (another heap's, not a chunk, or one of this heap's the cache
-    // does not hold: owns_chunk_of and remember_chunk);
+    // k_fast_freed when freed; k_fast_free_uncached when p is not in a chunk
+    // own_chunk names (another heap's, not a chunk, or one of this heap's
+    // the cache does not hold: owns_chunk_of and remember_chunk);
     // k_fast_free_declined otherwise. A page with carried blocks
     // (k_small_slow_free) fails the main line's slot test; its blocks that
     // are not carried are freed on a branch out of the main line

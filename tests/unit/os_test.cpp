@@ -21,16 +21,20 @@ using namespace zmm;
 
 namespace {
 constexpr size_t k_page = 4096;
+
+// The kept slots, filled with mappings of 200 pages, which none of the
+// sizes the tests use takes: what earlier tests left kept is gone.
+void empty_kept_slots() {
+    void* fill[8];
+    for (auto& f : fill) f = os::map(200 * k_page);
+    for (auto& f : fill) os::unmap(f, 200 * k_page);
 }
+}  // namespace
 
 BOOST_AUTO_TEST_SUITE(os_internal)
 
 BOOST_AUTO_TEST_CASE(a_mapping_given_back_is_taken_again_zeroed) {
-    // The kept slots, filled with mappings of 200 pages, which none of the
-    // sizes below takes: what earlier tests left kept is gone.
-    void* fill[8];
-    for (auto& f : fill) f = os::map(200 * k_page);
-    for (auto& f : fill) os::unmap(f, 200 * k_page);
+    empty_kept_slots();
     const size_t bytes = 77 * k_page;  // a size nothing else here uses
     auto* p = static_cast<unsigned char*>(os::map(bytes));
     BOOST_TEST_REQUIRE(p != nullptr);
@@ -58,9 +62,7 @@ BOOST_AUTO_TEST_CASE(a_mapping_given_back_is_taken_again_zeroed) {
 // map_unzeroed takes a kept mapping as it was left (its callers write
 // before they read: zeroing would be time lost); map() still zeroes it.
 BOOST_AUTO_TEST_CASE(an_unzeroed_map_takes_a_kept_mapping_as_it_was) {
-    void* fill[8];
-    for (auto& f : fill) f = os::map(200 * k_page);
-    for (auto& f : fill) os::unmap(f, 200 * k_page);
+    empty_kept_slots();
     const size_t bytes = 53 * k_page;  // a size nothing else here uses
     auto* p = static_cast<unsigned char*>(os::map_unzeroed(bytes));
     BOOST_TEST_REQUIRE(p != nullptr);
