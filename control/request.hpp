@@ -14,6 +14,7 @@
 #include "block_table.hpp"
 #include "fast_unwind.hpp"
 #include "heap.hpp"
+#include "thread_heap.hpp"
 
 namespace zmm {
 
@@ -48,6 +49,21 @@ void set_limit_handler(void (*handler)(size_t, size_t, void*), void* arg);
 // For thread_heap(): the request heap the calling thread must allocate from
 // now (joining a process-wide request if one is open), or nullptr.
 Heap* request_heap_for_thread();
+
+// The calling thread's traced request heap when a call that missed the fast
+// path is the request's (as thread_heap() would say, in fewer tests): not
+// while zmm itself allocates (a capture's, a report's: depth, tool heap),
+// nor once the process-wide request it shares has ended. Else null: ask
+// thread_heap().
+namespace process_request {
+bool still_in(const Request* r);  // (process_request.hpp)
+}
+inline Heap* traced_request_heap() {
+    Heap* h = t_state.traced_heap;
+    if (!h || t_state.depth > 0 || t_state.tool_heap) return nullptr;
+    if (const Request* r = t_state.request; r->process_wide && !process_request::still_in(r)) return nullptr;
+    return h;
+}
 
 // Records a block just allocated from a traced request heap. `entry`: the
 // frame address of the allocator's entry that serves it: its stack is

@@ -44,6 +44,11 @@ static void* reentered_alloc(size_t size, size_t alignment, bool zeroed) {
 // malloc's slow path, inside the allocator already. `entry`: the frame of
 // the allocator's entry (trace_allocation's stack starts there), or null.
 static void* malloc_inside(size_t size, const void* entry) {
+    if (Heap* t = traced_request_heap()) {  // (every allocation of a traced request comes here)
+        void* p = t->alloc(size);
+        trace_allocation(t, p, size, entry);
+        return p;
+    }
     Heap* h = thread_heap();
     if (!h) {
         if (bypassed()) return libc::functions().malloc(size);
@@ -97,6 +102,12 @@ static void free_inside(void* p) {
 // there. A thread that has not allocated yet may first take p's heap, if it
 // waits in the pool (take_heap_of): p's free is then its own.
 static void free_other_heap(void* p) {
+    // (Every free of a traced request's block comes here: its heap is the
+    // thread's, its block leaves the table.)
+    if (Heap* t = traced_request_heap(); t && Chunk::of(p)->heap == t && !reentry::inside()) {
+        Busy_section busy;
+        return t->free_traced(p);
+    }
     if (__builtin_expect(t_state.exchange_tries > 0, 0) && !reentry::inside()) {
         take_heap_of(p);
         if (Heap* h = t_heap; h->owns_chunk_of(p)) return free_slow(p);  // (its own now: an ordinary free)

@@ -411,6 +411,40 @@ BOOST_AUTO_TEST_CASE(carried_blocks_mark_their_page) {
     h->blocks = nullptr;
 }
 
+// A traced request's free (free_traced): the table forgets the block and
+// the block is freed, whatever its kind, on the fast free's main line or
+// off it (a page with a carried block); a block the table never had (the
+// request's runtime blocks are all there; a merged heap's are not) frees
+// the same.
+BOOST_AUTO_TEST_CASE(free_traced_forgets_and_frees_every_kind) {
+    Test_heap h;
+    Block_table table;
+    h->blocks = &table;
+    auto listed = [&](size_t n, uint32_t flags = 0) {
+        char* p = static_cast<char*>(h->alloc(n));
+        BOOST_TEST_REQUIRE(table.insert(Block_info{reinterpret_cast<uintptr_t>(p), n, 7, flags}));
+        return p;
+    };
+    char* small = listed(48);
+    char* carried = listed(48, k_block_carried);
+    h->mark_carried(carried);
+    char* neighbour = listed(48);  // in the carried block's page: off the main line
+    BOOST_TEST_REQUIRE(Chunk::page_of(carried) == Chunk::page_of(neighbour));
+    char* large = listed(20000);
+    char* huge = listed(3u << 20);
+    char* unlisted = static_cast<char*>(h->alloc(100));
+    BOOST_TEST(table.size() == 5u);
+    for (char* p : {small, neighbour, carried, large, huge, unlisted}) {
+        h->free_traced(p);
+        BOOST_TEST(table.find(reinterpret_cast<uintptr_t>(p)) == nullptr);
+    }
+    BOOST_TEST(table.size() == 0u);
+    BOOST_TEST(!Heap::may_be_carried(carried));
+    BOOST_TEST(h->usage() == 0u);
+    BOOST_TEST(h->check() == nullptr);
+    h->blocks = nullptr;
+}
+
 // The carried bits' pool: zeroed bits, given back and taken again (more
 // than one mapping's worth), each its own.
 BOOST_AUTO_TEST_CASE(carried_bits_come_zeroed_from_the_pool) {
