@@ -411,16 +411,19 @@ void trace_allocation(Heap* heap, void* block, size_t size, const void* entry) {
     if (!r || !r->traced) return;
     Block_info info{reinterpret_cast<uintptr_t>(block), size, 0, 0};
     r->table.prefetch(info.address);  // (its slot comes in while the stack is captured)
+    const unsigned max =
+        options().backtrace < stack_depot::k_max_frames ? options().backtrace : stack_depot::k_max_frames;
+    // A stack captured before from the same place: its depot id and flag
+    // are in the memo's tag (k_tagged | id << 1 | runtime).
+    constexpr uint64_t k_tagged = uint64_t{1} << 63;
     if (t_state.depth > 0) {
         info.flags = k_block_runtime;  // allocated while zmm itself works
-    } else {
+    } else if (uint64_t tag = backtrace::memo_tag(&r->stacks, max, reinterpret_cast<uintptr_t>(entry))) {
+        info.stack = static_cast<uint32_t>(tag >> 1);  // (most allocations: a loop's, a constructor's)
+        if (tag & 1) info.flags = k_block_runtime;
+    } else {  // (tag is 0: unwound, or tagged by a capture that found the memo otherwise)
         Depth_guard guard;
         uintptr_t pcs[stack_depot::k_max_frames];
-        unsigned max = options().backtrace < stack_depot::k_max_frames ? options().backtrace : stack_depot::k_max_frames;
-        // A stack captured before from the same place: its depot id and
-        // flag are in the memo's tag (k_tagged | id << 1 | runtime).
-        constexpr uint64_t k_tagged = uint64_t{1} << 63;
-        uint64_t tag;
         unsigned n = backtrace::capture(pcs, max, &r->stacks, &tag, reinterpret_cast<uintptr_t>(entry));
         bool runtime;
         if (tag) {

@@ -225,6 +225,11 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
                            reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
 }
 
+uint64_t memo_tag(fast_unwind::Memo* memo, unsigned max, uintptr_t start_frame) {
+    if (g_own_lo == 0) return 0;  // (capture would not use the fast unwinder's memo)
+    return fast_unwind::replay_tag(*memo, max, g_own_lo, g_own_hi, start_frame);
+}
+
 void check_unloads() {
     // (A look is a dl_iterate_phdr. In a child whose loader may be locked,
     // unloads go unseen: glibc's own dlopen of a new object waits there.)

@@ -41,6 +41,11 @@ void set_own_range(uintptr_t lo, uintptr_t hi);
 unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo = nullptr, uint64_t* tag = nullptr,
                  uintptr_t start_frame = 0);
 
+// capture's tag, when `memo` (the thread's) has one for the stack above
+// `start_frame` (fast_unwind::replay_tag): the common case of a traced
+// allocation, without capture's set-up. 0: call capture.
+uint64_t memo_tag(fast_unwind::Memo* memo, unsigned max, uintptr_t start_frame);
+
 // After the loader may have loaded or unloaded objects (the preload calls
 // it around dlclose, and before dlopen for glibc's own unloads): when it
 // unloaded any since the last call, what the unwinders and the depot know

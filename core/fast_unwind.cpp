@@ -546,8 +546,9 @@ Memo_entry& entry_for(Memo& memo, uintptr_t pc, uintptr_t sp) {
 // stack [lo, hi)? Then its frames are e's. (The same sp: each word is read
 // where the unwinding read it, inside [e.lowest_read, e.highest_cfa), which
 // is checked against the stack once.)
-bool replay(const Memo_entry& e, uint64_t generation, uintptr_t pc, uintptr_t sp, uintptr_t fp, unsigned max,
-            uintptr_t lo, uintptr_t hi) {
+__attribute__((always_inline)) inline bool replay(const Memo_entry& e, uint64_t generation, uintptr_t pc,
+                                                  uintptr_t sp, uintptr_t fp, unsigned max, uintptr_t lo,
+                                                  uintptr_t hi) {
     if (e.generation != generation || e.pc != pc || e.sp != sp || (e.fp_read && e.fp != fp) || e.max != max ||
         e.n > k_memo_frames || e.steps > e.n || e.fp_reads > e.steps || e.lowest_read < lo || e.highest_cfa > hi)
         return false;  // (the counts bounded whatever e holds)
@@ -771,6 +772,24 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, 
     }
     if (noted) end_entry(*memo, *noted, rec, generation, max, n, pc);
     return static_cast<int>(n);
+}
+
+uint64_t replay_tag(Memo& memo, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, uintptr_t start_frame) {
+    // capture's start and its memo's test, for a start frame it would take.
+    const uintptr_t frame = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+    uintptr_t hi;
+    if (max == 0 || max > k_memo_frames || !stack_range(frame, hi) || frame + 16 > hi) return 0;
+    if (start_frame <= frame || start_frame > hi - 16 || start_frame % 8 != 0) return 0;
+    const uintptr_t pc = load(start_frame + 8);
+    if (pc == 0 || (pc >= skip_lo && pc < skip_hi)) return 0;
+    const uintptr_t sp = start_frame + 16;
+    const Memo_entry& e = entry_for(memo, pc, sp);
+    if (!e.tag ||
+        !replay(e, g_generation.load(std::memory_order_acquire), pc, sp, load(start_frame), max, frame, hi))
+        return 0;
+    memo.last = nullptr;
+    ++memo.hits;
+    return e.tag;
 }
 
 void remember(Memo& memo, uint64_t tag) {

@@ -102,6 +102,12 @@ struct Memo {
 };
 static_assert(sizeof(Memo) <= 60 * 1024, "a request record holds the memo: keep it within its pages");
 
+// capture's answer when `memo` holds a tagged unwinding of this stack from
+// `start_frame` (its frames above the allocator's own: the pc it returns to
+// is outside [skip_lo, skip_hi)): the tag, read in a frame of this
+// function's own size, without capture's set-up. 0: capture must run.
+uint64_t replay_tag(Memo& memo, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, uintptr_t start_frame);
+
 // Tags the frames the last capture through `memo` unwound (it returned a
 // tag of 0), if it kept them.
 void remember(Memo& memo, uint64_t tag);

@@ -705,6 +705,71 @@ BOOST_AUTO_TEST_CASE(a_changed_saved_rbp_is_not_replayed) {
     BOOST_TEST(r[2].hits_after == r[2].hits_before);      // one saved rbp word changed: not
 }
 
+// replay_tag, as a traced allocation uses it: from an entry's frame, the
+// tag capture would give, or 0 where capture must run.
+enum Replay_step { k_capture_and_tag, k_replay, k_replay_skipping_pc, k_replay_max_8, k_replay_pc_changed };
+struct Replay_round {
+    uint64_t tag;
+    uint64_t hits_before, hits_after;
+};
+Replay_round g_replay;
+__attribute__((noinline)) void replay_from(uintptr_t start, Replay_step step) {
+    Replay_round& r = g_replay;
+    r.hits_before = g_memo.hits;
+    const uintptr_t pc = *reinterpret_cast<const uintptr_t*>(start + 8);  // the entry's return address
+    switch (step) {
+        case k_capture_and_tag: {
+            uintptr_t out[16];
+            BOOST_TEST(fast_unwind::capture(out, 16, 0, 0, &g_memo, &r.tag, start) > 0);
+            if (r.tag == 0) fast_unwind::remember(g_memo, 0x99);
+            break;
+        }
+        case k_replay:
+            r.tag = fast_unwind::replay_tag(g_memo, 16, 0, 0, start);
+            break;
+        case k_replay_skipping_pc:
+            r.tag = fast_unwind::replay_tag(g_memo, 16, pc, pc + 1, start);
+            break;
+        case k_replay_max_8:
+            r.tag = fast_unwind::replay_tag(g_memo, 8, 0, 0, start);
+            break;
+        case k_replay_pc_changed: {
+            // The stack as another return address there would have it.
+            uintptr_t& word = *reinterpret_cast<uintptr_t*>(start + 8);
+            word = pc + 1;
+            r.tag = fast_unwind::replay_tag(g_memo, 16, 0, 0, start);
+            word = pc;
+            break;
+        }
+    }
+    r.hits_after = g_memo.hits;
+    asm volatile("" ::: "memory");
+}
+__attribute__((noinline)) void replay_entry(Replay_step step) {  // an allocator's entry
+    replay_from(reinterpret_cast<uintptr_t>(__builtin_frame_address(0)), step);
+    asm volatile("" ::: "memory");
+}
+
+BOOST_AUTO_TEST_CASE(a_tagged_stack_replays_from_an_entry_s_frame) {
+    const Replay_step steps[] = {k_capture_and_tag,   k_replay, k_replay_skipping_pc, k_replay_max_8,
+                                 k_replay_pc_changed, k_replay};
+    Replay_round r[6];
+    for (int i = 0; i < 6; ++i) {  // one call site: the same stack each time
+        asm volatile("" : "+r"(i));
+        replay_entry(steps[i]);
+        r[i] = g_replay;
+    }
+    BOOST_TEST(r[0].tag == 0u);  // unwound, then tagged
+    BOOST_TEST(r[1].tag == 0x99u);
+    BOOST_TEST(r[1].hits_after == r[1].hits_before + 1);
+    BOOST_TEST(r[2].tag == 0u);  // the entry's caller is in the skipped range: capture's to skip
+    BOOST_TEST(r[3].tag == 0u);  // another max: another unwinding
+    BOOST_TEST(r[4].tag == 0u);  // the first frame's pc is another: not the entry's
+    for (int i = 2; i < 5; ++i) BOOST_TEST(r[i].hits_after == r[i].hits_before);
+    BOOST_TEST(r[5].tag == 0x99u);  // (the stack as it was: still the memo's)
+    BOOST_TEST(fast_unwind::replay_tag(g_memo, 16, 0, 0, 8) == 0u);  // a start below this frame
+}
+
 // More frames than the memo keeps: unwound every time, never tagged.
 BOOST_AUTO_TEST_CASE(long_backtraces_pass_the_memo_by) {
     for (int i = 0; i < 2; ++i) {
