@@ -225,6 +225,7 @@ Request* begin_on_thread(const char* name, bool process_wide) {
     h->table_only_carried = !r->traced && !options().debug;
     h->request = r;
     t_state.request = r;
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // (the request before its route: as at the end)
     t_state.traced_heap = r->traced && !options().debug ? h : nullptr;
     t_heap = r->traced ? &g_empty_heap : fast_path_heap(h);
     return r;
@@ -238,8 +239,11 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
     Heap* p = t_state.persistent;
     // From here the thread allocates from its own heap again; the report's
     // own allocations (symbol names) are persistent.
-    t_state.request = nullptr;
+    // (The route first: a signal handler's call between the two finds no
+    // route to a request that is gone.)
     t_state.traced_heap = nullptr;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    t_state.request = nullptr;
     t_heap = fast_path_heap(p);
     Depth_guard guard;
     Leak_list own;

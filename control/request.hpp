@@ -61,7 +61,10 @@ bool still_in(const Request* r);  // (process_request.hpp)
 inline Heap* traced_request_heap() {
     Heap* h = t_state.traced_heap;
     if (!h || t_state.depth > 0 || t_state.tool_heap) return nullptr;
-    if (const Request* r = t_state.request; r->process_wide && !process_request::still_in(r)) return nullptr;
+    // (The request is set before its route and cleared after it; a null one
+    // all the same is thread_heap()'s question.)
+    const Request* r = t_state.request;
+    if (!r || (r->process_wide && !process_request::still_in(r))) return nullptr;
     return h;
 }
 

@@ -103,8 +103,10 @@ static void free_inside(void* p) {
 // waits in the pool (take_heap_of): p's free is then its own.
 static void free_other_heap(void* p) {
     // (Every free of a traced request's block comes here: its heap is the
-    // thread's, its block leaves the table.)
-    if (Heap* t = traced_request_heap(); t && Chunk::of(p)->heap == t && !reentry::inside()) {
+    // thread's, its block leaves the table. Not a signal handler's free
+    // inside the allocator: the reentry path's, whatever the request's
+    // state then.)
+    if (Heap* t = reentry::inside() ? nullptr : traced_request_heap(); t && Chunk::of(p)->heap == t) {
         Busy_section busy;
         return t->free_traced(p);
     }
