@@ -91,8 +91,10 @@ struct Memo_skip {
 // reach but by a wild write).
 struct Memo {
     Memo() {}
-    static constexpr unsigned k_entries = 128;  // by the first frame's pc and sp
+    static constexpr unsigned k_sets = 64;             // by the first frame's pc and sp
+    static constexpr unsigned k_entries = 2 * k_sets;  // two ways a set
     Memo_entry entries[k_entries];
+    uint8_t recent[k_sets];                        // the way each set used last
     static constexpr unsigned k_skip_entries = 4;  // each tried (replaced in turn)
     Memo_skip skips[k_skip_entries];
     unsigned skip_next;

@@ -478,6 +478,31 @@ BOOST_AUTO_TEST_CASE(another_caller_at_the_same_place_is_unwound) {
     for (const Short* s : {&b[0], &b[1]}) BOOST_TEST((s->tag == 0u || s->tag == 0xbu));
 }
 
+// Two stacks from one place (the same first frame, pc and sp: one set),
+// alternating, both stay: each set has two ways, and a miss replaces the
+// one used less recently. (Direct-mapped, each would evict the other.)
+BOOST_AUTO_TEST_CASE(two_stacks_from_one_place_stay_in_the_memo) {
+    Short a[3], b[3];
+    uint64_t hits[3];
+    for (int i = 0; i < 3; ++i) {
+        asm volatile("" : "+r"(i));
+        const uint64_t before = g_memo.hits;
+        caller_a();
+        a[i] = g_short;
+        caller_b();
+        b[i] = g_short;
+        hits[i] = g_memo.hits - before;
+    }
+    BOOST_TEST(hits[1] == 2u);
+    BOOST_TEST(hits[2] == 2u);
+    for (int i = 1; i < 3; ++i) {
+        BOOST_TEST(a[i].tag == 0xau);
+        BOOST_TEST(b[i].tag == 0xbu);
+        BOOST_TEST(a[i].fast == a[0].fast);
+        BOOST_TEST(b[i].fast == b[0].fast);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(forgotten_rules_void_the_memo) {
     uint64_t computed[3], tags[3];
     for (int i = 0; i < 3; ++i) {
