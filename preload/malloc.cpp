@@ -121,7 +121,16 @@ static void free_other_heap(void* p) {
     free_slow(p);
 }
 
+// A traced request's free (free_other_heap's route) erases p from its
+// table, a slot at random in it: asked of the cache here, where it first
+// misses the fast path. (bench_requests traced, under perf: the erase's
+// share of the samples 9.4-9.9% -> 6.4-7.8%.)
+inline void prefetch_traced_entry(const void* p) {
+    if (Heap* t = t_state.traced_heap) t->blocks->prefetch(reinterpret_cast<uintptr_t>(p));
+}
+
 __attribute__((noinline)) void free_uncached(void* p, Heap* h) {
+    prefetch_traced_entry(p);
     if (!is_chunk_granule(reinterpret_cast<uintptr_t>(p))) return free_slow(p);  // null, huge, not zmm's
     Chunk* c = Chunk::of(p);
     if (c->heap != h) return free_other_heap(p);
@@ -164,6 +173,7 @@ __attribute__((noinline, cold)) void report_wrong_size(void* p, size_t size, con
 }  // namespace
 
 __attribute__((noinline)) void free_sized_uncached(void* p, size_t size, const void* site, Heap* h) {
+    prefetch_traced_entry(p);
     if (!is_chunk_granule(reinterpret_cast<uintptr_t>(p))) return free_sized_slow(p, size, site);
     Chunk* c = Chunk::of(p);
     if (c->heap == h) {  // as free_uncached
