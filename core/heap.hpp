@@ -353,10 +353,11 @@ public:
     // (the caller checked ownership). Diagnoses misuse.
     void free_owned(void* p);
     // free_owned for a traced request heap's frees (every block is in its
-    // table): the table forgets p, then a small block takes the fast free's
-    // main line; anything that declines (a misuse included) is free_owned's.
+    // table, if it has one): the table forgets p, then a small block takes
+    // the fast free's main line; anything that declines (a misuse
+    // included) is free_owned's.
     void free_traced(void* p) {
-        forget(p);
+        if (blocks) forget(p);
         if (try_free_small(p) != k_fast_freed) free_owned(p);
     }
     // Frees a block of another heap: pushed onto that heap's remote stack.

@@ -566,8 +566,9 @@ struct World {
     }
 
     // Frees live[i] from `thread`: the preload's path (the fast local free,
-    // then free_any).
-    void free_block(unsigned i, unsigned thread) {
+    // then free_any); `traced`, a local free of heap R's block as a traced
+    // request's free takes it (Heap::free_traced: the table forgets it).
+    void free_block(unsigned i, unsigned thread, bool traced = false) {
         Block b = live[i];
         if (thread_of(b.heap) != thread && n_pending >= k_max_pending) thread = thread_of(b.heap);  // keep it local
         check_block(b, "before free");
@@ -575,7 +576,11 @@ struct World {
         const bool small_slot = Heap::in_small_run(b.p);
         log("free(%p) by thread %c (heap %s)", b.p, thread ? 'B' : 'A', heap_name(b.heap));
         unsigned mine = heap_of_thread(thread);
-        if (mine != k_heaps && heaps[mine].free_small_fast(b.p)) {
+        if (traced && b.heap == heap_r && thread_of(b.heap) == thread) {
+            log("  free_traced(%p)", b.p);
+            heaps[heap_r].free_traced(b.p);
+            if (b.carried && carried.find(reinterpret_cast<uintptr_t>(b.p))) fail("free_traced(%p): still in the table", b.p);
+        } else if (mine != k_heaps && heaps[mine].free_small_fast(b.p)) {
             if (b.heap != mine) fail("free_small_fast(%p) on heap %s took a block of heap %s", b.p, heap_name(mine), heap_name(b.heap));
             if (b.carried) fail("free_small_fast(%p) took a carried block", b.p);
         } else {
@@ -597,7 +602,8 @@ struct World {
 
     void op_free(unsigned thread, Reader& in) {
         if (!n_live) return;
-        free_block(in.u8() % n_live, thread);
+        const unsigned pick = in.u8();
+        free_block(pick % n_live, thread, mode == Mode::multi && (pick & 0x80));
     }
 
     void op_free_burst(unsigned thread, Reader& in) {
