@@ -744,6 +744,7 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, 
     }
     // The program's frames; through the memo when it can hold them.
     Memo_entry* noted = nullptr;
+    unsigned noted_slot = 0;  // the entry `noted` goes into
     if (memo && max <= k_memo_frames && pc) {
         const unsigned set = set_for(pc, sp);
         for (unsigned way = 0; way < 2; ++way) {
@@ -759,9 +760,16 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, 
             ++memo->hits;
             return static_cast<int>(e.n);
         }
-        const unsigned way = (memo->recent[set] & 1) ^ 1;  // the other one
-        memo->recent[set] = static_cast<uint8_t>(way);
-        noted = &memo->entries[2 * set + way];
+        // A miss unwinds into the scratch entry, copied into a way once it
+        // is done: an unwinding that gives up (a frame without CFI) takes
+        // no way from a stack that replays. The way: one that holds nothing
+        // valid, else the one the set did not use last.
+        const Memo_entry* ways = &memo->entries[2 * set];
+        const unsigned way = ways[0].generation != generation   ? 0
+                             : ways[1].generation != generation ? 1
+                                                                : (memo->recent[set] & 1) ^ 1;
+        noted_slot = 2 * set + way;
+        noted = &memo->scratch;
         begin_entry(*noted, pc, sp, fp, hi);
     }
     int reloaded_at = -1;
@@ -777,7 +785,14 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, 
         if (s == stack_end) break;
         if (noted) note_step(*noted, rec, rule, sp, fp, reloaded_at);
     }
-    if (noted) end_entry(*memo, *noted, rec, generation, max, n, pc);
+    if (noted) {
+        end_entry(*memo, *noted, rec, generation, max, n, pc);
+        if (memo->last == noted) {  // (else left invalid: an offset too far)
+            memo->entries[noted_slot] = *noted;
+            memo->last = &memo->entries[noted_slot];
+            memo->recent[noted_slot / 2] = static_cast<uint8_t>(noted_slot & 1);
+        }
+    }
     return static_cast<int>(n);
 }
 

@@ -95,6 +95,7 @@ struct Memo {
     static constexpr unsigned k_entries = 2 * k_sets;  // two ways a set
     Memo_entry entries[k_entries];
     uint8_t recent[k_sets];                        // the way each set used last
+    Memo_entry scratch;                            // a capture that missed unwinds here (then into its way)
     static constexpr unsigned k_skip_entries = 4;  // each tried (replaced in turn)
     Memo_skip skips[k_skip_entries];
     unsigned skip_next;

@@ -503,6 +503,74 @@ BOOST_AUTO_TEST_CASE(two_stacks_from_one_place_stay_in_the_memo) {
     }
 }
 
+// A stack the fast unwinder gives up on (a caller without CFI) from the
+// same place as two that replay takes neither of their ways: it unwinds
+// into the memo's scratch entry. (Three callers of one probe, two with CFI
+// and one without, in assembly: the probe's frame is the same from each.)
+extern "C" {
+uint64_t g_probe_tag;
+int g_probe_n;
+__attribute__((noinline, used)) void zmm_test_probe() {
+    uintptr_t out[16];
+    g_probe_n = fast_unwind::capture(out, 16, 0, 0, &g_memo, &g_probe_tag);
+    if (g_probe_n > 0 && g_probe_tag == 0) fast_unwind::remember(g_memo, 0x1000 + g_memo.hits);
+    asm volatile("" ::: "memory");
+}
+void zmm_test_cfi_a();
+void zmm_test_cfi_b();
+void zmm_test_no_cfi();
+}
+asm(R"(
+    .text
+    .globl zmm_test_cfi_a
+    .type zmm_test_cfi_a, @function
+zmm_test_cfi_a:
+    .cfi_startproc
+    sub $8, %rsp
+    .cfi_adjust_cfa_offset 8
+    call zmm_test_probe
+    add $8, %rsp
+    .cfi_adjust_cfa_offset -8
+    ret
+    .cfi_endproc
+    .globl zmm_test_cfi_b
+    .type zmm_test_cfi_b, @function
+zmm_test_cfi_b:
+    .cfi_startproc
+    sub $8, %rsp
+    .cfi_adjust_cfa_offset 8
+    call zmm_test_probe
+    add $8, %rsp
+    .cfi_adjust_cfa_offset -8
+    ret
+    .cfi_endproc
+    .globl zmm_test_no_cfi
+    .type zmm_test_no_cfi, @function
+zmm_test_no_cfi:
+    sub $8, %rsp
+    call zmm_test_probe
+    add $8, %rsp
+    ret
+)");
+
+BOOST_AUTO_TEST_CASE(a_stack_that_gives_up_keeps_out_of_the_memo_s_ways) {
+    void (*callers[3])() = {zmm_test_cfi_a, zmm_test_cfi_b, zmm_test_no_cfi};
+    uint64_t hits = 0, tries = 0;
+    for (int i = 0; i < 30; ++i) {  // a b x a b x ...
+        asm volatile("" : "+r"(i));
+        const uint64_t before = g_memo.hits;
+        callers[i % 3]();
+        if (i % 3 == 2) {
+            BOOST_TEST(g_probe_n == -1);  // (no rule for a pc without CFI)
+        } else if (i >= 3) {
+            ++tries;
+            hits += g_memo.hits - before;
+            BOOST_TEST(g_probe_tag != 0u);
+        }
+    }
+    BOOST_TEST(hits == tries);
+}
+
 BOOST_AUTO_TEST_CASE(forgotten_rules_void_the_memo) {
     uint64_t computed[3], tags[3];
     for (int i = 0; i < 3; ++i) {
