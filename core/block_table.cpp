@@ -23,23 +23,6 @@ bool Block_table::grow() {
     return true;
 }
 
-bool Block_table::insert(const Block_info& info) {
-    if ((count_ + 1) * 2 > capacity_ && !grow()) return false;
-    size_t mask = capacity_ - 1;
-    for (size_t i = index_of(info.address);; i = (i + 1) & mask) {
-        if (slots_[i].address == info.address) {
-            slots_[i] = info;
-            return true;
-        }
-        if (slots_[i].address == 0) {
-            slots_[i] = info;
-            set_used(i);
-            ++count_;
-            return true;
-        }
-    }
-}
-
 const Block_info* Block_table::find(uintptr_t p) const {
     if (!count_) return nullptr;
     size_t mask = capacity_ - 1;
@@ -47,31 +30,6 @@ const Block_info* Block_table::find(uintptr_t p) const {
         if (slots_[i].address == p) return &slots_[i];
         if (slots_[i].address == 0) return nullptr;
     }
-}
-
-bool Block_table::erase(uintptr_t p, Block_info* was) {
-    if (!count_) return false;
-    size_t mask = capacity_ - 1;
-    size_t i = index_of(p);
-    for (;; i = (i + 1) & mask) {
-        if (slots_[i].address == p) break;
-        if (slots_[i].address == 0) return false;
-    }
-    if (was) *was = slots_[i];
-    // Backward shift: pull later entries of the probe run into the hole.
-    size_t hole = i;
-    for (size_t j = (i + 1) & mask; slots_[j].address; j = (j + 1) & mask) {
-        size_t home = index_of(slots_[j].address);
-        bool movable = hole <= j ? (home <= hole || home > j) : (home <= hole && home > j);
-        if (movable) {
-            slots_[hole] = slots_[j];
-            hole = j;
-        }
-    }
-    slots_[hole] = Block_info{};
-    clear_used(hole);  // (the slots moved into were in use already)
-    --count_;
-    return true;
 }
 
 void Block_table::clear() {
