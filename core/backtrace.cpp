@@ -226,7 +226,9 @@ unsigned capture(uintptr_t* out, unsigned max, fast_unwind::Memo* memo, uint64_t
 }
 
 uint64_t memo_tag(fast_unwind::Memo* memo, unsigned max, uintptr_t start_frame) {
-    if (g_own_lo == 0) return 0;  // (capture would not use the fast unwinder's memo)
+    // (Without the fast unwinder, or its range of zmm's own code, no entry
+    // has a tag: the lookup would be time lost.)
+    if (g_own_lo == 0 || !g_fast.load(std::memory_order_relaxed)) return 0;
     return fast_unwind::replay_tag(*memo, max, g_own_lo, g_own_hi, start_frame);
 }
 
