@@ -409,38 +409,47 @@ Heap* request_heap_for_thread() {
     return process_request::join();
 }
 
+namespace {
+// A traced allocation's stack, as the memo's tag has it: k_tagged | depot
+// id << 1 | runtime (allocated by the dynamic loader for itself).
+constexpr uint64_t k_tagged = uint64_t{1} << 63;
+
+// The stack of a traced allocation the memo had no tag for: unwound from
+// `entry`, stored in the depot, and the memo's new entry tagged with it.
+// Out of line: its frames array is no part of the common case's frame.
+__attribute__((noinline)) uint64_t unwind_and_tag(Request* r, unsigned max, const void* entry) {
+    Depth_guard guard;
+    uintptr_t pcs[stack_depot::k_max_frames];
+    uint64_t tag;
+    unsigned n = backtrace::capture(pcs, max, &r->stacks, &tag, reinterpret_cast<uintptr_t>(entry));
+    if (tag) return tag;  // (the memo's, found by the capture: another max, say)
+    const uint32_t stack = stack_depot::put(pcs, n);
+    // The dynamic loader allocates for itself (thread TLS vectors, dlopen
+    // bookkeeping): never the program's leak.
+    const bool runtime = n && stack_depot::is_loader_pc(pcs[0]);
+    tag = k_tagged | uint64_t{stack} << 1 | runtime;
+    if (stack) fast_unwind::remember(r->stacks, tag);
+    return tag;
+}
+}  // namespace
+
 void trace_allocation(Heap* heap, void* block, size_t size, const void* entry) {
     if (!block) return;
     Request* r = static_cast<Request*>(heap->request);
     if (!r || !r->traced) return;
     Block_info info{reinterpret_cast<uintptr_t>(block), size, 0, 0};
-    r->table.prefetch(info.address);  // (its slot comes in while the stack is captured)
-    const unsigned max =
-        options().backtrace < stack_depot::k_max_frames ? options().backtrace : stack_depot::k_max_frames;
-    // A stack captured before from the same place: its depot id and flag
-    // are in the memo's tag (k_tagged | id << 1 | runtime).
-    constexpr uint64_t k_tagged = uint64_t{1} << 63;
+    r->table.prefetch(info.address);  // (its slot comes in while the stack is found)
     if (t_state.depth > 0) {
         info.flags = k_block_runtime;  // allocated while zmm itself works
-    } else if (uint64_t tag = backtrace::memo_tag(&r->stacks, max, reinterpret_cast<uintptr_t>(entry))) {
-        info.stack = static_cast<uint32_t>(tag >> 1);  // (most allocations: a loop's, a constructor's)
+    } else {
+        const unsigned max =
+            options().backtrace < stack_depot::k_max_frames ? options().backtrace : stack_depot::k_max_frames;
+        // Most allocations come from a place the memo knows (a loop's, a
+        // constructor's): its tag at once.
+        uint64_t tag = backtrace::memo_tag(&r->stacks, max, reinterpret_cast<uintptr_t>(entry));
+        if (!tag) tag = unwind_and_tag(r, max, entry);
+        info.stack = static_cast<uint32_t>(tag >> 1);
         if (tag & 1) info.flags = k_block_runtime;
-    } else {  // (tag is 0: unwound, or tagged by a capture that found the memo otherwise)
-        Depth_guard guard;
-        uintptr_t pcs[stack_depot::k_max_frames];
-        unsigned n = backtrace::capture(pcs, max, &r->stacks, &tag, reinterpret_cast<uintptr_t>(entry));
-        bool runtime;
-        if (tag) {
-            info.stack = static_cast<uint32_t>(tag >> 1);
-            runtime = tag & 1;
-        } else {
-            info.stack = stack_depot::put(pcs, n);
-            // The dynamic loader allocates for itself (thread TLS vectors,
-            // dlopen bookkeeping): never the program's leak.
-            runtime = n && stack_depot::is_loader_pc(pcs[0]);
-            if (info.stack) fast_unwind::remember(r->stacks, k_tagged | uint64_t{info.stack} << 1 | runtime);
-        }
-        if (runtime) info.flags = k_block_runtime;
     }
     r->table.insert(info);
 }
