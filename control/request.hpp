@@ -50,14 +50,15 @@ void set_limit_handler(void (*handler)(size_t, size_t, void*), void* arg);
 // now (joining a process-wide request if one is open), or nullptr.
 Heap* request_heap_for_thread();
 
+namespace process_request {
+bool still_in(const Request* r);  // (process_request.hpp)
+}
+
 // The calling thread's traced request heap when a call that missed the fast
 // path is the request's (as thread_heap() would say, in fewer tests): not
 // while zmm itself allocates (a capture's, a report's: depth, tool heap),
 // nor once the process-wide request it shares has ended. Else null: ask
 // thread_heap().
-namespace process_request {
-bool still_in(const Request* r);  // (process_request.hpp)
-}
 inline Heap* traced_request_heap() {
     Heap* h = t_state.traced_heap;
     if (!h || t_state.depth > 0 || t_state.tool_heap) return nullptr;

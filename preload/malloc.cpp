@@ -124,7 +124,7 @@ static void free_other_heap(void* p) {
 // A traced request's free (free_other_heap's route) erases p from its
 // table, a slot at random in it: asked of the cache here, where it first
 // misses the fast path. (bench_requests traced, under perf: the erase's
-// share of the samples 9.4-9.9% -> 6.4-7.8%.)
+// share of the samples 8.7-9.2% -> 6.6-7.1%.)
 inline void prefetch_traced_entry(const void* p) {
     if (Heap* t = t_state.traced_heap) t->blocks->prefetch(reinterpret_cast<uintptr_t>(p));
 }
