@@ -1,6 +1,9 @@
 #include "reachability.hpp"
 
+#include <atomic>
+
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -16,6 +19,29 @@ namespace {
 bool g_narrow_only = false;  // set_narrow_only
 size_t round_pages(size_t n) { return (n + k_page_size - 1) & ~(k_page_size - 1); }
 uint64_t hash_address(uintptr_t a) { return (a >> 4) * 0x9E3779B97F4A7C15ull; }
+
+#if defined(__x86_64__)
+// Does the CPU run AVX2, and does the OS save its registers? Asked at the
+// first scan, once. (Not libgcc's __builtin_cpu_supports: its constructor
+// asks cpuid a dozen times as every process starts, and each cpuid leaves
+// a virtual machine for the hypervisor: about 20 us a start here.)
+bool cpu_runs_avx2() {
+    static std::atomic<int> known{-1};
+    int k = known.load(std::memory_order_relaxed);
+    if (k < 0) {
+        unsigned a, b, c, d;
+        bool avx2 = false;
+        if (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_OSXSAVE) && (c & bit_AVX)) {
+            unsigned lo, hi;
+            asm volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));  // XCR0: SSE and AVX state saved
+            if ((lo & 6) == 6 && __get_cpuid_count(7, 0, &a, &b, &c, &d)) avx2 = (b & bit_AVX2) != 0;
+        }
+        k = avx2;
+        known.store(k, std::memory_order_relaxed);
+    }
+    return k != 0;
+}
+#endif
 }  // namespace
 
 void Reachability::set_narrow_only(bool on) { g_narrow_only = on; }
@@ -23,8 +49,7 @@ void Reachability::set_narrow_only(bool on) { g_narrow_only = on; }
 bool Reachability::prepare(Leak* blocks, size_t count) {
     release();
 #if defined(__x86_64__)
-    __builtin_cpu_init();  // (its constructor may not have run: it costs a cpuid or two)
-    wide_ = !g_narrow_only && __builtin_cpu_supports("avx2");
+    wide_ = !g_narrow_only && cpu_runs_avx2();
 #endif
     blocks_ = blocks;
     count_ = count;

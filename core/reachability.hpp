@@ -73,6 +73,8 @@ public:
     // For tests: words read one at a time from the next prepare() on, even
     // where the CPU has AVX2 (scan_words_wide).
     static void set_narrow_only(bool on);
+    // Does this scan read 8 words at a time (after prepare)? (tests)
+    bool wide() const { return wide_; }
     uint64_t bytes_scanned() const { return scanned_; }
 
 private:

@@ -90,6 +90,28 @@ BOOST_AUTO_TEST_CASE(a_root_reaches_the_block_and_what_it_points_to) {
     BOOST_TEST((c.kind_of(d) == Leak_kind::reachable));
 }
 
+// The wide scan is taken where the CPU has AVX2, as libgcc's check (which
+// zmm leaves out: its constructor's cpuid) tells it, and never when told
+// not to.
+BOOST_AUTO_TEST_CASE(the_wide_scan_is_the_cpu_s) {
+    Test_heap req;
+    Candidates c;
+    c.add(req->alloc(16), 16);
+    Reachability r;
+    BOOST_REQUIRE(r.prepare(c.leaks.data(), c.leaks.size()));
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    BOOST_TEST(r.wide() == (__builtin_cpu_supports("avx2") != 0));
+#else
+    BOOST_TEST(!r.wide());
+#endif
+    Reachability::set_narrow_only(true);
+    Reachability n;
+    BOOST_REQUIRE(n.prepare(c.leaks.data(), c.leaks.size()));
+    BOOST_TEST(!n.wide());
+    Reachability::set_narrow_only(false);
+}
+
 // A long root is read 8 words at a time where the CPU allows (AVX2), else
 // one at a time (both are tested): a pointer in any of a group's 8 places,
 // or in the tail after the last whole group, is found; words near the
