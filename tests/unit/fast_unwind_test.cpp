@@ -522,9 +522,10 @@ void zmm_test_no_cfi();
 }
 asm(R"(
     .text
-    .globl zmm_test_cfi_a
-    .type zmm_test_cfi_a, @function
-zmm_test_cfi_a:
+    .irp name, zmm_test_cfi_a, zmm_test_cfi_b
+    .globl \name
+    .type \name, @function
+\name:
     .cfi_startproc
     sub $8, %rsp
     .cfi_adjust_cfa_offset 8
@@ -533,17 +534,7 @@ zmm_test_cfi_a:
     .cfi_adjust_cfa_offset -8
     ret
     .cfi_endproc
-    .globl zmm_test_cfi_b
-    .type zmm_test_cfi_b, @function
-zmm_test_cfi_b:
-    .cfi_startproc
-    sub $8, %rsp
-    .cfi_adjust_cfa_offset 8
-    call zmm_test_probe
-    add $8, %rsp
-    .cfi_adjust_cfa_offset -8
-    ret
-    .cfi_endproc
+    .endr
     .globl zmm_test_no_cfi
     .type zmm_test_no_cfi, @function
 zmm_test_no_cfi:
