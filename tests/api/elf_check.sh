@@ -25,4 +25,9 @@ symbols=$(nm "$lib")  # (not piped into grep -q: under pipefail, nm's SIGPIPE wo
 if grep -q -e '__cpu_indicator_init' -e '__cpu_model' <<<"$symbols"; then
   fail "libgcc's CPU-feature constructor is linked in (a __builtin_cpu_* call): it runs at every process start"
 fi
-echo "ok: $(printf '%s\n' "$got" | wc -l) exported symbols, no start-up cpuid"
+# And no other constructor (a stripped library too): .init_array holds two,
+# zmm's own and crtbegin's frame_dummy. One more is a start-up cost to weigh.
+init=$(readelf -SW "$lib" | sed -n 's/.*\] \.init_array *[A-Z_]* *[0-9a-f]* *[0-9a-f]* *\([0-9a-f]*\) .*/\1/p')
+[ -n "$init" ] || fail "no .init_array in $lib (readelf -S)"
+[ $((16#$init)) -eq 16 ] || fail ".init_array holds $((16#$init / 8)) constructors, expected 2 (zmm_constructor, frame_dummy)"
+echo "ok: $(printf '%s\n' "$got" | wc -l) exported symbols, 2 constructors, no start-up cpuid"

@@ -106,10 +106,12 @@ BOOST_AUTO_TEST_CASE(the_wide_scan_is_the_cpu_s) {
     BOOST_TEST(!r.wide());
 #endif
     Reachability::set_narrow_only(true);
+    struct Restore {
+        ~Restore() { Reachability::set_narrow_only(false); }
+    } restore;
     Reachability n;
     BOOST_REQUIRE(n.prepare(c.leaks.data(), c.leaks.size()));
     BOOST_TEST(!n.wide());
-    Reachability::set_narrow_only(false);
 }
 
 // A long root is read 8 words at a time where the CPU allows (AVX2), else
