@@ -215,6 +215,7 @@ Request* begin_on_thread(const char* name, bool process_wide) {
     r->tid = os::thread_id();
     r->begin_ns = os::monotonic_ns();
     r->traced = options().backtrace > 0 && backtrace::prepared();
+    r->direct = r->traced && !options().debug;
     // A request heap keeps what earlier requests leaked and its warm chunks.
     // Traced, every block is in its table; untraced, the table holds the
     // blocks carried from earlier requests (k_block_carried), whose frees
@@ -224,9 +225,8 @@ Request* begin_on_thread(const char* name, bool process_wide) {
     h->blocks = &r->table;
     h->table_only_carried = !r->traced && !options().debug;
     h->request = r;
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // (a signal handler's call finds the request whole)
     t_state.request = r;
-    std::atomic_signal_fence(std::memory_order_seq_cst);  // (the request before its route: as at the end)
-    t_state.traced_heap = r->traced && !options().debug ? h : nullptr;
     t_heap = r->traced ? &g_empty_heap : fast_path_heap(h);
     return r;
 }
@@ -239,10 +239,6 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
     Heap* p = t_state.persistent;
     // From here the thread allocates from its own heap again; the report's
     // own allocations (symbol names) are persistent.
-    // (The route first: a signal handler's call between the two finds no
-    // route to a request that is gone.)
-    t_state.traced_heap = nullptr;
-    std::atomic_signal_fence(std::memory_order_seq_cst);
     t_state.request = nullptr;
     t_heap = fast_path_heap(p);
     Depth_guard guard;

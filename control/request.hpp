@@ -28,6 +28,9 @@ struct Request {
     // walk of the table.
     size_t carried_candidates;
     bool traced;
+    // Its slow paths go straight to its heap (traced_request_heap): traced,
+    // and not under ZMM_DEBUG (whose checks are the general paths').
+    bool direct;
     bool process_wide;  // this thread's share of a process-wide request
     uint64_t generation;  // of the process-wide request it belongs to
     int tid;
@@ -60,13 +63,10 @@ bool still_in(const Request* r);  // (process_request.hpp)
 // nor once the process-wide request it shares has ended. Else null: ask
 // thread_heap().
 inline Heap* traced_request_heap() {
-    Heap* h = t_state.traced_heap;
-    if (!h || t_state.depth > 0 || t_state.tool_heap) return nullptr;
-    // (The request is set before its route and cleared after it; a null one
-    // all the same is thread_heap()'s question.)
     const Request* r = t_state.request;
-    if (!r || (r->process_wide && !process_request::still_in(r))) return nullptr;
-    return h;
+    if (!r || !r->direct || t_state.depth > 0 || t_state.tool_heap) return nullptr;
+    if (r->process_wide && !process_request::still_in(r)) return nullptr;
+    return r->heap;
 }
 
 // Records a block just allocated from a traced request heap. `entry`: the

@@ -24,10 +24,6 @@ struct Thread_state {
     Request* request;      // the open request, or null
     Request* spare;        // this thread's request record, kept for the next request
     Heap* request_heap;    // this thread's request heap (retired between requests)
-    // The open request's heap while it is traced (t_heap is then the empty
-    // heap: every call misses the fast paths), for the slow paths' direct
-    // way to it (traced_request_heap); null otherwise, and under ZMM_DEBUG.
-    Heap* traced_heap;
     size_t limit;          // for this thread's requests, when limit_set
     bool limit_set;        // else ZMM_MEMORY_LIMIT
     void (*limit_handler)(size_t, size_t, void*);

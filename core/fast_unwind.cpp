@@ -560,6 +560,24 @@ __attribute__((always_inline)) inline bool replay(const Memo_entry& e, uint64_t 
     return true;
 }
 
+// The way of `set` whose unwinding replays from the state pc, sp, fp (one
+// with a tag, when `tagged_only`), or null. A hit is counted, and its way
+// becomes the one the set used last.
+__attribute__((always_inline)) inline const Memo_entry* replayed(Memo& memo, unsigned set,
+                                                                 uint64_t generation, uintptr_t pc,
+                                                                 uintptr_t sp, uintptr_t fp, unsigned max,
+                                                                 uintptr_t lo, uintptr_t hi,
+                                                                 bool tagged_only) {
+    for (unsigned way = 0; way < 2; ++way) {
+        const Memo_entry& e = memo.entries[2 * set + way];
+        if ((tagged_only && !e.tag) || !replay(e, generation, pc, sp, fp, max, lo, hi)) continue;
+        memo.recent[set] = static_cast<uint8_t>(way);
+        ++memo.hits;
+        return &e;
+    }
+    return nullptr;
+}
+
 // Replays the skipped frames of `e` from the state pc, sp, fp: true if the
 // stack holds e's return addresses there, the last one (the program's
 // first frame) outside [skip_lo, skip_hi); pc, sp, fp are then the state
@@ -747,18 +765,14 @@ int capture(uintptr_t* out, unsigned max, uintptr_t skip_lo, uintptr_t skip_hi, 
     unsigned noted_slot = 0;  // the entry `noted` goes into
     if (memo && max <= k_memo_frames && pc) {
         const unsigned set = set_for(pc, sp);
-        for (unsigned way = 0; way < 2; ++way) {
-            const Memo_entry& e = memo->entries[2 * set + way];
-            if (!replay(e, generation, pc, sp, fp, max, lo, hi)) continue;
-            memo->recent[set] = static_cast<uint8_t>(way);
+        if (const Memo_entry* e = replayed(*memo, set, generation, pc, sp, fp, max, lo, hi, false)) {
             // Tagged, the frames are the caller's already (it tagged them).
             // (A loop, not memcpy's rep movs: the caller reads them at once,
             // and a load waits for a string store to retire.)
-            if (!e.tag)
-                for (unsigned i = 0; i < e.n; ++i) out[i] = e.pcs[i];
-            *tag = e.tag;
-            ++memo->hits;
-            return static_cast<int>(e.n);
+            if (!e->tag)
+                for (unsigned i = 0; i < e->n; ++i) out[i] = e->pcs[i];
+            *tag = e->tag;
+            return static_cast<int>(e->n);
         }
         // A miss unwinds into the scratch entry, copied into a way once it
         // is done: an unwinding that gives up (a frame without CFI) takes
@@ -807,16 +821,10 @@ uint64_t replay_tag(Memo& memo, unsigned max, uintptr_t skip_lo, uintptr_t skip_
     const uintptr_t sp = start_frame + 16;
     const uintptr_t fp = load(start_frame);
     const uint64_t generation = g_generation.load(std::memory_order_acquire);
-    const unsigned set = set_for(pc, sp);
-    for (unsigned way = 0; way < 2; ++way) {
-        const Memo_entry& e = memo.entries[2 * set + way];
-        if (!e.tag || !replay(e, generation, pc, sp, fp, max, frame, hi)) continue;
-        memo.recent[set] = static_cast<uint8_t>(way);
-        memo.last = nullptr;
-        ++memo.hits;
-        return e.tag;
-    }
-    return 0;
+    const Memo_entry* e = replayed(memo, set_for(pc, sp), generation, pc, sp, fp, max, frame, hi, true);
+    if (!e) return 0;
+    memo.last = nullptr;  // (as capture leaves it: nothing to remember)
+    return e->tag;
 }
 
 void remember(Memo& memo, uint64_t tag) {
