@@ -1404,9 +1404,14 @@ void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), 
                 if (to_find[bin] == 0) continue;
                 const size_t slot_size = k_bin_size[bin];
                 // Blocks left by earlier requests (lost ones pile up in a
-                // leaky program's pages) are skipped by their bit, unread;
-                // then the free test, the key in a register (as far as the
-                // compiler knows, fn may change the heap).
+                // leaky program's pages) are skipped by their bit, free
+                // slots by the free test, the key in a register (as far as
+                // the compiler knows, fn may change the heap). Both tests
+                // are made for every slot and joined before the one branch:
+                // carried and free slots alternate as the program left
+                // them, and a branch on each mispredicted about every other
+                // slot (the walk 2.9% of a leaky run's samples); the branch
+                // on "live and the request's" is nearly never taken.
                 const bool marked = own_runs && (m & k_small_slow_free) && c->carried_bits;
                 const uint64_t link_key = key;
                 // The run's bits (as Chunk::carried_has reads them), from
@@ -1417,9 +1422,10 @@ void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), 
                 const size_t bit_step = slot_size / 8;
                 size_t bit = 0;
                 for (unsigned k = 0, n = k_bin_count[bin]; k < n; ++k, slot += slot_size, bit += bit_step) {
-                    if (marked && ((bits[bit >> 6] >> (bit & 63)) & 1)) continue;
                     auto* s = reinterpret_cast<const Free_slot*>(slot);
-                    if (s->shadow == shadow_with(link_key, s, s->next)) continue;
+                    const uint64_t carried = marked ? (bits[bit >> 6] >> (bit & 63)) & 1 : 0;
+                    const uint64_t free = s->shadow == shadow_with(link_key, s, s->next);
+                    if (__builtin_expect(carried | free, 1)) continue;
                     fn(ctx, slot, slot_size);
                     if (--to_find[bin] == 0) break;
                     if (own_runs && (marked || !is_carried(slot)) && --own_left[bin] == 0) {
