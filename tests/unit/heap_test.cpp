@@ -849,6 +849,45 @@ BOOST_AUTO_TEST_CASE(usage_and_peak_count_rounded_sizes) {
     BOOST_TEST(h->usage() == 0u);
 }
 
+// The fast path's accounting (the peak kept as a distance below it) against
+// a model, at every step of a walk up, down and up past the old peak.
+BOOST_AUTO_TEST_CASE(the_peak_is_the_highest_usage_between_frees) {
+    Test_heap h;
+    std::vector<void*> live;
+    size_t usage = 0, peak = 0;
+    auto check = [&] {
+        BOOST_TEST_REQUIRE(h->usage() == usage);
+        BOOST_TEST_REQUIRE(h->peak == peak);
+    };
+    uint64_t x = 88172645463325252ull;
+    for (int i = 0; i < 20000; ++i) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        // Grows for a while, then shrinks, then grows past the old peak.
+        const bool grow = ((i / 2000) % 2 == 0) ? x % 3 != 0 : x % 3 == 0;
+        if (grow || live.empty()) {
+            void* p = h->alloc(16 + x % 200);
+            live.push_back(p);
+            usage += h->usable_size(p);
+            peak = usage > peak ? usage : peak;
+        } else {
+            const size_t k = (x >> 8) % live.size();
+            usage -= h->usable_size(live[k]);
+            h->free_owned(live[k]);
+            live[k] = live.back();
+            live.pop_back();
+        }
+        check();
+    }
+    // One block past the peak, freed at once: the peak keeps it.
+    void* p = h->alloc(4000);
+    usage += h->usable_size(p);
+    peak = usage > peak ? usage : peak;
+    h->free_owned(p);
+    for (void* q : live) h->free_owned(q);
+    BOOST_TEST(h->usage() == 0u);
+    BOOST_TEST(h->peak == peak);
+}
+
 BOOST_AUTO_TEST_CASE(limit_fails_with_enomem) {
     Test_heap h;
     h->limit = 4 * k_chunk_size;
