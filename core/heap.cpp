@@ -1424,8 +1424,8 @@ void Heap::for_each_live_block(void (*fn)(void* ctx, void* block, size_t size), 
                 for (unsigned k = 0, n = k_bin_count[bin]; k < n; ++k, slot += slot_size, bit += bit_step) {
                     auto* s = reinterpret_cast<const Free_slot*>(slot);
                     const uint64_t carried = marked ? (bits[bit >> 6] >> (bit & 63)) & 1 : 0;
-                    const uint64_t free = s->shadow == shadow_with(link_key, s, s->next);
-                    if (__builtin_expect(carried | free, 1)) continue;
+                    const uint64_t is_free = s->shadow == shadow_with(link_key, s, s->next);
+                    if (__builtin_expect(carried | is_free, 1)) continue;
                     fn(ctx, slot, slot_size);
                     if (--to_find[bin] == 0) break;
                     if (own_runs && (marked || !is_carried(slot)) && --own_left[bin] == 0) {

@@ -851,7 +851,7 @@ BOOST_AUTO_TEST_CASE(usage_and_peak_count_rounded_sizes) {
 
 // The fast path's accounting (the peak kept as a distance below it) against
 // a model, at every step of a walk up, down and up past the old peak.
-BOOST_AUTO_TEST_CASE(the_peak_is_the_highest_usage_between_frees) {
+BOOST_AUTO_TEST_CASE(usage_and_peak_follow_a_model_up_and_down) {
     Test_heap h;
     std::vector<void*> live;
     size_t usage = 0, peak = 0;
