@@ -10,8 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "chunk_registry.hpp"
 #include "diag.hpp"
+#include "heap.hpp"
 #include "heap_pool.hpp"
 #include "memory_map.hpp"
 #include "os.hpp"
@@ -184,22 +184,21 @@ struct Root_scan {
         }
     }
 
-    // [lo, hi) less the heap's granules and the skipped ranges.
+    // [lo, hi) less the heaps' memory and the skipped ranges, granule by
+    // granule: what follows a huge block's mapping in its last granule is
+    // read (Heap::heap_memory_end).
     void pieces(uintptr_t lo, uintptr_t hi, bool resident) {
         while (lo < hi) {
             uintptr_t granule_end = (lo | (k_chunk_size - 1)) + 1;
             uintptr_t end = granule_end < hi ? granule_end : hi;
-            Granule g = granule_of(reinterpret_cast<void*>(lo));
-            if (g == granule_none || g == granule_huge_freed) {
-                uintptr_t a = lo;
-                for (size_t i = skip.first_after(a); a < end && i < skip.count; ++i) {
-                    const Range& s = skip.items[i];
-                    if (s.lo >= end) break;
-                    if (s.lo > a) read(a, s.lo, resident);
-                    if (s.hi > a) a = s.hi;
-                }
-                if (a < end) read(a, end, resident);
+            uintptr_t a = Heap::heap_memory_end(reinterpret_cast<void*>(lo));
+            for (size_t i = skip.first_after(a); a < end && i < skip.count; ++i) {
+                const Range& s = skip.items[i];
+                if (s.lo >= end) break;
+                if (s.lo > a) read(a, s.lo, resident);
+                if (s.hi > a) a = s.hi;
             }
+            if (a < end) read(a, end, resident);
             lo = end;
         }
     }
@@ -401,16 +400,17 @@ __attribute__((noinline)) Scan_info classify(Leak* leaks, size_t count, Own_heap
     reach.set_resident_only(os::no_swap());
     // A stack inside a heap block (a fiber's) is read with the heap: then
     // no heap is left out, lost blocks included.
-    bool heap_stacks = granule_of(reinterpret_cast<void*>(own_sp)) != granule_none;
+    auto in_heap = [](uintptr_t sp) { return Heap::heap_memory_end(reinterpret_cast<void*>(sp)) > sp; };
+    bool heap_stacks = in_heap(own_sp);
     for (unsigned i = 0; i < n; ++i)
         if (threads[i].state != &t_state && stopped(threads[i].state, epoch))
-            heap_stacks |= granule_of(reinterpret_cast<void*>(threads[i].state->scan_sp)) != granule_none;
+            heap_stacks |= in_heap(threads[i].state->scan_sp);
     if (own && !heap_stacks) reach.leave_out_lost(own->heap, own->covered);
     if (ok) {
         Root_scan roots{reach, modules, skip, running};
         auto stack = [&](uintptr_t sp) {
             const Range* r = maps.containing(sp);
-            if (!r || granule_of(reinterpret_cast<void*>(sp)) != granule_none) return;  // a fiber stack in a block: read with the heap
+            if (!r || in_heap(sp)) return;  // a fiber stack in a block: read with the heap
             roots.read(sp, r->hi, false);
         };
         stack(own_sp);

@@ -1165,6 +1165,26 @@ void Heap::for_each_stale_huge_range(void (*fn)(void*, uintptr_t, uintptr_t), vo
     }
 }
 
+uintptr_t Heap::heap_memory_end(const void* p) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    const uintptr_t granule_end = (a | (k_chunk_size - 1)) + 1;
+    switch (granule_of(p)) {
+        case granule_chunk:
+            return granule_end;
+        case granule_huge:
+        case granule_huge_tail: {
+            const void* start = registry_huge_start(p);
+            if (!start) return granule_end;
+            const Huge_header* h = Huge_header::of(start);
+            if (h->magic != k_huge_magic) return granule_end;
+            const uintptr_t end = reinterpret_cast<uintptr_t>(h->map_base) + h->map_size;
+            return end > a ? end : a;
+        }
+        default:
+            return a;
+    }
+}
+
 size_t Heap::usable_size(const void* p) {
     Granule g = granule_of(p);
     if (g == granule_chunk) {

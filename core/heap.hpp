@@ -447,6 +447,14 @@ public:
     void for_each_stale_huge_range(void (*fn)(void* ctx, uintptr_t lo, uintptr_t hi), void* ctx) const;
     // Usable size of any zmm block, or 0 if p is not zmm's.
     static size_t usable_size(const void* p);
+    // Where the heaps' memory that holds p ends: its chunk's end, its huge
+    // block's mapping's end; p itself where p is in neither (a cached huge
+    // mapping holds no block: not counted). The registry marks a huge
+    // block's last 2 MiB granule whole, but the mapping may end inside it,
+    // and the kernel may place another after it there (a library's data, a
+    // thread's stack). Defensive as for_each_stale_huge_range: a header
+    // that does not check out leaves the granule to the registry.
+    static uintptr_t heap_memory_end(const void* p);
     // Is p in a page of a small run (a bin's slot, or inside one)? By the
     // page, not the size: a page run may be as small as a bin's slot (an
     // aligned allocation of 4 KiB is a run of one page, bin 30's size).

@@ -813,6 +813,7 @@ def test_reach(prog):
         "threads": (0, [], 0),
         "huge_cache": (4, [("definite", 4)], 0),
         "huge_slack": (4, [("definite", 4)], 1),
+        "huge_tail": (0, [], 1),
         "dead_stack": (0, [], 1),
         "reuse1": (1, [("definite", 1)], 0), "reuse_mid": (0, [], 0), "reuse2": (1, [("definite", 1)], 0),
         "holder1": (1, [("definite", 1)], 1), "holder2": (1, [("definite", 1)], 0),

@@ -21,6 +21,9 @@
  *                then takes (the pointers 7 MiB in, past its end and its
  *                last 2 MiB granule): 4 definitely lost,
  *                the block (a global's) still reachable
+ *   huge_tail    a block only a page mapped right after a live huge
+ *                block points to, in the block's last 2 MiB granule (which
+ *                the chunk registry marks whole): still reachable
  *   dead_stack   a thread ran on a stack the program mapped, then unmapped;
  *                a table mapped at the same address holds the only pointer
  *                to a block: still reachable
@@ -162,6 +165,32 @@ NOINLINE static void plant_in_huge_slack(void) {
     free(array);
     g_smaller = malloc((4u << 20) + (200u << 10));
 }
+
+// A page mapped right after a live huge block's mapping, in the block's
+// last granule (the first free page there), or NULL. A block whose mapping
+// ends where something else begins is kept and another tried.
+static char* g_huge_before[4];
+
+static void** map_after_huge(void) {
+    const size_t n = (2u << 20) + (64u << 10), granule = 2u << 20;
+    for (int i = 0; i < 4; ++i) {
+        char* big = malloc(n);
+        g_huge_before[i] = big;
+        if (!big) return NULL;
+        uintptr_t a = (uintptr_t)big + n, end = (a + granule - 1) & ~(uintptr_t)(granule - 1);
+        for (; a < end; a += 4096) {
+            void* r = mmap((void*)a, 4096, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+            if (r == (void*)a) return r;
+            if (r != MAP_FAILED) munmap(r, 4096); /* (a kernel without MAP_FIXED_NOREPLACE) */
+        }
+    }
+    return NULL;
+}
+
+static void** volatile g_after_huge;
+
+NOINLINE static void plant_after_huge(void) { g_after_huge[10] = cleared(56); }
 
 static void* takes_a_heap(void* arg) {
     free(malloc(16));
@@ -340,6 +369,17 @@ int main(void) {
     plant_in_huge_slack();
     end("huge_slack");
     free(g_smaller);
+
+    g_after_huge = map_after_huge();
+    if (!g_after_huge) printf("FAIL: no free page after a huge block in its last granule\n");
+    zmm_request_begin("huge_tail");
+    if (g_after_huge) plant_after_huge();
+    end("huge_tail");
+    if (g_after_huge) {
+        free(g_after_huge[10]);
+        munmap((void*)g_after_huge, 4096);
+    }
+    for (int i = 0; i < 4; ++i) free(g_huge_before[i]);
 
     {
         const size_t sz = 1u << 20;

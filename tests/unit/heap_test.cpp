@@ -243,6 +243,34 @@ BOOST_AUTO_TEST_CASE(huge_blocks) {
     BOOST_TEST(h->huge_cache == nullptr);
 }
 
+// The leak scan reads as roots what is not the heaps' memory. A huge
+// block's last granule is the block's only up to its mapping's end: past
+// it, another mapping may sit in the same 2 MiB (the kernel put libc's data
+// there in a run of bench_requests' kind), and is not the heap's.
+BOOST_AUTO_TEST_CASE(heap_memory_ends_where_a_huge_mapping_ends) {
+    Test_heap h;
+    char* small = static_cast<char*>(h->alloc(100));
+    const uintptr_t s = reinterpret_cast<uintptr_t>(small);
+    BOOST_TEST(Heap::heap_memory_end(small) == (s | (k_chunk_size - 1)) + 1);  // a chunk: all of it
+    const size_t size = k_chunk_size + 64 * 1024;
+    char* big = static_cast<char*>(h->alloc(size));
+    BOOST_TEST_REQUIRE(big != nullptr);
+    const uintptr_t b = reinterpret_cast<uintptr_t>(big);
+    const uintptr_t map_end =
+        reinterpret_cast<uintptr_t>(Huge_header::of(big)->map_base) + Huge_header::of(big)->map_size;
+    BOOST_TEST(map_end == b + size);
+    BOOST_TEST(granule_of(big + size) == granule_huge_tail);  // the registry marks the granule whole
+    BOOST_TEST(Heap::heap_memory_end(big) == map_end);
+    BOOST_TEST(Heap::heap_memory_end(big + k_chunk_size) == map_end);  // in the last granule, in the mapping
+    BOOST_TEST(Heap::heap_memory_end(big + size) == b + size);         // past it: not the heap's
+    BOOST_TEST(Heap::heap_memory_end(big + 2 * k_chunk_size - 8) == b + 2 * k_chunk_size - 8);
+    int local = 0;
+    BOOST_TEST(Heap::heap_memory_end(&local) == reinterpret_cast<uintptr_t>(&local));
+    h->free_owned(big);  // cached: no block there
+    BOOST_TEST(Heap::heap_memory_end(big) == b);
+    h->free_owned(small);
+}
+
 BOOST_AUTO_TEST_CASE(huge_mappings_are_reused) {
     Test_heap h;
     char* a = static_cast<char*>(h->alloc(3 * 1024 * 1024));
