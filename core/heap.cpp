@@ -949,7 +949,7 @@ void Heap::free_remote(Heap* owner_heap, void* p) {
 Heap* Heap::free_any(void* p, const void* current_owner, Heap* outbox) {
     Heap* h = owner_of(p);
     if (!h) {
-        if (granule_of(p) == granule_none) return nullptr;
+        if (!claims(p)) return nullptr;
         check_block_start(p);  // a freed huge block, or inside a live one: diagnosed
         return nullptr;
     }
@@ -1182,6 +1182,17 @@ uintptr_t Heap::heap_memory_end(const void* p) {
         }
         default:
             return a;
+    }
+}
+
+bool Heap::claims(const void* p) {
+    switch (granule_of(p)) {
+        case granule_none:
+            return false;
+        case granule_huge_freed:
+            return true;
+        default:
+            return heap_memory_end(p) > reinterpret_cast<uintptr_t>(p);
     }
 }
 

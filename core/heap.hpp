@@ -455,6 +455,12 @@ public:
     // thread's stack). Defensive as for_each_stale_huge_range: a header
     // that does not check out leaves the granule to the registry.
     static uintptr_t heap_memory_end(const void* p);
+    // Is a pointer that starts no live block of zmm's still zmm's to
+    // diagnose (inside a chunk or a live huge block's mapping, or in the
+    // granule where a freed huge block started: its mapping may be cached,
+    // the registry does not say)? Elsewhere it may be another allocator's
+    // (glibc's), past a live huge block's mapping in its last granule too.
+    static bool claims(const void* p);
     // Is p in a page of a small run (a bin's slot, or inside one)? By the
     // page, not the size: a page run may be as small as a bin's slot (an
     // aligned allocation of 4 KiB is a run of one page, bin 30's size).

@@ -293,7 +293,7 @@ void* realloc_slow(void* p, size_t size) {
         free_inside(p);
         return fresh;
     }
-    if (granule_of(p) != granule_none) {
+    if (Heap::claims(p)) {
         free_inside(p);  // a freed huge block or an interior pointer: diagnosed
         return nullptr;
     }

@@ -266,8 +266,19 @@ BOOST_AUTO_TEST_CASE(heap_memory_ends_where_a_huge_mapping_ends) {
     BOOST_TEST(Heap::heap_memory_end(big + 2 * k_chunk_size - 8) == b + 2 * k_chunk_size - 8);
     int local = 0;
     BOOST_TEST(Heap::heap_memory_end(&local) == reinterpret_cast<uintptr_t>(&local));
+    // What a free or realloc of no live block's start diagnoses, and what it
+    // leaves to glibc (which may have mapped a block past the huge one).
+    BOOST_TEST(Heap::claims(small + 8));
+    BOOST_TEST(Heap::claims(big + 64));
+    BOOST_TEST(Heap::claims(big + size - 8));
+    BOOST_TEST(!Heap::claims(big + size));
+    BOOST_TEST(!Heap::claims(big + size + 16));
+    BOOST_TEST(!Heap::claims(&local));
     h->free_owned(big);  // cached: no block there
     BOOST_TEST(Heap::heap_memory_end(big) == b);
+    BOOST_TEST(Heap::claims(big));  // a double free
+    BOOST_TEST(
+        Heap::claims(big + 16));  // in its cached mapping (the registry does not tell cached from gone)
     h->free_owned(small);
 }
 
