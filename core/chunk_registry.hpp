@@ -21,7 +21,11 @@ enum Granule : uint8_t {
     granule_chunk = 1,       // a chunk's 2 MiB
     granule_huge = 2,        // the first 2 MiB of a huge block (its start)
     granule_huge_tail = 3,   // a later granule of a huge block
-    granule_huge_freed = 4,  // where a huge block started until it was freed
+    granule_huge_freed = 4,  // where a huge block started, freed: its mapping cached (or a chunk made of it)
+    // Where a freed huge block started, its mapping gone: only that address
+    // is still zmm's (a second free is a double free); the kernel may have
+    // placed anything else in the granule since.
+    granule_huge_unmapped = 5,
 };
 
 inline constexpr unsigned k_granule_shift = 21;

@@ -217,7 +217,7 @@ void Heap::unlink_chunk(Chunk* c) {
 
 void Heap::unmap_chunk(Chunk* c) {
     dirty_pages -= c->dirty_count();
-    registry_clear(c, k_chunk_size, c->was_huge_block ? granule_huge_freed : granule_none);
+    registry_clear(c, k_chunk_size, c->was_huge_block ? granule_huge_unmapped : granule_none);
     os::unmap_heap(c, k_chunk_size);
     lower_real(k_chunk_size);
     unmapped_bytes += k_chunk_size;
@@ -321,6 +321,8 @@ void Heap::purge(bool only_aged, size_t keep_pages) {
         huge_cache_pages -= h->map_size / k_page_size;
         lower_real(h->map_size);
         unmapped_bytes += h->map_size;
+        registry_clear(h->block(), k_page_size,
+                       granule_huge_unmapped);  // (before: then anyone may map there)
         os::unmap_heap(h->map_base, h->map_size);
     }
     dirty_pages -= purged;
@@ -582,9 +584,10 @@ void Heap::free_huge(Huge_header* h) {
     count_free(h->size);
     huge_bytes -= h->size;
     freed_bytes_large_huge += h->size;
-    registry_clear(h->block(), h->size, granule_huge_freed);
     size_t pages = h->map_size / k_page_size;
-    if (pages <= g_tuning.dirty_budget_pages && h->map_base + k_page_size == h->block()) {
+    const bool cached = pages <= g_tuning.dirty_budget_pages && h->map_base + k_page_size == h->block();
+    registry_clear(h->block(), h->size, cached ? granule_huge_freed : granule_huge_unmapped);
+    if (cached) {
         h->next = huge_cache;
         h->aged = false;
         huge_cache = h;
@@ -653,7 +656,7 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
     // The registry forgets the old range before mremap gives it back: once
     // it is unmapped another thread may map (and register) a block there.
     if (may_be_in_table(block)) forget(block);  // gone from here on, as a free
-    registry_clear(block, h->size, granule_huge_freed);
+    registry_clear(block, h->size, granule_huge_unmapped);
     if (!os::remap_to(block, h->size, fresh, len)) {
         registry_mark(block, h->size, granule_huge);
         memcpy(fresh, block, h->size);
@@ -778,7 +781,8 @@ static void check_block_start(void* p) {
         misuse(Misuse::unknown_pointer, p);
     }
     if (g == granule_huge && chunk_aligned) return;
-    if (g == granule_huge_freed && chunk_aligned) misuse(Misuse::double_free, p);
+    if ((g == granule_huge_freed || g == granule_huge_unmapped) && chunk_aligned)
+        misuse(Misuse::double_free, p);
     if (g == granule_huge || g == granule_huge_tail) {
         void* start = registry_huge_start(p);
         if (start) {
@@ -1165,6 +1169,20 @@ void Heap::for_each_stale_huge_range(void (*fn)(void*, uintptr_t, uintptr_t), vo
     }
 }
 
+namespace {
+// The end of the live huge block's mapping whose granule (huge or tail) p
+// is in; false if the registry names no start (a neighbour's registration
+// in the middle of its marking or clearing) or the header does not check out.
+bool huge_mapping_end(const void* p, uintptr_t* end) {
+    const void* start = registry_huge_start(p);
+    if (!start) return false;
+    const Huge_header* h = Huge_header::of(start);
+    if (h->magic != k_huge_magic) return false;
+    *end = reinterpret_cast<uintptr_t>(h->map_base) + h->map_size;
+    return true;
+}
+}  // namespace
+
 uintptr_t Heap::heap_memory_end(const void* p) {
     const uintptr_t a = reinterpret_cast<uintptr_t>(p);
     const uintptr_t granule_end = (a | (k_chunk_size - 1)) + 1;
@@ -1173,11 +1191,8 @@ uintptr_t Heap::heap_memory_end(const void* p) {
             return granule_end;
         case granule_huge:
         case granule_huge_tail: {
-            const void* start = registry_huge_start(p);
-            if (!start) return granule_end;
-            const Huge_header* h = Huge_header::of(start);
-            if (h->magic != k_huge_magic) return granule_end;
-            const uintptr_t end = reinterpret_cast<uintptr_t>(h->map_base) + h->map_size;
+            uintptr_t end;
+            if (!huge_mapping_end(p, &end)) return granule_end;  // (the scan skips what it cannot tell)
             return end > a ? end : a;
         }
         default:
@@ -1185,14 +1200,26 @@ uintptr_t Heap::heap_memory_end(const void* p) {
     }
 }
 
+void Heap::diagnose_not_a_block(void* p) {
+    check_block_start(p);
+    misuse(Misuse::unknown_pointer, p);  // (a block made there since: the realloc's pointer was none)
+}
+
 bool Heap::claims(const void* p) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
     switch (granule_of(p)) {
-        case granule_none:
-            return false;
+        case granule_chunk:
         case granule_huge_freed:
             return true;
+        case granule_huge_unmapped:
+            return (a & (k_chunk_size - 1)) == 0;
+        case granule_huge:
+        case granule_huge_tail: {
+            uintptr_t end;
+            return huge_mapping_end(p, &end) && a < end;
+        }
         default:
-            return heap_memory_end(p) > reinterpret_cast<uintptr_t>(p);
+            return false;
     }
 }
 

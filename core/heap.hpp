@@ -456,11 +456,15 @@ public:
     // that does not check out leaves the granule to the registry.
     static uintptr_t heap_memory_end(const void* p);
     // Is a pointer that starts no live block of zmm's still zmm's to
-    // diagnose (inside a chunk or a live huge block's mapping, or in the
-    // granule where a freed huge block started: its mapping may be cached,
-    // the registry does not say)? Elsewhere it may be another allocator's
-    // (glibc's), past a live huge block's mapping in its last granule too.
+    // diagnose: inside a chunk or a live huge block's mapping, in a freed
+    // huge block's cached mapping's first granule, or where a freed huge
+    // block whose mapping is gone started (a double free)? Elsewhere it may
+    // be another allocator's (glibc's): past a live huge block's mapping in
+    // its last granule, or in a granule a huge mapping left.
     static bool claims(const void* p);
+    // The misuse a pointer that starts no live block is (a double free, an
+    // interior or unknown pointer), diagnosed: does not return.
+    [[noreturn]] static void diagnose_not_a_block(void* p);
     // Is p in a page of a small run (a bin's slot, or inside one)? By the
     // page, not the size: a page run may be as small as a bin's slot (an
     // aligned allocation of 4 KiB is a run of one page, bin 30's size).

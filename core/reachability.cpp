@@ -383,7 +383,14 @@ void Reachability::scan_heap(const Heap& heap) {
     size_t n = 0;
     for (const Huge_header* h = heap.huge; h && n < (size_t{1} << 20); h = h->next, ++n) {
         const void* block = reinterpret_cast<const char*>(h) + k_page_size;
-        if (granule_of(block) != granule_huge || h->magic != k_huge_magic || h->heap != &heap) break;
+        // A block realloc_huge is moving is still listed, its registry
+        // cleared first (granule_huge_unmapped), its pages perhaps gone:
+        // passed over, not read. (Stopping there left the blocks after it
+        // unread.) Anything else stops the walk before its header is read.
+        const Granule g = granule_of(block);
+        if ((g != granule_huge && g != granule_huge_unmapped) || h->magic != k_huge_magic || h->heap != &heap)
+            break;
+        if (g != granule_huge) continue;
         if (left_out(heap, true, reinterpret_cast<uintptr_t>(block))) continue;
         if (resident_only_) {
             scan_root_resident(block, static_cast<const char*>(block) + h->size);

@@ -294,8 +294,11 @@ void* realloc_slow(void* p, size_t size) {
         return fresh;
     }
     if (Heap::claims(p)) {
-        free_inside(p);  // a freed huge block or an interior pointer: diagnosed
-        return nullptr;
+        // A freed huge block, an interior pointer: diagnosed as its free
+        // would be, here (a free would ask the registry again, which
+        // another thread may be changing, and could hand p to glibc).
+        if (__builtin_expect(options().debug, 0)) debug_checks::on_free(p, thread_token());
+        Heap::diagnose_not_a_block(p);
     }
     if (glibc_heap::owns(p) || bypassed()) return libc::functions().realloc(p, size);
     misuse(Misuse::unknown_pointer, p, "realloc");
