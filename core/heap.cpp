@@ -321,8 +321,8 @@ void Heap::purge(bool only_aged, size_t keep_pages) {
         huge_cache_pages -= h->map_size / k_page_size;
         lower_real(h->map_size);
         unmapped_bytes += h->map_size;
-        registry_clear(h->block(), k_page_size,
-                       granule_huge_unmapped);  // (before: then anyone may map there)
+        // Marked before the unmap: after it another thread may map there.
+        registry_clear(h->block(), k_page_size, granule_huge_unmapped);
         os::unmap_heap(h->map_base, h->map_size);
     }
     dirty_pages -= purged;
