@@ -248,8 +248,8 @@ BOOST_AUTO_TEST_CASE(huge_blocks) {
 
 // The leak scan reads as roots what is not the heaps' memory. A huge
 // block's last granule is the block's only up to its mapping's end: past
-// it, another mapping may sit in the same 2 MiB (the kernel put libc's data
-// there in a run of bench_requests' kind), and is not the heap's.
+// it, another mapping may sit in the same 2 MiB (libc's data and bss, in a
+// process whose first block was one of 2.06 MiB), and is not the heap's.
 BOOST_AUTO_TEST_CASE(heap_memory_ends_where_a_huge_mapping_ends) {
     Test_heap h;
     char* small = static_cast<char*>(h->alloc(100));
