@@ -762,6 +762,25 @@ void* Heap::alloc_aligned(size_t alignment, size_t bytes) {
 // Validates p as the start of a live zmm block, diagnosing (and not
 // returning) when it is not: used where a bad pointer must be caught before
 // it is queued (remote frees) or trusted.
+// A copy of the header of the live huge block whose span (granule huge or
+// tail) p may be in; false if the registry names no start, or the header
+// cannot be read or does not check out. Read as a copy: p is not a block
+// zmm handed out (a free of glibc's pointer, a misuse), and another thread
+// may free the huge block and unmap its header meanwhile.
+// Returns the block's start, nullptr for none. `held`: the heaps' mappings
+// are held (os::hold_heap_mappings, a leak scan): the header is read
+// directly.
+static const char* live_huge_header(const void* p, Huge_header* out, bool held = false) {
+    const void* start = registry_huge_start(p);
+    if (!start) return nullptr;
+    const Huge_header* h = Huge_header::of(start);
+    if (held)
+        *out = *h;
+    else if (!os::copy_mapped(out, h, sizeof *out))
+        return nullptr;
+    return out->magic == k_huge_magic ? static_cast<const char*>(start) : nullptr;
+}
+
 static void check_block_start(void* p) {
     Granule g = granule_of(p);
     bool chunk_aligned = (reinterpret_cast<uintptr_t>(p) & (k_chunk_size - 1)) == 0;
@@ -784,11 +803,9 @@ static void check_block_start(void* p) {
     if ((g == granule_huge_freed || g == granule_huge_unmapped) && chunk_aligned)
         misuse(Misuse::double_free, p);
     if (g == granule_huge || g == granule_huge_tail) {
-        void* start = registry_huge_start(p);
-        if (start) {
-            Huge_header* h = Huge_header::of(start);
-            if (static_cast<char*>(p) < static_cast<char*>(start) + h->size) misuse(Misuse::interior_pointer, p);
-        }
+        Huge_header h;
+        const char* start = live_huge_header(p, &h);
+        if (start && static_cast<const char*>(p) < start + h.size) misuse(Misuse::interior_pointer, p);
     }
     misuse(Misuse::unknown_pointer, p);
 }
@@ -1173,12 +1190,10 @@ namespace {
 // The end of the live huge block's mapping whose granule (huge or tail) p
 // is in; false if the registry names no start (a neighbour's registration
 // in the middle of its marking or clearing) or the header does not check out.
-bool huge_mapping_end(const void* p, uintptr_t* end) {
-    const void* start = registry_huge_start(p);
-    if (!start) return false;
-    const Huge_header* h = Huge_header::of(start);
-    if (h->magic != k_huge_magic) return false;
-    *end = reinterpret_cast<uintptr_t>(h->map_base) + h->map_size;
+bool huge_mapping_end(const void* p, uintptr_t* end, bool held) {
+    Huge_header h;
+    if (!live_huge_header(p, &h, held)) return false;
+    *end = reinterpret_cast<uintptr_t>(h.map_base) + h.map_size;
     return true;
 }
 }  // namespace
@@ -1192,7 +1207,7 @@ uintptr_t Heap::heap_memory_end(const void* p) {
         case granule_huge:
         case granule_huge_tail: {
             uintptr_t end;
-            if (!huge_mapping_end(p, &end)) return granule_end;  // (the scan skips what it cannot tell)
+            if (!huge_mapping_end(p, &end, true)) return granule_end;  // (the scan skips what it cannot tell)
             return end > a ? end : a;
         }
         default:
@@ -1216,7 +1231,7 @@ bool Heap::claims(const void* p) {
         case granule_huge:
         case granule_huge_tail: {
             uintptr_t end;
-            return huge_mapping_end(p, &end) && a < end;
+            return huge_mapping_end(p, &end, false) && a < end;
         }
         default:
             return false;

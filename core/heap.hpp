@@ -453,14 +453,17 @@ public:
     // block's last 2 MiB granule whole, but the mapping may end inside it,
     // and the kernel may place another after it there (a library's data, a
     // thread's stack). Defensive as for_each_stale_huge_range: a header
-    // that does not check out leaves the granule to the registry.
+    // that does not check out leaves the granule to the registry. Reads
+    // headers directly: for a leak scan, which holds the heaps' mappings.
     static uintptr_t heap_memory_end(const void* p);
     // Is a pointer that starts no live block of zmm's still zmm's to
     // diagnose: inside a chunk or a live huge block's mapping, in a freed
     // huge block's cached mapping's first granule, or where a freed huge
     // block whose mapping is gone started (a double free)? Elsewhere it may
     // be another allocator's (glibc's): past a live huge block's mapping in
-    // its last granule, or in a granule a huge mapping left.
+    // its last granule, or in a granule a huge mapping left. A huge block's
+    // header is read as a copy (os::copy_mapped): its owner may free and
+    // unmap it meanwhile.
     static bool claims(const void* p);
     // The misuse a pointer that starts no live block is (a double free, an
     // interior or unknown pointer), diagnosed: does not return.

@@ -12,6 +12,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -293,6 +294,20 @@ bool resident_pages(const void* p, size_t size, unsigned char* vec) {
 bool is_mapped(const void* p) {
     unsigned char vec;
     return resident_pages(reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(p) & ~(k_page - 1)), k_page, &vec);
+}
+
+bool copy_mapped(void* dst, const void* src, size_t n) {
+    Errno_keeper keep;
+    iovec local{dst, n};
+    iovec remote{const_cast<void*>(src), n};
+    const ssize_t got = process_vm_readv(process_id(), &local, 1, &remote, 1, 0);
+    if (got == static_cast<ssize_t>(n)) return true;
+    if (got >= 0 || (errno != ENOSYS && errno != EPERM)) return false;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(src);
+    if (n == 0) return true;
+    if (!is_mapped(src) || !is_mapped(reinterpret_cast<const void*>(a + n - 1))) return false;
+    memcpy(dst, src, n);
+    return true;
 }
 
 namespace {

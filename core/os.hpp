@@ -101,6 +101,13 @@ void advise_huge_pages(void* p, size_t size);
 // Is the page containing p mapped? (mincore; no fault on unmapped memory.)
 bool is_mapped(const void* p);
 
+// Copies n bytes from src to dst where src may be unmapped by another thread
+// meanwhile: read through the kernel (process_vm_readv), where a page that
+// is gone is an error, not a fault. false: [src, src + n) could not be read
+// whole. Where the kernel refuses the call (a seccomp filter), the bytes are
+// read directly when mincore finds their pages mapped.
+bool copy_mapped(void* dst, const void* src, size_t n);
+
 // Which pages of [p, p + size) (p page-aligned, size at most 4 MiB) are
 // resident: vec[i] & 1 for page i. false if the kernel cannot say.
 bool resident_pages(const void* p, size_t size, unsigned char* vec);

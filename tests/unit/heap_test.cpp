@@ -288,6 +288,35 @@ BOOST_AUTO_TEST_CASE(heap_memory_ends_where_a_huge_mapping_ends) {
     h->free_owned(small);
 }
 
+// A free of glibc's pointer past a huge block's mapping reads the block's
+// header (claims) while its owner may free the block and unmap the header:
+// here the registry still marks a huge block whose header page is gone, or
+// unreadable. No fault: the pointer is not zmm's.
+BOOST_AUTO_TEST_CASE(claims_reads_a_huge_header_gone_meanwhile_without_fault) {
+    const size_t span = 3 * k_chunk_size;
+    char* base =
+        static_cast<char*>(mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    BOOST_TEST_REQUIRE(static_cast<void*>(base) != MAP_FAILED);
+    char* block =
+        reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(base) + k_chunk_size) & ~(k_chunk_size - 1));
+    char* header = block - k_page_size;
+    char copy[16];
+    BOOST_TEST(os::copy_mapped(copy, header, sizeof copy));
+    registry_mark(block, k_chunk_size + 4096, granule_huge);
+    BOOST_TEST(!Heap::claims(block + k_chunk_size + 64));  // mapped, but no header there: not a block
+    BOOST_TEST(munmap(header, k_page_size) == 0);          // freed and unmapped by its owner
+    BOOST_TEST(!os::copy_mapped(copy, header, sizeof copy));
+    BOOST_TEST(!os::copy_mapped(copy, header + k_page_size - 8, sizeof copy));  // the half that is gone
+    BOOST_TEST(!Heap::claims(block + k_chunk_size + 64));
+    BOOST_TEST(!Heap::claims(block + 64));
+    BOOST_TEST(mmap(header, k_page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) ==
+               static_cast<void*>(header));
+    BOOST_TEST(!os::copy_mapped(copy, header, sizeof copy));  // mapped, unreadable
+    BOOST_TEST(!Heap::claims(block + k_chunk_size + 64));
+    registry_clear(block, k_chunk_size + 4096);
+    munmap(base, span);
+}
+
 BOOST_AUTO_TEST_CASE(huge_mappings_are_reused) {
     Test_heap h;
     char* a = static_cast<char*>(h->alloc(3 * 1024 * 1024));
