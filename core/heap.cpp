@@ -992,21 +992,6 @@ void Heap::free_block_of(Heap* h, void* p, const void* current_owner, Heap* outb
     }
 }
 
-namespace {
-constexpr auto k_outbox_limit = [] {
-    std::array<uint32_t, k_bins> t{};
-    for (unsigned b = 0; b < k_bins; ++b) t[b] = outbox_chain_limit(b);
-    return t;
-}();
-}  // namespace
-
-inline void Heap::free_slot_through_outbox(Heap* to, void* p, unsigned bin) {
-    Free_slot* s = not_free_already(to, p);
-    Outbox_chain& o = outbox[bin];
-    if (__builtin_expect(o.to != to, 0)) return restart_chain(o, bin, to, s);
-    append_to_chain(o, bin, s);
-}
-
 void Heap::free_through_outbox(Heap* to, void* p) {
     // A small slot's start (the common case, checked once here), else the
     // general check and the remote stack.
@@ -1018,17 +1003,10 @@ void Heap::free_through_outbox(Heap* to, void* p) {
 }
 
 void Heap::free_in_chunk_of_other(void* p, const void* current_owner, Heap* outbox) {
-    Chunk* c = Chunk::of(p);
-    Heap* to = c->heap;
-    const void* owner = to->owner.load(std::memory_order_relaxed);
-    if (owner == current_owner) return to->free_owned(p);  // (a traced request's blocks)
-    const unsigned page = Chunk::page_of(p);
-    if (owner && outbox && to->takes_chains && g_tuning.batch_remote_frees && page != 0) {
-        const uint32_t info = c->map[page];
-        const unsigned bin = small_bin(info);
-        if ((info & k_small) && outbox->is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), bin))
-            return outbox->free_slot_through_outbox(to, p, bin);
-    }
+    if (outbox && outbox->try_free_to_outbox(p, current_owner)) return;
+    Heap* to = Chunk::of(p)->heap;
+    if (to->owner.load(std::memory_order_relaxed) == current_owner)
+        return to->free_owned(p);  // (a traced request's blocks)
     free_block_of(to, p, current_owner, outbox);
 }
 

@@ -80,6 +80,11 @@ constexpr uint32_t outbox_chain_limit(unsigned bin) {
     size_t n = (k_outbox_chain_bytes + k_bin_size[bin] - 1) / k_bin_size[bin];
     return n < k_outbox_chain_blocks ? static_cast<uint32_t>(n) : k_outbox_chain_blocks;
 }
+inline constexpr auto k_outbox_limit = [] {
+    std::array<uint32_t, k_bins> t{};
+    for (unsigned b = 0; b < k_bins; ++b) t[b] = outbox_chain_limit(b);
+    return t;
+}();
 
 // Process-wide tuning, set once at start-up from the options.
 struct Heap_tuning {
@@ -387,6 +392,12 @@ public:
     // slot of a live thread's heap goes straight to the outbox, in one
     // function (larson's frees); the rest as free_block_of.
     static void free_in_chunk_of_other(void* p, const void* current_owner, Heap* outbox);
+    // Its common case, inline for the preload: p, in a chunk of another
+    // heap (the registry said so), a small slot's start of a heap whose
+    // thread lives (and is not the caller, `current_owner`) and that takes
+    // chains, joins this heap's outbox chain (this: the calling thread's
+    // persistent heap). false: not that case, nothing done.
+    inline bool try_free_to_outbox(void* p, const void* current_owner);
 
     // A new free-list key (a forked child, as ZendMM's zend_mm_refresh_key_child):
     // every free slot's shadow, on the free lists, the remote stacks and in
@@ -724,6 +735,39 @@ inline bool Heap::free_in_carried_page(Chunk* c, void* p, uint32_t info, size_t 
     if (holds_link(s)) return false;
     push_free(s, bin);
     return true;
+}
+
+__attribute__((always_inline)) inline bool Heap::try_free_to_outbox(void* p, const void* current_owner) {
+    Chunk* c = Chunk::of(p);
+    Heap* to = c->heap;
+    const void* owner = to->owner.load(std::memory_order_relaxed);
+    // (The header page's map word has no k_small.)
+    const uint32_t info = c->map[Chunk::page_of(p)];
+    const unsigned bin = small_bin(info);
+    if (__builtin_expect(!(info & k_small) || owner == current_owner || !owner || !to->takes_chains, 0) ||
+        !g_tuning.batch_remote_frees ||
+        !is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), bin))
+        return false;
+    free_slot_through_outbox(to, p, bin);
+    return true;
+}
+
+__attribute__((always_inline)) inline void Heap::free_slot_through_outbox(Heap* to, void* p, unsigned bin) {
+    Free_slot* s = static_cast<Free_slot*>(p);
+    const uint64_t to_key = to->key;
+    if (__builtin_expect(s->shadow == shadow_with(to_key, s, s->next), 0)) misuse(Misuse::double_free, p);
+    Outbox_chain& o = outbox[bin];
+    if (__builtin_expect(o.to != to, 0)) return restart_chain(o, bin, to, s);
+    // (append_to_chain, with the chain's fields in registers: the stores
+    // into the slot may alias them, as the compiler sees it.)
+    Free_slot* head = o.head;
+    const uint32_t count = o.count + 1;
+    s->next = head;
+    s->shadow = shadow_with(to_key, s, head);
+    o.head = s;
+    if (!head) o.tail = s;
+    o.count = count;
+    if (count >= k_outbox_limit[bin]) send_chain(o, bin);
 }
 
 inline void Heap::push_free(Free_slot* s, size_t bin) {
