@@ -992,6 +992,13 @@ void Heap::free_block_of(Heap* h, void* p, const void* current_owner, Heap* outb
     }
 }
 
+inline void Heap::free_slot_through_outbox(Heap* to, void* p, unsigned bin) {
+    Free_slot* s = not_free_already(to, p);
+    Outbox_chain& o = outbox[bin];
+    if (__builtin_expect(o.to != to, 0)) return restart_chain(o, bin, to, s);
+    append_to_chain(o, bin, s);
+}
+
 void Heap::free_through_outbox(Heap* to, void* p) {
     // A small slot's start (the common case, checked once here), else the
     // general check and the remote stack.
@@ -1003,7 +1010,11 @@ void Heap::free_through_outbox(Heap* to, void* p) {
 }
 
 void Heap::free_in_chunk_of_other(void* p, const void* current_owner, Heap* outbox) {
-    if (outbox && outbox->try_free_to_outbox(p, current_owner)) return;
+    if (outbox)
+        if (int r = outbox->try_free_to_outbox(p, current_owner); r >= 0) {
+            if (r > 0) outbox->send_outbox_chain(static_cast<unsigned>(r - 1));
+            return;
+        }
     Heap* to = Chunk::of(p)->heap;
     if (to->owner.load(std::memory_order_relaxed) == current_owner)
         return to->free_owned(p);  // (a traced request's blocks)

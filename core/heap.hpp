@@ -395,9 +395,16 @@ public:
     // Its common case, inline for the preload: p, in a chunk of another
     // heap (the registry said so), a small slot's start of a heap whose
     // thread lives (and is not the caller, `current_owner`) and that takes
-    // chains, joins this heap's outbox chain (this: the calling thread's
-    // persistent heap). false: not that case, nothing done.
-    inline bool try_free_to_outbox(void* p, const void* current_owner);
+    // chains, joins this heap's outbox chain for p's bin, which already
+    // goes to that heap (this: the calling thread's persistent heap).
+    // Returns -1: not that case, nothing done; 0: done; b + 1: done, and
+    // the chain of bin b is full: the caller sends it (send_outbox_chain)
+    // as a slow path. Touches nothing but the outbox and p's first two
+    // words (no counter, no list of the heap's): a thread stopped in it by
+    // a leak scan, or interrupted by a signal handler (whose frees take
+    // the reentry path), leaves nothing half done that they read.
+    inline int try_free_to_outbox(void* p, const void* current_owner);
+    void send_outbox_chain(unsigned bin) { send_chain(outbox[bin], bin); }
 
     // A new free-list key (a forked child, as ZendMM's zend_mm_refresh_key_child):
     // every free slot's shadow, on the free lists, the remote stacks and in
@@ -737,7 +744,7 @@ inline bool Heap::free_in_carried_page(Chunk* c, void* p, uint32_t info, size_t 
     return true;
 }
 
-__attribute__((always_inline)) inline bool Heap::try_free_to_outbox(void* p, const void* current_owner) {
+__attribute__((always_inline)) inline int Heap::try_free_to_outbox(void* p, const void* current_owner) {
     Chunk* c = Chunk::of(p);
     Heap* to = c->heap;
     const void* owner = to->owner.load(std::memory_order_relaxed);
@@ -747,17 +754,12 @@ __attribute__((always_inline)) inline bool Heap::try_free_to_outbox(void* p, con
     if (__builtin_expect(!(info & k_small) || owner == current_owner || !owner || !to->takes_chains, 0) ||
         !g_tuning.batch_remote_frees ||
         !is_slot_start(offset_in_run(reinterpret_cast<uintptr_t>(p), info), bin))
-        return false;
-    free_slot_through_outbox(to, p, bin);
-    return true;
-}
-
-__attribute__((always_inline)) inline void Heap::free_slot_through_outbox(Heap* to, void* p, unsigned bin) {
+        return -1;
+    Outbox_chain& o = outbox[bin];
+    if (__builtin_expect(o.to != to, 0)) return -1;  // (restart_chain's, a slow path)
     Free_slot* s = static_cast<Free_slot*>(p);
     const uint64_t to_key = to->key;
     if (__builtin_expect(s->shadow == shadow_with(to_key, s, s->next), 0)) misuse(Misuse::double_free, p);
-    Outbox_chain& o = outbox[bin];
-    if (__builtin_expect(o.to != to, 0)) return restart_chain(o, bin, to, s);
     // (append_to_chain, with the chain's fields in registers: the stores
     // into the slot may alias them, as the compiler sees it.)
     Free_slot* head = o.head;
@@ -767,7 +769,7 @@ __attribute__((always_inline)) inline void Heap::free_slot_through_outbox(Heap* 
     o.head = s;
     if (!head) o.tail = s;
     o.count = count;
-    if (count >= k_outbox_limit[bin]) send_chain(o, bin);
+    return count >= k_outbox_limit[bin] ? static_cast<int>(bin) + 1 : 0;
 }
 
 inline void Heap::push_free(Free_slot* s, size_t bin) {

@@ -101,17 +101,35 @@ static void free_inside(void* p) {
 // heap's during a request, its request heap's during a traced one) is freed
 // there. A thread that has not allocated yet may first take p's heap, if it
 // waits in the pool (take_heap_of): p's free is then its own.
+// A full outbox chain goes to its heap: a slow path.
+__attribute__((noinline)) static void send_outbox_chain(Heap* outbox, unsigned bin) {
+    Busy_section busy;
+    outbox->send_outbox_chain(bin);
+}
+
+static void free_other_heap_slow(void* p);
+
 static void free_other_heap(void* p) {
-    // The common case first, tested once: a thread outside the allocator
-    // (no reentry), in no request (none traced), that takes no heap from
-    // the pool, without ZMM_DEBUG's checks. The rest as it comes below.
+    // The common case, inline and with no Busy_section (see
+    // try_free_to_outbox): a thread outside the allocator (no reentry), in
+    // no request (none traced), that takes no heap from the pool, without
+    // ZMM_DEBUG's checks, frees a small slot into its outbox's chain.
     if (__builtin_expect(
             t_state.in_allocator == 0 && t_state.request == nullptr && t_state.exchange_tries <= 0, 1) &&
+        !options().debug)
+        if (Heap* outbox = t_state.persistent; __builtin_expect(outbox != nullptr, 1)) {
+            const int r = outbox->try_free_to_outbox(p, thread_token());
+            if (__builtin_expect(r == 0, 1)) return;
+            if (r > 0) return send_outbox_chain(outbox, static_cast<unsigned>(r - 1));
+        }
+    free_other_heap_slow(p);
+}
+
+__attribute__((noinline)) static void free_other_heap_slow(void* p) {
+    if (t_state.in_allocator == 0 && t_state.request == nullptr && t_state.exchange_tries <= 0 &&
         !options().debug) {
         Busy_section busy;
-        Heap* outbox = t_state.persistent;
-        if (__builtin_expect(outbox != nullptr, 1) && outbox->try_free_to_outbox(p, thread_token())) return;
-        return Heap::free_in_chunk_of_other(p, thread_token(), outbox);
+        return Heap::free_in_chunk_of_other(p, thread_token(), t_state.persistent);
     }
     // (Every free of a traced request's block comes here: its heap is the
     // thread's, its block leaves the table. Not a signal handler's free
