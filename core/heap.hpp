@@ -761,13 +761,20 @@ __attribute__((always_inline)) inline int Heap::try_free_to_outbox(void* p, cons
     const uint64_t to_key = to->key;
     if (__builtin_expect(s->shadow == shadow_with(to_key, s, s->next), 0)) misuse(Misuse::double_free, p);
     // (append_to_chain, with the chain's fields in registers: the stores
-    // into the slot may alias them, as the compiler sees it.)
+    // into the slot may alias them, as the compiler sees it.) In this
+    // order, fenced: a signal handler that leaves by siglongjmp abandons
+    // the append after any store, and the chain must hold together (a
+    // head without its tail would be pushed with a null last link). What
+    // it can lose is the block (a free slot leaked) or the count's last
+    // step (its heap counts one block in use).
     Free_slot* head = o.head;
     const uint32_t count = o.count + 1;
     s->next = head;
     s->shadow = shadow_with(to_key, s, head);
-    o.head = s;
     if (!head) o.tail = s;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    o.head = s;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
     o.count = count;
     return count >= k_outbox_limit[bin] ? static_cast<int>(bin) + 1 : 0;
 }
