@@ -759,17 +759,13 @@ void* Heap::alloc_aligned(size_t alignment, size_t bytes) {
     misuse(c->was_huge_block ? Misuse::double_free : Misuse::unknown_pointer, p);
 }
 
-// Validates p as the start of a live zmm block, diagnosing (and not
-// returning) when it is not: used where a bad pointer must be caught before
-// it is queued (remote frees) or trusted.
 // A copy of the header of the live huge block whose span (granule huge or
-// tail) p may be in; false if the registry names no start, or the header
-// cannot be read or does not check out. Read as a copy: p is not a block
-// zmm handed out (a free of glibc's pointer, a misuse), and another thread
-// may free the huge block and unmap its header meanwhile.
-// Returns the block's start, nullptr for none. `held`: the heaps' mappings
-// are held (os::hold_heap_mappings, a leak scan): the header is read
-// directly.
+// tail) p may be in, and the block's start; nullptr if the registry names
+// no start, or the header cannot be read or does not check out. Read as a
+// copy: p is not a block zmm handed out (a free of glibc's pointer, a
+// misuse), and another thread may free the huge block and unmap its header
+// meanwhile. `held`: the heaps' mappings are held (os::hold_heap_mappings,
+// a leak scan): the header is read directly.
 static const char* live_huge_header(const void* p, Huge_header* out, bool held = false) {
     const void* start = registry_huge_start(p);
     if (!start) return nullptr;
@@ -781,6 +777,9 @@ static const char* live_huge_header(const void* p, Huge_header* out, bool held =
     return out->magic == k_huge_magic ? static_cast<const char*>(start) : nullptr;
 }
 
+// Validates p as the start of a live zmm block, diagnosing (and not
+// returning) when it is not: used where a bad pointer must be caught before
+// it is queued (remote frees) or trusted.
 static void check_block_start(void* p) {
     Granule g = granule_of(p);
     bool chunk_aligned = (reinterpret_cast<uintptr_t>(p) & (k_chunk_size - 1)) == 0;

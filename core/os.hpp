@@ -105,7 +105,8 @@ bool is_mapped(const void* p);
 // meanwhile: read through the kernel (process_vm_readv), where a page that
 // is gone is an error, not a fault. false: [src, src + n) could not be read
 // whole. Where the kernel refuses the call (a seccomp filter), the bytes are
-// read directly when mincore finds their pages mapped.
+// read directly when mincore finds their pages mapped: that read can still
+// race an unmap, and faults on a page mapped without PROT_READ.
 bool copy_mapped(void* dst, const void* src, size_t n);
 
 // Which pages of [p, p + size) (p page-aligned, size at most 4 MiB) are
