@@ -112,10 +112,13 @@ static void free_other_heap_slow(void* p);
 static void free_other_heap(void* p) {
     // The common case, inline and with no Busy_section (see
     // try_free_to_outbox): a thread outside the allocator (no reentry), in
-    // no request (none traced), that takes no heap from the pool, without
-    // ZMM_DEBUG's checks, frees a small slot into its outbox's chain.
-    if (__builtin_expect(
-            t_state.in_allocator == 0 && t_state.request == nullptr && t_state.exchange_tries <= 0, 1) &&
+    // no traced request (whose slow paths go to its heap: `direct`), that
+    // takes no heap from the pool, without ZMM_DEBUG's checks, frees a
+    // small slot into its outbox's chain.
+    if (__builtin_expect(t_state.in_allocator == 0 &&
+                             (t_state.request == nullptr || !t_state.request->direct) &&
+                             t_state.exchange_tries <= 0,
+                         1) &&
         !options().debug)
         if (Heap* outbox = t_state.persistent; __builtin_expect(outbox != nullptr, 1)) {
             const int r = outbox->try_free_to_outbox(p, thread_token());
@@ -126,8 +129,8 @@ static void free_other_heap(void* p) {
 }
 
 __attribute__((noinline)) static void free_other_heap_slow(void* p) {
-    if (t_state.in_allocator == 0 && t_state.request == nullptr && t_state.exchange_tries <= 0 &&
-        !options().debug) {
+    if (t_state.in_allocator == 0 && (t_state.request == nullptr || !t_state.request->direct) &&
+        t_state.exchange_tries <= 0 && !options().debug) {
         Busy_section busy;
         return Heap::free_in_chunk_of_other(p, thread_token(), t_state.persistent);
     }
