@@ -304,7 +304,6 @@ bool copy_mapped(void* dst, const void* src, size_t n) {
     if (got == static_cast<ssize_t>(n)) return true;
     if (got >= 0 || (errno != ENOSYS && errno != EPERM)) return false;
     const uintptr_t a = reinterpret_cast<uintptr_t>(src);
-    if (n == 0) return true;
     if (!is_mapped(src) || !is_mapped(reinterpret_cast<const void*>(a + n - 1))) return false;
     memcpy(dst, src, n);
     return true;

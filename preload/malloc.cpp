@@ -95,12 +95,6 @@ static void free_inside(void* p) {
     if (!Heap::free_any(p, thread_token(), t_state.persistent)) free_foreign(p);
 }
 
-// p is in a chunk of another heap's. A small block of another live
-// thread's persistent heap joins this thread's outbox chain at once (larson:
-// most frees); a block of another heap of this thread's (its persistent
-// heap's during a request, its request heap's during a traced one) is freed
-// there. A thread that has not allocated yet may first take p's heap, if it
-// waits in the pool (take_heap_of): p's free is then its own.
 // A full outbox chain goes to its heap: a slow path.
 __attribute__((noinline)) static void send_outbox_chain(Heap* outbox, unsigned bin) {
     Busy_section busy;
@@ -109,6 +103,12 @@ __attribute__((noinline)) static void send_outbox_chain(Heap* outbox, unsigned b
 
 static void free_other_heap_slow(void* p);
 
+// p is in a chunk of another heap's. A small block of another live
+// thread's persistent heap joins this thread's outbox chain at once (larson:
+// most frees); a block of another heap of this thread's (its persistent
+// heap's during a request, its request heap's during a traced one) is freed
+// there. A thread that has not allocated yet may first take p's heap, if it
+// waits in the pool (take_heap_of): p's free is then its own.
 static void free_other_heap(void* p) {
     // The common case, inline and with no Busy_section (see
     // try_free_to_outbox): a thread outside the allocator (no reentry), in
@@ -129,6 +129,9 @@ static void free_other_heap(void* p) {
 }
 
 __attribute__((noinline)) static void free_other_heap_slow(void* p) {
+    // The common case that try_free_to_outbox declined (a large block, a
+    // heap whose thread left, a chain for another heap) or that has no
+    // outbox yet: as before it, inside the allocator.
     if (t_state.in_allocator == 0 && (t_state.request == nullptr || !t_state.request->direct) &&
         t_state.exchange_tries <= 0 && !options().debug) {
         Busy_section busy;
