@@ -155,7 +155,13 @@ BOOST_AUTO_TEST_CASE(double_free_through_an_outbox) {
     BOOST_TEST(sender->outbox_chains() == 1u);
     BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { Heap::free_any(p, &other_thread, &sender.heap); }));
     BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { h->free_owned(p); }));
+    // (the preload's inline case, and the slow path behind it)
+    BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { sender->try_free_to_outbox(p, &other_thread); }));
+    BOOST_TEST(diagnosed(Misuse::double_free, p,
+                         [&] { Heap::free_in_chunk_of_other(p, &other_thread, &sender.heap); }));
     BOOST_TEST(diagnosed(Misuse::interior_pointer, q + 16, [&] { Heap::free_any(q + 16, &other_thread, &sender.heap); }));
+    BOOST_TEST(diagnosed(Misuse::interior_pointer, q + 16,
+                         [&] { Heap::free_in_chunk_of_other(q + 16, &other_thread, &sender.heap); }));
     sender->flush_outbox();
     BOOST_TEST(diagnosed(Misuse::double_free, p, [&] { Heap::free_any(p, &other_thread, &sender.heap); }));
     h->drain_remote();

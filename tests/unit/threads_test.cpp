@@ -158,6 +158,68 @@ BOOST_AUTO_TEST_CASE(remote_small_frees_travel_in_chains) {
     BOOST_TEST(h->check() == nullptr);
 }
 
+// The preload's inline case of a cross-thread free (try_free_to_outbox): a
+// small slot of a live heap that takes chains joins the outbox's chain for
+// that heap; anything else is declined (-1) with nothing done; a full chain
+// is the caller's to send (bin + 1). free_in_chunk_of_other, the slow path
+// behind it, starts a chain for another heap and sends full ones itself.
+BOOST_AUTO_TEST_CASE(the_inline_cross_thread_free_joins_a_chain_or_declines) {
+    Test_heap h, h2, sender;
+    h->takes_chains = true;
+    h2->takes_chains = true;
+    char other_thread = 0;
+    const unsigned bin = size_to_bin(100);
+    const uint32_t per_chain = outbox_chain_limit(bin);
+    std::vector<void*> blocks;
+    for (uint32_t i = 0; i < per_chain + 1; ++i) blocks.push_back(h->alloc(100));
+    void* big = h->alloc(10000);
+    void* own = sender->alloc(100);
+    void* of_h2 = h2->alloc(100);
+    // No chain for h yet: declined (the slow path starts one).
+    BOOST_TEST(sender->try_free_to_outbox(blocks[0], &other_thread) == -1);
+    BOOST_TEST(sender->outbox_chains() == 0u);
+    Heap::free_in_chunk_of_other(blocks[0], &other_thread, &sender.heap);
+    BOOST_TEST(sender->outbox[bin].to == &h.heap);
+    BOOST_TEST(sender->outbox[bin].count == 1u);
+    for (uint32_t i = 1; i + 1 < per_chain; ++i)
+        BOOST_TEST(sender->try_free_to_outbox(blocks[i], &other_thread) == 0);
+    BOOST_TEST(sender->outbox[bin].count == per_chain - 1);
+    BOOST_TEST(sender->outbox[bin].tail == blocks[0]);
+    BOOST_TEST(sender->outbox[bin].head == blocks[per_chain - 2]);
+    BOOST_TEST(h->holds_link(blocks[1]));  // free: a second free is a double free
+    // The last block fills the chain: the caller sends it.
+    BOOST_TEST(sender->try_free_to_outbox(blocks[per_chain - 1], &other_thread) == static_cast<int>(bin) + 1);
+    BOOST_TEST(sender->outbox[bin].count == per_chain);
+    sender->send_outbox_chain(bin);
+    BOOST_TEST(sender->outbox_chains() == 0u);
+    BOOST_TEST(h->remote_bins[bin].chains.load() == blocks[per_chain - 1]);
+    BOOST_TEST(h->remote_bins[bin].blocks.load() == per_chain);
+    // Declined, nothing done: a large block, an interior pointer, a block of
+    // the caller's own heap, a block of a heap whose thread left, a block of
+    // another heap than the bin's chain goes to.
+    Heap::free_in_chunk_of_other(blocks[per_chain], &other_thread, &sender.heap);  // a new chain for h
+    BOOST_TEST(sender->try_free_to_outbox(big, &other_thread) == -1);
+    BOOST_TEST(sender->try_free_to_outbox(static_cast<char*>(blocks[0]) + 16, &other_thread) == -1);
+    BOOST_TEST(sender->try_free_to_outbox(own, &sender.token) == -1);
+    BOOST_TEST(sender->try_free_to_outbox(of_h2, &other_thread) == -1);
+    h2->owner.store(nullptr);
+    BOOST_TEST(sender->try_free_to_outbox(of_h2, &other_thread) == -1);
+    h2->owner.store(&h2.token);
+    BOOST_TEST(sender->outbox[bin].count == 1u);
+    BOOST_TEST(sender->outbox[bin].to == &h.heap);
+    // The slow path takes them all as before.
+    Heap::free_in_chunk_of_other(big, &other_thread, &sender.heap);
+    Heap::free_in_chunk_of_other(of_h2, &other_thread, &sender.heap);  // h's chain sent, one for h2
+    BOOST_TEST(sender->outbox[bin].to == &h2.heap);
+    sender->flush_outbox();
+    sender->free_owned(own);
+    h->drain_remote();
+    h2->drain_remote();
+    BOOST_TEST(h->usage() == 0u);
+    BOOST_TEST(h2->usage() == 0u);
+    BOOST_TEST(h->check() == nullptr);
+}
+
 // A chain whose heap's bin is not empty joins its free list; a heap not
 // taking chains (a request heap) gets its blocks on the remote stack.
 BOOST_AUTO_TEST_CASE(chains_join_a_free_list_and_skip_request_heaps) {
