@@ -626,11 +626,15 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
         size_t cut = static_cast<size_t>(map_end - tail);
         registry_clear(block, h->size, granule_huge);
         registry_mark(block, len, granule_huge);
-        os::unmap_heap(tail, cut);
         count_free(h->size - len);
         huge_bytes -= h->size - len;
+        // The header says what stays mapped before the tail goes: a fork
+        // meanwhile leaves the child this heap as an orphan, whose leak
+        // scan reads h->size bytes of the block.
         h->size = len;
         h->map_size -= cut;
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        os::unmap_heap(tail, cut);
         lower_real(cut);
         unmapped_bytes += cut;
         return block;

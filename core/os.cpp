@@ -284,9 +284,10 @@ void advise_huge_pages(void* p, size_t size) {
     errno = saved;
 }
 
-bool resident_pages(const void* p, size_t size, unsigned char* vec) {
+bool resident_pages(const void* p, size_t size, unsigned char* vec, bool* unmapped) {
     int saved = errno;
     bool ok = mincore(const_cast<void*>(p), size, vec) == 0;
+    if (unmapped) *unmapped = !ok && errno == ENOMEM;
     errno = saved;
     return ok;
 }

@@ -110,8 +110,10 @@ bool is_mapped(const void* p);
 bool copy_mapped(void* dst, const void* src, size_t n);
 
 // Which pages of [p, p + size) (p page-aligned, size at most 4 MiB) are
-// resident: vec[i] & 1 for page i. false if the kernel cannot say.
-bool resident_pages(const void* p, size_t size, unsigned char* vec);
+// resident: vec[i] & 1 for page i. false if the kernel cannot say;
+// `*unmapped` (if given) then says whether that is because part of the
+// range is not mapped (ENOMEM).
+bool resident_pages(const void* p, size_t size, unsigned char* vec, bool* unmapped = nullptr);
 // Is there no swap? Then an anonymous private page that is not resident
 // was never written since it was mapped or purged: it reads as zero. (With
 // swap it may be swapped out.) Asked of the kernel at most once a second.

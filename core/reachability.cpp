@@ -297,22 +297,35 @@ void Reachability::scan_root_resident(const void* lo_p, const void* hi_p) {
     unsigned char vec[1024];
     while (lo < hi) {
         uintptr_t span = hi - lo < sizeof vec * k_page_size ? hi - lo : sizeof vec * k_page_size;
-        if (!os::resident_pages(reinterpret_cast<void*>(lo), span, vec)) {
-            scan_root(reinterpret_cast<void*>(lo), reinterpret_cast<void*>(lo + span));
-        } else {
-            size_t pages = (span + k_page_size - 1) / k_page_size;
-            for (size_t p = 0; p < pages;) {
-                if (!(vec[p] & 1)) {
-                    ++p;
-                    continue;
-                }
-                size_t q = p;
-                while (q < pages && (vec[q] & 1)) ++q;
-                uintptr_t a = lo + p * k_page_size, b = lo + q * k_page_size < hi ? lo + q * k_page_size : hi;
-                if (a < reinterpret_cast<uintptr_t>(lo_p)) a = reinterpret_cast<uintptr_t>(lo_p);
-                scan_root(reinterpret_cast<void*>(a), reinterpret_cast<void*>(b));
-                p = q;
+        bool unmapped = false;
+        if (!os::resident_pages(reinterpret_cast<void*>(lo), span, vec, &unmapped)) {
+            if (!unmapped) {  // the kernel cannot say: every page is read
+                scan_root(reinterpret_cast<void*>(lo), reinterpret_cast<void*>(lo + span));
+                lo += span;
+                continue;
             }
+            // Part of it is not mapped (a heap whose header outlived its
+            // pages: an orphan in a forked child, caught mid-shrink): page
+            // by page, the missing ones left out.
+            for (size_t i = 0; i * k_page_size < span; ++i) {
+                unsigned char v = 0;
+                vec[i] = os::resident_pages(reinterpret_cast<void*>(lo + i * k_page_size), k_page_size, &v)
+                             ? v
+                             : 0;
+            }
+        }
+        size_t pages = (span + k_page_size - 1) / k_page_size;
+        for (size_t p = 0; p < pages;) {
+            if (!(vec[p] & 1)) {
+                ++p;
+                continue;
+            }
+            size_t q = p;
+            while (q < pages && (vec[q] & 1)) ++q;
+            uintptr_t a = lo + p * k_page_size, b = lo + q * k_page_size < hi ? lo + q * k_page_size : hi;
+            if (a < reinterpret_cast<uintptr_t>(lo_p)) a = reinterpret_cast<uintptr_t>(lo_p);
+            scan_root(reinterpret_cast<void*>(a), reinterpret_cast<void*>(b));
+            p = q;
         }
         lo += span;
     }
