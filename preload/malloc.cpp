@@ -89,9 +89,20 @@ static void free_foreign(void* p) {
     misuse(Misuse::unknown_pointer, p);
 }
 
+// glibc's block where a freed huge block of zmm's started, that block's
+// mapping gone: the registry still names that start zmm's, to diagnose a
+// second free, and glibc's mmap may reuse the hole (an aligned
+// posix_memalign of glibc's lands right there, its chunk header in the page
+// below). glibc's header decides: zmm's own block had its header page
+// there, unmapped with it.
+static bool glibc_block_where_huge_was(const void* p) {
+    return granule_of(p) == granule_huge_unmapped && glibc_heap::owns(p);
+}
+
 // free's slow path, inside the allocator already.
 static void free_inside(void* p) {
     if (__builtin_expect(options().debug, 0)) debug_checks::on_free(p, thread_token());
+    if (__builtin_expect(glibc_block_where_huge_was(p), 0)) return free_foreign(p);
     if (!Heap::free_any(p, thread_token(), t_state.persistent)) free_foreign(p);
 }
 
@@ -328,7 +339,7 @@ void* realloc_slow(void* p, size_t size) {
         free_inside(p);
         return fresh;
     }
-    if (Heap::claims(p)) {
+    if (Heap::claims(p) && !glibc_block_where_huge_was(p)) {
         // A freed huge block, an interior pointer: diagnosed as its free
         // would be, here (a free would ask the registry again, which
         // another thread may be changing, and could hand p to glibc).

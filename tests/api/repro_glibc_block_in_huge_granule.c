@@ -7,9 +7,16 @@
  * zmm's: free() aborted with "zmm: free of unknown pointer", realloc() too.
  * The kernel maps glibc's block into the hole the huge block left.
  *
+ * Its start stayed zmm's (a second free of it is a double free), and an
+ * aligned block of glibc's lands exactly there (found by helper-57): glibc's
+ * posix_memalign(4096, ...) maps the hole from 4 KiB below the granule, its
+ * chunk header in that page. free() and realloc() of it aborted with "zmm:
+ * double free" (argv[1] "aligned_free", "aligned_realloc").
+ *
  * glibc: free and realloc of its own block work. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,27 +25,40 @@
 #include "on_zmm.h"
 
 typedef void* (*malloc_fn)(size_t);
+typedef int (*posix_memalign_fn)(void**, size_t, size_t);
 static void* (*volatile v_realloc)(void*, size_t) = realloc;
 
-/* argv[1]: "free" or "realloc", each a process of its own (the first glibc
- * block of a process lands in the hole; a second one may not). */
+/* argv[1]: "free", "realloc", "aligned_free" or "aligned_realloc", each a
+ * process of its own (the first glibc block of a process lands in the hole;
+ * a second one may not). */
 int main(int argc, char** argv) {
     on_zmm_check("repro_glibc_block_in_huge_granule", "malloc", (const void*)&malloc);
-    const int use_realloc = argc > 1 && strcmp(argv[1], "realloc") == 0;
+    const char* mode = argc > 1 ? argv[1] : "free";
+    const int use_realloc = strstr(mode, "realloc") != NULL;
+    const int aligned = strncmp(mode, "aligned", 7) == 0;
     void* libc = dlopen("libc.so.6", RTLD_NOLOAD | RTLD_LAZY);
     malloc_fn glibc_malloc = libc ? (malloc_fn)dlsym(libc, "malloc") : NULL;
-    if (!glibc_malloc) {
+    posix_memalign_fn glibc_memalign = libc ? (posix_memalign_fn)dlsym(libc, "posix_memalign") : NULL;
+    if (!glibc_malloc || !glibc_memalign) {
         fprintf(stderr, "repro_glibc_block_in_huge_granule: FAIL: no glibc malloc (%s)\n", dlerror());
         return 1;
     }
-    const size_t n = 20u << 20; /* over zmm's 16 MiB budget of cached memory: unmapped when freed */
+    /* Over zmm's 16 MiB budget of cached memory: unmapped when freed (and
+     * malloc_trim gives back the cached one of the aligned case). */
+    const size_t n = aligned ? 4u << 20 : 20u << 20;
     char* p = malloc(n);
     if (!p) return 1;
     memset(p, 1, 4096);
     free(p);
-    char* q = glibc_malloc(n - (64u << 10));
+    char* q = NULL;
+    if (aligned) {
+        malloc_trim(0);
+        if (glibc_memalign((void**)&q, 4096, n - 4160) != 0) return 1;
+    } else {
+        q = glibc_malloc(n - (64u << 10));
+    }
     if (!q) return 1;
-    const int same = ((uintptr_t)q >> 21) == ((uintptr_t)p >> 21);
+    const int same = aligned ? q == p : ((uintptr_t)q >> 21) == ((uintptr_t)p >> 21);
     memset(q, 'q', 1000);
     if (!use_realloc) {
         free(q); /* aborted */
@@ -52,7 +72,7 @@ int main(int argc, char** argv) {
         free(r);
     }
     /* The placement is the kernel's: say when it did not reproduce. */
-    printf("repro_glibc_block_in_huge_granule: ok (%s; glibc's block %s the freed huge block's granule)\n",
-           use_realloc ? "realloc" : "free", same ? "in" : "NOT in");
+    printf("repro_glibc_block_in_huge_granule: ok (%s; glibc's block %s the freed huge block's %s)\n", mode,
+           same ? (aligned ? "at" : "in") : (aligned ? "NOT at" : "NOT in"), aligned ? "start" : "granule");
     return 0;
 }
