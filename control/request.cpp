@@ -305,6 +305,12 @@ long end_on_thread(Leak_list* into, Share_totals* totals) {
         own.release();
     }
     Busy_section tail;  // the heap changes again
+    // A traced request's live blocks are in its table already: carried
+    // from now on, so that their frees and in-place reallocs in a later
+    // request leave that request's usage and peak (Heap::forget and
+    // Heap::realloc read the flag; the table forgets them at their free,
+    // which a traced heap's frees all ask, so no page is marked).
+    if (r->traced && !o.reclaim) r->table.for_each_mutable([](Block_info& b) { b.flags |= k_block_carried; });
     size_t peak_chunks = (h->real_peak_in_request() + k_chunk_size - 1) / k_chunk_size;
     if (options().reclaim) {
         h->release_blocks();
@@ -448,6 +454,21 @@ void trace_allocation(Heap* heap, void* block, size_t size, const void* entry) {
         if (tag & 1) info.flags = k_block_runtime;
     }
     r->table.insert(info);
+}
+
+void trace_reallocation(Heap* heap, const void* old_block, void* block, size_t size, const void* entry) {
+    Request* r = static_cast<Request*>(heap->request);
+    if (block && block == old_block && r && r->traced) {
+        // An earlier request's block, grown or shrunk in place: still that
+        // request's (Heap::realloc kept it out of this one's usage), with
+        // the stack that allocated it and its report flags; its new size.
+        if (Block_info* carried = r->table.find(reinterpret_cast<uintptr_t>(block));
+            carried && (carried->flags & k_block_carried)) {
+            carried->size = size;
+            return;
+        }
+    }
+    trace_allocation(heap, block, size, entry);
 }
 
 bool heap_limit_exceeded(Heap& heap, size_t requested) {

@@ -73,6 +73,9 @@ inline Heap* traced_request_heap() {
 // frame address of the allocator's entry that serves it: its stack is
 // captured from there (null: from the capture's own frame).
 void trace_allocation(Heap* heap, void* block, size_t size, const void* entry);
+// The same for a realloc's result (`old_block` its argument): a block
+// carried from an earlier request that stayed in place keeps its entry.
+void trace_reallocation(Heap* heap, const void* old_block, void* block, size_t size, const void* entry);
 
 // Thread exit: the thread's share of a process-wide request is handed over;
 // an API request left open is ended (and reported).

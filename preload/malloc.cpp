@@ -328,7 +328,7 @@ void* realloc_slow(void* p, size_t size) {
     if (ours) {
         if (Heap* h = thread_heap()) {
             void* q = h->realloc(p, size);
-            if (h->request) trace_allocation(h, q, size, __builtin_frame_address(0));
+            if (h->request) trace_reallocation(h, p, q, size, __builtin_frame_address(0));
             return q;
         }
         // bypassed, and the block is still zmm's: move it to glibc

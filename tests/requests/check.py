@@ -588,8 +588,10 @@ def test_loop(prog, mode):
 def test_usage(prog):
     # ZMM_LEAKS=0: a report symbolizes, and what that allocates (persistent)
     # would blur the process's figures that the program checks exactly.
-    r = test_selfcheck(prog, env={"ZMM_LEAKS": "0"})
-    expect(r.err == "", "stderr should be empty")
+    # Traced (the default) and untraced: carried blocks take different routes.
+    for backtrace in ("16", "0"):
+        r = test_selfcheck(prog, env={"ZMM_LEAKS": "0", "ZMM_BACKTRACE": backtrace})
+        expect(r.err == "", "stderr should be empty")
 
 
 def test_reclaim(prog):

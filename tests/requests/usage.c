@@ -184,6 +184,32 @@ int main(void) {
     for (int i = 0; i < 10; ++i) free(g_a[i]);
     CHECK_EQ(zmm_memory_usage(0), process);
 
+    /* ---- blocks an earlier request left, freed or reallocated in place in
+     * a later one: not that request's memory (traced or not: found by
+     * helper-57, where traced requests counted the free against the later
+     * request and reported the in-place realloc as its leak). ---- */
+    CHECK(zmm_request_begin("leaves") > 0);
+    char* left_huge = malloc(6000000);
+    char* left_small = malloc(1000);
+    char* left_shrunk = malloc(6000000);
+    CHECK_EQ((size_t)zmm_request_end(), 3);
+    CHECK(zmm_request_begin("frees them") > 0);
+    free(left_huge);
+    free(left_small);
+    CHECK_EQ(zmm_memory_usage(0), 0);
+    CHECK_EQ(zmm_memory_peak_usage(0), 0);
+    char* fresh = malloc(6000000);
+    CHECK_EQ(zmm_memory_usage(0), 6000640); /* page-rounded */
+    CHECK_EQ(zmm_memory_peak_usage(0), 6000640);
+    char* in_place = realloc(left_shrunk, 3000000); /* in place: the tail unmapped */
+    CHECK(in_place == left_shrunk);
+    CHECK_EQ(zmm_memory_usage(0), 6000640);
+    CHECK_EQ(zmm_memory_peak_usage(0), 6000640);
+    free(fresh);
+    CHECK_EQ(zmm_memory_usage(0), 0);
+    CHECK_EQ((size_t)zmm_request_end(), 0); /* the shrunk block is the first request's */
+    free(in_place);
+
     printf(g_failures ? "failed\n" : "ok\n");
     return g_failures ? 1 : 0;
 }
