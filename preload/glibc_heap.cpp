@@ -44,6 +44,20 @@ bool owns(const void* p) {
     return g_initial_break && a >= g_initial_break && next <= brk;
 }
 
+void extent(const void* p, uintptr_t* lo, uintptr_t* hi) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    const size_t word = size_word(p);
+    const size_t chunk = word & ~size_t{7};
+    if (word & k_is_mmapped) {
+        const size_t prev = reinterpret_cast<const size_t*>(p)[-2];
+        *lo = a - 16 - prev;
+        *hi = a - 16 + chunk;
+    } else {
+        *lo = a - 16;
+        *hi = a - 16 + chunk;
+    }
+}
+
 size_t usable_size(const void* p) {
     size_t word = size_word(p);
     size_t chunk = word & ~size_t{7};

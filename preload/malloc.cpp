@@ -93,10 +93,20 @@ static void free_foreign(void* p) {
 // mapping gone: the registry still names that start zmm's, to diagnose a
 // second free, and glibc's mmap may reuse the hole (an aligned
 // posix_memalign of glibc's lands right there, its chunk header in the page
-// below). glibc's header decides: zmm's own block had its header page
-// there, unmapped with it.
+// below). glibc's header decides, if p is mapped (zmm's freed block is
+// not) and what glibc's free would touch (the whole mapping of an mmapped
+// chunk, which it unmaps) holds none of zmm's memory: the page below may
+// be anything since, and its bytes could mimic a header (helper-58).
 static bool glibc_block_where_huge_was(const void* p) {
-    return granule_of(p) == granule_huge_unmapped && glibc_heap::owns(p);
+    if (granule_of(p) != granule_huge_unmapped || !os::is_mapped(p) || !glibc_heap::owns(p)) return false;
+    uintptr_t lo = 0, hi = 0;
+    glibc_heap::extent(p, &lo, &hi);
+    if (hi <= lo || (hi - 1) >> k_address_bits) return false;
+    for (uintptr_t g = lo >> k_granule_shift; g <= (hi - 1) >> k_granule_shift; ++g) {
+        const Granule k = granule_of(reinterpret_cast<const void*>(g << k_granule_shift));
+        if (k != granule_none && k != granule_huge_unmapped) return false;
+    }
+    return true;
 }
 
 // free's slow path, inside the allocator already.
