@@ -102,6 +102,7 @@ static bool glibc_block_where_huge_was(const void* p) {
     uintptr_t lo = 0, hi = 0;
     glibc_heap::extent(p, &lo, &hi);
     if (hi <= lo || (hi - 1) >> k_address_bits) return false;
+    if (((hi - 1) >> k_granule_shift) - (lo >> k_granule_shift) > (uintptr_t{1} << 20)) return false;  // (2 TiB)
     for (uintptr_t g = lo >> k_granule_shift; g <= (hi - 1) >> k_granule_shift; ++g) {
         const Granule k = granule_of(reinterpret_cast<const void*>(g << k_granule_shift));
         if (k != granule_none && k != granule_huge_unmapped) return false;
