@@ -113,9 +113,11 @@ int main(void) {
     pthread_create(&g_freer, NULL, freer, NULL);
     pthread_t sig;
     pthread_create(&sig, NULL, signaller, NULL);
-    const double end = now() + 2.0;
+    // Until 1000 jumps out of zmm (a few seconds on an idle machine), or 10 s
+    // on a loaded one.
+    const double end = now() + 10.0;
     long batches = 0;
-    while (now() < end && atomic_load(&g_jumps) < 3000) {
+    while (now() < end && atomic_load(&g_jumps) < 1000) {
         while (atomic_load_explicit(&g_ready, memory_order_acquire)) {
         }
         for (int i = 0; i < k_batch; ++i) {
@@ -133,8 +135,8 @@ int main(void) {
     pthread_join(sig, NULL);
     pthread_join(g_freer, NULL);  // its outbox is sent at its exit
     if (getenv("SHOW_JUMPS")) fprintf(stderr, "%ld jumps, %ld batches\n", atomic_load(&g_jumps), batches);
-    if (atomic_load(&g_jumps) < 20) {
-        fprintf(stderr, "only %ld jumps out of zmm in %ld batches\n", atomic_load(&g_jumps), batches);
+    if (atomic_load(&g_jumps) == 0) {
+        fprintf(stderr, "no jump out of zmm in %ld batches: the case did not run\n", batches);
         return 1;
     }
     // The heaps again: this thread's (the freed blocks came back to it) and
