@@ -15,6 +15,7 @@ Heap_tuning g_tuning;
 constinit Heap g_empty_heap{};
 
 __attribute__((weak)) bool heap_limit_exceeded(Heap&, size_t) { return false; }
+__attribute__((weak)) bool foreign_block_at_freed_huge_start(const void*) { return false; }
 
 __attribute__((weak)) void* heap_missing(size_t) {
     errno = ENOMEM;
@@ -999,7 +1000,7 @@ inline void Heap::free_slot_through_outbox(Heap* to, void* p, unsigned bin) {
     Free_slot* s = not_free_already(to, p);
     Outbox_chain& o = outbox[bin];
     if (__builtin_expect(o.to != to, 0)) return restart_chain(o, bin, to, s);
-    append_to_chain(o, bin, s);
+    if (append_to_chain(o, bin, s, to->key)) send_chain(o, bin);
 }
 
 void Heap::free_through_outbox(Heap* to, void* p) {
@@ -1024,20 +1025,12 @@ void Heap::free_in_chunk_of_other(void* p, const void* current_owner, Heap* outb
     free_block_of(to, p, current_owner, outbox);
 }
 
-inline void Heap::append_to_chain(Outbox_chain& o, unsigned bin, Free_slot* s) {
-    if (!o.head) o.tail = s;
-    s->next = o.head;
-    s->shadow = o.to->shadow_of(s, o.head);
-    o.head = s;
-    if (++o.count >= k_outbox_limit[bin]) send_chain(o, bin);
-}
-
 // Apart, so that free_slot_through_outbox's main line calls nothing but its
 // tail calls (and saves no registers).
 __attribute__((noinline)) void Heap::restart_chain(Outbox_chain& o, unsigned bin, Heap* to, Free_slot* s) {
     if (o.head) send_chain(o, bin);
     o.to = to;
-    append_to_chain(o, bin, s);
+    if (append_to_chain(o, bin, s, to->key)) send_chain(o, bin);
 }
 
 void Heap::send_chain(Outbox_chain& o, unsigned bin) {
@@ -1219,7 +1212,7 @@ bool Heap::claims(const void* p) {
         case granule_huge_freed:
             return true;
         case granule_huge_unmapped:
-            return (a & (k_chunk_size - 1)) == 0;
+            return (a & (k_chunk_size - 1)) == 0 && !foreign_block_at_freed_huge_start(p);
         case granule_huge:
         case granule_huge_tail: {
             uintptr_t end;

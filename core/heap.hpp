@@ -479,7 +479,8 @@ public:
     // huge block's cached mapping's first granule, or where a freed huge
     // block whose mapping is gone started (a double free)? Elsewhere it may
     // be another allocator's (glibc's): past a live huge block's mapping in
-    // its last granule, or in a granule a huge mapping left. A huge block's
+    // its last granule, in a granule a huge mapping left, or at such a
+    // start (foreign_block_at_freed_huge_start). A huge block's
     // header is read as a copy (os::copy_mapped): its owner may free and
     // unmap it meanwhile.
     static bool claims(const void* p);
@@ -550,8 +551,10 @@ private:
     // Takes the bin's remote chains as free slots.
     void take_remote_chains(unsigned bin);
     void send_chain(Outbox_chain& o, unsigned bin);
-    // free_slot_through_outbox's last step: s, a block of o.to's, joins the chain.
-    inline void append_to_chain(Outbox_chain& o, unsigned bin, Free_slot* s);
+    // The last step of both outbox paths: s, a block of o.to's (whose key
+    // is `key`), joins the chain. Returns whether the chain is now full (its
+    // caller sends it).
+    inline bool append_to_chain(Outbox_chain& o, unsigned bin, Free_slot* s, uint64_t key);
     void restart_chain(Outbox_chain& o, unsigned bin, Heap* to, Free_slot* s);  // o for `to` from now
     // `zeroed` (if given): set to whether every page of the run reads as zero.
     void* alloc_large(size_t size, bool* zeroed = nullptr);
@@ -643,6 +646,12 @@ bool heap_limit_exceeded(Heap& heap, size_t requested);
 // at link time, not a pointer set at start-up: the first malloc of a
 // process can come before any start-up code has run.
 void* heap_missing(size_t size);
+
+// Is p, where a freed huge block of zmm's started and whose mapping is
+// gone, another allocator's block now (Heap::claims asks, for a pointer
+// that would otherwise be a double free)? The embedder (the preload:
+// glibc's aligned blocks land there) defines it; core's weak default says no.
+bool foreign_block_at_freed_huge_start(const void* p);
 
 inline Heap::Carried_mark Heap::carried_mark(const void* p) {
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
@@ -758,25 +767,29 @@ __attribute__((always_inline)) inline int Heap::try_free_to_outbox(void* p, cons
     Outbox_chain& o = outbox[bin];
     if (__builtin_expect(o.to != to, 0)) return -1;  // (restart_chain's, a slow path)
     Free_slot* s = static_cast<Free_slot*>(p);
-    const uint64_t to_key = to->key;
-    if (__builtin_expect(s->shadow == shadow_with(to_key, s, s->next), 0)) misuse(Misuse::double_free, p);
-    // (append_to_chain, with the chain's fields in registers: the stores
-    // into the slot may alias them, as the compiler sees it.) In this
-    // order, fenced: a signal handler that leaves by siglongjmp abandons
-    // the append after any store, and the chain must hold together (a
-    // head without its tail would be pushed with a null last link). What
-    // it can lose is the block (a free slot leaked) or the count's last
-    // step (its heap counts one block in use).
+    if (__builtin_expect(to->holds_link(s), 0)) misuse(Misuse::double_free, p);
+    return append_to_chain(o, bin, s, to->key) ? static_cast<int>(bin) + 1 : 0;
+}
+
+__attribute__((always_inline)) inline bool Heap::append_to_chain(Outbox_chain& o, unsigned bin, Free_slot* s,
+                                                                 uint64_t key) {
+    // The chain's fields in registers: the stores into the slot may alias
+    // them, as the compiler sees it. In this order, fenced: a signal
+    // handler that leaves by siglongjmp abandons the append after any
+    // store, and the chain must hold together (a head without its tail
+    // would be pushed with a null last link). What it can lose is the block
+    // (a free slot leaked) or the count's last step (its heap counts one
+    // block in use).
     Free_slot* head = o.head;
     const uint32_t count = o.count + 1;
     s->next = head;
-    s->shadow = shadow_with(to_key, s, head);
+    s->shadow = shadow_with(key, s, head);
     if (!head) o.tail = s;
     std::atomic_signal_fence(std::memory_order_seq_cst);
     o.head = s;
     std::atomic_signal_fence(std::memory_order_seq_cst);
     o.count = count;
-    return count >= k_outbox_limit[bin] ? static_cast<int>(bin) + 1 : 0;
+    return count >= k_outbox_limit[bin];
 }
 
 inline void Heap::push_free(Free_slot* s, size_t bin) {

@@ -2,6 +2,8 @@
 
 #include <cstdint>
 
+#include "chunk_registry.hpp"
+#include "heap.hpp"
 #include "os.hpp"
 
 namespace zmm::glibc_heap {
@@ -11,6 +13,16 @@ constexpr uintptr_t k_heap_max = uintptr_t{64} << 20;  // 2 * DEFAULT_MMAP_THRES
 uintptr_t g_initial_break = 0;
 
 size_t size_word(const void* p) { return reinterpret_cast<const size_t*>(p)[-1]; }
+
+// The memory glibc's free of p (a block it owns) would touch: its chunk, or
+// the whole mapping of an mmapped one (which glibc unmaps), as [*lo, *hi).
+void extent(const void* p, uintptr_t* lo, uintptr_t* hi) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    const size_t word = size_word(p);
+    const size_t before = (word & k_is_mmapped) ? reinterpret_cast<const size_t*>(p)[-2] : 0;
+    *lo = a - 16 - before;
+    *hi = a - 16 + (word & ~size_t{7});
+}
 }  // namespace
 
 void note_initial_break() {
@@ -44,20 +56,6 @@ bool owns(const void* p) {
     return g_initial_break && a >= g_initial_break && next <= brk;
 }
 
-void extent(const void* p, uintptr_t* lo, uintptr_t* hi) {
-    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    const size_t word = size_word(p);
-    const size_t chunk = word & ~size_t{7};
-    if (word & k_is_mmapped) {
-        const size_t prev = reinterpret_cast<const size_t*>(p)[-2];
-        *lo = a - 16 - prev;
-        *hi = a - 16 + chunk;
-    } else {
-        *lo = a - 16;
-        *hi = a - 16 + chunk;
-    }
-}
-
 size_t usable_size(const void* p) {
     size_t word = size_word(p);
     size_t chunk = word & ~size_t{7};
@@ -65,3 +63,27 @@ size_t usable_size(const void* p) {
 }
 
 }  // namespace zmm::glibc_heap
+
+namespace zmm {
+
+// glibc's aligned blocks land where a freed huge block of zmm's started:
+// its mmap reuses the hole, from the page below, where its chunk header is.
+// glibc's header decides, if p is mapped (zmm's freed block is not) and
+// what glibc's free would touch (the whole mapping of an mmapped chunk,
+// which it unmaps) holds none of zmm's memory: the page below may be
+// anything since, and its bytes could mimic a header (helper-58).
+bool foreign_block_at_freed_huge_start(const void* p) {
+    if (!os::is_mapped(p) || !glibc_heap::owns(p)) return false;
+    uintptr_t lo = 0, hi = 0;
+    glibc_heap::extent(p, &lo, &hi);
+    if (hi <= lo || (hi - 1) >> k_address_bits) return false;
+    if (((hi - 1) >> k_granule_shift) - (lo >> k_granule_shift) > (uintptr_t{1} << 20))
+        return false;  // (2 TiB)
+    for (uintptr_t g = lo >> k_granule_shift; g <= (hi - 1) >> k_granule_shift; ++g) {
+        const Granule k = granule_of(reinterpret_cast<const void*>(g << k_granule_shift));
+        if (k != granule_none && k != granule_huge_unmapped) return false;
+    }
+    return true;
+}
+
+}  // namespace zmm

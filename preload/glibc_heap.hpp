@@ -7,7 +7,6 @@
 #pragma once
 
 #include <cstddef>
-#include <cstdint>
 
 namespace zmm::glibc_heap {
 
@@ -19,9 +18,5 @@ bool owns(const void* p);
 
 // glibc's usable size of a block it owns (its malloc_usable_size).
 size_t usable_size(const void* p);
-
-// The memory glibc's free of p (a block it owns) would touch: its chunk, or
-// the whole mapping of an mmapped one (which glibc unmaps), as [*lo, *hi).
-void extent(const void* p, uintptr_t* lo, uintptr_t* hi);
 
 }  // namespace zmm::glibc_heap

@@ -89,38 +89,28 @@ static void free_foreign(void* p) {
     misuse(Misuse::unknown_pointer, p);
 }
 
-// glibc's block where a freed huge block of zmm's started, that block's
-// mapping gone: the registry still names that start zmm's, to diagnose a
-// second free, and glibc's mmap may reuse the hole (an aligned
-// posix_memalign of glibc's lands right there, its chunk header in the page
-// below). glibc's header decides, if p is mapped (zmm's freed block is
-// not) and what glibc's free would touch (the whole mapping of an mmapped
-// chunk, which it unmaps) holds none of zmm's memory: the page below may
-// be anything since, and its bytes could mimic a header (helper-58).
-static bool glibc_block_where_huge_was(const void* p) {
-    if (granule_of(p) != granule_huge_unmapped || !os::is_mapped(p) || !glibc_heap::owns(p)) return false;
-    uintptr_t lo = 0, hi = 0;
-    glibc_heap::extent(p, &lo, &hi);
-    if (hi <= lo || (hi - 1) >> k_address_bits) return false;
-    if (((hi - 1) >> k_granule_shift) - (lo >> k_granule_shift) > (uintptr_t{1} << 20)) return false;  // (2 TiB)
-    for (uintptr_t g = lo >> k_granule_shift; g <= (hi - 1) >> k_granule_shift; ++g) {
-        const Granule k = granule_of(reinterpret_cast<const void*>(g << k_granule_shift));
-        if (k != granule_none && k != granule_huge_unmapped) return false;
-    }
-    return true;
-}
-
 // free's slow path, inside the allocator already.
 static void free_inside(void* p) {
     if (__builtin_expect(options().debug, 0)) debug_checks::on_free(p, thread_token());
-    if (__builtin_expect(glibc_block_where_huge_was(p), 0)) return free_foreign(p);
     if (!Heap::free_any(p, thread_token(), t_state.persistent)) free_foreign(p);
 }
 
 // A full outbox chain goes to its heap: a slow path.
-__attribute__((noinline)) static void send_outbox_chain(Heap* outbox, unsigned bin) {
+__attribute__((noinline)) static void send_full_chain(Heap* outbox, unsigned bin) {
     Busy_section busy;
     outbox->send_outbox_chain(bin);
+}
+
+// The common case of a free in another heap's chunk: a thread outside the
+// allocator (no reentry), in no traced request (whose slow paths go to its
+// heap: `direct`), that takes no heap from the pool, without ZMM_DEBUG's
+// checks.
+static inline bool plain_free_in_other_heap() {
+    return __builtin_expect(t_state.in_allocator == 0 &&
+                                (t_state.request == nullptr || !t_state.request->direct) &&
+                                t_state.exchange_tries <= 0,
+                            1) &&
+           !options().debug;
 }
 
 static void free_other_heap_slow(void* p);
@@ -132,20 +122,13 @@ static void free_other_heap_slow(void* p);
 // there. A thread that has not allocated yet may first take p's heap, if it
 // waits in the pool (take_heap_of): p's free is then its own.
 static void free_other_heap(void* p) {
-    // The common case, inline and with no Busy_section (see
-    // try_free_to_outbox): a thread outside the allocator (no reentry), in
-    // no traced request (whose slow paths go to its heap: `direct`), that
-    // takes no heap from the pool, without ZMM_DEBUG's checks, frees a
-    // small slot into its outbox's chain.
-    if (__builtin_expect(t_state.in_allocator == 0 &&
-                             (t_state.request == nullptr || !t_state.request->direct) &&
-                             t_state.exchange_tries <= 0,
-                         1) &&
-        !options().debug)
+    // The common case's small slot joins the outbox's chain, inline and
+    // with no Busy_section (see try_free_to_outbox).
+    if (plain_free_in_other_heap())
         if (Heap* outbox = t_state.persistent; __builtin_expect(outbox != nullptr, 1)) {
             const int r = outbox->try_free_to_outbox(p, thread_token());
             if (__builtin_expect(r == 0, 1)) return;
-            if (r > 0) return send_outbox_chain(outbox, static_cast<unsigned>(r - 1));
+            if (r > 0) return send_full_chain(outbox, static_cast<unsigned>(r - 1));
         }
     free_other_heap_slow(p);
 }
@@ -154,8 +137,7 @@ __attribute__((noinline)) static void free_other_heap_slow(void* p) {
     // The common case that try_free_to_outbox declined (a large block, a
     // heap whose thread left, a chain for another heap) or that has no
     // outbox yet: as before it, inside the allocator.
-    if (t_state.in_allocator == 0 && (t_state.request == nullptr || !t_state.request->direct) &&
-        t_state.exchange_tries <= 0 && !options().debug) {
+    if (plain_free_in_other_heap()) {
         Busy_section busy;
         return Heap::free_in_chunk_of_other(p, thread_token(), t_state.persistent);
     }
@@ -350,7 +332,7 @@ void* realloc_slow(void* p, size_t size) {
         free_inside(p);
         return fresh;
     }
-    if (Heap::claims(p) && !glibc_block_where_huge_was(p)) {
+    if (Heap::claims(p)) {
         // A freed huge block, an interior pointer: diagnosed as its free
         // would be, here (a free would ask the registry again, which
         // another thread may be changing, and could hand p to glibc).
