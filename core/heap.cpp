@@ -71,10 +71,9 @@ void Heap::init(uint64_t free_list_key) {
 // ============================================================================
 
 bool Heap::grow_real(size_t bytes) {
-    auto over = [&] { return bytes > limit || real_in_request() > limit - bytes; };
-    if (over()) {
+    if (!fits_limit(bytes)) {
         collect();
-        while (over()) {
+        while (!fits_limit(bytes)) {
             if (!heap_limit_exceeded(*this, requesting ? requesting : bytes)) {
                 errno = ENOMEM;
                 return false;
@@ -474,6 +473,22 @@ void Heap::free_small(void* p, uint32_t info) {
 // Huge
 // ============================================================================
 
+// Maps a header page and, after it, `len` bytes aligned to `alignment`:
+// enough is mapped that they fit, then the slack on both sides goes back.
+// Returns the header page, nullptr if the OS refused.
+static char* map_huge_span(size_t len, size_t alignment) {
+    size_t span = len + alignment;
+    char* base = static_cast<char*>(os::map_heap(span));
+    if (!base) return nullptr;
+    uintptr_t b = reinterpret_cast<uintptr_t>(base);
+    uintptr_t block = (b + k_page_size + alignment - 1) & ~(uintptr_t{alignment} - 1);
+    char* header_page = reinterpret_cast<char*>(block - k_page_size);
+    if (header_page > base) os::unmap_heap(base, static_cast<size_t>(header_page - base));
+    char* end = reinterpret_cast<char*>(block + len);
+    if (end < base + span) os::unmap_heap(end, static_cast<size_t>(base + span - end));
+    return header_page;
+}
+
 void* Heap::alloc_huge(size_t bytes, size_t alignment, bool use_cache) {
     if (bytes > SIZE_MAX - 2 * k_chunk_size - alignment) {
         errno = ENOMEM;
@@ -491,24 +506,15 @@ void* Heap::alloc_huge(size_t bytes, size_t alignment, bool use_cache) {
         drain_remote_stacks();
     }
     if (!grow_real(len + k_page_size)) return nullptr;
-    // Map enough that an aligned block with its header page before it fits,
-    // then give back the slack on both sides.
-    size_t span = len + alignment;
-    char* base = static_cast<char*>(os::map_heap(span));
-    if (!base) {
+    char* header_page = map_huge_span(len, alignment);
+    if (!header_page) {
         collect_for_os();
-        base = static_cast<char*>(os::map_heap(span));
-        if (!base) {
+        header_page = map_huge_span(len, alignment);
+        if (!header_page) {
             errno = ENOMEM;
             return nullptr;
         }
     }
-    uintptr_t b = reinterpret_cast<uintptr_t>(base);
-    uintptr_t block = (b + k_page_size + alignment - 1) & ~(uintptr_t{alignment} - 1);
-    char* header_page = reinterpret_cast<char*>(block - k_page_size);
-    if (header_page > base) os::unmap_heap(base, static_cast<size_t>(header_page - base));
-    char* end = reinterpret_cast<char*>(block + len);
-    if (end < base + span) os::unmap_heap(end, static_cast<size_t>(base + span - end));
     // (The header page too: advice on the block alone would split the
     // mapping in two, and mremap could no longer grow it in place.)
     if (!g_tuning.huge_pages) os::advise_no_huge_pages(header_page, len + k_page_size);
@@ -561,19 +567,39 @@ Huge_header* Heap::take_cached_huge(size_t len) {
         return h;
     }
     if (!smaller) return nullptr;
-    // Too small, but its pages are resident: grow it (in place, or moved by
-    // mremap), so that only the new part faults.
+    // Too small, but its pages are resident: grow the mapping (in place, or
+    // moved by mremap), so that only the new part faults. It is counted
+    // once it holds the block, never as a block of its old size too.
     Huge_header* h = *smaller;
+    const size_t more = len + k_page_size - h->map_size;
+    // Past the limit: not here (the fresh mapping's path collects, and asks
+    // the limit's handler once).
+    if (!fits_limit(more)) return nullptr;
     *smaller = h->next;
     huge_cache_pages -= h->map_size / k_page_size;
-    link_huge(h, h->map_size - k_page_size);
-    void* grown = realloc_huge(h, len);
-    if (grown) {
-        forget_remote_link(grown);
-        return Huge_header::of(grown);
+    if (!os::remap_in_place(h->map_base, h->map_size, h->map_size + more)) {
+        // Moved, header page and all, to a fresh aligned span. The registry
+        // forgets the old place first: once it is unmapped another thread
+        // may map (and register) a block there.
+        char* to = map_huge_span(len, k_chunk_size);
+        void* old_block = h->block();
+        registry_clear(old_block, k_page_size, granule_huge_unmapped);
+        if (!to || !os::remap_to(h->map_base, h->map_size, to, len + k_page_size)) {
+            if (to) os::unmap_heap(to, len + k_page_size);
+            registry_clear(old_block, k_page_size, granule_huge_freed);
+            h->next = huge_cache;  // back in the cache, as it was
+            huge_cache = h;
+            huge_cache_pages += h->map_size / k_page_size;
+            return nullptr;
+        }
+        h = reinterpret_cast<Huge_header*>(to);
+        h->map_base = to;
     }
-    free_huge(h);  // back to the cache (or the OS)
-    return nullptr;
+    h->map_size = len + k_page_size;
+    count_real(more);
+    link_huge(h, len);
+    forget_remote_link(h->block());
+    return h;
 }
 
 void Heap::free_huge(Huge_header* h) {

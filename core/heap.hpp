@@ -266,6 +266,8 @@ public:
     size_t peak_in_request() const { return peak > base_size ? peak - base_size : 0; }
     // Memory taken from the OS for the current request (over limit_base).
     size_t real_in_request() const { return real_size > limit_base ? real_size - limit_base : 0; }
+    // Can the request map `bytes` more within its limit?
+    bool fits_limit(size_t bytes) const { return bytes <= limit && real_in_request() <= limit - bytes; }
     size_t real_peak_in_request() const { return real_peak > limit_base ? real_peak - limit_base : 0; }
 
     // ---- allocation ----

@@ -628,6 +628,60 @@ BOOST_AUTO_TEST_CASE(huge_slack_of_a_cached_mapping) {
     BOOST_TEST(h->usage() == 0u);
 }
 
+// A cached mapping too small for a block grows to hold it (in place, or
+// moved when something sits after it): the block is counted once, at its
+// own size, never as a block of the mapping's old size too (peak, the
+// huge allocations, the bytes allocated), and the old pages come along.
+// Its limit sees the mapping's growth, not a second mapping.
+BOOST_AUTO_TEST_CASE(a_cached_huge_mapping_grown_counts_its_block_once) {
+    const size_t mib = 1024 * 1024;
+    for (bool walled : {false, true}) {
+        BOOST_TEST_CONTEXT("walled " << walled) {
+            Test_heap h;
+            char* a = static_cast<char*>(h->alloc(4 * mib));
+            memset(a, 7, 4 * mib);
+            h->free_owned(a);
+            const size_t peak_before = h->peak;
+            const uint64_t allocs_before = h->huge_allocs;
+            Huge_header* ch = Huge_header::of(a);
+            char* end = ch->map_base + ch->map_size;
+            void* wall = MAP_FAILED;
+            if (walled) {
+                wall = mmap(end, k_page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+                BOOST_TEST_REQUIRE((wall == static_cast<void*>(end) || errno == EEXIST));
+            } else if (mmap(end, 3 * mib, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) ==
+                       MAP_FAILED) {
+                continue;  // a neighbour of the kernel's sits there: only the move can be tested
+            } else {
+                munmap(end, 3 * mib);  // free: the growth in place can take it
+            }
+            // Room for the new pages only (the old ones are mapped already).
+            h->limit = 8 * mib;
+            char* b = static_cast<char*>(h->alloc(7 * mib));
+            BOOST_TEST_REQUIRE(b != nullptr);
+            BOOST_TEST((static_cast<void*>(b) == static_cast<void*>(a)) == !walled);
+            BOOST_TEST(b[4 * mib - 1] == 7);  // the cached pages, moved or not
+            BOOST_TEST(h->huge_cache == nullptr);
+            BOOST_TEST(h->usage() == 7 * mib);
+            BOOST_TEST(h->peak == std::max(peak_before, 7 * mib));
+            BOOST_TEST(h->huge_allocs == allocs_before + 1);
+            Huge_header* bh = Huge_header::of(b);
+            BOOST_TEST(bh->map_size == 7 * mib + k_page_size);
+            BOOST_TEST(h->real_size == bh->map_size);
+            BOOST_TEST(granule_of(b) == granule_huge);
+            if (walled) {
+                unsigned char resident;
+                BOOST_TEST(mincore(a, k_page_size, &resident) == -1);  // the old place is unmapped
+                BOOST_TEST(granule_of(a) == granule_huge_unmapped);
+            }
+            memset(b, 1, 7 * mib);
+            h->free_owned(b);
+            BOOST_TEST(h->usage() == 0u);
+            if (wall == static_cast<void*>(end)) munmap(wall, k_page_size);
+        }
+    }
+}
+
 BOOST_AUTO_TEST_CASE(freed_pages_are_purged_after_a_pass_unused) {
     Test_heap h;
     std::vector<void*> keep, drop;
