@@ -54,6 +54,7 @@ void Heap_stats::add(const Heap_stats& o) {
 
 void Heap::init(uint64_t free_list_key) {
     memset(static_cast<void*>(this), 0, sizeof *this);
+    free_slot = empty_lists();
     own_chunk = no_own_chunks();
     key = free_list_key;
     limit = SIZE_MAX;
@@ -420,11 +421,11 @@ void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
     requesting = size_wanted;
     if (remote_bins[bin].chains.load(std::memory_order_relaxed)) {
         take_remote_chains(bin);
-        if (free_slot[bin]) return alloc_small(bin, size_wanted);
+        if (free_slot[bin] != k_list_end) return alloc_small(bin, size_wanted);
     }
     if (has_remote_stack()) {  // (other bins' chains wait for their bins to run out)
         drain_remote_stacks();
-        if (free_slot[bin]) return alloc_small(bin, size_wanted);
+        if (free_slot[bin] != k_list_end) return alloc_small(bin, size_wanted);
     }
     // A new run: heaps idle in the pool give their memory back first (one
     // load while none waits; a look at the clock every run cut while some
@@ -443,7 +444,7 @@ void* Heap::alloc_small_slow(unsigned bin, size_t size_wanted) {
     if (g_tuning.poison_new_runs) memset(run, 0xdf, size_t{k_bin_pages[bin]} * k_page_size);
     Free_slot* first = reinterpret_cast<Free_slot*>(run);
     Free_slot* s = first;
-    Free_slot* head = nullptr;
+    Free_slot* head = k_list_end;
     for (unsigned i = k_bin_count[bin] - 1; i > 0; --i) {
         Free_slot* slot = reinterpret_cast<Free_slot*>(run + i * slot_size);
         slot->next = head;
@@ -983,18 +984,21 @@ Free_slot* checked_for_remote(const Heap* to, void* p) {
 }
 
 // Pushes the linked blocks first .. last onto `stack`, one of `to`'s.
-void push_chain(std::atomic<Free_slot*>& stack, const Heap* to, Free_slot* first, Free_slot* last) {
+// The first block pushed onto the empty stack links to `bottom`.
+void push_chain(std::atomic<Free_slot*>& stack, const Heap* to, Free_slot* first, Free_slot* last,
+                Free_slot* bottom) {
     Free_slot* head = stack.load(std::memory_order_relaxed);
     do {
-        last->next = head;
-        last->shadow = to->shadow_of(last, head);
+        Free_slot* next = head ? head : bottom;
+        last->next = next;
+        last->shadow = to->shadow_of(last, next);
     } while (!stack.compare_exchange_weak(head, first, std::memory_order_release, std::memory_order_relaxed));
 }
 }  // namespace
 
 void Heap::free_remote(Heap* owner_heap, void* p) {
     Free_slot* s = checked_for_remote(owner_heap, p);
-    push_chain(owner_heap->remote, owner_heap, s, s);
+    push_chain(owner_heap->remote, owner_heap, s, s, nullptr);
 }
 
 Heap* Heap::free_any(void* p, const void* current_owner, Heap* outbox) {
@@ -1071,7 +1075,7 @@ void Heap::send_chain(Outbox_chain& o, unsigned bin) {
     o.count = 0;
     std::atomic_signal_fence(std::memory_order_seq_cst);
     to->remote_bins[bin].blocks.fetch_add(count, std::memory_order_relaxed);
-    push_chain(to->remote_bins[bin].chains, to, first, last);
+    push_chain(to->remote_bins[bin].chains, to, first, last, k_list_end);  // (a bin's list, once taken)
     // Its thread left since the chain began: taken now, not when a new
     // thread adopts the heap (as a direct free into it would be).
     if (to->owner.load(std::memory_order_relaxed) == nullptr)
@@ -1095,9 +1099,10 @@ void Heap::take_remote_chains(unsigned bin) {
     count_free(size_t{n} * bin_size[bin]);
     small_frees[bin] += n;
     if (!list) return;
-    if (Free_slot* head = free_slot[bin]) {  // (full drains only: the slow path takes an empty bin's)
+    // (The chains end with k_list_end, as the bin's list does.)
+    if (Free_slot* head = free_slot[bin]; head != k_list_end) {  // (full drains only: the slow path takes an empty bin's)
         Free_slot* tail = list;
-        for (Free_slot* next; (next = tail->next); tail = next)
+        for (Free_slot* next; (next = tail->next) != k_list_end; tail = next)
             if (tail->shadow != shadow_of(tail, next)) misuse(Misuse::heap_corrupted, tail);
         tail->next = head;
         tail->shadow = shadow_of(tail, head);
@@ -1120,7 +1125,7 @@ void Heap::drain_stack(Free_slot* s) {
 namespace {
 // Rewrites the shadows of a free list from `old_key` to `new_key`.
 void rekey_list(Free_slot* s, uint64_t old_key, uint64_t new_key) {
-    while (s) {
+    while (s && s != k_list_end) {
         Free_slot* next = s->next;
         if (s->shadow != Heap::shadow_with(old_key, s, next)) return;
         s->shadow = Heap::shadow_with(new_key, s, next);
@@ -1396,13 +1401,13 @@ size_t Heap::collect_small_runs() {
     };
     bool any = false;
     for (unsigned b = 0; b < k_bins; ++b)
-        for (Free_slot* s = free_slot[b]; s; s = s->next)
+        for (Free_slot* s = free_slot[b]; s != k_list_end; s = s->next)
             if (++tally[run_of(s)] == k_bin_count[b]) any = true;
     size_t released = 0;
     if (any) {
         for (unsigned b = 0; b < k_bins; ++b) {
             Free_slot* prev = nullptr;
-            for (Free_slot* s = free_slot[b]; s;) {
+            for (Free_slot* s = free_slot[b]; s != k_list_end;) {
                 Free_slot* next = s->next;
                 if (tally[run_of(s)] == k_bin_count[b]) {
                     if (prev) {
@@ -1557,13 +1562,13 @@ void Heap::merge_into(Heap& dst) {
     }
     for (unsigned b = 0; b < k_bins; ++b) {
         Free_slot* head = free_slot[b];
-        if (!head) continue;
+        if (head == k_list_end) continue;
         Free_slot* tail = head;
-        while (tail->next) tail = tail->next;
+        while (tail->next != k_list_end) tail = tail->next;
         tail->next = dst.free_slot[b];
         tail->shadow = shadow_of(tail, tail->next);
         dst.free_slot[b] = head;
-        free_slot[b] = nullptr;
+        free_slot[b] = k_list_end;
     }
     dst.count_alloc(usage());
     dst.huge_bytes += huge_bytes;
@@ -1610,7 +1615,7 @@ void Heap::release_blocks() {
         cached = c;
         ++cached_count;
     }
-    for (auto& f : free_slot) f = nullptr;
+    free_slot = empty_lists();
     clear_usage();
 }
 
@@ -1643,7 +1648,7 @@ void Heap::release_all() {
         --cached_count;
         unmap_chunk(c);
     }
-    for (auto& f : free_slot) f = nullptr;
+    free_slot = empty_lists();
     clear_usage();
     dirty_pages = 0;
 }
@@ -1710,7 +1715,7 @@ const char* Heap::check() const {
         if (!listed) return "own_chunk names a chunk not on the owned list";
     }
     for (unsigned b = 0; b < k_bins; ++b)
-        for (Free_slot* s = free_slot[b]; s; s = s->next) {
+        for (Free_slot* s = free_slot[b]; s != k_list_end; s = s->next) {
             if (granule_of(s) != granule_chunk || Chunk::of(s)->heap != this) return "free slot outside the heap";
             uint32_t m = Chunk::of(s)->map[Chunk::page_of(s)];
             if (!(m & k_small) || small_bin(m) != b) return "free slot in a page of another bin";

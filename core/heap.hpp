@@ -40,6 +40,14 @@ struct Free_slot {
     uintptr_t shadow;  // next ^ key ^ this: a free slot proves it is free
 };
 
+// The end of every bin's free list, and of the chains sent to a bin: never
+// null, so that the pop reads its slot's link without testing for an empty
+// list first. Its link is itself and its shadow 0, which no key but 0 (keys
+// are odd: os::random_u64) checks out: an empty list fails the pop's shadow
+// test, whose slow branch tells the end from a corrupted slot.
+inline constinit Free_slot g_list_end{&g_list_end, 0};
+inline constexpr Free_slot* k_list_end = &g_list_end;
+
 // The page just before a huge block.
 struct Huge_header {
     uint64_t magic;
@@ -120,6 +128,11 @@ struct Heap_stats {
 inline constexpr unsigned k_own_chunk_slots = 64;
 inline constexpr uintptr_t k_no_chunk = 1;
 using Own_chunks = std::array<uintptr_t, k_own_chunk_slots>;
+constexpr std::array<Free_slot*, k_bins> empty_lists() {
+    std::array<Free_slot*, k_bins> f{};
+    for (auto& list : f) list = k_list_end;
+    return f;
+}
 constexpr Own_chunks no_own_chunks() {
     Own_chunks o{};
     for (auto& slot : o) slot = k_no_chunk;
@@ -129,7 +142,8 @@ constexpr Own_chunks no_own_chunks() {
 class Heap {
 public:
     // ---- hot: the fast path reads only these ----
-    Free_slot* free_slot[k_bins];
+    // Each ends with k_list_end (an empty list is k_list_end).
+    std::array<Free_slot*, k_bins> free_slot = empty_lists();
     // ZendMM's size and peak (bytes in live blocks, rounded as ZendMM
     // rounds them, and their maximum), kept as the peak and the distance
     // below it: an allocation is one subtraction and a sign test, a free
@@ -157,7 +171,7 @@ public:
     // Read-only once set up, and so in lines of their own: other threads'
     // frees read the key (free_remote) while the owner writes the counters
     // above; sharing a line with them cost larson a cache miss per free.
-    alignas(64) uint64_t key;
+    alignas(64) uint64_t key = 1;  // never 0 (k_list_end); g_empty_heap's is 1
     // Copies of the constant per-bin tables (size class, slot divisor),
     // addressed from the heap pointer the hot path already holds: one
     // instruction per lookup instead of three for a PIC global table.
@@ -277,6 +291,10 @@ public:
     // preload's fast path, whose misses take its slow path (which marks the
     // thread as inside the allocator before the heap changes).
     inline void* pop_small(size_t bin);  // (size_t: the index needs no widening)
+    // The preload's pop: nullptr where pop_small would return nullptr or
+    // diagnose a corrupted slot, both for the slow path (whose pop_small
+    // then diagnoses it), so that the main line calls nothing.
+    inline void* try_pop_small(size_t bin);
     void* alloc(size_t size);  // any size; nullptr (errno ENOMEM) on failure
     void* alloc_zeroed(size_t size);  // calloc: fresh mappings are not cleared twice
     void* alloc_aligned(size_t alignment, size_t size);
@@ -545,6 +563,8 @@ private:
     inline Fast_free try_free_small_claimed(void* p, size_t size_claimed);
     template <bool Claimed>
     inline bool free_small_fast_claimed(void* p, size_t size_claimed);
+    template <bool Diagnose>
+    inline void* pop_small_from(size_t bin);
     void* alloc_small_slow(unsigned bin, size_t size);
     void drain_remote_stacks();  // drain_remote but the chains
     bool has_remote_stack() const {
@@ -666,16 +686,29 @@ inline Heap::Carried_mark Heap::carried_mark(const void* p) {
     return c->carried_has(a) ? k_carried : k_not_carried;
 }
 
+inline void* Heap::pop_small(size_t bin) { return pop_small_from<true>(bin); }
+inline void* Heap::try_pop_small(size_t bin) { return pop_small_from<false>(bin); }
+
 inline void* Heap::alloc_small(unsigned bin, size_t size) {
     if (void* p = pop_small(bin); __builtin_expect(p != nullptr, 1)) return p;
     return alloc_small_slow(bin, size);
 }
 
-inline void* Heap::pop_small(size_t bin) {
+template <bool Diagnose>
+inline void* Heap::pop_small_from(size_t bin) {
     Free_slot* s = free_slot[bin];
-    if (__builtin_expect(s == nullptr, 0)) return nullptr;
+#if defined(__x86_64__)
+    // The slot in the return register from the start: left to itself, the
+    // compiler kept the heap there (where the thread pointer's load put
+    // it) and moved the slot at the end.
+    asm("" : "+a"(s));
+#endif
     Free_slot* next = s->next;
-    if (__builtin_expect(s->shadow != shadow_of(s, next), 0)) misuse(Misuse::heap_corrupted, s);
+    // (An empty list's k_list_end fails this test too: one test for both.)
+    if (__builtin_expect((s->shadow ^ reinterpret_cast<uintptr_t>(next) ^ key) != reinterpret_cast<uintptr_t>(s), 0)) {
+        if (!Diagnose || s == k_list_end) return nullptr;
+        misuse(Misuse::heap_corrupted, s);
+    }
     free_slot[bin] = next;
     // The next allocation's slot, read while the program uses this one: a
     // slot another thread freed last (a chain taken whole) is a cache miss.

@@ -248,6 +248,36 @@ BOOST_AUTO_TEST_CASE(overwritten_free_list_link) {
     reinterpret_cast<Free_slot*>(a)->next = reinterpret_cast<Free_slot*>(b);
 }
 
+// A list's end fails the pop's shadow test, as a corrupted slot does: the
+// preload's pop (try_pop_small) answers nullptr for both, and the slow
+// path's (pop_small) tells them apart: nullptr at the end (a refill
+// follows), the diagnosis for the slot. Under any key but 0.
+BOOST_AUTO_TEST_CASE(the_list_end_and_a_corrupted_slot_share_the_pops_test) {
+    const unsigned bin = size_to_bin(48);
+    BOOST_TEST(g_empty_heap.key != 0u);
+    BOOST_TEST(g_empty_heap.free_slot[bin] == k_list_end);
+    BOOST_TEST(g_empty_heap.try_pop_small(bin) == nullptr);
+    BOOST_TEST(g_empty_heap.pop_small(bin) == nullptr);
+    Test_heap h;
+    BOOST_TEST(h->free_slot[bin] == k_list_end);
+    BOOST_TEST(h->pop_small(bin) == nullptr);
+    void* a = h->alloc(48);  // a new run: the others on the list, the last one linked to the end
+    BOOST_TEST(h->free_slot[bin] != k_list_end);
+    std::vector<void*> rest;
+    while (void* p = h->try_pop_small(bin)) rest.push_back(p);
+    BOOST_TEST(rest.size() == k_bin_count[bin] - 1);
+    BOOST_TEST(h->free_slot[bin] == k_list_end);
+    BOOST_TEST(h->pop_small(bin) == nullptr);
+    for (void* p : rest) h->free_owned(p);
+    void* b = rest.back();  // the list's head now
+    BOOST_TEST(static_cast<void*>(h->free_slot[bin]) == b);
+    memset(b, 0x41, 8);
+    BOOST_TEST(h->try_pop_small(bin) == nullptr);  // declined, not diagnosed
+    BOOST_TEST(diagnosed(Misuse::heap_corrupted, b, [&] { h->pop_small(bin); }));
+    reinterpret_cast<Free_slot*>(b)->next = reinterpret_cast<Free_slot*>(rest[rest.size() - 2]);
+    h->free_owned(a);
+}
+
 BOOST_AUTO_TEST_CASE(realloc_of_freed_block) {
     Test_heap h;
     void* p = h->alloc(200);

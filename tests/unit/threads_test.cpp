@@ -138,7 +138,7 @@ BOOST_AUTO_TEST_CASE(remote_small_frees_travel_in_chains) {
     // The owner's bin is empty: its next allocation takes the whole stack,
     // newest chain first, and reuses a slot another thread freed.
     std::vector<void*> rest;  // the run's unused slots
-    while (h->free_slot[bin]) rest.push_back(h->pop_small(bin));
+    while (h->free_slot[bin] != k_list_end) rest.push_back(h->pop_small(bin));
     const size_t before = h->usage();
     void* again = h->alloc(100);
     BOOST_TEST(again == blocks[3 * per_chain + 4]);
