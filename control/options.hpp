@@ -119,13 +119,34 @@ constexpr bool parse_option(const char* s, Log_format& out) {
     return false;
 }
 
-// USR1, SIGUSR1, USR2, SIGUSR2, or a real-time-safe number 1..64.
+constexpr bool same_letters(const char* a, const char* b) {  // ASCII, any case
+    auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
+    while (*a && lower(*a) == lower(*b)) {
+        ++a;
+        ++b;
+    }
+    return lower(*a) == lower(*b);
+}
+
+// zmm's own signals (SIGRTMAX-4: the leak scan stops threads with it;
+// SIGRTMAX-3: a process-wide request's switch), on Linux's SIGRTMAX of 64.
+inline constexpr int k_scan_signal_number = 60, k_switch_signal_number = 61;
+
+// USR1 or USR2 (any case, SIG before it or not: 10, 12), or a real-time
+// signal's number, 34..64 but zmm's own two. No other: a fault signal
+// (SEGV, BUS, ILL, FPE, TRAP, ABRT, SYS) would toggle the request where the
+// program should die, and after the faulting instruction returned fault again
+// for ever; the others the kernel sends by itself (CHLD, PIPE, ALRM, WINCH,
+// terminal and job control) or that stop a program (INT, TERM, HUP, QUIT)
+// would toggle requests at the kernel's whim, or leave the program unable
+// to stop.
 constexpr bool parse_option(const char* s, Signal_name& out) {
-    if (s[0] == 'S' && s[1] == 'I' && s[2] == 'G') s += 3;
-    if (same(s, "USR1")) return out.number = 10, true;
-    if (same(s, "USR2")) return out.number = 12, true;
+    if (same_letters(s, "USR1") || same_letters(s, "SIGUSR1")) return out.number = 10, true;
+    if (same_letters(s, "USR2") || same_letters(s, "SIGUSR2")) return out.number = 12, true;
     unsigned n = 0;
-    if (!parse_option(s, n) || n < 1 || n > 64 || n == 9 || n == 19) return false;
+    if (!parse_option(s, n)) return false;
+    if (n != 10 && n != 12 && (n < 34 || n > 64 || n == k_scan_signal_number || n == k_switch_signal_number))
+        return false;
     out.number = static_cast<int>(n);
     return true;
 }
@@ -146,6 +167,14 @@ constexpr bool parse_option(const char* s, Path& out) {
     return true;
 }
 
+
+// What a malformed value's warning says the option takes (nullptr: the
+// option's line in the README says it).
+template <class T>
+constexpr const char* expected_form(const T&) {
+    return nullptr;
+}
+constexpr const char* expected_form(const Signal_name&) { return "USR1, USR2, or a real-time signal 34-59 or 62-64"; }
 
 struct Options {
 #define ZMM_OPTION(var, type, field, def, help) option_types::type field{};

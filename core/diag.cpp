@@ -98,11 +98,11 @@ void panic(const char* message) {
     die();
 }
 
-void warn(const char* a, const char* b, const char* c) {
+void warn(const char* a, const char* b, const char* c, const char* d, const char* e) {
     Text t;
     t.str("zmm: warning: ").str(a);
-    if (b) t.str(b);
-    if (c) t.str(c);
+    for (const char* part : {b, c, d, e})
+        if (part) t.str(part);
     t.chr('\n');
     int fd = report_open();
     t.flush(fd);

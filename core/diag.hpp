@@ -39,6 +39,7 @@ void report_close(int fd);
 [[noreturn]] void panic(const char* message);
 
 // One-line warning on the report fd, e.g. for a malformed option.
-void warn(const char* a, const char* b = nullptr, const char* c = nullptr);
+void warn(const char* a, const char* b = nullptr, const char* c = nullptr, const char* d = nullptr,
+          const char* e = nullptr);
 
 }  // namespace zmm

@@ -1,6 +1,13 @@
 // Options: every parser, malformed values, the environment scan.
 #include <boost/test/unit_test.hpp>
 
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "diag.hpp"
 #include "options.hpp"
 
 using namespace zmm;
@@ -54,7 +61,7 @@ BOOST_AUTO_TEST_CASE(environment_scan) {
     char b[] = "ZMM_STATS=1";
     char c[] = "ZMM_CACHE_CHUNKS=banana";  // malformed: warned, default kept
     char d[] = "ZMM_PURGE_BUDGET=1M";
-    char e[] = "ZMM_STATSX=0";  // another variable
+    char e[] = "ZMM_STATSX=0";  // no option (named as a likely misspelling of ZMM_STATS)
     char* env[] = {a, b, c, d, e, nullptr};
     BOOST_TEST(load_options(env));
     BOOST_TEST(options().stats);
@@ -64,6 +71,92 @@ BOOST_AUTO_TEST_CASE(environment_scan) {
     char* empty[] = {nullptr};
     load_options(empty);
     BOOST_TEST(!options().stats);
+}
+
+BOOST_AUTO_TEST_CASE(signals) {
+    Signal_name sig;
+    for (const char* usr1 : {"USR1", "usr1", "SIGUSR1", "SigUsr1", "10"}) {
+        sig.number = 0;
+        BOOST_TEST(parse_option(usr1, sig), usr1);
+        BOOST_TEST(sig.number == 10);
+    }
+    BOOST_TEST(parse_option("sigusr2", sig));
+    BOOST_TEST(sig.number == 12);
+    for (unsigned n : {34u, 40u, 59u, 62u, 64u}) {
+        std::string text = std::to_string(n);
+        BOOST_TEST(parse_option(text.c_str(), sig), text);
+        BOOST_TEST(sig.number == static_cast<int>(n));
+    }
+    // Faults, the kernel's own, the stopping ones, glibc's and zmm's own.
+    for (const char* bad : {"11", "7", "4", "8", "5", "6", "31", "9", "19", "2", "15", "1", "17", "13", "14", "28",
+                            "32", "33", "60", "61", "65", "0", "", "SIGSEGV", "USR3", "SIG"})
+        BOOST_TEST(!parse_option(bad, sig), bad);
+}
+
+namespace {
+// load_options(env)'s warnings, as written to the report file.
+std::string warnings_of(char** env) {
+    const std::string path = "/tmp/zmm-options-test-" + std::to_string(getpid()) + ".log";
+    unlink(path.c_str());
+    set_report_path(path.c_str());
+    load_options(env);
+    set_report_path(nullptr);
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    unlink(path.c_str());
+    return text.str();
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_variable_set_twice_keeps_the_first_value_as_getenv_does) {
+    char a[] = "ZMM_CACHE_CHUNKS=3";
+    char b[] = "ZMM_CACHE_CHUNKS=5";
+    char* env[] = {a, b, nullptr};
+    std::string said = warnings_of(env);
+    BOOST_TEST(options().cache_chunks == 3u);
+    BOOST_TEST(said == "zmm: warning: ignoring ZMM_CACHE_CHUNKS=5: ZMM_CACHE_CHUNKS is set twice (the first one "
+                       "counts, as for getenv)\n");
+    char c[] = "ZMM_MEMORY_LIMIT=banana";  // malformed first, then well formed: neither is used
+    char d[] = "ZMM_MEMORY_LIMIT=16M";
+    char* env2[] = {c, d, nullptr};
+    said = warnings_of(env2);
+    BOOST_TEST(options().memory_limit == SIZE_MAX);
+    BOOST_TEST(said.find("malformed ZMM_MEMORY_LIMIT=banana") != std::string::npos);
+    BOOST_TEST(said.find("ignoring ZMM_MEMORY_LIMIT=16M") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(values_zmm_cannot_honour_are_said) {
+    char a[] = "ZMM_BACKTRACE=100";
+    char b[] = "ZMM_MEMORY_LIMIT=64K";
+    char c[] = "ZMM_REQUEST_SIGNAL=11";
+    char* env[] = {a, b, c, nullptr};
+    std::string said = warnings_of(env);
+    BOOST_TEST(options().backtrace == 64u);
+    BOOST_TEST(options().memory_limit == 65536u);  // (kept: a program may mean it)
+    BOOST_TEST(options().request_signal.number == 12);
+    BOOST_TEST(said.find("ZMM_BACKTRACE=100: zmm keeps at most 64 frames (using 64)") != std::string::npos);
+    BOOST_TEST(said.find("ZMM_MEMORY_LIMIT=64K is less than one 2 MiB chunk") != std::string::npos);
+    BOOST_TEST(said.find("malformed ZMM_REQUEST_SIGNAL=11 (using the default; it takes USR1, USR2, or a real-time "
+                         "signal 34-59 or 62-64)") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_misspelt_option_is_named_and_other_zmm_variables_are_not) {
+    char a[] = "ZMM_MEMORY_LIMT=1K";
+    char b[] = "ZMM_LEAK=0";
+    char c[] = "ZMM_BACKTRAEC=4";
+    char d[] = "ZMM_FUZZ_BUILD=/tmp/x";  // the project's scripts' own
+    char e[] = "ZMM_ROOT=/src";
+    char* env[] = {a, b, c, d, e, nullptr};
+    std::string said = warnings_of(env);
+    BOOST_TEST(said ==
+               "zmm: warning: ignoring ZMM_MEMORY_LIMT, which is no zmm option (ZMM_MEMORY_LIMIT?)\n"
+               "zmm: warning: ignoring ZMM_LEAK, which is no zmm option (ZMM_LEAKS?)\n"
+               "zmm: warning: ignoring ZMM_BACKTRAEC, which is no zmm option (ZMM_BACKTRACE?)\n");
+    BOOST_TEST(options().memory_limit == SIZE_MAX);
+    BOOST_TEST(options().backtrace == 16u);
+    char* empty[] = {nullptr};
+    load_options(empty);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
