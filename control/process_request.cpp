@@ -34,6 +34,9 @@ Share_totals g_totals{};
 uint64_t g_id = 0;
 uint64_t g_begin_ns = 0;
 uint64_t g_reported_generation = 0;
+// Reports being written (the reporter thread's, a late share's): the
+// process's exit waits for them.
+std::atomic<int> g_writing{0};
 
 // Blocks the process-wide requests' reports listed as lost: each thread
 // marks its own (its request heap's table is its alone) when it next joins,
@@ -66,11 +69,32 @@ bool opened(uint64_t g) { return g & 1; }
 extern "C" const char __ehdr_start[] __attribute__((visibility("hidden")));
 extern "C" const char __etext[] __attribute__((visibility("hidden")));
 
+void write_report(uint64_t id, Leak_list& leaks, const Share_totals& totals, uint64_t begin_ns);
+
 // ---- the calling thread's share ----
 
+// A share that ends after its request's report went out without it (its
+// thread blocked the switch signal for the whole second the report waits:
+// a raw rt_sigprocmask) is reported on its own, under the request's id.
 void end_share() {
-    Lock_guard guard(g_lock);
-    if (end_on_thread(&g_leaks, &g_totals) >= 0) g_open_shares.fetch_sub(1, std::memory_order_acq_rel);
+    const Request* r = t_state.request;
+    Leak_list late;
+    Share_totals late_totals{};
+    uint64_t late_id = 0, late_begin = 0;
+    {
+        Lock_guard guard(g_lock);
+        const bool reported = r && r->process_wide && g_reported_generation > r->generation;
+        if (reported) {
+            late_id = r->id;
+            late_begin = r->begin_ns;
+        }
+        if (end_on_thread(reported ? &late : &g_leaks, reported ? &late_totals : &g_totals) < 0) return;
+        g_open_shares.fetch_sub(1, std::memory_order_acq_rel);
+        if (!reported) return;
+    }
+    g_writing.fetch_add(1, std::memory_order_acq_rel);
+    write_report(late_id, late, late_totals, late_begin);
+    g_writing.fetch_sub(1, std::memory_order_acq_rel);
 }
 
 // Was the thread interrupted inside zmm (its fast path, a slow path, a
@@ -131,23 +155,32 @@ void signal_threads() {
 }
 
 void report(uint64_t generation) {
-    const Options& o = options();
     Leak_list leaks;
     Share_totals totals;
+    uint64_t id, begin_ns;
     {
         // Taken out under the lock; the report itself (which may allocate,
         // and so register a thread) runs without it.
         Lock_guard guard(g_lock);
         if (g_reported_generation == generation) return;
         g_reported_generation = generation;
+        g_writing.fetch_add(1, std::memory_order_acq_rel);  // (claimed under the lock: the exit sees it)
         leaks = g_leaks;
         totals = g_totals;
         g_leaks = Leak_list{};
         g_totals = {};
+        id = g_id;
+        begin_ns = g_begin_ns;
     }
+    write_report(id, leaks, totals, begin_ns);
+    g_writing.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+void write_report(uint64_t id, Leak_list& leaks, const Share_totals& totals, uint64_t begin_ns) {
+    const Options& o = options();
     const char* name = o.request == Request_mode::signal ? "signal" : "process";
-    Request_summary s{g_id, name, static_cast<int>(os::process_id()), os::thread_id(), totals.usage, totals.peak,
-                      totals.real_usage, totals.real_peak, thread_limit(), os::monotonic_ns() - g_begin_ns,
+    Request_summary s{id, name, static_cast<int>(os::process_id()), os::thread_id(), totals.usage, totals.peak,
+                      totals.real_usage, totals.real_peak, thread_limit(), os::monotonic_ns() - begin_ns,
                       o.log_format == Log_format::json, {}, o.suppressions.text};
     Depth_guard depth;
     size_t reported = leaks.count;
@@ -306,6 +339,13 @@ Heap* join() {
 
 bool still_in(const Request* r) { return r->generation == g_generation.load(std::memory_order_acquire); }
 
+bool missed_switch() {
+    if (!g_switch_signal || t_state.no_requests || t_state.depth > 0 || t_state.tool_heap) return false;
+    const uint64_t g = g_generation.load(std::memory_order_acquire);
+    if (const Request* r = t_state.request) return r->process_wide && r->generation != g;
+    return opened(g) && t_state.process_generation != g && t_state.persistent;
+}
+
 void leave() {
     if (t_state.request && t_state.request->process_wide) end_share();
 }
@@ -347,10 +387,24 @@ void start() {
     pthread_attr_destroy(&attr);
 }
 
+// At exit. A report another thread is writing (the reporter's, of a request
+// that ended just before) is waited for: the exit would cut it off. (For
+// at most 10 s: a report never takes that long, and a thread stopped in a
+// debugger must not hold the exit for ever.)
 void finish() {
     if (bypassed()) return;
     uint64_t g = g_generation.load(std::memory_order_acquire);
-    if (opened(g) || g_open_shares.load(std::memory_order_acquire) > 0) close_and_report();
+    bool unreported;  // a request ended whose report the reporter thread has not begun
+    {
+        Lock_guard guard(g_lock);
+        unreported = !opened(g) && g > g_reported_generation;
+    }
+    if (opened(g) || unreported || g_open_shares.load(std::memory_order_acquire) > 0) close_and_report();
+    const uint64_t deadline = os::monotonic_ns() + 10'000'000'000u;
+    while (g_writing.load(std::memory_order_acquire) > 0 && os::monotonic_ns() < deadline) {
+        timespec pause{0, 1'000'000};
+        nanosleep(&pause, nullptr);
+    }
 }
 
 void before_fork() { g_lock.lock(); }

@@ -25,6 +25,12 @@ Heap* join();
 bool still_in(const Request* r);
 // The calling thread's share ends (the request closed, or the thread exits).
 void leave();
+// Did the calling thread miss a switch: is a process-wide request open that
+// it has not joined, or has its share's request ended? The switch signal
+// sends a thread to its slow path, which then joins or leaves; a thread
+// that blocks every signal (a raw rt_sigprocmask, which zmm does not see)
+// never gets it, and its slow path asks this instead.
+bool missed_switch();
 
 // Thread registry: threads with a heap, to be signalled.
 void register_thread();

@@ -272,7 +272,11 @@ Tool_scope::~Tool_scope() {
 }
 
 Heap* thread_heap() {
-    if (Heap* h = t_heap; h != &g_empty_heap) return h;
+    if (Heap* h = t_heap; h != &g_empty_heap) {
+        if (__builtin_expect(!process_request::missed_switch(), 1)) return h;
+        // As the switch would have: this slow path joins, or ends the share.
+        Handler_scope::send_to_slow_path();
+    }
     if (Heap* tool = t_state.tool_heap) return tool;
     Heap* p = persistent_heap();
     if (!p) return nullptr;

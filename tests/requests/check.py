@@ -916,7 +916,40 @@ def test_signal_carry(prog):
     expect(third["leaks"] == 0, f"request 3: nothing new is lost: {third}")
 
 
+def test_signal_masked(prog):
+    """ZMM_REQUEST=signal: a thread that blocks every signal joins the
+    request at its slow path; its share, missing from the request's report,
+    is reported on its own under the same id when it ends."""
+    with tempfile.TemporaryDirectory() as d:
+        log = os.path.join(d, "zmm.json")
+        r = run([prog], {"ZMM_REQUEST": "signal", "ZMM_LOG_FORMAT": "json", "ZMM_LOG": log, "ZMM_LEAKS": "all"})
+        expect_status(r, 0)
+        expect(r.out.strip() == "ok", r.out)
+        with open(log) as f:
+            objs = [json.loads(line) for line in f if line.startswith("{")]
+    expect(len(objs) == 2, f"{len(objs)} reports, expected 2: {objs}")
+    first, late = objs
+    expect(first["leaks"] == 0, f"the request's report holds the masked thread's share: {first}")
+    expect(late["request"] == first["request"], f"the late share's id {late['request']} is not its request's")
+    expect(late["leaks"] == 3, f"the late share: {late['leaks']} leaks, expected 3: {late}")
+    text = json.dumps(late)
+    expect("leak_in_masked_thread" in text, f"the late share's frames do not name leak_in_masked_thread: {late}")
+    for attempt in range(5):  # (a race: each run may hit it or not)
+        with tempfile.TemporaryDirectory() as d:
+            log = os.path.join(d, "zmm.json")
+            r = run([prog, "exit"], {"ZMM_REQUEST": "signal", "ZMM_LOG_FORMAT": "json", "ZMM_LOG": log,
+                                     "ZMM_LEAKS": "all"})
+            expect_status(r, 0)
+            objs = []
+            if os.path.exists(log):
+                with open(log) as f:
+                    objs = [json.loads(line) for line in f if line.startswith("{")]
+        expect(len(objs) == 1 and objs[0]["leaks"] == 1 and "leak_before_exit" in json.dumps(objs[0]),
+               f"run {attempt}: an exit right after the request's end lost its report: {objs}")
+
+
 TESTS = {
+    "signal_masked": test_signal_masked,
     "leaks": test_leaks,
     "reach": test_reach,
     "symbolizer": test_symbolizer,
