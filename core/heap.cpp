@@ -578,7 +578,15 @@ Huge_header* Heap::take_cached_huge(size_t len) {
     if (!fits_limit(more)) return nullptr;
     *smaller = h->next;
     huge_cache_pages -= h->map_size / k_page_size;
-    if (!os::remap_in_place(h->map_base, h->map_size, h->map_size + more)) {
+    auto back_to_cache = [&] {  // as it was: the fresh path serves the block
+        h->next = huge_cache;
+        huge_cache = h;
+        huge_cache_pages += h->map_size / k_page_size;
+        return nullptr;
+    };
+    const os::Remap grown = os::remap_in_place(h->map_base, h->map_size, h->map_size + more);
+    if (grown == os::Remap::refused) return back_to_cache();  // (a mapping the program split)
+    if (grown == os::Remap::no_room) {
         // Moved, header page and all, to a fresh aligned span. The registry
         // forgets the old place first: once it is unmapped another thread
         // may map (and register) a block there.
@@ -588,10 +596,7 @@ Huge_header* Heap::take_cached_huge(size_t len) {
         if (!to || !os::remap_to(h->map_base, h->map_size, to, len + k_page_size)) {
             if (to) os::unmap_heap(to, len + k_page_size);
             registry_clear(old_block, k_page_size, granule_huge_freed);
-            h->next = huge_cache;  // back in the cache, as it was
-            huge_cache = h;
-            huge_cache_pages += h->map_size / k_page_size;
-            return nullptr;
+            return back_to_cache();
         }
         h = reinterpret_cast<Huge_header*>(to);
         h->map_base = to;
@@ -671,7 +676,8 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
     size_t slack = h->map_size - k_page_size - h->size;
     size_t more = grow > slack ? grow - slack : 0;  // beyond the mapping
     if (more && !grow_real(more)) return nullptr;
-    if (!more || os::remap_in_place(h->map_base, h->map_size, h->map_size + more)) {
+    const os::Remap grown = more ? os::remap_in_place(h->map_base, h->map_size, h->map_size + more) : os::Remap::done;
+    if (grown == os::Remap::done) {
         h->size = len;
         h->map_size += more;
         registry_mark(block, len, granule_huge);
@@ -682,14 +688,15 @@ void* Heap::realloc_huge(Huge_header* h, size_t bytes) {
         return block;
     }
     // Move the pages, not the bytes: a new aligned mapping, then mremap the
-    // old block over it.
-    void* fresh = alloc_huge(len, k_chunk_size, false);  // (take_cached_huge comes here)
+    // old block over it; the bytes, of a mapping the kernel refused to grow
+    // for another reason than room (split by the program: remap_in_place).
+    void* fresh = alloc_huge(len, k_chunk_size, false);
     if (!fresh) return nullptr;
     // The registry forgets the old range before mremap gives it back: once
     // it is unmapped another thread may map (and register) a block there.
     if (may_be_in_table(block)) forget(block);  // gone from here on, as a free
     registry_clear(block, h->size, granule_huge_unmapped);
-    if (!os::remap_to(block, h->size, fresh, len)) {
+    if (grown == os::Remap::refused || !os::remap_to(block, h->size, fresh, len)) {
         registry_mark(block, h->size, granule_huge);
         memcpy(fresh, block, h->size);
     } else {

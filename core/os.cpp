@@ -255,12 +255,13 @@ bool purge(void* p, size_t size) {
     return madvise(p, size, MADV_DONTNEED) == 0;
 }
 
-bool remap_in_place(void* p, size_t old_size, size_t new_size) {
+Remap remap_in_place(void* p, size_t old_size, size_t new_size) {
     Unmap_guard guard;
     int saved = errno;
     void* r = mremap(p, round_page(old_size), round_page(new_size), 0);
+    const Remap result = r != MAP_FAILED ? Remap::done : errno == ENOMEM ? Remap::no_room : Remap::refused;
     errno = saved;
-    return r != MAP_FAILED;
+    return result;
 }
 
 bool remap_to(void* old_p, size_t old_size, void* new_p, size_t new_size) {

@@ -85,13 +85,20 @@ void for_each_internal(void (*fn)(void* ctx, uintptr_t lo, uintptr_t hi), void* 
 // when the kernel refused (locked pages: mlockall): the contents stay.
 bool purge(void* p, size_t size);
 
-// Grows or shrinks a mapping in place (no move). false if the pages after the
-// mapping are taken.
-bool remap_in_place(void* p, size_t old_size, size_t new_size);
+// Grows or shrinks a mapping in place (no move): done; no_room when the
+// pages after it are taken (ENOMEM); refused for any other reason: the
+// range is not one mapping (the program split it with madvise, mprotect or
+// mlock: EFAULT), or locked memory would pass its limit (EAGAIN). A
+// refused range must not be moved with remap_to either (it would fail the
+// same way, and some kernels, 6.6's, have unmapped the target by then).
+enum class Remap { done, no_room, refused };
+Remap remap_in_place(void* p, size_t old_size, size_t new_size);
 
 // Moves the mapping [old_p, old_p + old_size) to new_p (which must be a mapping
 // of at least new_size bytes, replaced), growing it to new_size, without
-// copying the pages. false on failure, with both mappings unchanged.
+// copying the pages. false on failure, with the old mapping unchanged; the
+// target may be unmapped then (6.6 unmaps it before its checks), so a
+// caller tries this only for a range remap_in_place found without room.
 bool remap_to(void* old_p, size_t old_size, void* new_p, size_t new_size);
 
 // Transparent huge pages: zmm's chunks ask for none unless enabled.

@@ -638,7 +638,14 @@ BOOST_AUTO_TEST_CASE(a_cached_huge_mapping_grown_counts_its_block_once) {
     for (bool walled : {false, true}) {
         BOOST_TEST_CONTEXT("walled " << walled) {
             Test_heap h;
+            // Room after the block's mapping for the growth in place: the
+            // kernel maps top-down, so the block lands under a hole made
+            // first, which then goes.
+            const size_t hole_size = 16 * mib;
+            void* hole = mmap(nullptr, hole_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            BOOST_TEST_REQUIRE(hole != MAP_FAILED);
             char* a = static_cast<char*>(h->alloc(4 * mib));
+            munmap(hole, hole_size);
             memset(a, 7, 4 * mib);
             h->free_owned(a);
             const size_t peak_before = h->peak;
@@ -649,10 +656,9 @@ BOOST_AUTO_TEST_CASE(a_cached_huge_mapping_grown_counts_its_block_once) {
             if (walled) {
                 wall = mmap(end, k_page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
                 BOOST_TEST_REQUIRE((wall == static_cast<void*>(end) || errno == EEXIST));
-            } else if (mmap(end, 3 * mib, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) ==
-                       MAP_FAILED) {
-                continue;  // a neighbour of the kernel's sits there: only the move can be tested
             } else {
+                void* room = mmap(end, 3 * mib, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+                BOOST_TEST_REQUIRE(room == static_cast<void*>(end));  // (the hole's place)
                 munmap(end, 3 * mib);  // free: the growth in place can take it
             }
             // Room for the new pages only (the old ones are mapped already).
@@ -680,6 +686,34 @@ BOOST_AUTO_TEST_CASE(a_cached_huge_mapping_grown_counts_its_block_once) {
             if (wall == static_cast<void*>(end)) munmap(wall, k_page_size);
         }
     }
+}
+
+// A huge block whose mapping the program split (madvise on a part of it:
+// one mapping becomes three) cannot grow by mremap, in place or moved (the
+// kernel refuses a range of several mappings, and some kernels unmap the
+// move's target before refusing): it grows by a copy, its bytes kept. The
+// same for a cached mapping a bigger block would grow: left cached.
+BOOST_AUTO_TEST_CASE(a_huge_block_whose_mapping_the_program_split_grows_by_a_copy) {
+    const size_t mib = 1024 * 1024;
+    Test_heap h;
+    char* a = static_cast<char*>(h->alloc(4 * mib));
+    for (size_t i = 0; i < 4 * mib; i += k_page_size) a[i] = static_cast<char>(i >> 12);
+    BOOST_TEST_REQUIRE(madvise(a + mib, k_page_size, MADV_DONTDUMP) == 0);
+    char* b = static_cast<char*>(h->realloc(a, 9 * mib));
+    BOOST_TEST_REQUIRE(b != nullptr);
+    for (size_t i = 0; i < 4 * mib; i += k_page_size) BOOST_TEST_REQUIRE(b[i] == static_cast<char>(i >> 12));
+    BOOST_TEST(h->usage() == 9 * mib);
+    // The old mapping, split, went to the cache; a bigger block leaves it there.
+    BOOST_TEST_REQUIRE(h->huge_cache != nullptr);
+    Huge_header* cached = h->huge_cache;
+    char* c = static_cast<char*>(h->alloc(6 * mib));
+    BOOST_TEST_REQUIRE(c != nullptr);
+    BOOST_TEST(h->huge_cache == cached);
+    BOOST_TEST(Huge_header::of(c)->map_size == 6 * mib + k_page_size);
+    BOOST_TEST(h->usage() == 15 * mib);
+    h->free_owned(b);
+    h->free_owned(c);
+    BOOST_TEST(h->usage() == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(freed_pages_are_purged_after_a_pass_unused) {
