@@ -471,9 +471,22 @@ void trace_reallocation(Heap* heap, const void* old_block, void* block, size_t s
     trace_allocation(heap, block, size, entry);
 }
 
-bool heap_limit_exceeded(Heap& heap, size_t requested) {
+namespace {
+// The M of ZendMM's "tried to allocate M bytes": the page run the
+// allocation needs (a small block's: its bin's run), or the huge block's
+// size in pages.
+size_t zendmm_figure(size_t bytes) {
+    if (bytes == 0) return 0;
+    if (bytes <= k_max_small) return size_t{k_bin_pages[size_to_bin(bytes)]} * k_page_size;
+    if (bytes > SIZE_MAX - k_page_size) return bytes;
+    return (bytes + k_page_size - 1) & ~(k_page_size - 1);
+}
+}  // namespace
+
+bool heap_limit_exceeded(Heap& heap, size_t requested_bytes) {
     Request* r = static_cast<Request*>(heap.request);
     if (!r) return false;
+    const size_t requested = zendmm_figure(requested_bytes);
     size_t limit = heap.limit;
     if (auto handler = t_state.limit_handler) {
         // It allocates from the heap (no page of it changed yet) and may
@@ -489,20 +502,46 @@ bool heap_limit_exceeded(Heap& heap, size_t requested) {
     // is reported (heap->overflow), then the process exits with 255.
     heap.limit = SIZE_MAX;
     Depth_guard guard;
-    Text t;
-    int fd = report_open();
-    t.set_fd(fd);
-    t.str("Allowed memory size of ").dec(limit).str(" bytes exhausted (tried to allocate ").dec(requested)
-        .str(" bytes)\n");
-    t.str("zmm: in request ").dec(r->id).str(" '").str(r->name).str("' (pid ").dec(static_cast<uint64_t>(os::process_id()))
-        .str(", tid ").dec(static_cast<uint64_t>(r->tid)).str("), the allocation came from:\n");
     uintptr_t pcs[stack_depot::k_max_frames];
     unsigned n = backtrace::capture(pcs, 32);
+    const uint32_t stack = stack_depot::put(pcs, n);
     symbolize::prepare(options().symbolizer.text);
     Tool_scope tool;
-    write_frames(t, stack_depot::put(pcs, n));
-    t.flush(fd);
-    report_close(fd);
+    // On stderr; in the log too when it is a file, as a JSON object in a
+    // JSON log (one object per line: a text line there broke its readers).
+    const uint64_t pid = static_cast<uint64_t>(os::process_id()), tid = static_cast<uint64_t>(r->tid);
+    auto text = [&](Text& t) {
+        t.str("Allowed memory size of ").dec(limit).str(" bytes exhausted (tried to allocate ").dec(requested)
+            .str(" bytes)\n");
+        t.str("zmm: in request ").dec(r->id).str(" '").str(r->name).str("' (pid ").dec(pid).str(", tid ").dec(tid)
+            .str("), the allocation came from:\n");
+        write_frames(t, stack);
+    };
+    Text err;
+    err.set_fd(2);
+    text(err);
+    err.flush(2);
+    if (int fd = report_open(); fd != 2) {
+        Text t;
+        t.set_fd(fd);
+        if (options().log_format == Log_format::json) {
+            t.str("{\"request\":").dec(r->id).str(",\"name\":");
+            json_string(t, r->name);
+            t.str(",\"pid\":").dec(pid).str(",\"tid\":").dec(tid).str(",\"fatal\":\"memory_limit\",\"limit\":")
+                .dec(limit).str(",\"tried_to_allocate\":").dec(requested).str(",\"message\":");
+            Text line;
+            line.str("Allowed memory size of ").dec(limit).str(" bytes exhausted (tried to allocate ").dec(requested)
+                .str(" bytes)");
+            json_string(t, line.c_str());
+            t.chr(',');
+            json_frames(t, stack);
+            t.str("}\n");
+        } else {
+            text(t);
+        }
+        t.flush(fd);
+        report_close(fd);
+    }
     fflush(nullptr);
     _exit(255);
 }

@@ -1,5 +1,6 @@
 #include "diag.hpp"
 
+#include <atomic>
 #include <cstdlib>
 #include <cerrno>
 #include <fcntl.h>
@@ -27,6 +28,36 @@ const char* describe(Misuse kind) {
     return "misuse of ";
 }
 
+std::atomic<bool> g_open_failed{false}, g_write_failed{false};
+
+const char* errno_name(int e) {
+    switch (e) {
+    case ENOENT: return "ENOENT: no such directory";
+    case EACCES: return "EACCES: permission denied";
+    case EISDIR: return "EISDIR: a directory";
+    case ENOTDIR: return "ENOTDIR: a path through a file";
+    case ENXIO: return "ENXIO: a FIFO nobody reads";
+    case EROFS: return "EROFS: a read-only file system";
+    case ENOSPC: return "ENOSPC: no space left";
+    case EDQUOT: return "EDQUOT: over quota";
+    case EIO: return "EIO: an I/O error";
+    case EFBIG: return "EFBIG: the file is too large";
+    case EPIPE: return "EPIPE: nobody reads it any more";
+    case EMFILE: return "EMFILE: no descriptor left";
+    case ELOOP: return "ELOOP: too many symbolic links";
+    default: return "an error";
+    }
+}
+
+// One line on stderr, the first time only (`flag`): "<what><path> (<errno>);
+// <then>" — written straight to fd 2 (the report file is what failed).
+void warn_once(std::atomic<bool>& flag, const char* what, const char* path, int error, const char* then) {
+    if (flag.exchange(true, std::memory_order_relaxed)) return;
+    Text t;
+    t.str("zmm: warning: ").str(what).str(path).str(" (").str(errno_name(error)).str("); ").str(then).chr('\n');
+    os::write_all(2, t.data(), t.size());
+}
+
 [[noreturn]] void die() {
     // abort() may be intercepted; make sure we never return into a broken heap.
     abort();
@@ -43,7 +74,8 @@ void set_report_path(const char* pattern) {
 }
 
 int report_open() {
-    if (!g_report_path[0]) return 2;
+    // (A log that failed a write once is not trusted again: /dev/full.)
+    if (!g_report_path[0] || g_write_failed.load(std::memory_order_relaxed)) return 2;
     char path[320];
     size_t o = 0;
     for (const char* p = g_report_path; *p && o + 12 < sizeof path; ++p) {
@@ -61,9 +93,24 @@ int report_open() {
     }
     path[o] = 0;
     int saved = errno;
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    // Not blocking: a FIFO without a reader fails (ENXIO) instead of
+    // holding the report, and the process's exit, for ever. Blocking again
+    // once open: a reader that falls behind must not cut a report short.
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0644);
+    if (fd >= 0) {
+        int flags = fcntl(fd, F_GETFL);
+        if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    } else {
+        warn_once(g_open_failed, "cannot open the ZMM_LOG file ", path, errno, "reports go to stderr");
+    }
     errno = saved;
     return fd >= 0 ? fd : 2;
+}
+
+void note_report_write_failed(int fd, int error) {
+    if (fd != 2 && g_report_path[0])
+        warn_once(g_write_failed, "a report to the ZMM_LOG file is incomplete", "", error,
+                  "the next ones go to stderr");
 }
 
 void report_close(int fd) {

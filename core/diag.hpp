@@ -31,6 +31,9 @@ void set_report_path(const char* pattern);  // nullptr: stderr
 // back with report_close.
 int report_open();
 void report_close(int fd);
+// A write to the report file `fd` failed with `error` (ENOSPC, EIO): said
+// once on stderr, when the report file is not stderr. (Text::flush calls it.)
+void note_report_write_failed(int fd, int error);
 
 // Prints "zmm: <what> 0x..." (+ optional detail) and aborts (or calls the hook).
 [[noreturn]] void misuse(Misuse kind, const void* ptr, const char* detail = nullptr);

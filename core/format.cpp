@@ -1,5 +1,6 @@
 #include "format.hpp"
 
+#include "diag.hpp"
 #include "os.hpp"
 
 namespace zmm {
@@ -85,7 +86,7 @@ Text& Text::bytes_human(uint64_t v) {
 }
 
 void Text::flush(int fd) {
-    os::write_all(fd, buf_, len_);
+    if (int failed = os::write_all(fd, buf_, len_)) note_report_write_failed(fd, failed);
     len_ = 0;
 }
 

@@ -13,29 +13,55 @@
 
 namespace zmm {
 namespace {
+bool is_continuation(unsigned char c) { return (c & 0xc0) == 0x80; }
+
+// The length of the well-formed UTF-8 sequence at s (1-4), or 0.
+unsigned utf8_length(const unsigned char* s) {
+    const unsigned char c = s[0];
+    if (c < 0x80) return 1;
+    if (c < 0xc2 || c > 0xf4) return 0;  // a continuation, an overlong lead, past U+10FFFF
+    if (c < 0xe0) return is_continuation(s[1]) ? 2 : 0;
+    if (c < 0xf0) {
+        const unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;  // overlong; surrogates
+        return s[1] >= lo && s[1] <= hi && is_continuation(s[2]) ? 3 : 0;
+    }
+    const unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+    return s[1] >= lo && s[1] <= hi && is_continuation(s[2]) && is_continuation(s[3]) ? 4 : 0;
+}
+}  // namespace
+
+// JSON string, escaped; a byte that is not part of well-formed UTF-8 (a
+// request name is the program's bytes) becomes U+FFFD, so that every line
+// parses.
+void json_string(Text& t, const char* s) {
+    t.chr('"');
+    const auto* u = reinterpret_cast<const unsigned char*>(s);
+    while (*u) {
+        const unsigned char c = *u;
+        if (c == '"' || c == '\\') {
+            t.chr('\\').chr(static_cast<char>(c));
+        } else if (c < 0x20) {
+            static const char hexd[] = "0123456789abcdef";
+            t.str("\\u00").chr(hexd[c >> 4]).chr(hexd[c & 15]);
+        } else if (const unsigned n = utf8_length(u); n == 0) {
+            t.str("\\ufffd");
+        } else {
+            for (unsigned i = 0; i < n; ++i) t.chr(static_cast<char>(u[i]));
+            u += n;
+            continue;
+        }
+        ++u;
+    }
+    t.chr('"');
+}
+
+namespace {
 
 struct Group {
     size_t first;  // index of its first leak (lowest address) in the sorted array
     size_t blocks;
     uint64_t bytes;
 };
-
-// JSON string body, escaped.
-void json_string(Text& t, const char* s) {
-    t.chr('"');
-    for (; *s; ++s) {
-        unsigned char c = static_cast<unsigned char>(*s);
-        if (c == '"' || c == '\\') {
-            t.chr('\\').chr(static_cast<char>(c));
-        } else if (c < 0x20) {
-            static const char hexd[] = "0123456789abcdef";
-            t.str("\\u00").chr(hexd[c >> 4]).chr(hexd[c & 15]);
-        } else {
-            t.chr(static_cast<char>(c));
-        }
-    }
-    t.chr('"');
-}
 
 }  // namespace
 
@@ -57,8 +83,6 @@ void write_frames(Text& t, uint32_t stack) {
     }
 }
 
-namespace {
-
 void json_frames(Text& t, uint32_t stack) {
     stack_depot::Frame frames[stack_depot::k_max_frames];
     unsigned n = stack_depot::get(stack, frames, stack_depot::k_max_frames);
@@ -77,6 +101,8 @@ void json_frames(Text& t, uint32_t stack) {
     }
     t.chr(']');
 }
+
+namespace {
 
 size_t group_leaks(Leak* leaks, size_t count, Group* groups) {
     // One group per backtrace and kind (a lost list's head is definitely

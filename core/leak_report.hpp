@@ -68,5 +68,9 @@ size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t c
 // The frames of a stored stack, one line each ("#k 0xPC in function
 // file:line (module+0xOFFSET)"), as the leak report writes them.
 void write_frames(Text& t, uint32_t stack);
+// JSON: a string (escaped; bytes that are not UTF-8 become U+FFFD), and a
+// stored stack's "frames":[...] member, as the JSON report writes them.
+void json_string(Text& t, const char* s);
+void json_frames(Text& t, uint32_t stack);
 
 }  // namespace zmm

@@ -401,18 +401,24 @@ bool mapping_of(uintptr_t address, uintptr_t* lo, uintptr_t* hi, char* path, siz
     return q.found;
 }
 
-void write_all(int fd, const char* s, size_t n) {
-    int saved = errno;
+int write_all(int fd, const char* s, size_t n) {
+    int saved = errno, failed = 0;
     while (n > 0) {
         ssize_t w = write(fd, s, n);
         if (w < 0) {
             if (errno == EINTR) continue;
+            failed = errno;
+            break;
+        }
+        if (w == 0) {  // (a device that takes nothing: as full)
+            failed = ENOSPC;
             break;
         }
         s += w;
         n -= static_cast<size_t>(w);
     }
     errno = saved;
+    return failed;
 }
 
 uint64_t monotonic_ns() {

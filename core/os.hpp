@@ -127,7 +127,9 @@ bool resident_pages(const void* p, size_t size, unsigned char* vec, bool* unmapp
 bool no_swap();
 
 // write(2) until done or an error other than EINTR.
-void write_all(int fd, const char* s, size_t n);
+// Writes all n bytes (again after EINTR and short writes); 0, or the errno
+// of the write that failed. errno itself is kept.
+int write_all(int fd, const char* s, size_t n);
 
 // Reads `fd` to its end a line at a time (no allocation): fn(line, end, ctx)
 // gets each one without its newline (the last one even without one; of a

@@ -118,7 +118,13 @@ def main():
     except OSError as e:
         sys.exit(f"zmm: report: {e.strerror}: {out}")
     groups = sum(len(r.get("groups") or ()) for r in requests)
-    print(f"zmm: report: {len(requests)} requests, {groups} leak groups -> {out}", file=sys.stderr)
+    fatal = sum(1 for r in requests if r.get("fatal"))
+    notes = ""
+    if fatal:
+        notes += f", {fatal} ended by the memory limit"
+    if skipped:
+        notes += f"; {skipped} lines skipped (not zmm's JSON: warnings, or a text log)"
+    print(f"zmm: report: {len(requests)} requests, {groups} leak groups{notes} -> {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

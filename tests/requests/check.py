@@ -354,6 +354,20 @@ def test_log_file(prog):
         expect_status(r, 0)
         files = sorted(os.listdir(d))
         expect(files == [], f"a clean run under ZMM_LOG=zmm-%p.log made {files}, expected none")
+    # A log zmm cannot open or write to is said once on stderr, and the
+    # reports go there instead; a FIFO nobody reads holds nothing up.
+    with tempfile.TemporaryDirectory(prefix="zmm-requests-") as d:
+        fifo = os.path.join(d, "fifo")
+        os.mkfifo(fifo)
+        for log, said in ((d, "EISDIR"), (os.path.join(d, "no", "such.log"), "ENOENT"), (fifo, "ENXIO"),
+                          ("/dev/full", "ENOSPC")):
+            r = run([prog], {"ZMM_LOG": log})
+            expect_status(r, 0)
+            warnings = [line for line in r.err.splitlines() if line.startswith("zmm: warning:")]
+            expect(len(warnings) == 1 and said in warnings[0], f"ZMM_LOG={log}: expected one warning naming {said}, "
+                                                               f"got {warnings}")
+            if log != "/dev/full":  # (its first report is lost; the later ones come to stderr)
+                expect(len(parse_reports(r.err)[0]) >= 1, f"ZMM_LOG={log}: the report did not come to stderr")
 
 
 def test_leak_exitcode(leaks_prog, tool):
@@ -477,6 +491,32 @@ def test_limit_fatal(prog):
     check_fatal(r, 4 << 20, "fill_large")
     r = run([prog, "fatal-env", "huge"], {"ZMM_MEMORY_LIMIT": "7340032", "ZMM_LIMIT_ACTION": "fatal"})
     check_fatal(r, 7 << 20, "fill_huge")
+    # With a log file: the message on stderr still; in the log as text, or
+    # as one JSON object in a JSON log (a text line there broke its readers).
+    for fmt in ("text", "json"):
+        with tempfile.TemporaryDirectory() as d:
+            log = os.path.join(d, "zmm.log")
+            r = run([prog, "fatal-api", "large"], {"ZMM_LOG": log, "ZMM_LOG_FORMAT": fmt})
+            m = check_fatal(r, 8 << 20, "fill_large")
+            with open(log) as f:
+                lines = f.read().splitlines()
+        if fmt == "text":
+            expect(any(line.startswith("Allowed memory size of 8388608 bytes exhausted") for line in lines),
+                   f"the text log lacks the limit's message: {lines}")
+            continue
+        objs = []
+        for line in lines:
+            try:
+                objs.append(json.loads(line))
+            except ValueError:
+                raise Failure(f"a line of the JSON log is not JSON: {line!r}")
+        expect(len(objs) == 1, f"{len(objs)} objects in the JSON log, expected the limit's one: {objs}")
+        o = objs[0]
+        expect(o.get("fatal") == "memory_limit" and o.get("limit") == 8 << 20 and o.get("tried_to_allocate") == m
+               and o.get("name") == "limited" and o.get("message", "").startswith("Allowed memory size of 8388608"),
+               f"the limit's JSON object: {o}")
+        expect(any("fill_large" in fr.get("function", "") for fr in o.get("frames", [])),
+               f"the limit's JSON object lacks the allocation's frames: {o}")
 
 
 def all_of(*cases):
@@ -492,9 +532,10 @@ def all_of(*cases):
 
 def test_limit_fatal_size(prog):
     """The M of 'tried to allocate M bytes' is ZendMM's: the size of the page
-    run the allocation needs (64 KiB for malloc(65536)), or the huge block's
-    size (3 MiB for malloc(3 MiB)); not zmm's chunk or mapping size. The
-    limit handler's `requested` is the same figure."""
+    run the allocation needs (64 KiB for malloc(65536), a bin's run for a
+    small block), or the huge block's size rounded to pages (3 MiB for
+    malloc(3 MiB), 3 MiB + 4 KiB for malloc(3 MiB + 32)); not zmm's chunk or
+    mapping size. The limit handler's `requested` is the same figure."""
     def large():
         m = check_fatal(run([prog, "fatal-api", "large"]), 8 << 20, "fill_large")
         expect(m == 65536, f"malloc(65536) past the limit: 'tried to allocate {m} bytes', expected 65536")
@@ -503,12 +544,23 @@ def test_limit_fatal_size(prog):
         m = check_fatal(run([prog, "fatal-api", "huge"]), 8 << 20, "fill_huge")
         expect(m == 3 << 20, f"malloc(3 MiB) past the limit: 'tried to allocate {m} bytes', expected {3 << 20}")
 
+    def huge_odd():
+        m = check_fatal(run([prog, "fatal-api", "huge-odd"]), 8 << 20, "fill_huge")
+        want = (3 << 20) + 4096
+        expect(m == want, f"malloc(3 MiB + 32) past the limit: 'tried to allocate {m} bytes', expected {want} "
+                          "(ZendMM's page-rounded huge size)")
+
+    def small():
+        m = check_fatal(run([prog, "fatal-api", "small"]), 8 << 20, "fill_small")
+        expect(m == 4096, f"malloc(100) past the limit: 'tried to allocate {m} bytes', expected 4096 "
+                          "(the one-page run of its bin)")
+
     def handler():
         m = re.search(r"requested (\d+)", run([prog, "handler"]).out)
         expect(m and int(m[1]) == 65536,
                f"the limit handler's `requested` for malloc(65536) is {m and m[1]}, expected 65536")
 
-    all_of(large, huge, handler)
+    all_of(large, huge, huge_odd, small, handler)
 
 
 def test_limit_enomem(prog):

@@ -1,6 +1,6 @@
 // The memory limit of requests (tests/requests, driven by check.py).
 //
-//   limit fatal-api large|huge   zmm_set_memory_limit(8 MiB), then a request
+//   limit fatal-api large|huge|huge-odd|small   zmm_set_memory_limit(8 MiB), then a request
 //                                 that allocates until zmm ends the process
 //   limit fatal-env large|huge   the same with the limit from ZMM_MEMORY_LIMIT
 //   limit enomem                 (ZMM_LIMIT_ACTION=enomem) NULL and ENOMEM from
@@ -61,15 +61,28 @@ NOINLINE long fill_large() {
     return g_count;
 }
 
-// Huge blocks of 3 MiB until malloc fails (or zmm ends the process).
-NOINLINE long fill_huge() {
+// Huge blocks of 3 MiB (+ `odd` bytes) until malloc fails (or zmm ends the process).
+NOINLINE long fill_huge(size_t odd = 0) {
     while (g_count < 4096) {
-        void* p = malloc(3 * k_mib);
+        void* p = malloc(3 * k_mib + odd);
         if (!p) break;
         static_cast<char*>(p)[0] = 1;
         g_blocks[g_count++] = p;
     }
     return g_count;
+}
+
+// Small blocks of 100 bytes until malloc fails (or zmm ends the process).
+void* g_small[1 << 20];  // (kept: the blocks stay live)
+NOINLINE long fill_small() {
+    long n = 0;
+    while (n < (1 << 20)) {
+        void* p = malloc(100);
+        if (!p) break;
+        memset(p, 0x5a, 16);
+        g_small[n++] = p;
+    }
+    return n;
 }
 
 void free_blocks() {
@@ -88,7 +101,10 @@ int fatal(bool by_api, const char* kind) {
         printf("FAIL zmm_request_begin\n");
         return 1;
     }
-    long n = strcmp(kind, "huge") == 0 ? fill_huge() : fill_large();
+    long n = strcmp(kind, "huge") == 0       ? fill_huge()
+             : strcmp(kind, "huge-odd") == 0 ? fill_huge(32)
+             : strcmp(kind, "small") == 0    ? fill_small()
+                                             : fill_large();
     // Not reached: zmm ends the process with status 255.
     zmm_request_end();
     printf("FAIL survived the limit with %ld blocks\n", n);
