@@ -177,7 +177,7 @@ public:
     // instruction per lookup instead of three for a PIC global table.
     uint64_t bin_slot_multiplier[k_bins];
     uint64_t bin_slot_limit[k_bins];
-    uint32_t bin_size[k_bins];
+    uint64_t bin_size[k_bins];  // (8 bytes: indexed as the tables beside it, one base register)
     // k_size_claims (a sized delete's size against the block's bin).
     uint64_t bin_claim_low[k_bins];
     uint64_t bin_claim_span[k_bins];
@@ -731,9 +731,14 @@ inline Heap::Fast_free Heap::try_free_small_claimed(void* p, size_t size_claimed
     uintptr_t base = a & ~(k_chunk_size - 1);
     if (__builtin_expect(own_chunk[own_slot(a)] != base, 0)) return k_fast_free_uncached;
     Chunk* c = reinterpret_cast<Chunk*>(base);
-    uint32_t info = c->map[Chunk::page_of(p)];
-    if (__builtin_expect(!(info & k_small), 0)) return k_fast_free_declined;
-    size_t bin = small_bin_index(info);
+    // The word, sign-extended, shifted: negative for a small page (k_small
+    // is the sign), its bin then the result + 32. One shift for the test
+    // and the bin, where a sign test and a shift were two.
+    const int64_t signed_info = static_cast<int32_t>(c->map[Chunk::page_of(p)]);
+    const uint32_t info = static_cast<uint32_t>(signed_info);
+    const int64_t bin_less_32 = signed_info >> k_small_bin_shift;
+    if (__builtin_expect(bin_less_32 >= 0, 0)) return k_fast_free_declined;
+    size_t bin = static_cast<size_t>(bin_less_32) + 32;
     if constexpr (Claimed)
         if (__builtin_expect(!size_claim_fits(size_claimed, bin), 0)) return k_fast_free_declined;
     uint64_t offset = fast_offset_in_run(a, info);
