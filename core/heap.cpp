@@ -1408,7 +1408,7 @@ size_t Heap::collect_small_runs() {
     };
     bool any = false;
     for (unsigned b = 0; b < k_bins; ++b)
-        for (Free_slot* s = free_slot[b]; s != k_list_end; s = s->next)
+        for (Free_slot* s = free_slot[b]; s != k_list_end; s = checked_next(s))
             if (++tally[run_of(s)] == k_bin_count[b]) any = true;
     size_t released = 0;
     if (any) {
@@ -1571,7 +1571,7 @@ void Heap::merge_into(Heap& dst) {
         Free_slot* head = free_slot[b];
         if (head == k_list_end) continue;
         Free_slot* tail = head;
-        while (tail->next != k_list_end) tail = tail->next;
+        while (tail->next != k_list_end) tail = checked_next(tail);
         tail->next = dst.free_slot[b];
         tail->shadow = shadow_of(tail, tail->next);
         dst.free_slot[b] = head;

@@ -44,9 +44,10 @@ struct Free_slot {
 // null, so that the pop reads its slot's link without testing for an empty
 // list first. Its link is itself and its shadow 0, which no key but 0 (keys
 // are odd: os::random_u64) checks out: an empty list fails the pop's shadow
-// test, whose slow branch tells the end from a corrupted slot.
-inline constinit Free_slot g_list_end{&g_list_end, 0};
-inline constexpr Free_slot* k_list_end = &g_list_end;
+// test, whose slow branch tells the end from a corrupted slot. Read-only
+// (after relocation): a stray write to it faults at once.
+inline constexpr Free_slot g_list_end{const_cast<Free_slot*>(&g_list_end), 0};
+inline constexpr Free_slot* k_list_end = const_cast<Free_slot*>(&g_list_end);
 
 // The page just before a huge block.
 struct Huge_header {
@@ -553,6 +554,13 @@ public:
     // A slot on a free list, or any block on its way back to this heap from
     // another thread's free (a remote stack, an outbox chain): a free of it
     // is a double free.
+    // s's link, once its shadow proves it one (a walk of a free list must
+    // not follow an overwritten link: heap corrupted).
+    Free_slot* checked_next(const Free_slot* s) const {
+        Free_slot* next = s->next;
+        if (__builtin_expect(s->shadow != shadow_of(s, next), 0)) misuse(Misuse::heap_corrupted, s);
+        return next;
+    }
     bool holds_link(const void* p) const {
         auto* s = static_cast<const Free_slot*>(p);
         return s->shadow == shadow_of(s, s->next);
