@@ -56,6 +56,7 @@ void Heap::init(uint64_t free_list_key) {
     memset(static_cast<void*>(this), 0, sizeof *this);
     free_slot = empty_lists();
     own_chunk = no_own_chunks();
+    bin_lookup = k_bin_lookup;
     key = free_list_key;
     limit = SIZE_MAX;
     for (unsigned b = 0; b < k_bins; ++b) {

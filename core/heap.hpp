@@ -182,6 +182,11 @@ public:
     // k_size_claims (a sized delete's size against the block's bin).
     uint64_t bin_claim_low[k_bins];
     uint64_t bin_claim_span[k_bins];
+    // k_bin_lookup, for the same reason: malloc's size-to-bin is one load
+    // from the heap pointer, where the global table's address took a load
+    // of its own (4.5 KiB a heap).
+    Bin_lookup bin_lookup = k_bin_lookup;
+    unsigned bin_of(size_t size) const { return bin_lookup.bin[size]; }  // size <= k_max_small
     // Other threads may send small blocks of this heap in chains (a thread's
     // persistent heap: no request, no table; set before it has an owner).
     bool takes_chains;
@@ -770,7 +775,7 @@ inline void* Heap::try_realloc_small(void* p, size_t size) {
     if (!is_slot_start(offset, bin)) return nullptr;  // (a page with carried blocks too)
     Free_slot* s = static_cast<Free_slot*>(p);
     if (s->shadow == shadow_of(s, s->next)) return nullptr;  // free already
-    unsigned want = size_to_bin(size);
+    unsigned want = bin_of(size);
     if (want == bin) return p;
     return realloc_small_move(s, bin, want, size);
 }

@@ -23,7 +23,7 @@ void free_slow(void* p);
 // more than malloc_slow (operator new's), so that the hit keeps no frame.
 __attribute__((always_inline)) inline void* malloc_fast(size_t size) {
     Heap* h = t_heap;
-    if (__builtin_expect(size <= k_max_small, 1)) return h->try_pop_small(size_to_bin(size));
+    if (__builtin_expect(size <= k_max_small, 1)) return h->try_pop_small(h->bin_of(size));
     return nullptr;
 }
 
