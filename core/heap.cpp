@@ -86,12 +86,18 @@ bool Heap::grow_real(size_t bytes) {
 }
 
 Chunk* Heap::new_chunk() {
-    Chunk* c = cached;
+    // Every way counts a chunk against the limit first: a cached one too,
+    // as ZendMM counts the chunk it takes from its cache (the cache was not
+    // the request's: a request heap with cached chunks used them all past
+    // its limit).
+    if (!grow_real(k_chunk_size)) return nullptr;
+    Chunk* c = cached;  // (after grow_real: its collect may have emptied the cache)
     bool from_cache = c != nullptr;
     if (c) {
         cached = reinterpret_cast<Chunk*>(c->next);
         --cached_count;
-    } else if (Heap* src = chunk_source; src && src->cached && grow_real(k_chunk_size)) {
+        note_held();
+    } else if (Heap* src = chunk_source; src && src->cached) {
         c = src->cached;
         src->cached = c->next;
         --src->cached_count;
@@ -102,10 +108,10 @@ Chunk* Heap::new_chunk() {
         count_real(k_chunk_size);
         from_cache = true;
     } else if ((c = chunk_from_cached_huge())) {
+        note_held();
         link_chunk(c);
         return c;
     } else {
-        if (!grow_real(k_chunk_size)) return nullptr;
         c = static_cast<Chunk*>(os::map_aligned(k_chunk_size, k_chunk_size));
         if (!c) {
             collect_for_os();
@@ -558,8 +564,12 @@ Huge_header* Heap::take_cached_huge(size_t len) {
             continue;
         }
         if (usable > 2 * len) continue;
+        // Held once taken: past the limit, the fresh path's (its collect
+        // gives the cache back, and the limit's handler is asked once).
+        if (!fits_limit(h->map_size)) return nullptr;
         *link = h->next;
         huge_cache_pages -= h->map_size / k_page_size;
+        note_held();
         // The whole mapping is kept, its tail beyond the block resident and
         // unused: giving it back here and faulting it in again when a bigger
         // block takes the mapping next (sizes of a few MiB drawn at random)
@@ -575,8 +585,8 @@ Huge_header* Heap::take_cached_huge(size_t len) {
     Huge_header* h = *smaller;
     const size_t more = len + k_page_size - h->map_size;
     // Past the limit: not here (the fresh mapping's path collects, and asks
-    // the limit's handler once).
-    if (!fits_limit(more)) return nullptr;
+    // the limit's handler once). The whole mapping is held once taken.
+    if (!fits_limit(len + k_page_size)) return nullptr;
     *smaller = h->next;
     huge_cache_pages -= h->map_size / k_page_size;
     auto back_to_cache = [&] {  // as it was: the fresh path serves the block
@@ -905,6 +915,11 @@ void Heap::forget(void* p) {
     if (!request) return;
     size_t bytes = usable_size(p);
     base_size -= bytes < base_size ? bytes : base_size;
+    // Its room is the request's now: held memory it reuses counts (and
+    // the held peak, net of the base, stays).
+    const size_t cut_real = bytes < limit_base ? bytes : limit_base;
+    limit_base -= cut_real;
+    held_peak -= cut_real < held_peak ? cut_real : held_peak;
     const size_t cut = bytes < peak ? bytes : peak;
     peak -= cut;
     under_peak -= static_cast<int64_t>(cut);  // (the usage stays)
@@ -1632,7 +1647,17 @@ void Heap::reset_for_request(size_t new_limit) {
     under_peak = 0;
     base_size = peak;
     for (unsigned b = 0; b < k_bins; ++b) carried_small[b] = small_allocs[b] - small_frees[b];
-    limit_base = real_size - cached_count * k_chunk_size - huge_cache_pages * k_page_size;
+    // Not the request's: what holds earlier requests' live blocks, at most
+    // the chunks their bytes fill. The room beside them, runs emptied by
+    // earlier requests, whole chunks they left free: the request's, as a
+    // ZendMM request starts on an emptied heap. (The heap's mapped memory
+    // less its caches was the base: a request that reused the runs of a
+    // clean one ran past its limit, 7 MiB of blocks under a 4 MiB one, and
+    // by more each request.)
+    const size_t held = held_real();
+    const size_t carried = (base_size + k_chunk_size - 1) / k_chunk_size * k_chunk_size;
+    limit_base = carried < held ? carried : held;
+    held_peak = held;
     real_peak = real_size;
     limit = new_limit;
 }

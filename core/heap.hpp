@@ -213,8 +213,12 @@ public:
     size_t cached_count;
     size_t real_size;  // bytes mapped: chunks (cached too) and huge blocks
     size_t real_peak;
-    size_t limit;      // on real_size - limit_base, as ZendMM's memory_limit
-    size_t limit_base; // mapped bytes that hold earlier requests' leaks: not this request's
+    // As ZendMM's memory_limit, on what the request holds: held_real()
+    // (mapped, less the caches: a cached chunk counts once taken, as
+    // ZendMM's real_size counts it) less limit_base.
+    size_t limit;
+    size_t limit_base; // held bytes that hold earlier requests' live blocks: not this request's
+    size_t held_peak;  // held_real()'s peak since the request began
     // A request heap's bytes in blocks earlier requests left (carried) at
     // the request's begin, less those freed since: the request's own usage
     // is usage() - base_size, its peak peak - base_size.
@@ -284,11 +288,19 @@ public:
     // Bytes in the current request's own blocks (over base_size), and their peak.
     size_t size_in_request() const { return usage() > base_size ? usage() - base_size : 0; }
     size_t peak_in_request() const { return peak > base_size ? peak - base_size : 0; }
-    // Memory taken from the OS for the current request (over limit_base).
-    size_t real_in_request() const { return real_size > limit_base ? real_size - limit_base : 0; }
-    // Can the request map `bytes` more within its limit?
+    // Mapped memory in the caches (empty chunks, freed huge mappings), and
+    // the rest: what the heap holds.
+    size_t cached_bytes() const { return cached_count * k_chunk_size + huge_cache_pages * k_page_size; }
+    size_t held_real() const { return real_size > cached_bytes() ? real_size - cached_bytes() : 0; }
+    // Memory the current request holds (over limit_base).
+    size_t real_in_request() const { return held_real() > limit_base ? held_real() - limit_base : 0; }
+    // Can the request hold `bytes` more within its limit?
     bool fits_limit(size_t bytes) const { return bytes <= limit && real_in_request() <= limit - bytes; }
-    size_t real_peak_in_request() const { return real_peak > limit_base ? real_peak - limit_base : 0; }
+    size_t real_peak_in_request() const { return held_peak > limit_base ? held_peak - limit_base : 0; }
+    // After the heap holds more (mapped, or taken from a cache).
+    void note_held() {
+        if (const size_t h = held_real(); h > held_peak) held_peak = h;
+    }
 
     // ---- allocation ----
     // `size` (the request) only matters on the slow path of the empty heap.
@@ -652,14 +664,15 @@ private:
     // No block live (the peak stays).
     void clear_usage() { under_peak = static_cast<int64_t>(peak); }
     // Mapped memory given back: the request's baseline (limit_base, what
-    // earlier requests left mapped) cannot stay above what is mapped.
+    // earlier requests left) cannot stay above what is held.
     void lower_real(size_t bytes) {
         real_size -= bytes;
-        if (limit_base > real_size) limit_base = real_size;
+        if (limit_base > held_real()) limit_base = held_real();
     }
     void count_real(size_t bytes) {
         real_size += bytes;
         if (real_size > real_peak) real_peak = real_size;
+        note_held();
     }
 };
 

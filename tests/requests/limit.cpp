@@ -210,6 +210,25 @@ int enomem() {
     enomem_in_request("third", false);
     for (long i = 0; i < kept; ++i) free(leaked[i]);
 
+    // Small blocks, request after request, each freeing all of them: each
+    // request gets the limit's worth, no more (the runs an earlier request
+    // emptied are the next one's memory, not a free extra: the second got
+    // 7 MiB of blocks under the 4 MiB limit, later ones more).
+    static void* smalls[1 << 16];
+    for (int round = 0; round < 4; ++round) {
+        CHECK(zmm_request_begin("small") > 0);
+        long n = 0;
+        errno = 0;
+        while (n < (1 << 16) && (smalls[n] = malloc(1024)) != nullptr) ++n;
+        CHECK(errno == ENOMEM);
+        printf("small %d: %ld blocks of 1 KiB, usage %zu real %zu\n", round, n, zmm_memory_usage(0), zmm_memory_usage(1));
+        CHECK(n <= static_cast<long>(k_limit / 1024));
+        CHECK(n >= static_cast<long>(k_limit / 1024 / 4 * 3));
+        CHECK(zmm_memory_usage(1) <= k_limit);
+        for (long i = 0; i < n; ++i) free(smalls[i]);
+        CHECK(zmm_request_end() == 0);
+    }
+
     // And persistent memory again, after the requests.
     CHECK(fill_large() >= 300);
     free_blocks();

@@ -313,4 +313,64 @@ BOOST_AUTO_TEST_CASE(carried_block_grown_at_the_limit_keeps_drained_frees) {
     h->blocks = nullptr;
 }
 
+// What a request holds, for its limit: what it maps, the chunks it takes
+// from the heap's cache, the runs earlier requests emptied. Not what holds
+// earlier requests' live blocks. (The heap's mapped memory less its caches
+// was the base: a request reusing a clean one's runs, or taking cached
+// chunks, ran past its limit by more each time.)
+BOOST_AUTO_TEST_CASE(a_request_holds_what_it_reuses_from_earlier_requests) {
+    const size_t mib = size_t{1} << 20, limit = 4 * mib;
+    Test_heap h;
+    char token = 0;
+    h->request = &token;
+    std::vector<void*> blocks;
+    auto fill = [&](size_t size) {  // until the limit refuses (core's default: fail)
+        size_t n = 0;
+        while (void* p = h->alloc(size)) {
+            blocks.push_back(p);
+            ++n;
+        }
+        return n;
+    };
+    auto drop = [&] {
+        for (void* p : blocks) h->free_owned(p);
+        blocks.clear();
+    };
+    h->reset_for_request(limit);
+    const size_t first = fill(1024);
+    BOOST_TEST(first <= limit / 1024);
+    BOOST_TEST(h->real_in_request() <= limit);
+    drop();
+    for (int round = 0; round < 3; ++round) {  // the runs the first emptied: each request's, not a gift
+        h->reset_for_request(limit);
+        BOOST_TEST(fill(1024) == first, "round " << round);
+        BOOST_TEST(h->real_in_request() <= limit);
+        drop();
+    }
+    // Chunks in the heap's cache count once taken.
+    h->limit = SIZE_MAX;
+    h->reset_for_request(SIZE_MAX);
+    for (int i = 0; i < 48; ++i) blocks.push_back(h->alloc(512 * 1024));  // 12 chunks
+    drop();
+    h->collect_runs_if_grown();
+    BOOST_TEST(h->cached_count > 2u);
+    h->reset_for_request(limit);
+    BOOST_TEST(h->real_in_request() == h->held_real());  // (nothing live: all it holds is the request's)
+    BOOST_TEST(h->held_real() + h->cached_count * k_chunk_size <= h->real_size);
+    const size_t runs = fill(512 * 1024);
+    BOOST_TEST(runs * 512 * 1024 <= limit);
+    BOOST_TEST(h->real_in_request() <= limit);
+    drop();
+    // An earlier request's live block is not the next one's (as the chunks
+    // its bytes fill); the room beside it is.
+    h->reset_for_request(SIZE_MAX);
+    void* kept = h->alloc(3 * mib);
+    h->reset_for_request(limit);
+    BOOST_TEST(h->held_real() >= 3 * mib);
+    BOOST_TEST(h->real_in_request() == h->held_real() - std::min(h->held_real(), 4 * mib));
+    h->limit = SIZE_MAX;
+    h->free_owned(kept);
+    h->request = nullptr;
+}
+
 BOOST_AUTO_TEST_SUITE_END()
