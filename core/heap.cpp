@@ -1195,13 +1195,17 @@ size_t Heap::live_block_size(const void* p) {
                 if (c->heap->holds_link(p)) return 0;  // free
                 return k_bin_size[bin];
             }
-            if ((m & k_large) && page_aligned(p)) return size_t{m & k_pages_mask} * k_page_size;
+            // A page run or a huge block that holds a link waits on its
+            // heap's remote stack: another thread freed it (after the
+            // request's end drained the stack, before the scan: it was
+            // reported lost).
+            if ((m & k_large) && page_aligned(p)) return c->heap->holds_link(p) ? 0 : size_t{m & k_pages_mask} * k_page_size;
             return 0;
         }
         case granule_huge: {
             if (a & (k_chunk_size - 1)) return 0;
             const Huge_header* h = Huge_header::of(p);
-            return h->magic == k_huge_magic ? h->size : 0;
+            return h->magic == k_huge_magic && !h->heap->holds_link(p) ? h->size : 0;
         }
         default:
             return 0;

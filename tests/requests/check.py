@@ -1000,7 +1000,16 @@ def test_signal_masked(prog):
                f"run {attempt}: an exit right after the request's end lost its report: {objs}")
 
 
+def test_remote_large(prog):
+    """Blocks another thread freed after a request's end drained its heap,
+    before the scan, are free, not lost: page runs and huge blocks too."""
+    for size, slots in (("20000", "4000"), ("65536", "4000"), ("64", "4000"), ("3000000", "100")):
+        r = run([prog, size, slots], {"ZMM_LOG": os.devnull})
+        expect(r.status == 0, f"size {size}: {r.out.strip()} (the program leaks nothing)")
+
+
 TESTS = {
+    "remote_large": test_remote_large,
     "signal_masked": test_signal_masked,
     "leaks": test_leaks,
     "reach": test_reach,
