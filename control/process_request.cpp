@@ -26,14 +26,23 @@ namespace {
 
 // Odd while a process-wide request is open; each begin and end adds one.
 std::atomic<uint64_t> g_generation{0};
-std::atomic<int> g_open_shares{0};  // threads whose share has not ended
+// Threads whose share has not ended, by request: two counters, for the
+// request whose end waits for them and the next one, which may begin (and
+// be joined) before the report of the last is out. A share still open when
+// its request is reported (its thread blocked the switch for the second
+// the end waits) is dropped from the count, and reported late on its own.
+std::atomic<int> g_open_shares[2] = {};
+std::atomic<int>& shares_of(uint64_t opened_generation) { return g_open_shares[(opened_generation >> 1) & 1]; }
+int open_shares() {
+    return g_open_shares[0].load(std::memory_order_acquire) + g_open_shares[1].load(std::memory_order_acquire);
+}
 
 Spin_lock g_lock;  // the leaks and totals of ended shares, the thread list
 Leak_list g_leaks;
 Share_totals g_totals{};
 uint64_t g_id = 0;
 uint64_t g_begin_ns = 0;
-uint64_t g_reported_generation = 0;
+std::atomic<uint64_t> g_reported_generation{0};  // (written under g_lock)
 // Reports being written (the reporter thread's, a late share's): the
 // process's exit waits for them.
 std::atomic<int> g_writing{0};
@@ -76,6 +85,10 @@ void write_report(uint64_t id, Leak_list& leaks, const Share_totals& totals, uin
 // A share that ends after its request's report went out without it (its
 // thread blocked the switch signal for the whole second the report waits:
 // a raw rt_sigprocmask) is reported on its own, under the request's id.
+bool reported_already(const Request* r) {
+    return r->process_wide && g_reported_generation.load(std::memory_order_acquire) > r->generation;
+}
+
 void end_share() {
     const Request* r = t_state.request;
     Leak_list late;
@@ -83,16 +96,19 @@ void end_share() {
     uint64_t late_id = 0, late_begin = 0;
     {
         Lock_guard guard(g_lock);
-        const bool reported = r && r->process_wide && g_reported_generation > r->generation;
+        const bool reported = r && reported_already(r);
         if (reported) {
             late_id = r->id;
             late_begin = r->begin_ns;
         }
+        const uint64_t generation = r ? r->generation : 0;
         if (end_on_thread(reported ? &late : &g_leaks, reported ? &late_totals : &g_totals) < 0) return;
-        g_open_shares.fetch_sub(1, std::memory_order_acq_rel);
-        if (!reported) return;
+        if (!reported) {
+            shares_of(generation).fetch_sub(1, std::memory_order_acq_rel);
+            return;
+        }
+        g_writing.fetch_add(1, std::memory_order_acq_rel);  // (under the lock: the exit sees it)
     }
-    g_writing.fetch_add(1, std::memory_order_acq_rel);
     write_report(late_id, late, late_totals, late_begin);
     g_writing.fetch_sub(1, std::memory_order_acq_rel);
 }
@@ -111,11 +127,15 @@ bool inside_allocator(void* context) {
 void on_switch(int, siginfo_t* info, void* context) {
     int saved = errno;
     if (info->si_code == SI_TKILL && info->si_pid == os::process_id()) {
+        t_state.switch_pending.store(false, std::memory_order_relaxed);
         Request* r = t_state.request;
         uint64_t g = g_generation.load(std::memory_order_acquire);
         if (r && r->process_wide && r->generation != g) {
-            if (inside_allocator(context))
-                Handler_scope::send_to_slow_path();  // its next allocation ends the share
+            // Its next allocation ends the share: when it was interrupted
+            // inside zmm, and when its request is reported already (a late
+            // share writes a report of its own: not in a signal handler).
+            if (inside_allocator(context) || reported_already(r))
+                Handler_scope::send_to_slow_path();
             else
                 end_share();
         } else if (opened(g) && !r && t_state.persistent && !t_state.no_requests) {
@@ -148,10 +168,16 @@ void on_request_signal(int, siginfo_t* info, void*) {
     errno = saved;
 }
 
+// One switch at a time per thread: a real-time signal queues, and a thread
+// that blocks it (a raw rt_sigprocmask) would collect one per call, 200 a
+// request's end, against the user's limit of pending signals.
 void signal_threads() {
     Lock_guard guard(g_lock);
-    for (unsigned i = 0; i < g_thread_count; ++i)
-        if (g_threads[i].state != &t_state) os::tgkill(g_threads[i].tid, g_switch_signal);
+    for (unsigned i = 0; i < g_thread_count; ++i) {
+        Thread_state* s = g_threads[i].state;
+        if (s != &t_state && !s->switch_pending.exchange(true, std::memory_order_relaxed))
+            os::tgkill(g_threads[i].tid, g_switch_signal);
+    }
 }
 
 void report(uint64_t generation) {
@@ -162,9 +188,12 @@ void report(uint64_t generation) {
         // Taken out under the lock; the report itself (which may allocate,
         // and so register a thread) runs without it.
         Lock_guard guard(g_lock);
-        if (g_reported_generation == generation) return;
-        g_reported_generation = generation;
+        if (g_reported_generation.load(std::memory_order_relaxed) == generation) return;
+        g_reported_generation.store(generation, std::memory_order_release);
         g_writing.fetch_add(1, std::memory_order_acq_rel);  // (claimed under the lock: the exit sees it)
+        // Shares still open are late now: reported on their own when they
+        // end, and no later request's end waits for them.
+        shares_of(generation - 1).store(0, std::memory_order_release);
         leaks = g_leaks;
         totals = g_totals;
         g_leaks = Leak_list{};
@@ -211,7 +240,7 @@ void close_and_report() {
     }
     if (t_state.request && t_state.request->process_wide) end_share();
     uint64_t deadline = os::monotonic_ns() + 1'000'000'000u;
-    while (g_open_shares.load(std::memory_order_acquire) > 0 && os::monotonic_ns() < deadline) {
+    while (shares_of(g - 1).load(std::memory_order_acquire) > 0 && os::monotonic_ns() < deadline) {
         signal_threads();
         timespec pause{0, 5'000'000};
         nanosleep(&pause, nullptr);
@@ -319,10 +348,10 @@ Heap* join() {
     uint64_t g = g_generation.load(std::memory_order_acquire);
     if (!opened(g) || t_state.process_generation == g) return nullptr;
     t_state.process_generation = g;
-    g_open_shares.fetch_add(1, std::memory_order_acq_rel);
+    shares_of(g).fetch_add(1, std::memory_order_acq_rel);
     Request* r = begin_on_thread(options().request == Request_mode::signal ? "signal" : "process", true);
     if (!r) {
-        g_open_shares.fetch_sub(1, std::memory_order_acq_rel);
+        shares_of(g).fetch_sub(1, std::memory_order_acq_rel);
         return nullptr;
     }
     r->id = __atomic_load_n(&g_id, __ATOMIC_RELAXED);
@@ -397,9 +426,9 @@ void finish() {
     bool unreported;  // a request ended whose report the reporter thread has not begun
     {
         Lock_guard guard(g_lock);
-        unreported = !opened(g) && g > g_reported_generation;
+        unreported = !opened(g) && g > g_reported_generation.load(std::memory_order_relaxed);
     }
-    if (opened(g) || unreported || g_open_shares.load(std::memory_order_acquire) > 0) close_and_report();
+    if (opened(g) || unreported || open_shares() > 0) close_and_report();
     const uint64_t deadline = os::monotonic_ns() + 10'000'000'000u;
     while (g_writing.load(std::memory_order_acquire) > 0 && os::monotonic_ns() < deadline) {
         timespec pause{0, 1'000'000};
@@ -415,7 +444,20 @@ void after_fork_child() {
     // Only the forking thread exists in the child.
     g_thread_count = 0;
     register_thread();
-    g_open_shares.store(t_state.request && t_state.request->process_wide ? 1 : 0, std::memory_order_relaxed);
+    t_state.switch_pending.store(false, std::memory_order_relaxed);
+    // The child reports what it does, not its parent's request: the shares
+    // the parent's threads ended are the parent's to report (a child forked
+    // between a request's end and its report reported it again, under its
+    // own pid), and a report the parent was writing is not the child's to
+    // wait for (its exit waited 10 s).
+    g_writing.store(0, std::memory_order_relaxed);
+    g_leaks = Leak_list{};  // (the parent's copy: the child leaves its pages be)
+    g_totals = {};
+    const uint64_t g = g_generation.load(std::memory_order_relaxed);
+    if (!opened(g)) g_reported_generation.store(g, std::memory_order_relaxed);
+    g_open_shares[0].store(0, std::memory_order_relaxed);
+    g_open_shares[1].store(0, std::memory_order_relaxed);
+    if (const Request* r = t_state.request; r && r->process_wide) shares_of(r->generation).store(1, std::memory_order_relaxed);
 }
 
 }  // namespace zmm::process_request

@@ -52,6 +52,7 @@ struct Thread_state {
     const void* scan_from;  // an API call's frame: the program's stack starts here
     std::atomic<uint32_t> scan_ack;  // the scan epoch this thread stopped for
     bool scan_missed;      // did not stop for the last scan
+    std::atomic<bool> switch_pending;  // a process-wide request's switch sent, not yet handled
     bool stop_pending;     // a scan's stop arrived inside a slow path (leak_scan)
     Heap* tool_heap;       // inside a Tool_scope: the tool heap
     size_t reported_seen;  // process-wide reports' lost blocks this thread has marked

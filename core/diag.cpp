@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cerrno>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -36,7 +37,7 @@ const char* errno_name(int e) {
     case EACCES: return "EACCES: permission denied";
     case EISDIR: return "EISDIR: a directory";
     case ENOTDIR: return "ENOTDIR: a path through a file";
-    case ENXIO: return "ENXIO: a FIFO nobody reads";
+    case ENXIO: return "ENXIO: a FIFO nobody reads, or a socket";
     case EROFS: return "EROFS: a read-only file system";
     case ENOSPC: return "ENOSPC: no space left";
     case EDQUOT: return "EDQUOT: over quota";
@@ -47,6 +48,12 @@ const char* errno_name(int e) {
     case ELOOP: return "ELOOP: too many symbolic links";
     default: return "an error";
     }
+}
+
+// Is `path` what descriptor 2 is (a socket cannot be opened: ENXIO)?
+bool is_stderr(const char* path) {
+    struct stat a, b;
+    return stat(path, &a) == 0 && fstat(2, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 // One line on stderr, the first time only (`flag`): "<what><path> (<errno>);
@@ -100,7 +107,7 @@ int report_open() {
     if (fd >= 0) {
         int flags = fcntl(fd, F_GETFL);
         if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-    } else {
+    } else if (!is_stderr(path)) {  // (/dev/stderr on a socket, as under journald: the same place)
         warn_once(g_open_failed, "cannot open the ZMM_LOG file ", path, errno, "reports go to stderr");
     }
     errno = saved;

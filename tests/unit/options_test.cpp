@@ -147,12 +147,15 @@ BOOST_AUTO_TEST_CASE(a_misspelt_option_is_named_and_other_zmm_variables_are_not)
     char c[] = "ZMM_BACKTRAEC=4";
     char d[] = "ZMM_FUZZ_BUILD=/tmp/x";  // the project's scripts' own
     char e[] = "ZMM_ROOT=/src";
-    char* env[] = {a, b, c, d, e, nullptr};
+    char f[] = "ZMM_LIB=/build/libzmm.so";  // (two edits from ZMM_LOG)
+    char g[] = "ZMM_MEMORY_LIMITS=1K";      // (two edits from nothing, one from ZMM_MEMORY_LIMIT: named)
+    char* env[] = {a, b, c, d, e, f, g, nullptr};
     std::string said = warnings_of(env);
     BOOST_TEST(said ==
                "zmm: warning: ignoring ZMM_MEMORY_LIMT, which is no zmm option (ZMM_MEMORY_LIMIT?)\n"
                "zmm: warning: ignoring ZMM_LEAK, which is no zmm option (ZMM_LEAKS?)\n"
-               "zmm: warning: ignoring ZMM_BACKTRAEC, which is no zmm option (ZMM_BACKTRACE?)\n");
+               "zmm: warning: ignoring ZMM_BACKTRAEC, which is no zmm option (ZMM_BACKTRACE?)\n"
+               "zmm: warning: ignoring ZMM_MEMORY_LIMITS, which is no zmm option (ZMM_MEMORY_LIMIT?)\n");
     BOOST_TEST(options().memory_limit == SIZE_MAX);
     BOOST_TEST(options().backtrace == 16u);
     char* empty[] = {nullptr};
