@@ -513,7 +513,9 @@ bool heap_limit_exceeded(Heap& heap, size_t requested_bytes) {
     auto text = [&](Text& t) {
         t.str("Allowed memory size of ").dec(limit).str(" bytes exhausted (tried to allocate ").dec(requested)
             .str(" bytes)\n");
-        t.str("zmm: in request ").dec(r->id).str(" '").str(r->name).str("' (pid ").dec(pid).str(", tid ").dec(tid)
+        t.str("zmm: in request ").dec(r->id).str(" '");
+        printable(t, r->name);
+        t.str("' (pid ").dec(pid).str(", tid ").dec(tid)
             .str("), the allocation came from:\n");
         write_frames(t, stack);
     };

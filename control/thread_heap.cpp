@@ -138,6 +138,9 @@ void after_fork_child() {
     g_tool_lock.reset();
     reentry::after_fork_child();
     process_request::after_fork_child();
+    // A request open across the fork is the child's thread's now (its
+    // report named the parent's thread).
+    if (t_state.request) t_state.request->tid = os::thread_id();
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &t_mask_before_fork, nullptr, _NSIG / 8);
 }
 

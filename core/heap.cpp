@@ -845,7 +845,8 @@ static void check_block_start(void* p) {
         }
         if (page_aligned(p) && (info & k_large)) return;
         if (page_aligned(p) && info == k_large_freed) misuse(Misuse::double_free, p);
-        if (info & k_large_tail) misuse(Misuse::interior_pointer, p);
+        // (k_large: past a run's start, in its first page)
+        if (info & (k_large_tail | k_large)) misuse(Misuse::interior_pointer, p);
         misuse(Misuse::unknown_pointer, p);
     }
     if (g == granule_huge && chunk_aligned) return;
@@ -878,7 +879,8 @@ void Heap::free_owned(void* p) {
             }
             if (info == k_large_freed) misuse(Misuse::double_free, p);
         }
-        if (info & k_large_tail) misuse(Misuse::interior_pointer, p);
+        // (k_large: past a run's start, in its first page)
+        if (info & (k_large_tail | k_large)) misuse(Misuse::interior_pointer, p);
         misuse(Misuse::unknown_pointer, p);
     }
     if (Huge_header* h = huge_header_checked(p)) {

@@ -30,6 +30,10 @@ unsigned utf8_length(const unsigned char* s) {
 }
 }  // namespace
 
+void printable(Text& t, const char* s) {
+    for (; *s; ++s) t.chr(static_cast<unsigned char>(*s) < 0x20 || *s == 0x7f ? '?' : *s);
+}
+
 // JSON string, escaped; a byte that is not part of well-formed UTF-8 (a
 // request name is the program's bytes) becomes U+FFFD, so that every line
 // parses.
@@ -242,7 +246,9 @@ size_t write_leak_report(int fd, const Request_summary& r, Leak* leaks, size_t c
         }
         t.str("]}\n");
     } else {
-        t.str("zmm: request ").dec(r.id).str(" '").str(name).str("' (pid ").dec(static_cast<uint64_t>(r.pid))
+        t.str("zmm: request ").dec(r.id).str(" '");
+        printable(t, name);
+        t.str("' (pid ").dec(static_cast<uint64_t>(r.pid))
             .str(", tid ").dec(static_cast<uint64_t>(r.tid)).str(") ended: ").dec(totals.blocks)
             .str(totals.blocks == 1 ? " leak, " : " leaks, ").dec(totals.bytes).str(" bytes; peak ")
             .bytes_human(r.peak).chr('\n');

@@ -71,6 +71,9 @@ void write_frames(Text& t, uint32_t stack);
 // JSON: a string (escaped; bytes that are not UTF-8 become U+FFFD), and a
 // stored stack's "frames":[...] member, as the JSON report writes them.
 void json_string(Text& t, const char* s);
+// Text: s with its control characters (a newline would start a line of its
+// own, as if zmm's) shown as '?'.
+void printable(Text& t, const char* s);
 void json_frames(Text& t, uint32_t stack);
 
 }  // namespace zmm

@@ -37,4 +37,12 @@ BOOST_AUTO_TEST_CASE(bytes_that_are_not_utf8_become_replacement_characters) {
     BOOST_TEST(json_of("\x80x") == "\"\\ufffdx\"");              // a stray continuation
 }
 
+// In text, a request name's control characters show as '?': a newline in a
+// name would start a line that reads as zmm's own.
+BOOST_AUTO_TEST_CASE(text_names_cannot_start_lines) {
+    Text t;
+    printable(t, "GET /a\nzmm: request 9 'x' ended: 0 leaks\r\x7f");
+    BOOST_TEST(std::string(t.c_str()) == "GET /a?zmm: request 9 'x' ended: 0 leaks??");
+}
+
 BOOST_AUTO_TEST_SUITE_END()
