@@ -571,16 +571,16 @@ public:
     // A slot on a free list, or any block on its way back to this heap from
     // another thread's free (a remote stack, an outbox chain): a free of it
     // is a double free.
+    bool holds_link(const void* p) const {
+        auto* s = static_cast<const Free_slot*>(p);
+        return s->shadow == shadow_of(s, s->next);
+    }
     // s's link, once its shadow proves it one (a walk of a free list must
     // not follow an overwritten link: heap corrupted).
     Free_slot* checked_next(const Free_slot* s) const {
         Free_slot* next = s->next;
         if (__builtin_expect(s->shadow != shadow_of(s, next), 0)) misuse(Misuse::heap_corrupted, s);
         return next;
-    }
-    bool holds_link(const void* p) const {
-        auto* s = static_cast<const Free_slot*>(p);
-        return s->shadow == shadow_of(s, s->next);
     }
 
 private:
