@@ -192,8 +192,11 @@ void report(uint64_t generation) {
         g_reported_generation.store(generation, std::memory_order_release);
         g_writing.fetch_add(1, std::memory_order_acq_rel);  // (claimed under the lock: the exit sees it)
         // Shares still open are late now: reported on their own when they
-        // end, and no later request's end waits for them.
-        shares_of(generation - 1).store(0, std::memory_order_release);
+        // end, and no later request's end waits for them. (Unless the
+        // request after next, which counts on the same counter, has begun:
+        // its shares must not be zeroed; its end may then wait once.)
+        if (g_generation.load(std::memory_order_acquire) < generation - 1 + 4)
+            shares_of(generation - 1).store(0, std::memory_order_release);
         leaks = g_leaks;
         totals = g_totals;
         g_leaks = Leak_list{};

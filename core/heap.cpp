@@ -1648,21 +1648,47 @@ void Heap::release_blocks() {
     clear_usage();
 }
 
+size_t Heap::held_by_carried() {
+    const size_t held = held_real();
+    if (!blocks || carried_untracked) return held;  // (which they are is not known: all of it)
+    if (Chunk* c = chunks) {
+        do {
+            c->num = 0;  // (scratch: 1 once counted)
+            c = c->next;
+        } while (c != chunks);
+    }
+    size_t bytes = 0;
+    blocks->for_each([&](const Block_info& b) {
+        const void* p = reinterpret_cast<const void*>(b.address);
+        if (is_chunk_granule(b.address)) {
+            Chunk* c = Chunk::of(p);
+            if (c->heap == this && c->num == 0) {
+                c->num = 1;
+                bytes += k_chunk_size;
+            }
+        } else if (granule_of(p) == granule_huge) {
+            const Huge_header* h = Huge_header::of(p);
+            if (h->heap == this) bytes += h->map_size;
+        }
+    });
+    return bytes < held ? bytes : held;
+}
+
 void Heap::reset_for_request(size_t new_limit) {
     peak = usage();
     under_peak = 0;
     base_size = peak;
     for (unsigned b = 0; b < k_bins; ++b) carried_small[b] = small_allocs[b] - small_frees[b];
-    // Not the request's: what holds earlier requests' live blocks, at most
-    // the chunks their bytes fill. The room beside them, runs emptied by
-    // earlier requests, whole chunks they left free: the request's, as a
-    // ZendMM request starts on an emptied heap. (The heap's mapped memory
-    // less its caches was the base: a request that reused the runs of a
-    // clean one ran past its limit, 7 MiB of blocks under a 4 MiB one, and
-    // by more each request.)
+    // Not the request's: what earlier requests' live blocks hold, the
+    // chunks and huge mappings they are in. The rest it holds, the runs and
+    // chunks they emptied, is the request's, as a ZendMM request starts on
+    // an emptied heap (all of it was the base: a request reusing a clean
+    // one's runs ran past its 4 MiB limit with 7 MiB of blocks, more each
+    // request). The room beside carried blocks, in their chunks, stays out
+    // (the limit is checked as chunks are taken: charged up front, it
+    // failed requests that had allocated nothing).
     const size_t held = held_real();
-    const size_t carried = (base_size + k_chunk_size - 1) / k_chunk_size * k_chunk_size;
-    limit_base = carried < held ? carried : held;
+    limit_base = base_size ? held_by_carried() : 0;
     held_peak = held;
     real_peak = real_size;
     limit = new_limit;

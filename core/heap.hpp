@@ -493,6 +493,9 @@ public:
     // earlier traced requests leaked (carried: their chunks are left out of
     // the limit, so each request has a fresh budget). Peaks restart here.
     void reset_for_request(size_t new_limit);
+    // Mapped bytes of the chunks and huge mappings that hold the blocks in
+    // `blocks` (a request heap's carried ones, at a request's begin).
+    size_t held_by_carried();
 
     // ---- queries ----
     // Calls fn(ctx, lo, hi) for each range of this heap's huge mappings that

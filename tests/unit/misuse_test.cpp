@@ -177,7 +177,7 @@ BOOST_AUTO_TEST_CASE(interior_pointers) {
     char* large = static_cast<char*>(h->alloc(3 * k_page_size));
     BOOST_TEST(diagnosed(Misuse::interior_pointer, large + k_page_size,
                          [&] { h->free_owned(large + k_page_size); }));
-    BOOST_TEST(diagnosed(Misuse::unknown_pointer, large + 16, [&] { h->free_owned(large + 16); }));
+    BOOST_TEST(diagnosed(Misuse::interior_pointer, large + 16, [&] { h->free_owned(large + 16); }));
     char* huge = static_cast<char*>(h->alloc(3 * 1024 * 1024));
     BOOST_TEST(diagnosed(Misuse::interior_pointer, huge + 4096, [&] { h->free_owned(huge + 4096); }));
     BOOST_TEST(diagnosed(Misuse::interior_pointer, huge + k_chunk_size,
