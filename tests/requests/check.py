@@ -563,6 +563,14 @@ def test_limit_fatal_size(prog):
     all_of(large, huge, huge_odd, small, handler)
 
 
+def test_limit_spread(prog):
+    """A request's limit leaves out the chunks earlier requests' live blocks
+    are in, however few their bytes."""
+    r = run([prog, "spread"], {"ZMM_LIMIT_ACTION": "enomem", "ZMM_LEAKS": "0"})
+    expect_status(r, 0)
+    expect(r.out.strip() == "ok", r.out)
+
+
 def test_limit_enomem(prog):
     r = run([prog, "enomem"], {"ZMM_LIMIT_ACTION": "enomem", **ZENDMM})
     expect_status(r, 0)
@@ -1035,6 +1043,7 @@ TESTS = {
     "limit_fatal": test_limit_fatal,
     "limit_fatal_size": test_limit_fatal_size,
     "limit_enomem": test_limit_enomem,
+    "limit_spread": test_limit_spread,
     "limit_handler": test_limit_handler,
     "threads": test_threads,
     "loop_clean": lambda prog: test_loop(prog, "clean"),

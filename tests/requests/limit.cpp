@@ -332,6 +332,38 @@ int handler() {
 
 }  // namespace
 
+// ---- spread ----
+
+// A request keeps a few small blocks spread over five chunks; the next one,
+// under a 4 MiB limit, starts with none of those chunks charged (they hold
+// the kept blocks), takes a 1 MiB block and more. (The base was the chunks
+// the kept bytes would fill, one: 8 MiB charged before the request did
+// anything, the limit refused, the malloc fatal.)
+void* g_spread[10000];
+int spread() {
+    CHECK(zmm_request_begin("keeps") > 0);
+    void* kept[8];
+    int k = 0;
+    for (int i = 0; i < 10000; ++i) g_spread[i] = malloc(1000);
+    for (int i = 0; i < 10000; ++i) {
+        if (i % 2000 == 0)
+            kept[k++] = g_spread[i];
+        else
+            free(g_spread[i]);
+    }
+    zmm_request_end();
+    CHECK(zmm_request_begin("after") > 0);
+    CHECK(zmm_memory_usage(1) <= 2 * k_mib);  // (one empty chunk of the first request's, at most)
+    CHECK(zmm_set_memory_limit(4 * k_mib) == 0);
+    void* p = malloc(k_mib);
+    CHECK(p != nullptr);
+    free(p);
+    zmm_request_end();
+    for (int i = 0; i < k; ++i) free(kept[i]);
+    printf(g_failures ? "failed\n" : "ok\n");
+    return g_failures ? 1 : 0;
+}
+
 int main(int argc, char** argv) {
     const char* mode = argc > 1 ? argv[1] : "";
     const char* kind = argc > 2 ? argv[2] : "large";
@@ -339,6 +371,7 @@ int main(int argc, char** argv) {
     if (strcmp(mode, "fatal-env") == 0) return fatal(false, kind);
     if (strcmp(mode, "enomem") == 0) return enomem();
     if (strcmp(mode, "handler") == 0) return handler();
+    if (strcmp(mode, "spread") == 0) return spread();
     fprintf(stderr, "usage: limit fatal-api|fatal-env [large|huge] | enomem | handler\n");
     return 2;
 }
