@@ -436,8 +436,10 @@ struct World {
             if (real != h.real_size)
                 fail("%s: heap %s real_size %zu, its chunks and mappings add up to %zu", when, heap_name(id), h.real_size, real);
             if (h.real_peak < h.real_size) fail("%s: heap %s real_peak < real_size", when, heap_name(id));
-            // (a request heap starts over its limit when its cache is bigger)
-            if (id != heap_r && h.real_size > h.limit) fail("%s: heap %s real_size %zu over its limit %zu", when, heap_name(id), h.real_size, h.limit);
+            // The limit is on what the heap holds (mapped less its caches,
+            // less a request's base). (A request heap may start over it.)
+            if (id != heap_r && h.real_in_request() > h.limit)
+                fail("%s: heap %s holds %zu, over its limit %zu", when, heap_name(id), h.real_in_request(), h.limit);
         }
     }
 
