@@ -82,13 +82,15 @@ void write_report(uint64_t id, Leak_list& leaks, const Share_totals& totals, uin
 
 // ---- the calling thread's share ----
 
-// A share that ends after its request's report went out without it (its
-// thread blocked the switch signal for the whole second the report waits:
-// a raw rt_sigprocmask) is reported on its own, under the request's id.
+// Has the process-wide request of the share r been reported (the share is
+// late)?
 bool reported_already(const Request* r) {
     return r->process_wide && g_reported_generation.load(std::memory_order_acquire) > r->generation;
 }
 
+// A share that ends after its request's report went out without it (its
+// thread blocked the switch signal for the whole second the report waits:
+// a raw rt_sigprocmask) is reported on its own, under the request's id.
 void end_share() {
     const Request* r = t_state.request;
     Leak_list late;

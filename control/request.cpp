@@ -510,9 +510,11 @@ bool heap_limit_exceeded(Heap& heap, size_t requested_bytes) {
     // On stderr; in the log too when it is a file, as a JSON object in a
     // JSON log (one object per line: a text line there broke its readers).
     const uint64_t pid = static_cast<uint64_t>(os::process_id()), tid = static_cast<uint64_t>(r->tid);
+    Text message;  // ZendMM's
+    message.str("Allowed memory size of ").dec(limit).str(" bytes exhausted (tried to allocate ").dec(requested)
+        .str(" bytes)");
     auto text = [&](Text& t) {
-        t.str("Allowed memory size of ").dec(limit).str(" bytes exhausted (tried to allocate ").dec(requested)
-            .str(" bytes)\n");
+        t.str(message.c_str()).chr('\n');
         t.str("zmm: in request ").dec(r->id).str(" '");
         printable(t, r->name);
         t.str("' (pid ").dec(pid).str(", tid ").dec(tid)
@@ -531,10 +533,7 @@ bool heap_limit_exceeded(Heap& heap, size_t requested_bytes) {
             json_string(t, r->name);
             t.str(",\"pid\":").dec(pid).str(",\"tid\":").dec(tid).str(",\"fatal\":\"memory_limit\",\"limit\":")
                 .dec(limit).str(",\"tried_to_allocate\":").dec(requested).str(",\"message\":");
-            Text line;
-            line.str("Allowed memory size of ").dec(limit).str(" bytes exhausted (tried to allocate ").dec(requested)
-                .str(" bytes)");
-            json_string(t, line.c_str());
+            json_string(t, message.c_str());
             t.chr(',');
             json_frames(t, stack);
             t.str("}\n");
