@@ -1127,8 +1127,7 @@ void Heap::take_remote_chains(unsigned bin) {
     // (The chains end with k_list_end, as the bin's list does.)
     if (Free_slot* head = free_slot[bin]; head != k_list_end) {  // (full drains only: the slow path takes an empty bin's)
         Free_slot* tail = list;
-        for (Free_slot* next; (next = tail->next) != k_list_end; tail = next)
-            if (tail->shadow != shadow_of(tail, next)) misuse(Misuse::heap_corrupted, tail);
+        while (tail->next != k_list_end) tail = checked_next(tail);
         tail->next = head;
         tail->shadow = shadow_of(tail, head);
     }

@@ -17,40 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "signal_log.h"
+
 static void* volatile g_cache;
 static volatile int g_sink;
-
-static void toggle(int value) {
-    union sigval v;
-    v.sival_int = value;
-    if (sigqueue(getpid(), SIGUSR2, v) != 0) exit(2);
-    struct timespec t = {0, 100 * 1000 * 1000};  // the reporter thread acts
-    nanosleep(&t, NULL);
-}
-
-// Lines in the log: one JSON object per request.
-static int reports(const char* log) {
-    int fd = open(log, O_RDONLY);
-    if (fd < 0) return 0;
-    char buf[4096];
-    int lines = 0;
-    ssize_t n;
-    while ((n = read(fd, buf, sizeof buf)) > 0)
-        for (ssize_t i = 0; i < n; ++i) lines += buf[i] == '\n';
-    close(fd);
-    return lines;
-}
-
-static void wait_for(const char* log, int count) {
-    for (int i = 0; i < 500 && reports(log) < count; ++i) {
-        struct timespec t = {0, 10 * 1000 * 1000};
-        nanosleep(&t, NULL);
-    }
-    if (reports(log) < count) {
-        fprintf(stderr, "FAIL: report %d never came\n", count);
-        exit(1);
-    }
-}
 
 // Work inside a request: this thread joins it at its first allocation.
 static void work(void) {

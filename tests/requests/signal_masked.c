@@ -30,41 +30,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "signal_log.h"
+
 static atomic_int g_phase;
 static void* volatile g_sink;
-
-static void pause_ms(long ms) {
-    struct timespec t = {ms / 1000, (ms % 1000) * 1000000};
-    while (nanosleep(&t, &t) != 0) {
-    }
-}
-
-static void toggle(int value) {
-    union sigval v;
-    v.sival_int = value;
-    if (sigqueue(getpid(), SIGUSR2, v) != 0) exit(2);
-    pause_ms(100);  // the reporter thread acts
-}
-
-static int reports(const char* log) {
-    int fd = open(log, O_RDONLY);
-    if (fd < 0) return 0;
-    char buf[4096];
-    int lines = 0;
-    ssize_t n;
-    while ((n = read(fd, buf, sizeof buf)) > 0)
-        for (ssize_t i = 0; i < n; ++i) lines += buf[i] == '\n';
-    close(fd);
-    return lines;
-}
-
-static void wait_for(const char* log, int count) {
-    for (int i = 0; i < 500 && reports(log) < count; ++i) pause_ms(10);
-    if (reports(log) < count) {
-        fprintf(stderr, "FAIL: report %d never came\n", count);
-        exit(1);
-    }
-}
 
 // Signals queued for the process's user (SigQ), this process's the most.
 static int pending_signals(void) {
@@ -110,6 +79,13 @@ __attribute__((noinline)) static void leak_before_exit(void) {
     memset(p, 1, 64);
 }
 
+/* A request that leaks one block, its end sent and not waited for. */
+static void request_with_leak(void) {
+    toggle(1);
+    leak_before_exit();
+    send_toggle(2);
+}
+
 int main(int argc, char** argv) {
     const char* log = getenv("ZMM_LOG");
     if (!log) return 2;
@@ -118,13 +94,7 @@ int main(int argc, char** argv) {
          * ended), before or while the reporter writes its report: none
          * reports the parent's request again, none waits for the parent's
          * report at its exit. */
-        union sigval v;
-        v.sival_int = 1;
-        if (sigqueue(getpid(), SIGUSR2, v) != 0) return 2;
-        pause_ms(100);
-        leak_before_exit();
-        v.sival_int = 2;
-        if (sigqueue(getpid(), SIGUSR2, v) != 0) return 2;
+        request_with_leak();
         free(malloc(100000));  // a slow path: this thread's share ends (if the switch has not ended it)
         struct timespec t0, t1;
         for (int i = 0; i < 40; ++i) {
@@ -146,13 +116,7 @@ int main(int argc, char** argv) {
     if (argc > 1 && strcmp(argv[1], "exit") == 0) {
         /* The request ends and the program exits at once: the report the
          * reporter thread has begun (or not yet) must come out whole. */
-        union sigval v;
-        v.sival_int = 1;
-        if (sigqueue(getpid(), SIGUSR2, v) != 0) return 2;
-        pause_ms(100);
-        leak_before_exit();
-        v.sival_int = 2;
-        if (sigqueue(getpid(), SIGUSR2, v) != 0) return 2;
+        request_with_leak();
         return 0;
     }
     pthread_t t;
